@@ -1,0 +1,40 @@
+// swift-tools-version:6.1
+// objmount: mount object storage (OpenStack Swift, Hubic, S3, KS3) as a local directory.
+// Layers (see doc and ../shared/DESIGN.md §1): CFuse → FuseKit → (adapter in ObjmountCLI) → ObjectFS
+// → ObjectStorage ← drivers (MemoryStorage, ...). The build enforces the rule with
+// `--explicit-target-dependency-import-check error`.
+import PackageDescription
+
+let package = Package(
+    name: "objmount",
+    products: [
+        .executable(name: "objmount", targets: ["objmount"])
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
+    ],
+    targets: [
+        .target(name: "CFuse", path: "CFuse", linkerSettings: [.linkedLibrary("fuse3")]),
+        .target(name: "FuseKit", dependencies: ["CFuse"]),
+        .target(name: "ObjectStorage"),
+        .target(name: "MemoryStorage", dependencies: ["ObjectStorage"]),
+        .target(name: "ObjectFS", dependencies: ["ObjectStorage"]),
+        .target(
+            name: "ObjmountCLI",
+            dependencies: [
+                "FuseKit", "ObjectFS", "ObjectStorage", "MemoryStorage",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+        .executableTarget(name: "objmount", dependencies: ["ObjmountCLI"]),
+        .testTarget(
+            name: "ObjectFSTests",
+            dependencies: [
+                "ObjectFS", "ObjectStorage", "MemoryStorage",
+                .product(name: "PropertyBased", package: "swift-property-based"),
+            ]),
+        .testTarget(name: "ObjectStorageTests", dependencies: ["ObjectStorage", "MemoryStorage"]),
+        .testTarget(name: "ObjmountCLITests", dependencies: ["ObjmountCLI", "ObjectStorage"]),
+        .testTarget(name: "FuseKitTests", dependencies: ["FuseKit"]),
+    ]
+)

@@ -1,0 +1,139 @@
+// FuseKit: safe Swift over libfuse3's low-level API (through the CFuse shim).
+//
+// A `FuseFilesystem` answers requests with async methods that return values or throw; the
+// session turns each result into exactly one `fuse_reply_*` (see FuseSession.respond). FuseKit
+// knows nothing about objects: inode numbers, names, attributes and bytes only.
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+public typealias Inode = UInt64
+
+/// A request failure with the errno the kernel passes on to the caller.
+public struct FuseError: Error, Hashable, Sendable {
+    public var errno: Int32
+    public init(_ errno: Int32) { self.errno = errno }
+}
+
+public enum FuseFileType: Sendable, Hashable {
+    case regular
+    case directory
+}
+
+/// What the kernel caches for an inode (a `struct stat`).
+public struct FuseAttributes: Sendable, Hashable {
+    public var ino: Inode
+    public var type: FuseFileType
+    public var permissions: UInt32
+    public var size: Int64
+    public var uid: UInt32
+    public var gid: UInt32
+    public var nlink: UInt32
+    public var mtimeSeconds: Int64
+    public var mtimeNanoseconds: Int32
+    public init(
+        ino: Inode, type: FuseFileType, permissions: UInt32, size: Int64, uid: UInt32, gid: UInt32,
+        nlink: UInt32, mtimeSeconds: Int64, mtimeNanoseconds: Int32
+    ) {
+        self.ino = ino
+        self.type = type
+        self.permissions = permissions
+        self.size = size
+        self.uid = uid
+        self.gid = gid
+        self.nlink = nlink
+        self.mtimeSeconds = mtimeSeconds
+        self.mtimeNanoseconds = mtimeNanoseconds
+    }
+
+    public var mode: UInt32 { (type == .directory ? UInt32(S_IFDIR) : UInt32(S_IFREG)) | (permissions & 0o7777) }
+}
+
+public struct FuseDirectoryEntry: Sendable, Hashable {
+    public var name: String
+    public var attributes: FuseAttributes
+    /// The offset the kernel passes back to continue after this entry.
+    public var nextOffset: Int64
+    public init(name: String, attributes: FuseAttributes, nextOffset: Int64) {
+        self.name = name
+        self.attributes = attributes
+        self.nextOffset = nextOffset
+    }
+}
+
+/// The fields of a `setattr` request that are set.
+public struct FuseSetAttributes: Sendable, Hashable {
+    public enum Time: Sendable, Hashable {
+        case now
+        case set(seconds: Int64, nanoseconds: Int32)
+    }
+    public var mode: UInt32?
+    public var uid: UInt32?
+    public var gid: UInt32?
+    public var size: Int64?
+    public var atime: Time?
+    public var mtime: Time?
+    public init() {}
+}
+
+public struct FuseStatistics: Sendable, Hashable {
+    public var blockSize: UInt64
+    public var blocks: UInt64
+    public var blocksFree: UInt64
+    public var files: UInt64
+    public var filesFree: UInt64
+    public var nameMax: UInt64
+    public init(blockSize: UInt64, blocks: UInt64, blocksFree: UInt64, files: UInt64, filesFree: UInt64, nameMax: UInt64) {
+        self.blockSize = blockSize
+        self.blocks = blocks
+        self.blocksFree = blocksFree
+        self.files = files
+        self.filesFree = filesFree
+        self.nameMax = nameMax
+    }
+}
+
+/// Bytes that belong to the session for the duration of one `write` call (a pooled copy of
+/// the kernel's request buffer). Do not keep the pointer after the call returns.
+public struct FuseWriteBuffer: @unchecked Sendable {
+    public let bytes: UnsafeRawBufferPointer
+}
+
+public struct FuseOpenResult: Sendable, Hashable {
+    public var handle: UInt64
+    /// Keep the kernel's page cache from a previous open (the file did not change).
+    public var keepCache: Bool
+    public init(handle: UInt64, keepCache: Bool = false) {
+        self.handle = handle
+        self.keepCache = keepCache
+    }
+}
+
+/// The operations a FUSE filesystem implements. Errors are `FuseError`s; any other error
+/// becomes EIO. Every method is called from Swift concurrency, never on a libfuse thread.
+public protocol FuseFilesystem: Sendable {
+    func lookup(parent: Inode, name: String) async throws -> FuseAttributes
+    /// The kernel dropped its last reference to `ino` (lookup count reached zero).
+    func forget(_ ino: Inode) async
+    func getattr(_ ino: Inode) async throws -> FuseAttributes
+    func setattr(_ ino: Inode, _ changes: FuseSetAttributes, handle: UInt64?) async throws -> FuseAttributes
+    func opendir(_ ino: Inode) async throws -> UInt64
+    /// Entries starting at `offset` (0 is the first); the session stops when its buffer is full.
+    func readdir(_ ino: Inode, handle: UInt64, offset: Int64) async throws -> [FuseDirectoryEntry]
+    func releasedir(_ ino: Inode, handle: UInt64) async
+    func mkdir(parent: Inode, name: String, mode: UInt32) async throws -> FuseAttributes
+    func rmdir(parent: Inode, name: String) async throws
+    func unlink(parent: Inode, name: String) async throws
+    func rename(parent: Inode, name: String, newParent: Inode, newName: String, noReplace: Bool) async throws
+    func create(parent: Inode, name: String, mode: UInt32, flags: Int32) async throws -> (FuseAttributes, FuseOpenResult)
+    func open(_ ino: Inode, flags: Int32) async throws -> FuseOpenResult
+    func read(_ ino: Inode, handle: UInt64, offset: Int64, size: Int) async throws -> [UInt8]
+    func write(_ ino: Inode, handle: UInt64, offset: Int64, buffer: FuseWriteBuffer) async throws -> Int
+    func flush(_ ino: Inode, handle: UInt64) async throws
+    func fsync(_ ino: Inode, handle: UInt64, dataOnly: Bool) async throws
+    func release(_ ino: Inode, handle: UInt64) async
+    func statfs(_ ino: Inode) async throws -> FuseStatistics
+    /// The session is ending (after the kernel's last request): store what is pending.
+    func shutdown() async
+}

@@ -1,0 +1,513 @@
+// FuseSession: one mounted FUSE filesystem.
+//
+// libfuse's worker threads call the C callbacks below. Each callback copies what it needs out
+// of libfuse's buffers (names, write bytes, fuse_file_info) and hands the request to a Swift
+// Task through `respond`, which awaits the filesystem and sends exactly one reply, so the
+// session loop never blocks on I/O. Lookup counts are kept here (LookupCounter); the
+// filesystem hears `forget` only when an inode's count reaches zero. No lock is held across
+// a fuse_reply_* call (FUSE-NOTES.md: it doubled the CPU cost per request).
+
+import CFuse
+import Dispatch
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// A libfuse request handle; owned by exactly one Task until it is replied to.
+struct Request: @unchecked Sendable {
+    let raw: fuse_req_t
+}
+
+/// A copy of a `fuse_file_info` taken during the callback (the original is valid only then).
+struct FileInfoCopy: @unchecked Sendable {
+    var info: fuse_file_info
+}
+
+public final class FuseSession: @unchecked Sendable {
+    public let filesystem: any FuseFilesystem
+    public let options: FuseMountOptions
+    let lookups = LookupCounter()
+    let pool: BufferPool
+    private let inFlight = Atomic<Int>(0)
+    private var session: OpaquePointer?
+    private var mountpoint: String?
+    private var signalHandlersSet = false
+    /// Called once the kernel's INIT has been answered: the mount serves requests from then on.
+    public var onInitialized: (@Sendable () -> Void)?
+
+    public init(filesystem: any FuseFilesystem, options: FuseMountOptions) {
+        self.filesystem = filesystem
+        self.options = options
+        self.pool = BufferPool(bufferSize: options.maxWrite)
+    }
+
+    /// Creates the session and mounts it. SIGINT, SIGTERM and SIGHUP end `run()` from then on.
+    public func mount(at mountpoint: String) throws(FuseError) {
+        var cArgs: [UnsafeMutablePointer<CChar>?] = options.arguments.map { strdup($0) }
+        defer { cArgs.forEach { free($0) } }
+        let se = cArgs.withUnsafeMutableBufferPointer { argv -> OpaquePointer? in
+            var args = cfuse_args_init(Int32(argv.count), argv.baseAddress)
+            var ops = FuseSession.operations
+            let se = cfuse_session_new(&args, &ops, Unmanaged.passUnretained(self).toOpaque())
+            fuse_opt_free_args(&args)
+            return se
+        }
+        guard let se else { throw FuseError(EINVAL) }
+        session = se
+        // A daemon started with `&` by a non-interactive shell inherits SIGINT as ignored, and
+        // fuse_set_signal_handlers leaves ignored signals alone (FUSE-NOTES.md gotcha 1).
+        cfuse_reset_signal_dispositions()
+        if fuse_set_signal_handlers(se) != 0 {
+            fuse_session_destroy(se)
+            session = nil
+            throw FuseError(EIO)
+        }
+        signalHandlersSet = true
+        if fuse_session_mount(se, mountpoint) != 0 {
+            fuse_remove_signal_handlers(se)
+            fuse_session_destroy(se)
+            session = nil
+            throw FuseError(EIO)
+        }
+        self.mountpoint = mountpoint
+        if options.readAheadKiB > 0 { Self.raiseReadAhead(mountpoint: mountpoint, kib: options.readAheadKiB) }
+    }
+
+    /// Serves requests until the filesystem is unmounted or a signal arrives, then drains the
+    /// requests in flight, unmounts, lets the filesystem store what is pending, and destroys the
+    /// session. Returns 0, or a negative errno if the loop failed.
+    public func run() -> Int32 {
+        guard let se = session else { return -EINVAL }
+        let r = cfuse_session_loop_mt(se, 0, -1)
+        // Requests already handed to Tasks finish (and reply) before the session goes away.
+        var waited = 0
+        while inFlight.load(ordering: .acquiring) > 0 && waited < 60_000 {
+            usleep(1000)
+            waited += 1
+        }
+        fuse_session_unmount(se)
+        let fs = filesystem
+        Self.blockingAwait { await fs.shutdown() }
+        if signalHandlersSet { fuse_remove_signal_handlers(se) }
+        fuse_session_destroy(se)
+        session = nil
+        // fuse_session_loop returns the signal number after a signal: that is a clean exit.
+        return r > 0 ? 0 : r
+    }
+
+    /// Ends `run()` from another thread.
+    public func exit() {
+        if let se = session { fuse_session_exit(se) }
+    }
+
+    static func blockingAwait(_ body: @escaping @Sendable () async -> Void) {
+        let done = DispatchSemaphore(value: 0)
+        Task {
+            await body()
+            done.signal()
+        }
+        done.wait()
+    }
+
+    /// READ requests are 128 KiB unless the mount's bdi read_ahead_kb is raised (root only).
+    /// The bdi is found from /proc/self/mountinfo, not by stat(), which would send a request to
+    /// this filesystem before its loop runs.
+    static func raiseReadAhead(mountpoint: String, kib: Int) {
+        guard let device = MountTable.current().first(where: { $0.mountpoint == mountpoint })?.device else { return }
+        let path = "/sys/class/bdi/\(device)/read_ahead_kb"
+        let fd = open(path, O_WRONLY | O_CLOEXEC)
+        guard fd >= 0 else { return }
+        let text = "\(kib)\n"
+        _ = text.withCString { write(fd, $0, strlen($0)) }
+        close(fd)
+    }
+
+    // MARK: - Replies
+
+    static func session(_ req: fuse_req_t?) -> FuseSession {
+        Unmanaged<FuseSession>.fromOpaque(fuse_req_userdata(req)!).takeUnretainedValue()
+    }
+
+    static func errno(of error: any Error) -> Int32 {
+        switch error {
+        case let e as FuseError: return e.errno
+        case is CancellationError: return EINTR
+        default: return EIO
+        }
+    }
+
+    /// Runs `work` in a Task and replies exactly once: with `reply` on success, or
+    /// fuse_reply_err on failure. Every request except forget goes through here.
+    func respond<T: Sendable>(
+        _ req: Request, _ work: @escaping @Sendable () async throws -> T,
+        reply: @escaping @Sendable (Request, T) -> Void
+    ) {
+        inFlight.add(1, ordering: .relaxed)
+        Task {
+            defer { self.inFlight.subtract(1, ordering: .releasing) }
+            let value: T
+            do {
+                value = try await work()
+            } catch {
+                self.replyError(req, error)
+                return
+            }
+            reply(req, value)
+        }
+    }
+
+    func replyError(_ req: Request, _ error: any Error) {
+        _ = fuse_reply_err(req.raw, Self.errno(of: error))
+    }
+
+    func fillStat(_ a: FuseAttributes) -> stat {
+        var st = stat()
+        st.st_ino = UInt(a.ino)
+        st.st_mode = a.mode
+        st.st_nlink = UInt(a.nlink)
+        st.st_uid = a.uid
+        st.st_gid = a.gid
+        st.st_size = Int(a.size)
+        st.st_blksize = 1 << 20
+        st.st_blocks = Int((a.size + 511) / 512)
+        let t = timespec(tv_sec: Int(a.mtimeSeconds), tv_nsec: Int(a.mtimeNanoseconds))
+        st.st_mtim = t
+        st.st_atim = t
+        st.st_ctim = t
+        return st
+    }
+
+    func entryParam(_ a: FuseAttributes) -> fuse_entry_param {
+        var e = fuse_entry_param()
+        e.ino = a.ino
+        e.generation = 0
+        e.attr = fillStat(a)
+        e.attr_timeout = options.attributeTimeout
+        e.entry_timeout = options.entryTimeout
+        return e
+    }
+
+    /// Replies with an entry, counting the lookup first and taking it back if the kernel did
+    /// not get the reply.
+    func replyEntry(_ req: Request, _ a: FuseAttributes) {
+        lookups.add(a.ino)
+        var e = entryParam(a)
+        if fuse_reply_entry(req.raw, &e) != 0 { dropLookups(a.ino, 1) }
+    }
+
+    func replyCreate(_ req: Request, _ a: FuseAttributes, _ open: FuseOpenResult, _ fi: FileInfoCopy) {
+        lookups.add(a.ino)
+        var e = entryParam(a)
+        var info = fi.info
+        info.fh = open.handle
+        info.keep_cache = open.keepCache ? 1 : 0
+        if fuse_reply_create(req.raw, &e, &info) != 0 {
+            dropLookups(a.ino, 1)
+            let fs = filesystem
+            Task { await fs.release(a.ino, handle: open.handle) }
+        }
+    }
+
+    func dropLookups(_ ino: Inode, _ n: UInt64) {
+        guard lookups.forget(ino, n), ino != FUSE_ROOT_ID else { return }
+        let fs = filesystem
+        inFlight.add(1, ordering: .relaxed)
+        Task {
+            await fs.forget(ino)
+            self.inFlight.subtract(1, ordering: .releasing)
+        }
+    }
+
+    func readdir(_ req: Request, ino: Inode, size: Int, offset: Int64, handle: UInt64, plus: Bool) {
+        let fs = filesystem
+        respond(req, { try await fs.readdir(ino, handle: handle, offset: offset) }) { req, entries in
+            var buffer = [CChar](repeating: 0, count: size)
+            var used = 0
+            var counted: [Inode] = []
+            buffer.withUnsafeMutableBufferPointer { buf in
+                for entry in entries {
+                    let left = size - used
+                    let need: Int = entry.name.withCString { cname in
+                        if plus {
+                            var e = self.entryParam(entry.attributes)
+                            let dotOrDotDot = entry.name == "." || entry.name == ".."
+                            if dotOrDotDot { e = fuse_entry_param(); e.attr = self.fillStat(entry.attributes) }
+                            let n = fuse_add_direntry_plus(req.raw, buf.baseAddress! + used, left, cname, &e, off_t(entry.nextOffset))
+                            if n <= left && !dotOrDotDot {
+                                self.lookups.add(entry.attributes.ino)
+                                counted.append(entry.attributes.ino)
+                            }
+                            return n
+                        } else {
+                            var st = self.fillStat(entry.attributes)
+                            return fuse_add_direntry(req.raw, buf.baseAddress! + used, left, cname, &st, off_t(entry.nextOffset))
+                        }
+                    }
+                    if need > left { break }
+                    used += need
+                }
+            }
+            // readdirplus never errors once entries are in the buffer (fuse_lowlevel.h).
+            if fuse_reply_buf(req.raw, buffer, used) != 0 {
+                for ino in counted { self.dropLookups(ino, 1) }
+            }
+        }
+    }
+
+    // MARK: - The operation table
+
+    static var operations: fuse_lowlevel_ops {
+        var ops = fuse_lowlevel_ops()
+        ops.`init` = { userdata, conn in
+            let s = Unmanaged<FuseSession>.fromOpaque(userdata!).takeUnretainedValue()
+            s.negotiate(conn!)
+        }
+        ops.lookup = { req, parent, name in
+            let s = FuseSession.session(req)
+            let fs = s.filesystem
+            let n = String(cString: name!)
+            s.respond(Request(raw: req!), { () async throws -> FuseAttributes? in
+                do {
+                    return try await fs.lookup(parent: parent, name: n)
+                } catch let e as FuseError where e.errno == ENOENT && s.options.negativeTimeout > 0 {
+                    return nil
+                }
+            }) { req, attributes in
+                if let a = attributes {
+                    s.replyEntry(req, a)
+                } else {
+                    // A negative entry the kernel may cache for negativeTimeout.
+                    var e = fuse_entry_param()
+                    e.entry_timeout = s.options.negativeTimeout
+                    _ = fuse_reply_entry(req.raw, &e)
+                }
+            }
+        }
+        ops.forget = { req, ino, nlookup in
+            let s = FuseSession.session(req)
+            s.dropLookups(ino, nlookup)
+            fuse_reply_none(req)
+        }
+        ops.forget_multi = { req, count, forgets in
+            let s = FuseSession.session(req)
+            for i in 0..<count {
+                let f = forgets![i]
+                s.dropLookups(f.ino, f.nlookup)
+            }
+            fuse_reply_none(req)
+        }
+        ops.getattr = { req, ino, _ in
+            let s = FuseSession.session(req)
+            let fs = s.filesystem
+            s.respond(Request(raw: req!), { try await fs.getattr(ino) }) { req, a in
+                var st = s.fillStat(a)
+                _ = fuse_reply_attr(req.raw, &st, s.options.attributeTimeout)
+            }
+        }
+        ops.setattr = { req, ino, attr, toSet, fi in
+            let s = FuseSession.session(req)
+            let fs = s.filesystem
+            let st = attr!.pointee
+            var c = FuseSetAttributes()
+            if toSet & FUSE_SET_ATTR_MODE != 0 { c.mode = st.st_mode & 0o7777 }
+            if toSet & FUSE_SET_ATTR_UID != 0 { c.uid = st.st_uid }
+            if toSet & FUSE_SET_ATTR_GID != 0 { c.gid = st.st_gid }
+            if toSet & FUSE_SET_ATTR_SIZE != 0 { c.size = Int64(st.st_size) }
+            if toSet & FUSE_SET_ATTR_MTIME_NOW != 0 {
+                c.mtime = .now
+            } else if toSet & FUSE_SET_ATTR_MTIME != 0 {
+                c.mtime = .set(seconds: Int64(st.st_mtim.tv_sec), nanoseconds: Int32(st.st_mtim.tv_nsec))
+            }
+            if toSet & FUSE_SET_ATTR_ATIME_NOW != 0 {
+                c.atime = .now
+            } else if toSet & FUSE_SET_ATTR_ATIME != 0 {
+                c.atime = .set(seconds: Int64(st.st_atim.tv_sec), nanoseconds: Int32(st.st_atim.tv_nsec))
+            }
+            let handle = fi.map { $0.pointee.fh }
+            let changes = c
+            s.respond(Request(raw: req!), { try await fs.setattr(ino, changes, handle: handle) }) { req, a in
+                var out = s.fillStat(a)
+                _ = fuse_reply_attr(req.raw, &out, s.options.attributeTimeout)
+            }
+        }
+        ops.opendir = { req, ino, fi in
+            let s = FuseSession.session(req)
+            let fs = s.filesystem
+            let info = FileInfoCopy(info: fi!.pointee)
+            s.respond(Request(raw: req!), { try await fs.opendir(ino) }) { req, fh in
+                var i = info.info
+                i.fh = fh
+                if fuse_reply_open(req.raw, &i) != 0 { Task { await fs.releasedir(ino, handle: fh) } }
+            }
+        }
+        ops.readdir = { req, ino, size, off, fi in
+            FuseSession.session(req).readdir(Request(raw: req!), ino: ino, size: size, offset: Int64(off), handle: fi!.pointee.fh, plus: false)
+        }
+        ops.readdirplus = { req, ino, size, off, fi in
+            FuseSession.session(req).readdir(Request(raw: req!), ino: ino, size: size, offset: Int64(off), handle: fi!.pointee.fh, plus: true)
+        }
+        ops.releasedir = { req, ino, fi in
+            let s = FuseSession.session(req)
+            let fs = s.filesystem
+            let fh = fi!.pointee.fh
+            s.respond(Request(raw: req!), { await fs.releasedir(ino, handle: fh) }) { req, _ in
+                _ = fuse_reply_err(req.raw, 0)
+            }
+        }
+        ops.mkdir = { req, parent, name, mode in
+            let s = FuseSession.session(req)
+            let fs = s.filesystem
+            let n = String(cString: name!)
+            s.respond(Request(raw: req!), { try await fs.mkdir(parent: parent, name: n, mode: UInt32(mode)) }) {
+                s.replyEntry($0, $1)
+            }
+        }
+        ops.rmdir = { req, parent, name in
+            let s = FuseSession.session(req)
+            let fs = s.filesystem
+            let n = String(cString: name!)
+            s.respond(Request(raw: req!), { try await fs.rmdir(parent: parent, name: n) }) { req, _ in
+                _ = fuse_reply_err(req.raw, 0)
+            }
+        }
+        ops.unlink = { req, parent, name in
+            let s = FuseSession.session(req)
+            let fs = s.filesystem
+            let n = String(cString: name!)
+            s.respond(Request(raw: req!), { try await fs.unlink(parent: parent, name: n) }) { req, _ in
+                _ = fuse_reply_err(req.raw, 0)
+            }
+        }
+        ops.rename = { req, parent, name, newParent, newName, flags in
+            let s = FuseSession.session(req)
+            let fs = s.filesystem
+            let from = String(cString: name!)
+            let to = String(cString: newName!)
+            s.respond(Request(raw: req!), {
+                if flags & UInt32(CFUSE_RENAME_EXCHANGE) != 0 { throw FuseError(EINVAL) }
+                let noReplace = flags & UInt32(CFUSE_RENAME_NOREPLACE) != 0
+                try await fs.rename(parent: parent, name: from, newParent: newParent, newName: to, noReplace: noReplace)
+            }) { req, _ in
+                _ = fuse_reply_err(req.raw, 0)
+            }
+        }
+        ops.create = { req, parent, name, mode, fi in
+            let s = FuseSession.session(req)
+            let fs = s.filesystem
+            let n = String(cString: name!)
+            let info = FileInfoCopy(info: fi!.pointee)
+            let flags = info.info.flags
+            s.respond(Request(raw: req!), { try await fs.create(parent: parent, name: n, mode: UInt32(mode), flags: flags) }) {
+                req, result in
+                s.replyCreate(req, result.0, result.1, info)
+            }
+        }
+        ops.open = { req, ino, fi in
+            let s = FuseSession.session(req)
+            let fs = s.filesystem
+            let info = FileInfoCopy(info: fi!.pointee)
+            let flags = info.info.flags
+            s.respond(Request(raw: req!), { try await fs.open(ino, flags: flags) }) { req, result in
+                var i = info.info
+                i.fh = result.handle
+                i.keep_cache = result.keepCache ? 1 : 0
+                if fuse_reply_open(req.raw, &i) != 0 { Task { await fs.release(ino, handle: result.handle) } }
+            }
+        }
+        ops.read = { req, ino, size, off, fi in
+            let s = FuseSession.session(req)
+            let fs = s.filesystem
+            let fh = fi!.pointee.fh
+            s.respond(Request(raw: req!), { try await fs.read(ino, handle: fh, offset: Int64(off), size: size) }) {
+                req, bytes in
+                _ = bytes.withUnsafeBytes { b in
+                    fuse_reply_buf(req.raw, b.baseAddress?.assumingMemoryBound(to: CChar.self), b.count)
+                }
+            }
+        }
+        ops.write = { req, ino, buf, size, off, fi in
+            let s = FuseSession.session(req)
+            let fs = s.filesystem
+            let fh = fi!.pointee.fh
+            // libfuse reuses its receive buffer as soon as this callback returns.
+            let copy = s.pool.take(size)
+            copy.buffer.copyMemory(from: UnsafeRawBufferPointer(start: buf, count: size))
+            let data = FuseWriteBuffer(bytes: UnsafeRawBufferPointer(rebasing: copy.buffer[0..<size]))
+            let pool = s.pool
+            s.respond(Request(raw: req!), {
+                defer { pool.give(copy) }
+                return try await fs.write(ino, handle: fh, offset: Int64(off), buffer: data)
+            }) { req, n in
+                _ = fuse_reply_write(req.raw, n)
+            }
+        }
+        ops.flush = { req, ino, fi in
+            let s = FuseSession.session(req)
+            let fs = s.filesystem
+            let fh = fi!.pointee.fh
+            s.respond(Request(raw: req!), { try await fs.flush(ino, handle: fh) }) { req, _ in
+                _ = fuse_reply_err(req.raw, 0)
+            }
+        }
+        ops.fsync = { req, ino, datasync, fi in
+            let s = FuseSession.session(req)
+            let fs = s.filesystem
+            let fh = fi!.pointee.fh
+            s.respond(Request(raw: req!), { try await fs.fsync(ino, handle: fh, dataOnly: datasync != 0) }) { req, _ in
+                _ = fuse_reply_err(req.raw, 0)
+            }
+        }
+        ops.release = { req, ino, fi in
+            let s = FuseSession.session(req)
+            let fs = s.filesystem
+            let fh = fi!.pointee.fh
+            s.respond(Request(raw: req!), { await fs.release(ino, handle: fh) }) { req, _ in
+                _ = fuse_reply_err(req.raw, 0)
+            }
+        }
+        ops.statfs = { req, ino in
+            let s = FuseSession.session(req)
+            let fs = s.filesystem
+            s.respond(Request(raw: req!), { try await fs.statfs(ino) }) { req, st in
+                var v = statvfs()
+                v.f_bsize = UInt(st.blockSize)
+                v.f_frsize = UInt(st.blockSize)
+                v.f_blocks = UInt(st.blocks)
+                v.f_bfree = UInt(st.blocksFree)
+                v.f_bavail = UInt(st.blocksFree)
+                v.f_files = UInt(st.files)
+                v.f_ffree = UInt(st.filesFree)
+                v.f_favail = UInt(st.filesFree)
+                v.f_namemax = UInt(st.nameMax)
+                _ = fuse_reply_statfs(req.raw, &v)
+            }
+        }
+        return ops
+    }
+
+    func negotiate(_ conn: UnsafeMutablePointer<fuse_conn_info>) {
+        let c = conn.pointee
+        var want = c.want
+        for cap in [FUSE_CAP_ASYNC_READ, FUSE_CAP_ATOMIC_O_TRUNC, FUSE_CAP_PARALLEL_DIROPS, FUSE_CAP_AUTO_INVAL_DATA] {
+            if c.capable & UInt32(cap) != 0 { want |= UInt32(cap) }
+        }
+        if options.readdirPlus, c.capable & UInt32(FUSE_CAP_READDIRPLUS) != 0 {
+            want |= UInt32(FUSE_CAP_READDIRPLUS)
+            want &= ~UInt32(FUSE_CAP_READDIRPLUS_AUTO)
+        }
+        // Splice only pays off for fd-backed replies (FUSE-NOTES.md §3); replies here are memory.
+        want &= ~UInt32(FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE)
+        want &= ~UInt32(FUSE_CAP_WRITEBACK_CACHE)
+        conn.pointee.want = want
+        conn.pointee.max_write = UInt32(options.maxWrite)
+        conn.pointee.max_readahead = UInt32(options.maxWrite)
+        // Must mirror `-o max_read`, or libfuse 3.14 fails INIT with EPROTO (FUSE-NOTES.md gotcha 2).
+        conn.pointee.max_read = UInt32(options.maxWrite)
+        conn.pointee.max_background = 64
+        conn.pointee.congestion_threshold = 48
+        conn.pointee.time_gran = 1
+        onInitialized?()
+    }
+}

@@ -1,0 +1,295 @@
+// MemoryStorage: a complete bucket held in memory, behind an actor.
+//
+// It is a real backend (the `memory://` remote, demos, the reference model of the property
+// tests), not a mock: listings are sorted, paged and rolled up by delimiter exactly as S3 does
+// it, multipart uploads are assembled from their parts, and ETags change with every write.
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+import ObjectStorage
+
+public actor MemoryStorage: ObjectStorage {
+    struct Stored {
+        var bytes: [UInt8]
+        var info: ObjectInfo
+    }
+
+    public nonisolated let capabilities: StorageCapabilities
+    private var objects: [ObjectKey: Stored] = [:]
+    /// All keys, sorted by their UTF-8 bytes (S3 order).
+    private var sortedKeys: [ObjectKey] = []
+    private var uploads:
+        [String: (key: ObjectKey, options: PutOptions, parts: [Int: (etag: ETag, bytes: [UInt8])])] =
+            [:]
+    private var version: UInt64 = 0
+    private let clock: @Sendable () -> Timestamp
+    private let pageSize: Int
+    public let quotaBytes: Int64?
+
+    /// - Parameters:
+    ///   - pageSize: the most entries one listing page returns (S3: 1000, Swift: 10,000).
+    ///   - now: the time stamped on writes (injected so tests control it).
+    public init(
+        markerStyle: DirectoryMarkerStyle = .trailingSlash, pageSize: Int = 1000,
+        minimumPartSize: Int64 = 5 << 20, quotaBytes: Int64? = nil,
+        now: @escaping @Sendable () -> Timestamp = MemoryStorage.systemTime
+    ) {
+        self.capabilities = StorageCapabilities(
+            directoryMarkerStyle: markerStyle, minimumPartSize: minimumPartSize)
+        self.pageSize = pageSize
+        self.clock = now
+        self.quotaBytes = quotaBytes
+    }
+
+    public static let systemTime: @Sendable () -> Timestamp = {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return Timestamp(seconds: Int64(ts.tv_sec), nanoseconds: Int32(ts.tv_nsec))
+    }
+
+    // MARK: - Inspection for tests and seeding
+
+    /// Every key with its bytes, sorted.
+    public func snapshot() -> [(key: ObjectKey, bytes: [UInt8])] {
+        sortedKeys.map { ($0, objects[$0]!.bytes) }
+    }
+
+    public var objectCount: Int { objects.count }
+
+    // MARK: - ObjectStorage
+
+    public func list(prefix: String, delimiter: String?, continuation: String?, maxKeys: Int?)
+        async throws -> ListPage
+    {
+        let limit = max(1, min(maxKeys ?? pageSize, pageSize))
+        var index = lowerBound(prefix)
+        if let after = continuation {
+            index = max(index, upperBound(after))
+        }
+        var page = ListPage(objects: [], commonPrefixes: [], continuation: nil)
+        var count = 0
+        var last: String? = nil
+        while index < sortedKeys.count {
+            let key = sortedKeys[index]
+            guard key.utf8.starts(with: prefix.utf8) else { break }
+            if count == limit {
+                page.continuation = last
+                break
+            }
+            let rest = Array(key.utf8.dropFirst(prefix.utf8.count))
+            if let d = delimiter, !d.isEmpty, let end = Self.endOfFirst(Array(d.utf8), in: rest) {
+                let common = prefix + String(decoding: rest[..<end], as: UTF8.self)
+                page.commonPrefixes.append(common)
+                last = common
+                // Skip every key under this common prefix.
+                index = upperBoundOfPrefix(common)
+            } else {
+                page.objects.append(objects[key]!.info)
+                last = key
+                index += 1
+            }
+            count += 1
+        }
+        return page
+    }
+
+    public func head(_ key: ObjectKey) async throws -> ObjectInfo {
+        guard let o = objects[key] else { throw StorageError.notFound(key) }
+        return o.info
+    }
+
+    public func get(_ key: ObjectKey, range: ByteRange?, ifMatch: ETag?) async throws -> [UInt8] {
+        guard let o = objects[key] else { throw StorageError.notFound(key) }
+        if let m = ifMatch, o.info.etag != m { throw StorageError.preconditionFailed(key) }
+        guard let r = range else { return o.bytes }
+        let start = Int(min(r.offset, Int64(o.bytes.count)))
+        let end = Int(min(r.end, Int64(o.bytes.count)))
+        return Array(o.bytes[start..<end])
+    }
+
+    public func put(_ key: ObjectKey, payload: Payload, options: PutOptions) async throws
+        -> ObjectInfo
+    {
+        try validate(key)
+        let bytes = try Self.read(payload)
+        try checkQuota(adding: Int64(bytes.count), replacing: key)
+        return store(key, bytes: bytes, options: options)
+    }
+
+    public func copy(from source: ObjectKey, to destination: ObjectKey, replacing: PutOptions?)
+        async throws -> ObjectInfo
+    {
+        try validate(destination)
+        guard let o = objects[source] else { throw StorageError.notFound(source) }
+        let options =
+            replacing
+            ?? PutOptions(contentType: o.info.contentType, metadata: o.info.metadata ?? [:])
+        return store(destination, bytes: o.bytes, options: options)
+    }
+
+    public func delete(_ keys: [ObjectKey]) async throws {
+        for key in keys where objects.removeValue(forKey: key) != nil {
+            sortedKeys.remove(at: lowerBound(key))
+        }
+    }
+
+    public func createMultipartUpload(_ key: ObjectKey, options: PutOptions) async throws
+        -> MultipartUpload
+    {
+        try validate(key)
+        version += 1
+        let id = "upload-\(version)"
+        uploads[id] = (key, options, [:])
+        return MultipartUpload(key: key, uploadID: id)
+    }
+
+    public func uploadPart(_ upload: MultipartUpload, number: Int, payload: Payload) async throws
+        -> UploadedPart
+    {
+        guard uploads[upload.uploadID] != nil else {
+            throw StorageError.notFound("upload \(upload.uploadID)")
+        }
+        guard (1...capabilities.maximumPartCount).contains(number) else {
+            throw StorageError.invalidArgument("part number \(number)")
+        }
+        let bytes = try Self.read(payload)
+        version += 1
+        let etag = ETag("part-\(version)")
+        uploads[upload.uploadID]!.parts[number] = (etag, bytes)
+        return UploadedPart(number: number, etag: etag)
+    }
+
+    public func completeMultipartUpload(_ upload: MultipartUpload, parts: [UploadedPart])
+        async throws -> ObjectInfo
+    {
+        guard let u = uploads[upload.uploadID] else {
+            throw StorageError.notFound("upload \(upload.uploadID)")
+        }
+        guard !parts.isEmpty, parts.map(\.number) == parts.map(\.number).sorted() else {
+            throw StorageError.invalidArgument("parts must be given in ascending order")
+        }
+        var bytes: [UInt8] = []
+        for (i, part) in parts.enumerated() {
+            guard let stored = u.parts[part.number], stored.etag == part.etag else {
+                throw StorageError.invalidArgument("part \(part.number) was not uploaded")
+            }
+            let data = stored.bytes
+            if i < parts.count - 1 && Int64(data.count) < capabilities.minimumPartSize {
+                throw StorageError.invalidArgument("part \(part.number) is below the minimum size")
+            }
+            bytes += data
+        }
+        try checkQuota(adding: Int64(bytes.count), replacing: u.key)
+        uploads[upload.uploadID] = nil
+        return store(u.key, bytes: bytes, options: u.options)
+    }
+
+    public func abortMultipartUpload(_ upload: MultipartUpload) async throws {
+        uploads[upload.uploadID] = nil
+    }
+
+    /// Multipart uploads started and neither completed nor aborted.
+    public var pendingUploads: [MultipartUpload] {
+        uploads.map { MultipartUpload(key: $0.value.key, uploadID: $0.key) }
+    }
+
+    public func accountInfo() async throws -> AccountInfo {
+        AccountInfo(
+            bytesUsed: usedBytes, objectCount: Int64(objects.count), quotaBytes: quotaBytes)
+    }
+
+    // MARK: - Internals
+
+    private var usedBytes: Int64 { objects.values.reduce(0) { $0 + Int64($1.bytes.count) } }
+
+    private func checkQuota(adding n: Int64, replacing key: ObjectKey) throws {
+        guard let q = quotaBytes else { return }
+        let replaced = Int64(objects[key]?.bytes.count ?? 0)
+        if usedBytes - replaced + n > q { throw StorageError.quotaExceeded }
+    }
+
+    private func validate(_ key: ObjectKey) throws {
+        if key.isEmpty || key.utf8.count > 1024 {
+            throw StorageError.invalidArgument("object name must be 1 to 1024 bytes")
+        }
+    }
+
+    @discardableResult
+    private func store(_ key: ObjectKey, bytes: [UInt8], options: PutOptions) -> ObjectInfo {
+        version += 1
+        let info = ObjectInfo(
+            key: key, size: Int64(bytes.count),
+            etag: ETag("v\(version)-\(bytes.count)"), lastModified: clock(),
+            contentType: options.contentType, metadata: options.metadata)
+        if objects[key] == nil {
+            sortedKeys.insert(key, at: lowerBound(key))
+        }
+        objects[key] = Stored(bytes: bytes, info: info)
+        return info
+    }
+
+    /// First index whose key is not below `key`, in UTF-8 byte order.
+    private func lowerBound(_ key: String) -> Int {
+        var lo = 0
+        var hi = sortedKeys.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if sortedKeys[mid].utf8.lexicographicallyPrecedes(key.utf8) { lo = mid + 1 } else { hi = mid }
+        }
+        return lo
+    }
+
+    /// First index whose key is above `key`.
+    private func upperBound(_ key: String) -> Int {
+        let i = lowerBound(key)
+        return i < sortedKeys.count && sortedKeys[i] == key ? i + 1 : i
+    }
+
+    /// First index whose key does not start with `prefix` (after the keys that do).
+    private func upperBoundOfPrefix(_ prefix: String) -> Int {
+        var i = lowerBound(prefix)
+        var lo = i
+        var hi = sortedKeys.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if sortedKeys[mid].utf8.starts(with: prefix.utf8) { lo = mid + 1 } else { hi = mid }
+        }
+        i = lo
+        return i
+    }
+
+    static func read(_ payload: Payload) throws -> [UInt8] {
+        switch payload {
+        case .bytes(let b):
+            return b
+        case .file(let path, let offset, let length):
+            let fd = open(path, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { throw StorageError.localIO(errno, "open \(path)") }
+            defer { close(fd) }
+            var out = [UInt8](repeating: 0, count: Int(length))
+            var done = 0
+            while done < out.count {
+                let n = out.withUnsafeMutableBytes {
+                    pread(fd, $0.baseAddress! + done, $0.count - done, off_t(offset) + off_t(done))
+                }
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    throw StorageError.localIO(errno, "read \(path)")
+                }
+                if n == 0 { throw StorageError.localIO(EIO, "\(path) is shorter than expected") }
+                done += n
+            }
+            return out
+        }
+    }
+
+    /// The index just past the first occurrence of `needle` in `haystack`.
+    static func endOfFirst(_ needle: [UInt8], in haystack: [UInt8]) -> Int? {
+        guard needle.count <= haystack.count else { return nil }
+        for i in 0...(haystack.count - needle.count) where haystack[i..<(i + needle.count)].elementsEqual(needle) {
+            return i + needle.count
+        }
+        return nil
+    }
+}

@@ -1,0 +1,74 @@
+// StagingFile: the local copy of a file being written. Writes land here and are uploaded
+// at flush/fsync/release. One staging file per inode, shared by all its open handles, so that
+// every descriptor sees the others' writes. (The journaled write-back buffer replaces this
+// in a later issue behind the same small interface.)
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+import ObjectStorage
+
+final class StagingFile {
+    let path: String
+    private let fd: Int32
+    private(set) var size: Int64 = 0
+
+    init(directory: String, name: String) throws(FSError) {
+        path = directory + "/" + name
+        fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw FSError(errno, "cannot create staging file \(path)") }
+    }
+
+    deinit {
+        close(fd)
+        unlink(path)
+    }
+
+    func write(_ bytes: UnsafeRawBufferPointer, at offset: Int64) throws(FSError) {
+        var done = 0
+        while done < bytes.count {
+            let n = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset) + off_t(done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw FSError(errno, "cannot write staging file")
+            }
+            done += n
+        }
+        size = max(size, offset + Int64(bytes.count))
+    }
+
+    func read(at offset: Int64, count: Int) throws(FSError) -> [UInt8] {
+        let n = Int(max(0, min(Int64(count), size - offset)))
+        guard n > 0 else { return [] }
+        var out = [UInt8](repeating: 0, count: n)
+        var done = 0
+        while done < n {
+            let r = out.withUnsafeMutableBytes {
+                pread(fd, $0.baseAddress! + done, n - done, off_t(offset) + off_t(done))
+            }
+            if r < 0 {
+                if errno == EINTR { continue }
+                throw FSError(errno, "cannot read staging file")
+            }
+            if r == 0 { break }
+            done += r
+        }
+        if done < n { out.removeLast(n - done) }
+        return out
+    }
+
+    func truncate(to length: Int64) throws(FSError) {
+        guard ftruncate(fd, off_t(length)) == 0 else {
+            throw FSError(errno, "cannot truncate staging file")
+        }
+        size = length
+    }
+
+    func sync() throws(FSError) {
+        guard fsync(fd) == 0 else { throw FSError(errno, "cannot sync staging file") }
+    }
+
+    func payload(offset: Int64 = 0, length: Int64? = nil) -> Payload {
+        .file(path: path, offset: offset, length: length ?? size - offset)
+    }
+}

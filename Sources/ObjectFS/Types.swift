@@ -1,0 +1,169 @@
+#if canImport(Glibc)
+    import Glibc
+#endif
+import ObjectStorage
+
+public typealias InodeNumber = UInt64
+
+/// The inode number of the mount's root directory (FUSE_ROOT_ID).
+public let rootInode: InodeNumber = 1
+
+public enum FileKind: Sendable, Hashable {
+    case file
+    case directory
+}
+
+/// What `stat` shows for one inode. `mode` holds the permission bits only (07777).
+public struct FileAttributes: Sendable, Hashable {
+    public var ino: InodeNumber
+    public var kind: FileKind
+    public var size: Int64
+    public var mode: UInt32
+    public var uid: UInt32
+    public var gid: UInt32
+    public var mtime: Timestamp
+    public var nlink: UInt32 { kind == .directory ? 2 : 1 }
+}
+
+/// A name in a directory with the inode it resolves to.
+public struct DirectoryEntry: Sendable, Hashable {
+    public var name: String
+    public var attributes: FileAttributes
+    public var ino: InodeNumber { attributes.ino }
+}
+
+/// A change requested by `setattr` (truncate, chmod, chown, utimes).
+public struct AttributeChanges: Sendable, Hashable {
+    public enum TimeChange: Sendable, Hashable {
+        case now
+        case set(Timestamp)
+    }
+    public var size: Int64?
+    public var mode: UInt32?
+    public var uid: UInt32?
+    public var gid: UInt32?
+    public var mtime: TimeChange?
+    public init(
+        size: Int64? = nil, mode: UInt32? = nil, uid: UInt32? = nil, gid: UInt32? = nil,
+        mtime: TimeChange? = nil
+    ) {
+        self.size = size
+        self.mode = mode
+        self.uid = uid
+        self.gid = gid
+        self.mtime = mtime
+    }
+}
+
+public struct FilesystemStatistics: Sendable, Hashable {
+    public var blockSize: UInt64
+    public var totalBlocks: UInt64
+    public var freeBlocks: UInt64
+    public var totalFiles: UInt64
+    public var freeFiles: UInt64
+    public var maximumNameLength: UInt64
+}
+
+/// The access mode and flags of `open`/`create` that ObjectFS acts on.
+public struct OpenFlags: Sendable, Hashable {
+    public var write: Bool
+    public var read: Bool
+    public var truncate: Bool
+    public var append: Bool
+    public var exclusive: Bool
+    public init(posix flags: Int32) {
+        let acc = flags & O_ACCMODE
+        read = acc == O_RDONLY || acc == O_RDWR
+        write = acc == O_WRONLY || acc == O_RDWR
+        truncate = flags & O_TRUNC != 0
+        append = flags & O_APPEND != 0
+        exclusive = flags & O_EXCL != 0
+    }
+    public static let readOnly = OpenFlags(posix: O_RDONLY)
+    public static let writeOnly = OpenFlags(posix: O_WRONLY)
+    public static let readWrite = OpenFlags(posix: O_RDWR)
+}
+
+/// An error with the errno the caller sees, made where the cause is known.
+public struct FSError: Error, Hashable, Sendable, CustomStringConvertible {
+    public var errno: Int32
+    public var message: String
+    public init(_ errno: Int32, _ message: String) {
+        self.errno = errno
+        self.message = message
+    }
+    public var description: String { "\(message) (errno \(errno))" }
+
+    static func from(_ error: any Error, _ context: String) -> FSError {
+        switch error {
+        case let e as FSError: return e
+        case let e as StorageError: return FSError(e.errno, "\(context): \(e)")
+        case is CancellationError: return FSError(EINTR, "\(context): interrupted")
+        default: return FSError(EIO, "\(context): \(error)")
+        }
+    }
+}
+
+/// Monotonic time for cache expiry, injected so that tests can move it.
+public protocol TimeSource: Sendable {
+    /// Nanoseconds on a monotonic clock with an arbitrary origin.
+    func monotonicNanoseconds() -> Int64
+    /// Wall-clock time, for mtimes.
+    func wallClock() -> Timestamp
+}
+
+public struct SystemTimeSource: TimeSource {
+    public init() {}
+    public func monotonicNanoseconds() -> Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
+    }
+    public func wallClock() -> Timestamp {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return Timestamp(seconds: Int64(ts.tv_sec), nanoseconds: Int32(ts.tv_nsec))
+    }
+}
+
+public struct ObjectFSConfiguration: Sendable {
+    /// The key prefix the mount shows as its root: "" or "some/prefix/".
+    public var prefix: String
+    public var uid: UInt32
+    public var gid: UInt32
+    public var umask: UInt32
+    /// How long listings, attributes and negative lookups are trusted before asking the server
+    /// again. Local changes are visible at once; other clients' changes after at most this long.
+    public var metadataTTL: Duration
+    public var readOnly: Bool
+    /// Where open files being written are staged until they are uploaded.
+    public var stagingDirectory: String
+    /// Files above this size are uploaded as multipart uploads.
+    public var multipartThreshold: Int64
+    public var partSize: Int64
+    public var uploadConcurrency: Int
+
+    public init(
+        prefix: String = "", uid: UInt32 = getuid(), gid: UInt32 = getgid(), umask: UInt32 = 0o022,
+        metadataTTL: Duration = .seconds(10), readOnly: Bool = false,
+        stagingDirectory: String, multipartThreshold: Int64 = 64 << 20,
+        partSize: Int64 = 16 << 20, uploadConcurrency: Int = 4
+    ) {
+        self.prefix = prefix
+        self.uid = uid
+        self.gid = gid
+        self.umask = umask
+        self.metadataTTL = metadataTTL
+        self.readOnly = readOnly
+        self.stagingDirectory = stagingDirectory
+        self.multipartThreshold = multipartThreshold
+        self.partSize = partSize
+        self.uploadConcurrency = uploadConcurrency
+    }
+}
+
+/// Bytes lent to `ObjectFS.write` for the duration of the call (a FUSE request buffer).
+public struct BorrowedBytes: @unchecked Sendable {
+    public let buffer: UnsafeRawBufferPointer
+    public init(_ buffer: UnsafeRawBufferPointer) { self.buffer = buffer }
+}

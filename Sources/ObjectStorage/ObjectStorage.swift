@@ -1,0 +1,191 @@
+// ObjectStorage: the one interface between the filesystem core and every storage driver.
+//
+// A storage value is bound to one bucket/container (or an account-level view, later). Keys are
+// the object names the server knows, as Swift `String`s (UTF-8 on the wire). Everything a driver
+// can fail with is a `StorageError`, which maps to one errno in one table (StorageError.errno).
+// Byte payloads travel as `[UInt8]` for small bodies and as a file region for staged uploads,
+// so a multi-gigabyte file is never read into memory by the core.
+
+/// An object name as the server stores it.
+public typealias ObjectKey = String
+
+/// An entity tag: an opaque version identifier of an object's bytes.
+public struct ETag: Hashable, Sendable, CustomStringConvertible {
+    public var value: String
+    public init(_ value: String) { self.value = value }
+    public var description: String { value }
+}
+
+/// A half-open byte range `[offset, offset + length)`.
+public struct ByteRange: Hashable, Sendable {
+    public var offset: Int64
+    public var length: Int64
+    public init(offset: Int64, length: Int64) {
+        precondition(offset >= 0 && length >= 0)
+        self.offset = offset
+        self.length = length
+    }
+    public var end: Int64 { offset + length }
+}
+
+/// What a listing or a HEAD tells about one object.
+public struct ObjectInfo: Hashable, Sendable {
+    public var key: ObjectKey
+    public var size: Int64
+    public var etag: ETag?
+    /// When the server stored this version.
+    public var lastModified: Timestamp
+    public var contentType: String?
+    /// User metadata with lower-case names and no protocol prefix (`mtime`, `mode`, ...).
+    /// `nil` when the source (a listing, on most servers) does not carry it.
+    public var metadata: [String: String]?
+
+    public init(
+        key: ObjectKey, size: Int64, etag: ETag?, lastModified: Timestamp,
+        contentType: String? = nil, metadata: [String: String]? = nil
+    ) {
+        self.key = key
+        self.size = size
+        self.etag = etag
+        self.lastModified = lastModified
+        self.contentType = contentType
+        self.metadata = metadata
+    }
+}
+
+/// One page of a listing. With a delimiter, keys that contain it after the prefix are rolled
+/// up into `commonPrefixes` (each ends with the delimiter).
+public struct ListPage: Sendable {
+    public var objects: [ObjectInfo]
+    public var commonPrefixes: [String]
+    /// Pass back to get the next page; `nil` when this is the last page.
+    public var continuation: String?
+
+    public init(objects: [ObjectInfo], commonPrefixes: [String], continuation: String?) {
+        self.objects = objects
+        self.commonPrefixes = commonPrefixes
+        self.continuation = continuation
+    }
+}
+
+/// The bytes of an upload: held in memory, or a region of a local file read when sent.
+public enum Payload: Sendable {
+    case bytes([UInt8])
+    case file(path: String, offset: Int64, length: Int64)
+
+    public var length: Int64 {
+        switch self {
+        case .bytes(let b): Int64(b.count)
+        case .file(_, _, let length): length
+        }
+    }
+}
+
+/// Content type and user metadata of an object being written.
+public struct PutOptions: Sendable, Hashable {
+    public var contentType: String?
+    public var metadata: [String: String]
+    public init(contentType: String? = nil, metadata: [String: String] = [:]) {
+        self.contentType = contentType
+        self.metadata = metadata
+    }
+}
+
+/// How a driver writes an explicit directory (DESIGN.md §3). Both are always read.
+public enum DirectoryMarkerStyle: Sendable {
+    /// A 0-byte object `dir/` (S3 convention).
+    case trailingSlash
+    /// A 0-byte object `dir` with `Content-Type: application/directory` (Swift/Hubic convention).
+    case applicationDirectory
+}
+
+public struct StorageCapabilities: Sendable {
+    public var directoryMarkerStyle: DirectoryMarkerStyle
+    /// Smallest part of a multipart upload except the last.
+    public var minimumPartSize: Int64
+    public var maximumPartCount: Int
+    public init(
+        directoryMarkerStyle: DirectoryMarkerStyle, minimumPartSize: Int64 = 5 << 20,
+        maximumPartCount: Int = 10_000
+    ) {
+        self.directoryMarkerStyle = directoryMarkerStyle
+        self.minimumPartSize = minimumPartSize
+        self.maximumPartCount = maximumPartCount
+    }
+}
+
+/// Space figures for `statfs`; each is `nil` where the server does not report it.
+public struct AccountInfo: Sendable, Hashable {
+    public var bytesUsed: Int64?
+    public var objectCount: Int64?
+    public var quotaBytes: Int64?
+    public init(bytesUsed: Int64? = nil, objectCount: Int64? = nil, quotaBytes: Int64? = nil) {
+        self.bytesUsed = bytesUsed
+        self.objectCount = objectCount
+        self.quotaBytes = quotaBytes
+    }
+}
+
+public struct MultipartUpload: Hashable, Sendable {
+    public var key: ObjectKey
+    public var uploadID: String
+    public init(key: ObjectKey, uploadID: String) {
+        self.key = key
+        self.uploadID = uploadID
+    }
+}
+
+public struct UploadedPart: Hashable, Sendable {
+    public var number: Int
+    public var etag: ETag
+    public init(number: Int, etag: ETag) {
+        self.number = number
+        self.etag = etag
+    }
+}
+
+/// A bucket (S3, KS3) or container (Swift) seen as a flat, sorted key space.
+public protocol ObjectStorage: Sendable {
+    var capabilities: StorageCapabilities { get }
+
+    /// Keys starting with `prefix`, in byte order, at most `maxKeys` entries (objects plus
+    /// common prefixes) per page.
+    func list(prefix: String, delimiter: String?, continuation: String?, maxKeys: Int?) async throws
+        -> ListPage
+    /// Throws `StorageError.notFound` when there is no such object.
+    func head(_ key: ObjectKey) async throws -> ObjectInfo
+    /// The bytes of `range` (clipped to the object's end), or of the whole object for `nil`.
+    /// With `ifMatch`, throws `.preconditionFailed` if the object changed.
+    func get(_ key: ObjectKey, range: ByteRange?, ifMatch: ETag?) async throws -> [UInt8]
+    func put(_ key: ObjectKey, payload: Payload, options: PutOptions) async throws -> ObjectInfo
+    /// Server-side copy. `metadata == nil` keeps the source's content type and metadata.
+    func copy(from source: ObjectKey, to destination: ObjectKey, replacing metadata: PutOptions?)
+        async throws -> ObjectInfo
+    /// Deletes every key; keys that do not exist are not an error.
+    func delete(_ keys: [ObjectKey]) async throws
+
+    func createMultipartUpload(_ key: ObjectKey, options: PutOptions) async throws -> MultipartUpload
+    func uploadPart(_ upload: MultipartUpload, number: Int, payload: Payload) async throws
+        -> UploadedPart
+    func completeMultipartUpload(_ upload: MultipartUpload, parts: [UploadedPart]) async throws
+        -> ObjectInfo
+    func abortMultipartUpload(_ upload: MultipartUpload) async throws
+
+    func accountInfo() async throws -> AccountInfo
+}
+
+extension ObjectStorage {
+    /// Every page of a listing, concatenated.
+    public func listAll(prefix: String, delimiter: String?) async throws -> ListPage {
+        var all = ListPage(objects: [], commonPrefixes: [], continuation: nil)
+        var token: String? = nil
+        repeat {
+            let page = try await list(
+                prefix: prefix, delimiter: delimiter, continuation: token, maxKeys: nil)
+            all.objects += page.objects
+            all.commonPrefixes += page.commonPrefixes
+            token = page.continuation
+        } while token != nil
+        return all
+    }
+}

@@ -1,0 +1,82 @@
+/// A point in time as seconds and nanoseconds since the Unix epoch.
+///
+/// Object metadata stores mtimes as decimal strings (`1700000000.123456789`, as
+/// python-swiftclient, rclone and s3fs read them); `init?(metadataValue:)` parses them exactly,
+/// without going through a `Double`, so a time written and read back compares equal.
+public struct Timestamp: Hashable, Comparable, Sendable, CustomStringConvertible {
+    public var seconds: Int64
+    /// 0 ..< 1_000_000_000
+    public var nanoseconds: Int32
+
+    public init(seconds: Int64, nanoseconds: Int32 = 0) {
+        self.seconds = seconds
+        self.nanoseconds = nanoseconds
+    }
+
+    public static let zero = Timestamp(seconds: 0)
+
+    public static func < (a: Timestamp, b: Timestamp) -> Bool {
+        (a.seconds, a.nanoseconds) < (b.seconds, b.nanoseconds)
+    }
+
+    /// Parses `123`, `123.5`, `123.000000001`, `-1.5`; extra fraction digits are truncated.
+    public init?(metadataValue text: String) {
+        var s = Substring(text.trimmingSpaces())
+        var negative = false
+        if s.first == "-" {
+            negative = true
+            s = s.dropFirst()
+        }
+        let parts = s.split(separator: ".", maxSplits: 1, omittingEmptySubsequences: false)
+        guard let whole = parts.first, !whole.isEmpty, whole.allSatisfy(\.isASCIIDigit),
+            let sec = Int64(whole)
+        else { return nil }
+        var nanos: Int64 = 0
+        if parts.count == 2 {
+            let frac = parts[1]
+            guard frac.allSatisfy(\.isASCIIDigit) else { return nil }
+            let digits = String(frac.prefix(9)).padding(toLength: 9)
+            nanos = Int64(digits) ?? 0
+        }
+        if negative && nanos > 0 {
+            self.init(seconds: -sec - 1, nanoseconds: Int32(1_000_000_000 - nanos))
+        } else {
+            self.init(seconds: negative ? -sec : sec, nanoseconds: Int32(nanos))
+        }
+    }
+
+    /// `seconds.nnnnnnnnn` with trailing zeros removed (`1700000000.5`, or `1700000000` whole).
+    public var metadataValue: String {
+        guard nanoseconds != 0 else { return String(seconds) }
+        var frac = String(nanoseconds)
+        frac = String(repeating: "0", count: 9 - frac.count) + frac
+        while frac.hasSuffix("0") { frac.removeLast() }
+        if seconds < 0 {
+            // -1.5 is stored as seconds -2, nanoseconds 500_000_000.
+            let n = 1_000_000_000 - Int64(nanoseconds)
+            var f = String(n)
+            f = String(repeating: "0", count: 9 - f.count) + f
+            while f.hasSuffix("0") { f.removeLast() }
+            return "-\(-(seconds + 1)).\(f)"
+        }
+        return "\(seconds).\(frac)"
+    }
+
+    public var description: String { metadataValue }
+}
+
+extension Character {
+    var isASCIIDigit: Bool { ("0"..."9").contains(self) }
+}
+
+extension String {
+    func trimmingSpaces() -> String {
+        var s = Substring(self)
+        while s.first == " " { s = s.dropFirst() }
+        while s.last == " " { s = s.dropLast() }
+        return String(s)
+    }
+    func padding(toLength n: Int) -> String {
+        count >= n ? self : self + String(repeating: "0", count: n - count)
+    }
+}

@@ -1,0 +1,207 @@
+import ArgumentParser
+import FuseKit
+import MemoryStorage
+import ObjectFS
+import ObjectStorage
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+public struct Objmount: ParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "objmount",
+        abstract: "Mount object storage (OpenStack Swift, Hubic, S3, Kingsoft KS3) as a local directory.",
+        discussion: """
+            Examples:
+              objmount mount memory://demo ./mnt --seed /usr/share/doc/apt
+              cp -a ~/photos ./mnt/ && ls -l ./mnt/photos
+              objmount unmount ./mnt
+
+            Remotes are URLs: memory://<bucket>[/<prefix>] (an in-process store, empty at start).
+            swift://, hubic://, s3:// and ks3:// are parsed but their drivers are not in this build yet.
+            """,
+        subcommands: [Mount.self, Unmount.self])
+
+    public init() {}
+
+    /// Parses and runs a command; every failure is one line on stderr and a non-zero exit.
+    public static func runMain(_ arguments: [String]? = nil) -> Never {
+        do {
+            var command = try parseAsRoot(arguments)
+            try command.run()
+            Glibc.exit(0)
+        } catch let e as CLIError {
+            writeStderr("objmount: \(e.description)\n")
+            Glibc.exit(e.exitCode)
+        } catch {
+            let code = exitCode(for: error)
+            if code == .success {
+                writeAll(1, fullMessage(for: error) + "\n")
+                Glibc.exit(0)
+            }
+            let message = self.message(for: error).split(separator: "\n").first.map(String.init) ?? "\(error)"
+            let trimmed = message.hasPrefix("Error: ") ? String(message.dropFirst(7)) : message
+            writeStderr("objmount: \(trimmed) (see objmount --help)\n")
+            Glibc.exit(code.rawValue)
+        }
+    }
+}
+
+struct Mount: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Mount a remote at a directory.",
+        discussion: """
+            Returns once the mount is live; the filesystem keeps being served in the background
+            (logs go to <cache-dir>/objmount.log). With --foreground it stays attached and logs to
+            stderr; Ctrl-C, SIGTERM or SIGHUP unmount it cleanly.
+
+            Examples:
+              objmount mount memory://demo ./mnt
+              objmount mount memory://demo/photos ./mnt -o ro,uid=1000,gid=1000
+              objmount mount memory://demo ./mnt --seed ./sample --foreground
+            """)
+
+    @Argument(help: "The remote, e.g. memory://bucket or memory://bucket/prefix.")
+    var remote: String
+
+    @Argument(help: "An empty directory to mount on.")
+    var mountpoint: String
+
+    @Option(
+        name: .customShort("o"),
+        help: "Mount options, comma-separated: allow_other, ro, uid=N, gid=N, umask=NNN (octal).")
+    var options: [String] = []
+
+    @Flag(help: "Stay attached and log to stderr.")
+    var foreground = false
+
+    @Option(help: "memory:// only: preload the store from this local directory.")
+    var seed: String?
+
+    @Option(help: "Where staging files and the background log live (default: ~/.cache/objmount).")
+    var cacheDir: String?
+
+    @Option(help: "How long listings and attributes are trusted, in seconds (other clients' changes show after at most this).")
+    var metadataTTL: Double = 10
+
+    @Option(help: "error, warning, info or debug.")
+    var logLevel: LogLevel = .info
+
+    func run() throws {
+        let remote: Remote
+        do { remote = try Remote(parsing: self.remote) } catch { throw CLIError(error.description) }
+        let mountOptions: MountOptions
+        do { mountOptions = try MountOptions(parsing: options) } catch { throw CLIError(error.description) }
+        guard metadataTTL >= 0 && metadataTTL <= 86_400 else {
+            throw CLIError("--metadata-ttl must be between 0 and 86400 seconds")
+        }
+        let mountpoint = Paths.absolute(self.mountpoint)
+        try Preflight.check(mountpoint: mountpoint)
+        if let seed {
+            var st = stat()
+            guard stat(seed, &st) == 0, st.st_mode & S_IFMT == S_IFDIR else {
+                throw CLIError("seed directory \(seed) does not exist or is not a directory")
+            }
+            guard remote.scheme == .memory else { throw CLIError("--seed works with memory:// remotes only") }
+        }
+        guard remote.scheme == .memory else {
+            throw CLIError("the \(remote.scheme.rawValue):// driver is not available in this build yet")
+        }
+        let cacheDirectory = Paths.absolute(cacheDir ?? Paths.defaultCacheDirectory)
+        guard Paths.makeDirectories(cacheDirectory) else {
+            throw CLIError("cannot create cache directory \(cacheDirectory): \(errnoText(errno))")
+        }
+        if foreground || Paths.environment(Daemon.readyFDVariable) != nil {
+            try Daemon.serve(
+                remote: remote, mountpoint: mountpoint, options: mountOptions, seed: seed,
+                cacheDirectory: cacheDirectory, metadataTTL: metadataTTL, logger: Logger(level: logLevel))
+        } else {
+            try Daemon.startInBackground(arguments: CommandLine.arguments, cacheDirectory: cacheDirectory, mountpoint: mountpoint)
+        }
+    }
+}
+
+struct Unmount: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Store pending writes, then unmount.",
+        discussion: """
+            Fails (and leaves the mount alone) while a process still uses it, like umount.
+
+            Example:
+              objmount unmount ./mnt
+            """)
+
+    @Argument(help: "The mount point.")
+    var mountpoint: String
+
+    @Option(help: "Seconds to wait for the daemon to store pending writes and exit.")
+    var timeout: Double = 600
+
+    func run() throws {
+        let path = Paths.absolute(mountpoint)
+        guard let mount = MountTable.current().last(where: { $0.mountpoint == path }) else {
+            throw CLIError("\(path) is not mounted")
+        }
+        guard mount.fsType == "fuse.objmount" else {
+            throw CLIError("\(path) is not an objmount mount (it is \(mount.fsType))")
+        }
+        guard let fusermount = Spawn.which("fusermount3") else {
+            throw CLIError("fusermount3 not found; install the fuse3 package")
+        }
+        let pid = Daemon.readPid(mountpoint: path)
+        let (status, err) = try Spawn.run(fusermount, ["fusermount3", "-u", path])
+        guard status == 0 else {
+            let why = err.split(separator: "\n").first.map { String($0) } ?? "exit status \(status)"
+            throw CLIError("cannot unmount \(path): \(why.replacingPrefix("fusermount3: ", with: ""))")
+        }
+        // The daemon stores pending writes after the kernel lets go; wait for it to finish.
+        if let pid {
+            var waited = 0.0
+            var announced = false
+            while kill(pid, 0) == 0 && waited < timeout {
+                if waited >= 2 && !announced {
+                    writeStderr("objmount: waiting for pending uploads of \(path) to finish...\n")
+                    announced = true
+                }
+                usleep(50_000)
+                waited += 0.05
+            }
+            if kill(pid, 0) == 0 {
+                throw CLIError("unmounted \(path), but its daemon (pid \(pid)) is still storing pending writes")
+            }
+        }
+    }
+}
+
+extension String {
+    func replacingPrefix(_ prefix: String, with replacement: String) -> String {
+        hasPrefix(prefix) ? replacement + dropFirst(prefix.count) : self
+    }
+}
+
+/// Checks that can fail before anything is started, each with one clear line.
+enum Preflight {
+    static func check(mountpoint: String) throws(CLIError) {
+        if let m = MountTable.current().last(where: { $0.mountpoint == mountpoint }), m.fsType.hasPrefix("fuse") {
+            throw CLIError("\(mountpoint) is already mounted (\(m.source)); run: objmount unmount \(mountpoint)")
+        }
+        var st = stat()
+        guard stat(mountpoint, &st) == 0 else {
+            throw CLIError("mountpoint \(mountpoint) does not exist: \(errnoText(errno))")
+        }
+        guard st.st_mode & S_IFMT == S_IFDIR else { throw CLIError("mountpoint \(mountpoint) is not a directory") }
+        guard Paths.isDirectoryEmpty(mountpoint) == true else {
+            throw CLIError("mountpoint \(mountpoint) is not empty")
+        }
+        guard access("/dev/fuse", F_OK) == 0 else {
+            throw CLIError("/dev/fuse is missing: load the fuse module (modprobe fuse) or run where FUSE is available")
+        }
+        guard access("/dev/fuse", R_OK | W_OK) == 0 else {
+            throw CLIError("no permission to open /dev/fuse (run as root or make it mode 0666)")
+        }
+        guard Spawn.which("fusermount3") != nil else {
+            throw CLIError("fusermount3 not found; install the fuse3 package")
+        }
+    }
+}

@@ -1,0 +1,159 @@
+// Mounting: the foreground server, and the background start that runs the same binary in
+// foreground mode as a new session (never fork() a running Swift process) and waits until
+// it reports the mount live, or relays its error.
+
+import FuseKit
+import MemoryStorage
+import ObjectFS
+import ObjectStorage
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+enum Daemon {
+    static let readyFDVariable = "OBJMOUNT_READY_FD"
+    static let readyMessage = "ready"
+
+    static func startInBackground(arguments: [String], cacheDirectory: String, mountpoint: String) throws(CLIError) {
+        let logPath = cacheDirectory + "/objmount.log"
+        let log = open(logPath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
+        guard log >= 0 else { throw CLIError("cannot open log file \(logPath): \(errnoText(errno))") }
+        defer { close(log) }
+        var p: [Int32] = [0, 0]
+        guard Spawn.makePipe(&p) else { throw CLIError("pipe: \(errnoText(errno))") }
+        let devnull = open("/dev/null", O_RDWR | O_CLOEXEC)
+        setenv(readyFDVariable, "3", 1)
+        let pid: pid_t
+        do {
+            pid = try Spawn.start(
+                "/proc/self/exe", arguments, fds: [0: devnull, 1: log, 2: log, 3: p[1]], newSession: true)
+        } catch {
+            close(p[0]); close(p[1]); close(devnull)
+            throw error
+        }
+        unsetenv(readyFDVariable)
+        close(p[1])
+        close(devnull)
+        var pfd = pollfd(fd: p[0], events: Int16(POLLIN), revents: 0)
+        var reply = ""
+        let deadline = 120_000
+        var waited = 0
+        while waited < deadline {
+            let r = poll(&pfd, 1, 250)
+            if r < 0 && errno == EINTR { continue }
+            if r == 0 {
+                waited += 250
+                continue
+            }
+            reply = Spawn.readLine(p[0])
+            break
+        }
+        close(p[0])
+        let line = reply.split(separator: "\n").first.map(String.init) ?? ""
+        if line == readyMessage { return }
+        if waited >= deadline {
+            kill(pid, SIGTERM)
+            throw CLIError("the mount did not become ready within 120 s; see \(logPath)")
+        }
+        let status = Spawn.wait(pid)
+        throw CLIError(line.isEmpty ? "the mount daemon exited with status \(status); see \(logPath)" : line)
+    }
+
+    /// Serves the mount in this process until it is unmounted or signalled.
+    static func serve(
+        remote: Remote, mountpoint: String, options: MountOptions, seed: String?, cacheDirectory: String,
+        metadataTTL: Double, logger: Logger
+    ) throws(CLIError) {
+        let readyFD = Paths.environment(readyFDVariable).flatMap { Int32($0) }
+        unsetenv(readyFDVariable)
+        // dup2 cleared close-on-exec; helpers libfuse starts (fusermount3) must not hold it open.
+        if let fd = readyFD { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+        func fail(_ message: String) -> CLIError {
+            if let fd = readyFD {
+                writeAll(fd, message + "\n")
+                close(fd)
+            }
+            return CLIError(message)
+        }
+        let storage: any ObjectStorage
+        switch remote.scheme {
+        case .memory:
+            let memory = MemoryStorage()
+            if let seed {
+                let counts: Seeder.Counts
+                do {
+                    counts = try blockingAwait { try await Seeder.seed(memory, from: seed, prefix: remote.prefix) }
+                } catch {
+                    throw fail("cannot seed from \(seed): \(error)")
+                }
+                logger.info("seeded \(counts.files) files and \(counts.directories) directories from \(seed)")
+                for path in counts.skipped { logger.warning("seed: skipped \(path) (not a regular file or directory)") }
+            }
+            storage = memory
+        default:
+            throw fail("the \(remote.scheme.rawValue):// driver is not available in this build yet")
+        }
+        let stagingDirectory = cacheDirectory + "/staging-\(getpid())"
+        var configuration = ObjectFSConfiguration(prefix: remote.prefix, stagingDirectory: stagingDirectory)
+        if let uid = options.uid { configuration.uid = uid }
+        if let gid = options.gid { configuration.gid = gid }
+        if let umask = options.umask { configuration.umask = umask }
+        configuration.readOnly = options.readOnly
+        configuration.metadataTTL = .milliseconds(Int64(metadataTTL * 1000))
+        let fs: ObjectFS
+        do { fs = try ObjectFS(storage: storage, configuration: configuration) } catch { throw fail(error.message) }
+        defer { rmdir(stagingDirectory) }
+
+        var fuseOptions = FuseMountOptions(fsName: "objmount:\(remote)")
+        fuseOptions.allowOther = options.allowOther
+        fuseOptions.readOnly = options.readOnly
+        fuseOptions.debug = logger.level == .debug && Paths.environment("OBJMOUNT_FUSE_DEBUG") != nil
+        let session = FuseSession(filesystem: FuseBridge(fs: fs, logger: logger), options: fuseOptions)
+        let display = "\(remote)"
+        session.onInitialized = {
+            logger.info("mounted \(display) at \(mountpoint)")
+            if let fd = readyFD {
+                writeAll(fd, readyMessage + "\n")
+                close(fd)
+            }
+        }
+        do {
+            try session.mount(at: mountpoint)
+        } catch {
+            throw fail("cannot mount \(remote) at \(mountpoint) (errno \(error.errno)); see the lines above")
+        }
+        let pidFile = Paths.pidFile(for: mountpoint)
+        if Paths.makeDirectories(Paths.runtimeDirectory) {
+            let fd = open(pidFile, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+            if fd >= 0 {
+                writeAll(fd, "\(getpid())\n")
+                close(fd)
+            }
+        }
+        defer { unlink(pidFile) }
+        let rc = session.run()
+        logger.info("unmounted \(mountpoint)")
+        if rc < 0 { throw CLIError("the session ended with an error (errno \(-rc))") }
+    }
+
+    static func readPid(mountpoint: String) -> pid_t? {
+        let fd = open(Paths.pidFile(for: mountpoint), O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        let text = Spawn.readAll(fd).split(separator: "\n").first ?? ""
+        return pid_t(text)
+    }
+}
+
+/// Runs async work from synchronous code (the CLI's main thread) and waits for it.
+func blockingAwait<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) throws -> T {
+    let box = ResultBox<T>()
+    let done = DispatchSemaphoreLite()
+    Task {
+        do { box.set(.success(try await body())) } catch { box.set(.failure(error)) }
+        done.signal()
+    }
+    done.wait()
+    return try box.get()
+}

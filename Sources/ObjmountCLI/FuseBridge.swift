@@ -1,0 +1,140 @@
+// FuseBridge: the thin adapter between FuseKit and ObjectFS — translate, call, translate back.
+// No filesystem logic lives here.
+
+import FuseKit
+import ObjectFS
+import ObjectStorage
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+final class FuseBridge: FuseFilesystem {
+    let fs: ObjectFS
+    let logger: Logger
+
+    init(fs: ObjectFS, logger: Logger) {
+        self.fs = fs
+        self.logger = logger
+    }
+
+    /// Runs `body`, turning an FSError into the FuseError of its errno. Failures other than
+    /// "expected" answers (no such file, exists, not empty...) are logged with their cause.
+    private func call<T>(_ what: String, _ body: () async throws(FSError) -> T) async throws(FuseError) -> T {
+        do {
+            return try await body()
+        } catch {
+            switch error.errno {
+            case ENOENT, EEXIST, ENOTEMPTY, EISDIR, ENOTDIR, EROFS, ENAMETOOLONG, EINVAL, EBADF:
+                logger.debug("\(what): \(error)")
+            default:
+                logger.error("\(what): \(error)")
+            }
+            throw FuseError(error.errno)
+        }
+    }
+
+    static func attributes(_ a: FileAttributes) -> FuseAttributes {
+        FuseAttributes(
+            ino: a.ino, type: a.kind == .directory ? .directory : .regular, permissions: a.mode, size: a.size,
+            uid: a.uid, gid: a.gid, nlink: a.nlink, mtimeSeconds: a.mtime.seconds,
+            mtimeNanoseconds: a.mtime.nanoseconds)
+    }
+
+    func lookup(parent: Inode, name: String) async throws -> FuseAttributes {
+        Self.attributes(try await call("lookup \(name)") { () async throws(FSError) in try await fs.lookup(parent: parent, name: name) })
+    }
+
+    func forget(_ ino: Inode) async { await fs.forget(ino) }
+
+    func getattr(_ ino: Inode) async throws -> FuseAttributes {
+        Self.attributes(try await call("getattr") { () async throws(FSError) in try await fs.getattr(ino) })
+    }
+
+    func setattr(_ ino: Inode, _ c: FuseSetAttributes, handle: UInt64?) async throws -> FuseAttributes {
+        var changes = AttributeChanges(size: c.size, mode: c.mode, uid: c.uid, gid: c.gid)
+        switch c.mtime {
+        case .now: changes.mtime = .now
+        case .set(let s, let n): changes.mtime = .set(Timestamp(seconds: s, nanoseconds: n))
+        case nil: break
+        }
+        let finalChanges = changes
+        return Self.attributes(try await call("setattr") { () async throws(FSError) in try await fs.setattr(ino, finalChanges) })
+    }
+
+    func opendir(_ ino: Inode) async throws -> UInt64 {
+        try await call("opendir") { () async throws(FSError) in try await fs.opendir(ino) }
+    }
+
+    func readdir(_ ino: Inode, handle: UInt64, offset: Int64) async throws -> [FuseDirectoryEntry] {
+        let slice = try await call("readdir") { () async throws(FSError) in try await fs.readdir(handle, offset: Int(offset)) }
+        return slice.enumerated().map { i, e in
+            FuseDirectoryEntry(name: e.name, attributes: Self.attributes(e.attributes), nextOffset: offset + Int64(i) + 1)
+        }
+    }
+
+    func releasedir(_ ino: Inode, handle: UInt64) async { await fs.releasedir(handle) }
+
+    func mkdir(parent: Inode, name: String, mode: UInt32) async throws -> FuseAttributes {
+        Self.attributes(try await call("mkdir \(name)") { () async throws(FSError) in try await fs.mkdir(parent: parent, name: name, mode: mode) })
+    }
+
+    func rmdir(parent: Inode, name: String) async throws {
+        try await call("rmdir \(name)") { () async throws(FSError) in try await fs.rmdir(parent: parent, name: name) }
+    }
+
+    func unlink(parent: Inode, name: String) async throws {
+        try await call("unlink \(name)") { () async throws(FSError) in try await fs.unlink(parent: parent, name: name) }
+    }
+
+    func rename(parent: Inode, name: String, newParent: Inode, newName: String, noReplace: Bool) async throws {
+        try await call("rename \(name) to \(newName)") { () async throws(FSError) in
+            try await fs.rename(parent: parent, name: name, newParent: newParent, newName: newName, noReplace: noReplace)
+        }
+    }
+
+    func create(parent: Inode, name: String, mode: UInt32, flags: Int32) async throws -> (FuseAttributes, FuseOpenResult) {
+        let (a, fh) = try await call("create \(name)") { () async throws(FSError) in
+            try await fs.create(parent: parent, name: name, mode: mode, flags: OpenFlags(posix: flags))
+        }
+        return (Self.attributes(a), FuseOpenResult(handle: fh))
+    }
+
+    func open(_ ino: Inode, flags: Int32) async throws -> FuseOpenResult {
+        FuseOpenResult(handle: try await call("open") { () async throws(FSError) in try await fs.open(ino, flags: OpenFlags(posix: flags)) })
+    }
+
+    func read(_ ino: Inode, handle: UInt64, offset: Int64, size: Int) async throws -> [UInt8] {
+        try await call("read") { () async throws(FSError) in try await fs.read(handle, offset: offset, count: size) }
+    }
+
+    func write(_ ino: Inode, handle: UInt64, offset: Int64, buffer: FuseWriteBuffer) async throws -> Int {
+        let borrowed = BorrowedBytes(buffer.bytes)
+        return try await call("write") { () async throws(FSError) in try await fs.write(handle, offset: offset, borrowed: borrowed) }
+    }
+
+    func flush(_ ino: Inode, handle: UInt64) async throws {
+        try await call("flush") { () async throws(FSError) in try await fs.flush(handle) }
+    }
+
+    func fsync(_ ino: Inode, handle: UInt64, dataOnly: Bool) async throws {
+        try await call("fsync") { () async throws(FSError) in try await fs.fsync(handle) }
+    }
+
+    func release(_ ino: Inode, handle: UInt64) async { await fs.release(handle) }
+
+    func statfs(_ ino: Inode) async throws -> FuseStatistics {
+        let s = await fs.statfs()
+        return FuseStatistics(
+            blockSize: s.blockSize, blocks: s.totalBlocks, blocksFree: s.freeBlocks, files: s.totalFiles,
+            filesFree: s.freeFiles, nameMax: s.maximumNameLength)
+    }
+
+    func shutdown() async {
+        let pending = await fs.pendingUploads
+        if pending > 0 { logger.info("storing \(pending) file(s) with pending writes before exit") }
+        for failure in await fs.flushAll() {
+            logger.error("could not store pending data: \(failure)")
+        }
+    }
+}

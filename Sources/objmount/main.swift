@@ -1,0 +1,3 @@
+import ObjmountCLI
+
+Objmount.runMain()
