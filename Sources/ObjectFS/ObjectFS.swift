@@ -73,6 +73,8 @@ public actor ObjectFS {
     private var directoryHandles: [UInt64: [DirectoryEntry]] = [:]
     private var nextHandle: UInt64 = 1
     private var stagingSerial: UInt64 = 0
+    /// Staging names are unique per instance: several filesystems may share a directory.
+    private let instanceID = UInt32.random(in: 0...UInt32.max)
     private let prefix: String
 
     public init(storage: any ObjectStorage, configuration: ObjectFSConfiguration, clock: any TimeSource = SystemTimeSource()) throws(FSError) {
@@ -698,7 +700,9 @@ public actor ObjectFS {
     /// After the last entry of a directory without a marker is removed, the directory would
     /// vanish from the store; write a marker so that it stays, as it would on a disk.
     private func keepDirectory(_ dir: Node) async {
-        guard dir.ino != rootInode, dir.parent != nil, dir.children.isEmpty else { return }
+        guard dir.ino != rootInode, dir.parent != nil else { return }
+        // A fresh, complete listing with children left answers without asking the server.
+        if !dir.children.isEmpty && dir.listedUntil >= now { return }
         let dirPrefix = directoryPrefix(dir)
         guard let page = try? await storage.list(prefix: dirPrefix, delimiter: "/", continuation: nil, maxKeys: 1),
             page.objects.isEmpty, page.commonPrefixes.isEmpty
@@ -729,7 +733,7 @@ public actor ObjectFS {
 
     private func newStagingFile() throws(FSError) -> StagingFile {
         stagingSerial += 1
-        return try StagingFile(directory: configuration.stagingDirectory, name: "staged-\(getpid())-\(stagingSerial)")
+        return try StagingFile(directory: configuration.stagingDirectory, name: "staged-\(getpid())-\(instanceID)-\(stagingSerial)")
     }
 
     private func lock(_ n: Node) async {

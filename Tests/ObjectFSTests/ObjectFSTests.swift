@@ -1,0 +1,315 @@
+import MemoryStorage
+import ObjectFS
+import ObjectStorage
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+@Suite struct FileTests {
+    @Test func aNewFileIsStoredAtCloseWithItsMetadata() async throws {
+        let h = try Harness()
+        let (attrs, fh) = try await h.fs.create(parent: rootInode, name: "a.txt", mode: 0o640, flags: .writeOnly)
+        _ = try await h.fs.write(fh, offset: 0, data: b("hello"))
+        // No 0-byte stub at create, nothing before close.
+        #expect(await h.keys() == [])
+        try await h.fs.flush(fh)
+        await h.fs.release(fh)
+        #expect(await h.keys() == ["a.txt"])
+        let info = try await h.memory.head("a.txt")
+        #expect(info.metadata?["mode"] == String(0o100640))
+        #expect(Timestamp(metadataValue: info.metadata?["mtime"] ?? "") == attrs.mtime)
+        #expect(try await h.readFile("a.txt") == b("hello"))
+        let a = try await h.resolve("a.txt")
+        #expect(a.size == 5 && a.mode == 0o640 && a.uid == 1000 && a.kind == .file)
+    }
+
+    @Test func openDoesNotDownloadAndReadsAreRanged() async throws {
+        let h = try Harness()
+        let content = (0..<1000).map { UInt8($0 % 251) }
+        _ = try await h.memory.put("big", payload: .bytes(content), options: PutOptions())
+        let a = try await h.resolve("big")
+        let fh = try await h.fs.open(a.ino, flags: .readOnly)
+        #expect(h.storage.calls(.get) == 0)
+        #expect(try await h.fs.read(fh, offset: 500, count: 10) == Array(content[500..<510]))
+        #expect(try await h.fs.read(fh, offset: 995, count: 10) == Array(content[995...]))
+        #expect(try await h.fs.read(fh, offset: 2000, count: 10) == [])
+        await h.fs.release(fh)
+    }
+
+    @Test func writesIntoAnExistingFileKeepTheRest() async throws {
+        let h = try Harness()
+        try await h.writeFile("f", b("0123456789"))
+        let a = try await h.resolve("f")
+        let fh = try await h.fs.open(a.ino, flags: .readWrite)
+        _ = try await h.fs.write(fh, offset: 3, data: b("abc"))
+        _ = try await h.fs.write(fh, offset: 12, data: b("Z"))
+        #expect(try await h.fs.read(fh, offset: 0, count: 100) == b("012abc6789") + [0, 0] + b("Z"))
+        try await h.fs.flush(fh)
+        await h.fs.release(fh)
+        #expect(try await h.memory.get("f", range: nil, ifMatch: nil) == b("012abc6789") + [0, 0] + b("Z"))
+    }
+
+    @Test func openWithTruncateStartsEmpty() async throws {
+        let h = try Harness()
+        try await h.writeFile("f", b("old content"))
+        let a = try await h.resolve("f")
+        let fh = try await h.fs.open(a.ino, flags: OpenFlags(posix: O_WRONLY | O_TRUNC))
+        _ = try await h.fs.write(fh, offset: 0, data: b("new"))
+        try await h.fs.flush(fh)
+        await h.fs.release(fh)
+        #expect(try await h.readFile("f") == b("new"))
+    }
+
+    @Test func truncateByPathIsStoredAtOnce() async throws {
+        let h = try Harness()
+        try await h.writeFile("f", b("0123456789"))
+        let a = try await h.resolve("f")
+        _ = try await h.fs.setattr(a.ino, AttributeChanges(size: 4))
+        #expect(try await h.memory.get("f", range: nil, ifMatch: nil) == b("0123"))
+        _ = try await h.fs.setattr(a.ino, AttributeChanges(size: 6))
+        #expect(try await h.memory.get("f", range: nil, ifMatch: nil) == b("0123") + [0, 0])
+    }
+
+    @Test func chmodAndUtimesOnAClosedFileAreStoredAsMetadata() async throws {
+        let h = try Harness()
+        try await h.writeFile("f", b("x"))
+        let a = try await h.resolve("f")
+        let t = Timestamp(seconds: 1_600_000_000, nanoseconds: 123_456_789)
+        let after = try await h.fs.setattr(a.ino, AttributeChanges(mode: 0o600, mtime: .set(t)))
+        #expect(after.mode == 0o600 && after.mtime == t)
+        let info = try await h.memory.head("f")
+        #expect(info.metadata?["mtime"] == "1600000000.123456789")
+        #expect(info.metadata?["mode"] == String(0o100600))
+        // Another mount sees the same attributes.
+        let other = try Harness()
+        _ = try await other.memory.put("f", payload: .bytes(b("x")), options: PutOptions(metadata: info.metadata!))
+        let seen = try await other.resolve("f")
+        #expect(seen.mtime == t && seen.mode == 0o600)
+    }
+
+    @Test func aFileChangedUnderAnOpenHandleIsStale() async throws {
+        let h = try Harness()
+        try await h.writeFile("f", b("version one"))
+        let a = try await h.resolve("f")
+        let fh = try await h.fs.open(a.ino, flags: .readOnly)
+        try await h.put("f", "version two!")
+        await expectErrno(ESTALE) { _ = try await h.fs.read(fh, offset: 0, count: 5) }
+        await h.fs.release(fh)
+        h.expireCaches()
+        #expect(try await h.readFile("f") == b("version two!"))
+    }
+
+    @Test func aFailedUploadReportsEIOAndKeepsTheData() async throws {
+        let h = try Harness()
+        let (_, fh) = try await h.fs.create(parent: rootInode, name: "f", mode: 0o644, flags: .writeOnly)
+        _ = try await h.fs.write(fh, offset: 0, data: b("precious"))
+        h.storage.fail(.put, with: .unavailable("connection reset"), count: 2)
+        await expectErrno(EIO) { try await h.fs.flush(fh) }
+        await h.fs.release(fh)  // tries again, fails again, keeps the data
+        #expect(await h.keys() == [])
+        #expect(await h.fs.pendingUploads == 1)
+        #expect(await h.fs.flushAll().isEmpty)
+        #expect(try await h.memory.get("f", range: nil, ifMatch: nil) == b("precious"))
+        #expect(await h.fs.pendingUploads == 0)
+    }
+
+    @Test func largeFilesAreUploadedInParts() async throws {
+        let h = try Harness(multipartThreshold: 64, partSize: 16)
+        let content = (0..<1000).map { UInt8($0 % 256) }
+        try await h.writeFile("big", content)
+        #expect(h.storage.calls(.multipart) >= 1 + 63 + 1)
+        #expect(h.storage.calls(.put) == 0)
+        #expect(try await h.memory.get("big", range: nil, ifMatch: nil) == content)
+        #expect(await h.memory.pendingUploads.isEmpty)
+    }
+
+    @Test func aFailedPartAbortsTheUpload() async throws {
+        let h = try Harness(multipartThreshold: 64, partSize: 16)
+        h.storage.fail(.multipart, with: .unavailable("boom"), count: 3)
+        await expectErrno(EIO) { try await h.writeFile("big", [UInt8](repeating: 7, count: 200)) }
+        #expect(await h.memory.pendingUploads.isEmpty)
+        #expect(await h.keys() == [])
+    }
+
+    @Test func readOnlyMountsRefuseChanges() async throws {
+        let h = try Harness(readOnly: true)
+        try await h.put("f", "data")
+        await expectErrno(EROFS) { _ = try await h.fs.create(parent: rootInode, name: "g", mode: 0o644, flags: .writeOnly) }
+        await expectErrno(EROFS) { _ = try await h.fs.mkdir(parent: rootInode, name: "d", mode: 0o755) }
+        await expectErrno(EROFS) { try await h.fs.unlink(parent: rootInode, name: "f") }
+        let a = try await h.resolve("f")
+        await expectErrno(EROFS) { _ = try await h.fs.open(a.ino, flags: .writeOnly) }
+        #expect(try await h.readFile("f") == b("data"))
+    }
+
+    @Test func namesTooLongAreRefused() async throws {
+        let h = try Harness()
+        let long = String(repeating: "n", count: 256)
+        await expectErrno(ENAMETOOLONG) { _ = try await h.fs.create(parent: rootInode, name: long, mode: 0o644, flags: .writeOnly) }
+        await expectErrno(ENAMETOOLONG) { _ = try await h.fs.lookup(parent: rootInode, name: long) }
+    }
+}
+
+@Suite struct DirectoryTests {
+    @Test func mkdirWritesTheDriversMarker() async throws {
+        let s3 = try Harness()
+        try await s3.mkdir("d")
+        #expect(await s3.keys() == ["d/"])
+        let swift = try Harness(markerStyle: .applicationDirectory)
+        try await swift.mkdir("d")
+        #expect(await swift.keys() == ["d"])
+        #expect(try await swift.memory.head("d").contentType == "application/directory")
+        #expect(try await swift.resolve("d").kind == .directory)
+        await expectErrno(EEXIST) { try await swift.mkdir("d") }
+    }
+
+    @Test func rmdirRefusesNonEmptyAndRemovesMarkers() async throws {
+        let h = try Harness()
+        try await h.mkdir("d")
+        try await h.writeFile("d/f", b("x"))
+        await expectErrno(ENOTEMPTY) { try await h.fs.rmdir(parent: rootInode, name: "d") }
+        try await h.fs.unlink(parent: try await h.resolve("d").ino, name: "f")
+        try await h.fs.rmdir(parent: rootInode, name: "d")
+        #expect(await h.keys() == [])
+        await expectErrno(ENOENT) { _ = try await h.resolve("d") }
+    }
+
+    @Test func hiddenKeysKeepADirectoryNonEmpty() async throws {
+        let h = try Harness()
+        try await h.put("d/")
+        try await h.put("d//weird")
+        #expect(try await h.names("d") == [])
+        await expectErrno(ENOTEMPTY) { try await h.fs.rmdir(parent: rootInode, name: "d") }
+    }
+
+    @Test func removingTheLastFileKeepsTheDirectory() async throws {
+        let h = try Harness()
+        try await h.put("a/b/only.txt")
+        let dir = try await h.resolve("a/b")
+        try await h.fs.unlink(parent: dir.ino, name: "only.txt")
+        #expect(await h.keys() == ["a/b/"])
+        h.expireCaches()
+        #expect(try await h.names("a") == ["b"])
+    }
+
+    @Test func swiftMarkersAreDirectories() async throws {
+        let h = try Harness(markerStyle: .applicationDirectory)
+        try await h.put("photos", "", contentType: "application/directory")
+        try await h.put("photos/cat.jpg")
+        #expect(try await h.names("") == ["photos"])
+        #expect(try await h.names("photos") == ["cat.jpg"])
+        try await h.fs.unlink(parent: try await h.resolve("photos").ino, name: "cat.jpg")
+        try await h.fs.rmdir(parent: rootInode, name: "photos")
+        #expect(await h.keys() == [])
+    }
+
+    @Test func listingsPageThroughLargeDirectories() async throws {
+        let h = try Harness()
+        for i in 0..<57 { try await h.put("big/f\(i)") }
+        #expect(try await h.names("big").count == 57)
+    }
+
+    @Test func otherClientsChangesShowAfterTheTTL() async throws {
+        let h = try Harness(ttl: 10)
+        #expect(try await h.names("") == [])
+        await expectErrno(ENOENT) { _ = try await h.resolve("new.txt") }
+        try await h.put("new.txt")
+        // Within the TTL the cached listing and the negative entry still answer.
+        await expectErrno(ENOENT) { _ = try await h.resolve("new.txt") }
+        h.clock.advance(seconds: 11)
+        #expect(try await h.resolve("new.txt").kind == .file)
+        #expect(try await h.names("") == ["new.txt"])
+        try await h.memory.delete(["new.txt"])
+        #expect(try await h.names("") == ["new.txt"])
+        h.clock.advance(seconds: 11)
+        #expect(try await h.names("") == [])
+    }
+
+    @Test func aPrefixMountShowsOnlyItsKeys() async throws {
+        let h = try Harness(prefix: "docs")
+        try await h.put("docs/")
+        try await h.put("docs/a.txt")
+        try await h.put("docsier/b.txt")
+        try await h.put("other.txt")
+        #expect(try await h.names("") == ["a.txt"])
+        try await h.writeFile("c.txt", b("c"))
+        #expect(await h.keys().contains("docs/c.txt"))
+    }
+}
+
+@Suite struct RenameTests {
+    @Test func renamingAFileCopiesThenDeletes() async throws {
+        let h = try Harness()
+        try await h.writeFile("a.txt", b("content"))
+        try await h.mkdir("d")
+        try await h.fs.rename(parent: rootInode, name: "a.txt", newParent: try await h.resolve("d").ino, newName: "b.txt")
+        #expect(await h.keys() == ["d/", "d/b.txt"])
+        #expect(try await h.readFile("d/b.txt") == b("content"))
+        await expectErrno(ENOENT) { _ = try await h.resolve("a.txt") }
+    }
+
+    @Test func renamingADirectoryMovesEveryKey() async throws {
+        let h = try Harness()
+        for k in ["src/", "src/a", "src/sub/b", "src/sub/c/d", "srcx"] { try await h.put(k, k) }
+        try await h.fs.rename(parent: rootInode, name: "src", newParent: rootInode, newName: "dst")
+        #expect(await h.keys() == ["dst/", "dst/a", "dst/sub/b", "dst/sub/c/d", "srcx"])
+        #expect(try await h.readFile("dst/sub/c/d") == b("src/sub/c/d"))
+        #expect(try await h.names("") == ["dst", "srcx"])
+    }
+
+    @Test func aFailedCopyLeavesTheSourceWhole() async throws {
+        let h = try Harness()
+        for k in ["src/a", "src/b", "src/c"] { try await h.put(k, k) }
+        _ = try await h.resolve("src")
+        h.storage.fail(.copy, with: .unavailable("reset"), count: 1)
+        await expectErrno(EIO) { try await h.fs.rename(parent: rootInode, name: "src", newParent: rootInode, newName: "dst") }
+        let keys = await h.keys()
+        #expect(keys.filter { $0.hasPrefix("src/") } == ["src/a", "src/b", "src/c"])
+    }
+
+    @Test func renameRules() async throws {
+        let h = try Harness()
+        try await h.mkdir("d")
+        try await h.mkdir("d/inner")
+        try await h.writeFile("f", b("f"))
+        try await h.writeFile("g", b("g"))
+        let d = try await h.resolve("d")
+        await expectErrno(EINVAL) { try await h.fs.rename(parent: rootInode, name: "d", newParent: d.ino, newName: "x") }
+        await expectErrno(EISDIR) { try await h.fs.rename(parent: rootInode, name: "f", newParent: rootInode, newName: "d") }
+        await expectErrno(ENOTDIR) { try await h.fs.rename(parent: rootInode, name: "d", newParent: rootInode, newName: "f") }
+        await expectErrno(EEXIST) {
+            try await h.fs.rename(parent: rootInode, name: "f", newParent: rootInode, newName: "g", noReplace: true)
+        }
+        try await h.mkdir("e")
+        try await h.writeFile("e/x", b("x"))
+        await expectErrno(ENOTEMPTY) { try await h.fs.rename(parent: rootInode, name: "d", newParent: rootInode, newName: "e") }
+        // Replacing a file is allowed.
+        try await h.fs.rename(parent: rootInode, name: "f", newParent: rootInode, newName: "g")
+        #expect(try await h.readFile("g") == b("f"))
+        await expectErrno(ENOENT) { _ = try await h.resolve("f") }
+    }
+
+    @Test func anOpenFileBeingWrittenCanBeRenamed() async throws {
+        let h = try Harness()
+        let (_, fh) = try await h.fs.create(parent: rootInode, name: ".tmp123", mode: 0o644, flags: .writeOnly)
+        _ = try await h.fs.write(fh, offset: 0, data: b("partial"))
+        try await h.fs.rename(parent: rootInode, name: ".tmp123", newParent: rootInode, newName: "final")
+        _ = try await h.fs.write(fh, offset: 7, data: b(" and rest"))
+        try await h.fs.flush(fh)
+        await h.fs.release(fh)
+        #expect(await h.keys() == ["final"])
+        #expect(try await h.readFile("final") == b("partial and rest"))
+    }
+}
+
+@Suite struct StatfsTests {
+    @Test func reportsQuotaAndUsage() async throws {
+        let memory = MemoryStorage(quotaBytes: 4096 * 100)
+        _ = try await memory.put("a", payload: .bytes([UInt8](repeating: 0, count: 4096 * 10)), options: PutOptions())
+        let fs = try ObjectFS(storage: memory, configuration: ObjectFSConfiguration(stagingDirectory: "/tmp/objmount-tests-\(getpid())"))
+        let s = await fs.statfs()
+        #expect(s.totalBlocks == 100 && s.freeBlocks == 90 && s.blockSize == 4096)
+    }
+}

@@ -1,0 +1,159 @@
+// The storage conformance suite: one body of tests that every ObjectStorage driver must pass.
+// A driver suite adds itself to `StorageUnderTest.all` (later issues: OpenStackStorage against
+// the local Swift server, S3Storage against s3api), guarded by the environment it needs.
+
+import MemoryStorage
+import ObjectStorage
+import Testing
+
+struct StorageUnderTest: CustomTestStringConvertible, Sendable {
+    let name: String
+    let make: @Sendable () async throws -> any ObjectStorage
+    var testDescription: String { name }
+
+    static let all: [StorageUnderTest] = [
+        StorageUnderTest(name: "memory") { MemoryStorage(pageSize: 7, minimumPartSize: 16) },
+        StorageUnderTest(name: "memory+faults-wrapper") {
+            FaultInjectingStorage(MemoryStorage(pageSize: 1000, minimumPartSize: 16))
+        },
+        // Driver suites plug in here.
+    ]
+}
+
+func bytes(_ s: String) -> [UInt8] { Array(s.utf8) }
+
+@Suite struct ConformanceTests {
+    @Test(arguments: StorageUnderTest.all)
+    func putGetHeadRoundTrip(_ s: StorageUnderTest) async throws {
+        let st = try await s.make()
+        let info = try await st.put("a/b.txt", payload: .bytes(bytes("hello world")), options: PutOptions(metadata: ["mtime": "1700000000.5"]))
+        #expect(info.size == 11)
+        let head = try await st.head("a/b.txt")
+        #expect(head.size == 11)
+        #expect(head.etag == info.etag)
+        #expect(head.metadata?["mtime"] == "1700000000.5")
+        #expect(try await st.get("a/b.txt", range: nil, ifMatch: nil) == bytes("hello world"))
+        #expect(try await st.get("a/b.txt", range: ByteRange(offset: 6, length: 5), ifMatch: nil) == bytes("world"))
+        #expect(try await st.get("a/b.txt", range: ByteRange(offset: 6, length: 100), ifMatch: nil) == bytes("world"))
+    }
+
+    @Test(arguments: StorageUnderTest.all)
+    func missingObjectsAreNotFound(_ s: StorageUnderTest) async throws {
+        let st = try await s.make()
+        await #expect(throws: StorageError.notFound("nope")) { try await st.head("nope") }
+        await #expect(throws: StorageError.notFound("nope")) { try await st.get("nope", range: nil, ifMatch: nil) }
+        try await st.delete(["nope"])  // not an error
+    }
+
+    @Test(arguments: StorageUnderTest.all)
+    func ifMatchDetectsAChangedObject(_ s: StorageUnderTest) async throws {
+        let st = try await s.make()
+        let v1 = try await st.put("k", payload: .bytes(bytes("one")), options: PutOptions())
+        let v2 = try await st.put("k", payload: .bytes(bytes("two")), options: PutOptions())
+        #expect(v1.etag != v2.etag)
+        await #expect(throws: StorageError.preconditionFailed("k")) { try await st.get("k", range: nil, ifMatch: v1.etag) }
+        #expect(try await st.get("k", range: nil, ifMatch: v2.etag) == bytes("two"))
+    }
+
+    @Test(arguments: StorageUnderTest.all)
+    func listingWithDelimiterRollsUpAndPages(_ s: StorageUnderTest) async throws {
+        let st = try await s.make()
+        var keys = ["top.txt", "dir/", "dir/a", "dir/b", "dir/sub/c", "dir/sub/d", "dir2/x", "dis"]
+        for i in 0..<20 { keys.append("many/f\(String(format2: i))") }
+        for k in keys { _ = try await st.put(k, payload: .bytes([1]), options: PutOptions()) }
+        let root = try await st.listAll(prefix: "", delimiter: "/")
+        #expect(root.commonPrefixes == ["dir/", "dir2/", "many/"])
+        #expect(root.objects.map(\.key) == ["dis", "top.txt"])
+        let dir = try await st.listAll(prefix: "dir/", delimiter: "/")
+        #expect(dir.objects.map(\.key) == ["dir/", "dir/a", "dir/b"])
+        #expect(dir.commonPrefixes == ["dir/sub/"])
+        // Paging returns every key exactly once, in order.
+        var seen: [String] = []
+        var token: String? = nil
+        var pages = 0
+        repeat {
+            let page = try await st.list(prefix: "many/", delimiter: "/", continuation: token, maxKeys: 6)
+            #expect(page.objects.count <= 6)
+            seen += page.objects.map(\.key)
+            token = page.continuation
+            pages += 1
+        } while token != nil
+        #expect(seen == (0..<20).map { "many/f\(String(format2: $0))" })
+        #expect(pages >= 4)
+        let flat = try await st.listAll(prefix: "dir/", delimiter: nil)
+        #expect(flat.objects.map(\.key) == ["dir/", "dir/a", "dir/b", "dir/sub/c", "dir/sub/d"])
+    }
+
+    @Test(arguments: StorageUnderTest.all)
+    func listingOrderIsByteOrder(_ s: StorageUnderTest) async throws {
+        let st = try await s.make()
+        let keys = ["b", "a", "B", "é", "a b", "a-b", "z"]
+        for k in keys { _ = try await st.put(k, payload: .bytes([]), options: PutOptions()) }
+        let all = try await st.listAll(prefix: "", delimiter: "/")
+        #expect(all.objects.map(\.key) == keys.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) })
+    }
+
+    @Test(arguments: StorageUnderTest.all)
+    func copyKeepsOrReplacesMetadata(_ s: StorageUnderTest) async throws {
+        let st = try await s.make()
+        _ = try await st.put("src", payload: .bytes(bytes("data")), options: PutOptions(contentType: "text/plain", metadata: ["mtime": "5"]))
+        _ = try await st.copy(from: "src", to: "dst", replacing: nil)
+        #expect(try await st.get("dst", range: nil, ifMatch: nil) == bytes("data"))
+        #expect(try await st.head("dst").metadata?["mtime"] == "5")
+        _ = try await st.copy(from: "src", to: "src", replacing: PutOptions(metadata: ["mtime": "6"]))
+        #expect(try await st.head("src").metadata?["mtime"] == "6")
+        #expect(try await st.get("src", range: nil, ifMatch: nil) == bytes("data"))
+        await #expect(throws: StorageError.notFound("ghost")) { try await st.copy(from: "ghost", to: "x", replacing: nil) }
+    }
+
+    @Test(arguments: StorageUnderTest.all)
+    func deleteManyRemovesEveryKey(_ s: StorageUnderTest) async throws {
+        let st = try await s.make()
+        for k in ["x/1", "x/2", "x/3", "y"] { _ = try await st.put(k, payload: .bytes([]), options: PutOptions()) }
+        try await st.delete(["x/1", "x/2", "x/3", "missing"])
+        #expect(try await st.listAll(prefix: "", delimiter: nil).objects.map(\.key) == ["y"])
+    }
+
+    @Test(arguments: StorageUnderTest.all)
+    func multipartAssemblesPartsInOrder(_ s: StorageUnderTest) async throws {
+        let st = try await s.make()
+        let min = Int(st.capabilities.minimumPartSize)
+        let p1 = [UInt8](repeating: 1, count: min)
+        let p2 = [UInt8](repeating: 2, count: min)
+        let p3 = bytes("tail")
+        let up = try await st.createMultipartUpload("big", options: PutOptions(metadata: ["mtime": "7"]))
+        // Parts may arrive out of order.
+        let r3 = try await st.uploadPart(up, number: 3, payload: .bytes(p3))
+        let r1 = try await st.uploadPart(up, number: 1, payload: .bytes(p1))
+        let r2 = try await st.uploadPart(up, number: 2, payload: .bytes(p2))
+        let info = try await st.completeMultipartUpload(up, parts: [r1, r2, r3])
+        #expect(info.size == Int64(2 * min + 4))
+        #expect(try await st.get("big", range: nil, ifMatch: nil) == p1 + p2 + p3)
+        #expect(try await st.head("big").metadata?["mtime"] == "7")
+    }
+
+    @Test(arguments: StorageUnderTest.all)
+    func abortedMultipartLeavesNothing(_ s: StorageUnderTest) async throws {
+        let st = try await s.make()
+        let up = try await st.createMultipartUpload("never", options: PutOptions())
+        _ = try await st.uploadPart(up, number: 1, payload: .bytes(bytes("x")))
+        try await st.abortMultipartUpload(up)
+        await #expect(throws: StorageError.notFound("never")) { try await st.head("never") }
+        await #expect(throws: StorageError.self) { try await st.completeMultipartUpload(up, parts: []) }
+    }
+
+    @Test(arguments: StorageUnderTest.all)
+    func uploadFromAFileRegion(_ s: StorageUnderTest) async throws {
+        let st = try await s.make()
+        let path = "/tmp/objmount-conformance-\(UInt32.random(in: 0...UInt32.max))"
+        let content = bytes("0123456789")
+        try writeFile(path, content)
+        defer { removeFile(path) }
+        _ = try await st.put("f", payload: .file(path: path, offset: 2, length: 5), options: PutOptions())
+        #expect(try await st.get("f", range: nil, ifMatch: nil) == bytes("23456"))
+    }
+}
+
+extension String {
+    init(format2 n: Int) { self = n < 10 ? "0\(n)" : "\(n)" }
+}

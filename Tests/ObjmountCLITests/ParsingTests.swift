@@ -1,0 +1,79 @@
+@testable import ObjmountCLI
+import Testing
+
+@Suite struct RemoteParsingTests {
+    @Test(arguments: [
+        ("memory://b", Remote(scheme: .memory, container: "b", prefix: "")),
+        ("memory://b/", Remote(scheme: .memory, container: "b", prefix: "")),
+        ("memory://b/photos", Remote(scheme: .memory, container: "b", prefix: "photos/")),
+        ("memory://b/a/b/", Remote(scheme: .memory, container: "b", prefix: "a/b/")),
+        ("swift://default", Remote(scheme: .swift, container: "default", prefix: "")),
+        ("swift://", Remote(scheme: .swift, container: nil, prefix: "")),
+        ("hubic://default/docs", Remote(scheme: .hubic, container: "default", prefix: "docs/")),
+        ("S3://bucket", Remote(scheme: .s3, container: "bucket", prefix: "")),
+        ("ks3://bkt/x", Remote(scheme: .ks3, container: "bkt", prefix: "x/")),
+    ])
+    func parses(_ text: String, _ expected: Remote) throws {
+        #expect(try Remote(parsing: text) == expected)
+    }
+
+    @Test(arguments: [
+        ("foo://x", "unknown remote scheme 'foo'"),
+        ("/some/path", "is not a URL"),
+        ("memory://", "needs a bucket name"),
+        ("memory://b/../x", "'..'"),
+        ("memory://b?x=1", "must not contain"),
+    ])
+    func rejectsWithAClearMessage(_ text: String, _ fragment: String) {
+        do {
+            _ = try Remote(parsing: text)
+            Issue.record("\(text) parsed")
+        } catch {
+            #expect(error.description.contains(fragment), "\(error.description)")
+            #expect(!error.description.contains("\n"))
+        }
+    }
+
+    @Test func describesItselfAsTheURL() throws {
+        #expect(try Remote(parsing: "memory://b/a/b").description == "memory://b/a/b")
+        #expect(try Remote(parsing: "swift://").description == "swift://")
+    }
+}
+
+@Suite struct MountOptionTests {
+    @Test func parsesTheKnownOptions() throws {
+        let o = try MountOptions(parsing: ["allow_other,ro", "uid=1000,gid=100,umask=027"])
+        #expect(o.allowOther && o.readOnly)
+        #expect(o.uid == 1000 && o.gid == 100 && o.umask == 0o027)
+        #expect(try MountOptions(parsing: ["ro,rw"]).readOnly == false)
+        #expect(try MountOptions(parsing: []) == MountOptions())
+    }
+
+    @Test(arguments: [
+        ("bogus", "unknown mount option 'bogus'"),
+        ("uid=abc", "not a valid number"),
+        ("umask=999", "not a valid octal number"),
+        ("umask=1777", "at most 777"),
+        ("uid", "needs a value"),
+        ("ro=1", "takes no value"),
+    ])
+    func rejectsWithAClearMessage(_ text: String, _ fragment: String) {
+        do {
+            _ = try MountOptions(parsing: [text])
+            Issue.record("\(text) parsed")
+        } catch {
+            #expect(error.description.contains(fragment), "\(error.description)")
+        }
+    }
+
+    @Test func absolutePathsAreNormalizedWithoutTouchingTheDisk() {
+        #expect(Paths.absolute("/a/./b/../c/") == "/a/c")
+        #expect(Paths.absolute("/") == "/")
+        #expect(Paths.absolute("x").hasSuffix("/x"))
+    }
+
+    @Test func pidFileNamesAreFlat() {
+        let p = Paths.pidFile(for: "/tmp/my mnt")
+        #expect(p.hasSuffix("%2Ftmp%2Fmy%20mnt.pid"))
+    }
+}
