@@ -383,6 +383,14 @@ public actor ObjectFS {
         let toDir = try directory(newParent)
         try checkNewName(newName, in: toDir)
         let source = try await resolve(parent: parent, name: name)
+        if source.kind == .directory {
+            // A directory cannot move into itself (checked first, as the kernel does).
+            var p: InodeNumber? = toDir.ino
+            while let cur = p {
+                if cur == source.ino { throw FSError(EINVAL, "cannot move a directory into itself") }
+                p = nodes[cur]?.parent
+            }
+        }
         let target = try? await resolve(parent: newParent, name: newName)
         if let t = target {
             if t === source { return }
@@ -394,12 +402,6 @@ public actor ObjectFS {
             }
         }
         if source.kind == .directory {
-            // A directory cannot move into itself.
-            var p: InodeNumber? = toDir.ino
-            while let cur = p {
-                if cur == source.ino { throw FSError(EINVAL, "cannot move a directory into itself") }
-                p = nodes[cur]?.parent
-            }
             if let t = target {
                 try await removeEmptyDirectory(t)
                 detach(t, from: toDir)
