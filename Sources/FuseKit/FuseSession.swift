@@ -124,6 +124,20 @@ public final class FuseSession: @unchecked Sendable {
         close(fd)
     }
 
+    // MARK: - Names
+
+    /// A name from the kernel, or nil if it is not valid UTF-8. Object keys are UTF-8: a name
+    /// that is not cannot be stored, and repairing it would make two names one key.
+    static func decodeName(_ p: UnsafePointer<CChar>?) -> String? {
+        guard let p else { return nil }
+        return String(validatingCString: p)
+    }
+
+    static func valid(_ name: String?, missing errno: Int32 = EILSEQ) throws(FuseError) -> String {
+        guard let name else { throw FuseError(errno) }
+        return name
+    }
+
     // MARK: - Replies
 
     static func session(_ req: fuse_req_t?) -> FuseSession {
@@ -267,9 +281,10 @@ public final class FuseSession: @unchecked Sendable {
         ops.lookup = { req, parent, name in
             let s = FuseSession.session(req)
             let fs = s.filesystem
-            let n = String(cString: name!)
+            let n = FuseSession.decodeName(name)
             s.respond(Request(raw: req!), { () async throws -> FuseAttributes? in
                 do {
+                    guard let n else { throw FuseError(ENOENT) }  // no object can have this name
                     return try await fs.lookup(parent: parent, name: n)
                 } catch let e as FuseError where e.errno == ENOENT && s.options.negativeTimeout > 0 {
                     return nil
@@ -359,36 +374,38 @@ public final class FuseSession: @unchecked Sendable {
         ops.mkdir = { req, parent, name, mode in
             let s = FuseSession.session(req)
             let fs = s.filesystem
-            let n = String(cString: name!)
-            s.respond(Request(raw: req!), { try await fs.mkdir(parent: parent, name: n, mode: UInt32(mode)) }) {
+            let n = FuseSession.decodeName(name)
+            s.respond(Request(raw: req!), { try await fs.mkdir(parent: parent, name: try FuseSession.valid(n), mode: UInt32(mode)) }) {
                 s.replyEntry($0, $1)
             }
         }
         ops.rmdir = { req, parent, name in
             let s = FuseSession.session(req)
             let fs = s.filesystem
-            let n = String(cString: name!)
-            s.respond(Request(raw: req!), { try await fs.rmdir(parent: parent, name: n) }) { req, _ in
+            let n = FuseSession.decodeName(name)
+            s.respond(Request(raw: req!), { try await fs.rmdir(parent: parent, name: try FuseSession.valid(n, missing: ENOENT)) }) { req, _ in
                 _ = fuse_reply_err(req.raw, 0)
             }
         }
         ops.unlink = { req, parent, name in
             let s = FuseSession.session(req)
             let fs = s.filesystem
-            let n = String(cString: name!)
-            s.respond(Request(raw: req!), { try await fs.unlink(parent: parent, name: n) }) { req, _ in
+            let n = FuseSession.decodeName(name)
+            s.respond(Request(raw: req!), { try await fs.unlink(parent: parent, name: try FuseSession.valid(n, missing: ENOENT)) }) { req, _ in
                 _ = fuse_reply_err(req.raw, 0)
             }
         }
         ops.rename = { req, parent, name, newParent, newName, flags in
             let s = FuseSession.session(req)
             let fs = s.filesystem
-            let from = String(cString: name!)
-            let to = String(cString: newName!)
+            let from = FuseSession.decodeName(name)
+            let to = FuseSession.decodeName(newName)
             s.respond(Request(raw: req!), {
                 if flags & UInt32(CFUSE_RENAME_EXCHANGE) != 0 { throw FuseError(EINVAL) }
                 let noReplace = flags & UInt32(CFUSE_RENAME_NOREPLACE) != 0
-                try await fs.rename(parent: parent, name: from, newParent: newParent, newName: to, noReplace: noReplace)
+                try await fs.rename(
+                    parent: parent, name: try FuseSession.valid(from, missing: ENOENT), newParent: newParent,
+                    newName: try FuseSession.valid(to), noReplace: noReplace)
             }) { req, _ in
                 _ = fuse_reply_err(req.raw, 0)
             }
@@ -396,10 +413,12 @@ public final class FuseSession: @unchecked Sendable {
         ops.create = { req, parent, name, mode, fi in
             let s = FuseSession.session(req)
             let fs = s.filesystem
-            let n = String(cString: name!)
+            let n = FuseSession.decodeName(name)
             let info = FileInfoCopy(info: fi!.pointee)
             let flags = info.info.flags
-            s.respond(Request(raw: req!), { try await fs.create(parent: parent, name: n, mode: UInt32(mode), flags: flags) }) {
+            s.respond(Request(raw: req!), {
+                try await fs.create(parent: parent, name: try FuseSession.valid(n), mode: UInt32(mode), flags: flags)
+            }) {
                 req, result in
                 s.replyCreate(req, result.0, result.1, info)
             }

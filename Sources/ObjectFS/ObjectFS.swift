@@ -44,6 +44,8 @@ public actor ObjectFS {
         var openHandles = 0
         var writers = 0
         var busy = false
+        /// The key a file had when it was removed from the namespace.
+        var detachedKey: ObjectKey?
         var waiters: [CheckedContinuation<Void, Never>] = []
 
         init(ino: InodeNumber, kind: FileKind, parent: InodeNumber?, name: String, mode: UInt32, mtime: Timestamp) {
@@ -100,7 +102,7 @@ public actor ObjectFS {
 
     /// The kernel dropped its last reference to `ino`.
     public func forget(_ ino: InodeNumber) {
-        if let n = nodes[ino], n.parent == nil, ino != rootInode, !n.isPinned || n.openHandles == 0 && !n.dirty {
+        if let n = nodes[ino], n.parent == nil, ino != rootInode, n.openHandles == 0, !n.dirty {
             nodes[ino] = nil
         }
     }
@@ -149,6 +151,11 @@ public actor ObjectFS {
         } else if changes.mode != nil || changes.mtime != nil, node.remote != nil {
             let key = fileKey(node)
             do {
+                if node.remote?.metadata == nil {
+                    // A listing carried no metadata: fetch it, so the copy keeps it.
+                    let head = try await storage.head(key)
+                    if head.etag == node.remote?.etag { node.remote = head }
+                }
                 let info = try await storage.copy(from: key, to: key, replacing: putOptions(node))
                 node.remote = info
                 node.validUntil = now + ttl
@@ -213,7 +220,7 @@ public actor ObjectFS {
         try checkWritable()
         let dir = try directory(parent)
         try checkNewName(name, in: dir)
-        if (try? await resolve(parent: parent, name: name)) != nil {
+        if try await existing(parent: parent, name: name) != nil {
             throw FSError(EEXIST, "\(name) exists")
         }
         let key = directoryPrefix(dir) + name
@@ -241,9 +248,10 @@ public actor ObjectFS {
         let dir = try directory(parent)
         let child = try await resolve(parent: parent, name: name)
         guard child.kind == .directory else { throw FSError(ENOTDIR, "\(name) is not a directory") }
-        try await removeEmptyDirectory(child)
+        let markers = try await checkEmpty(child)
+        try await keepDirectory(dir, removing: Set(markers))
+        do { try await storage.delete(markers) } catch { throw FSError.from(error, "rmdir \(markers[0])") }
         detach(child, from: dir)
-        await keepDirectory(dir)
     }
 
     // MARK: - Files
@@ -254,7 +262,7 @@ public actor ObjectFS {
         try checkWritable()
         let dir = try directory(parent)
         try checkNewName(name, in: dir)
-        if let existing = try? await resolve(parent: parent, name: name) {
+        if let existing = try await existing(parent: parent, name: name) {
             if flags.exclusive || existing.kind == .directory {
                 throw FSError(EEXIST, "\(name) exists")
             }
@@ -343,8 +351,10 @@ public actor ObjectFS {
         if h.flags.write, let node = nodes[h.ino], node.dirty { try await upload(node) }
     }
 
+    /// Stores the inode's pending data, whichever descriptor wrote it.
     public func fsync(_ fh: UInt64) async throws(FSError) {
-        try await flush(fh)
+        guard let h = handles[fh] else { throw FSError(EBADF, "bad file handle") }
+        if let node = nodes[h.ino], node.dirty { try await upload(node) }
     }
 
     public func release(_ fh: UInt64) async {
@@ -367,12 +377,12 @@ public actor ObjectFS {
         let dir = try directory(parent)
         let child = try await resolve(parent: parent, name: name)
         guard child.kind == .file else { throw FSError(EISDIR, "\(name) is a directory") }
+        let key = fileKey(child)
+        try await keepDirectory(dir, removing: [key])
         if child.remote != nil {
-            let key = fileKey(child)
             do { try await storage.delete([key]) } catch { throw FSError.from(error, "unlink \(key)") }
         }
         detach(child, from: dir)
-        await keepDirectory(dir)
     }
 
     public func rename(parent: InodeNumber, name: String, newParent: InodeNumber, newName: String, noReplace: Bool = false)
@@ -391,7 +401,7 @@ public actor ObjectFS {
                 p = nodes[cur]?.parent
             }
         }
-        let target = try? await resolve(parent: newParent, name: newName)
+        let target = try await existing(parent: newParent, name: newName)
         if let t = target {
             if t === source { return }
             if noReplace { throw FSError(EEXIST, "\(newName) exists") }
@@ -401,33 +411,53 @@ public actor ObjectFS {
             default: break
             }
         }
+        // Copy first; delete the originals only once every copy succeeded.
+        var originals: [ObjectKey] = []
+        var copies: [ObjectKey: ObjectInfo] = [:]
         if source.kind == .directory {
-            if let t = target {
-                try await removeEmptyDirectory(t)
-                detach(t, from: toDir)
+            var targetMarkers: [ObjectKey] = []
+            if let t = target { targetMarkers = try await checkEmpty(t) }
+            let oldPrefix = directoryPrefix(source)
+            (originals, copies) = try await copyDirectoryObjects(from: oldPrefix, to: directoryPrefix(toDir) + newName)
+            // The replaced empty directory's markers go with the originals, unless a copy just
+            // wrote the same key.
+            originals += targetMarkers.filter { copies[$0] == nil }
+            try await keepDirectory(fromDir, removing: [oldPrefix, String(oldPrefix.dropLast())])
+        } else if source.remote != nil {
+            let from = fileKey(source)
+            let to = directoryPrefix(toDir) + newName
+            do {
+                source.remote = try await storage.copy(from: from, to: to, replacing: nil)
+            } catch {
+                throw FSError.from(error, "rename \(from)")
             }
-            try await moveDirectoryObjects(from: directoryPrefix(source), to: directoryPrefix(toDir) + newName)
-        } else {
-            if source.remote != nil {
-                let from = fileKey(source)
-                let to = directoryPrefix(toDir) + newName
-                do {
-                    let info = try await storage.copy(from: from, to: to, replacing: nil)
-                    try await storage.delete([from])
-                    source.remote = info
-                } catch {
-                    throw FSError.from(error, "rename \(from)")
-                }
-            }
-            if let t = target { detach(t, from: toDir) }
+            originals = [from]
+            try await keepDirectory(fromDir, removing: [from])
         }
+        if !originals.isEmpty {
+            do { try await storage.delete(originals) } catch { throw FSError.from(error, "rename: delete \(originals[0])") }
+        }
+        if let t = target { detach(t, from: toDir) }
         fromDir.children[name] = nil
         source.parent = toDir.ino
         source.name = newName
         toDir.children[newName] = source.ino
         toDir.negative[newName] = nil
         fromDir.negative[name] = now + ttl
-        await keepDirectory(fromDir)
+        // The files under a moved directory are new objects with new ETags: open handles keep
+        // reading them without a stale error.
+        if source.kind == .directory { adopt(copies, under: source) }
+    }
+
+    private func adopt(_ copies: [ObjectKey: ObjectInfo], under dir: Node) {
+        for ino in dir.children.values {
+            guard let n = nodes[ino] else { continue }
+            if n.kind == .directory {
+                adopt(copies, under: n)
+            } else if n.remote != nil, let info = copies[fileKey(n)] {
+                n.remote = info
+            }
+        }
     }
 
     /// Uploads every dirty file (unmount, `objmount unmount`). Returns the failures.
@@ -485,8 +515,19 @@ public actor ObjectFS {
     }
 
     private func fileKey(_ file: Node) -> ObjectKey {
-        guard let p = file.parent.flatMap({ nodes[$0] }) else { return prefix + file.name }
+        guard let p = file.parent.flatMap({ nodes[$0] }) else { return file.detachedKey ?? prefix + file.name }
         return directoryPrefix(p) + file.name
+    }
+
+    /// The node at `name`, or nil if there is none; other failures (EIO...) are thrown, never
+    /// taken for "does not exist".
+    private func existing(parent: InodeNumber, name: String) async throws(FSError) -> Node? {
+        do {
+            return try await resolve(parent: parent, name: name)
+        } catch {
+            if error.errno == ENOENT { return nil }
+            throw error
+        }
     }
 
     private func resolve(parent: InodeNumber, name: String) async throws(FSError) -> Node {
@@ -596,6 +637,7 @@ public actor ObjectFS {
     /// Removes a node from its directory. The kernel may still hold the inode; it is freed on
     /// forget (or kept while handles are open).
     private func detach(_ n: Node, from dir: Node) {
+        if n.kind == .file && n.parent != nil { n.detachedKey = fileKey(n) }
         if dir.children[n.name] == n.ino { dir.children[n.name] = nil }
         n.parent = nil
         for ino in n.children.values {
@@ -622,12 +664,17 @@ public actor ObjectFS {
             uid: configuration.uid, gid: configuration.gid, mtime: n.mtime)
     }
 
+    /// The stored version's content type and other metadata, with our mtime and mode.
     private func putOptions(_ n: Node) -> PutOptions {
-        PutOptions(metadata: ["mtime": n.mtime.metadataValue, "mode": String(0o100000 | n.mode)])
+        var metadata = n.remote?.metadata ?? [:]
+        metadata["mtime"] = n.mtime.metadataValue
+        metadata["mode"] = String(0o100000 | n.mode)
+        return PutOptions(contentType: n.remote?.contentType, metadata: metadata)
     }
 
-    /// Checks that a directory is empty on the server and locally, then deletes its markers.
-    private func removeEmptyDirectory(_ dir: Node) async throws(FSError) {
+    /// Checks that a directory is empty on the server and locally; returns its marker keys
+    /// (to delete).
+    private func checkEmpty(_ dir: Node) async throws(FSError) -> [ObjectKey] {
         if dir.children.values.contains(where: { nodes[$0].map(isPinnedTree) ?? false }) {
             throw FSError(ENOTEMPTY, "directory not empty")
         }
@@ -638,23 +685,26 @@ public actor ObjectFS {
             if !page.commonPrefixes.isEmpty || page.objects.contains(where: { $0.key != dirPrefix }) {
                 throw FSError(ENOTEMPTY, "directory not empty")
             }
-            var doomed = [dirPrefix]
+            var markers = [dirPrefix]
             if let h = try? await storage.head(markerKey), KeyPath.isDirectoryMarker(h) {
-                doomed.append(markerKey)
+                markers.append(markerKey)
             }
-            try await storage.delete(doomed)
+            return markers
         } catch {
             throw FSError.from(error, "rmdir \(markerKey)")
         }
     }
 
     /// Copies every object under `from` (a directory prefix ending in "/") to the directory key
-    /// `to`, with a Swift-style marker `from` minus "/" if there is one, then deletes the
-    /// originals. A failure before the deletes leaves the source whole.
-    private func moveDirectoryObjects(from: String, to: String) async throws(FSError) {
+    /// `to`, with a Swift-style marker `from` minus "/" if there is one. Returns the originals
+    /// (for the caller to delete) and the copies. If a copy fails, the copies made so far are
+    /// removed and the source is left whole.
+    private func copyDirectoryObjects(from: String, to: String) async throws(FSError) -> (
+        [ObjectKey], [ObjectKey: ObjectInfo]
+    ) {
         let oldMarker = String(from.dropLast())
+        var moves: [(ObjectKey, ObjectKey)] = []
         do {
-            var moves: [(ObjectKey, ObjectKey)] = []
             let all = try await storage.listAll(prefix: from, delimiter: nil)
             for o in all.objects {
                 moves.append((o.key, to + "/" + String(o.key.utf8.dropFirst(from.utf8.count))!))
@@ -665,27 +715,36 @@ public actor ObjectFS {
             if moves.isEmpty {
                 // An implicit directory known only locally (emptied by other clients): give the
                 // new name a marker so that it exists.
-                moves = []
                 try await putMarker(directoryKey: to)
-                return
+                return ([], [:])
             }
-            let storage = self.storage
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                var inFlight = 0
-                for (src, dst) in moves {
-                    if inFlight >= 8 {
-                        try await group.next()
-                        inFlight -= 1
-                    }
-                    group.addTask { _ = try await storage.copy(from: src, to: dst, replacing: nil) }
-                    inFlight += 1
-                }
-                try await group.waitForAll()
-            }
-            try await storage.delete(moves.map(\.0))
         } catch {
             throw FSError.from(error, "rename \(oldMarker)")
         }
+        let storage = self.storage
+        var copies: [ObjectKey: ObjectInfo] = [:]
+        do {
+            try await withThrowingTaskGroup(of: ObjectInfo.self) { group in
+                var inFlight = 0
+                for (src, dst) in moves {
+                    if inFlight >= 8, let info = try await group.next() {
+                        copies[info.key] = info
+                        inFlight -= 1
+                    }
+                    group.addTask {
+                        var info = try await storage.copy(from: src, to: dst, replacing: nil)
+                        info.key = dst
+                        return info
+                    }
+                    inFlight += 1
+                }
+                while let info = try await group.next() { copies[info.key] = info }
+            }
+        } catch {
+            try? await storage.delete(Array(copies.keys))
+            throw FSError.from(error, "rename \(oldMarker)")
+        }
+        return (moves.map(\.0), copies)
     }
 
     private func putMarker(directoryKey key: String) async throws {
@@ -699,17 +758,22 @@ public actor ObjectFS {
         }
     }
 
-    /// After the last entry of a directory without a marker is removed, the directory would
-    /// vanish from the store; write a marker so that it stays, as it would on a disk.
-    private func keepDirectory(_ dir: Node) async {
+    /// Before the last entry of a directory without a marker is removed, writes a marker so
+    /// that the directory stays, as it would on a disk. `removing` names the listing entries
+    /// (keys or common prefixes) about to go. A failure is reported before anything is deleted.
+    private func keepDirectory(_ dir: Node, removing: Set<String>) async throws(FSError) {
         guard dir.ino != rootInode, dir.parent != nil else { return }
-        // A fresh, complete listing with children left answers without asking the server.
-        if !dir.children.isEmpty && dir.listedUntil >= now { return }
+        // A fresh, complete listing with other children answers without asking the server.
+        if dir.listedUntil >= now && dir.children.count > 1 { return }
         let dirPrefix = directoryPrefix(dir)
-        guard let page = try? await storage.list(prefix: dirPrefix, delimiter: "/", continuation: nil, maxKeys: 1),
-            page.objects.isEmpty, page.commonPrefixes.isEmpty
-        else { return }
-        try? await putMarker(directoryKey: String(dirPrefix.dropLast()))
+        do {
+            let page = try await storage.list(prefix: dirPrefix, delimiter: "/", continuation: nil, maxKeys: 3)
+            let remaining = page.objects.map(\.key) + page.commonPrefixes
+            guard remaining.allSatisfy({ removing.contains($0) }) else { return }
+            try await putMarker(directoryKey: String(dirPrefix.dropLast()))
+        } catch {
+            throw FSError.from(error, "keep directory \(dirPrefix)")
+        }
     }
 
     // MARK: - Handles, staging and uploads
@@ -780,35 +844,48 @@ public actor ObjectFS {
     private func upload(_ node: Node) async throws(FSError) {
         await lock(node)
         defer { unlock(node) }
-        guard node.dirty, node.parent != nil, let staging = node.staging else { return }
-        let generation = node.generation
-        let key = fileKey(node)
-        let options = putOptions(node)
-        let info: ObjectInfo
-        do {
-            if staging.size > configuration.multipartThreshold {
-                info = try await multipartUpload(key, staging: staging, options: options)
-            } else {
-                info = try await storage.put(key, payload: staging.payload(), options: options)
+        // A rename during the upload moves the target: store again under the new name, so that
+        // a successful close always means the data is stored where the file now is.
+        var renamedAway = false
+        for _ in 0..<8 {
+            renamedAway = false
+            guard node.dirty, node.parent != nil, let staging = node.staging else { break }
+            let generation = node.generation
+            let key = fileKey(node)
+            let options = putOptions(node)
+            let info: ObjectInfo
+            do {
+                if staging.size > configuration.multipartThreshold {
+                    info = try await multipartUpload(key, staging: staging, options: options)
+                } else {
+                    info = try await storage.put(key, payload: staging.payload(), options: options)
+                }
+            } catch {
+                throw FSError.from(error, "upload \(key)")
             }
-        } catch {
-            throw FSError.from(error, "upload \(key)")
+            if node.parent == nil {
+                // Unlinked while it was being uploaded.
+                try? await storage.delete([key])
+                node.dirty = false
+                break
+            }
+            if fileKey(node) != key {
+                try? await storage.delete([key])
+                renamedAway = true
+                continue
+            }
+            node.remote = info
+            node.validUntil = now + ttl
+            // Writes that arrived during the upload keep the file dirty for the next flush.
+            if node.generation == generation { node.dirty = false }
+            renamedAway = false
+            break
         }
-        if node.parent == nil {
-            // Unlinked while it was being uploaded.
-            try? await storage.delete([key])
-            node.dirty = false
-            return
+        if renamedAway {
+            throw FSError(EIO, "upload of \(fileKey(node)) kept being overtaken by renames")
         }
-        node.remote = info
-        node.validUntil = now + ttl
-        if fileKey(node) != key {
-            // Renamed while it was being uploaded: store it again under the new name.
-            try? await storage.delete([key])
-            node.remote = nil
-            return
-        }
-        if node.generation == generation { node.dirty = false }
+        // Nobody has the file open: the local copy is not needed any more and would go stale.
+        if !node.dirty && node.openHandles == 0 { node.staging = nil }
     }
 
     private func multipartUpload(_ key: ObjectKey, staging: StagingFile, options: PutOptions) async throws

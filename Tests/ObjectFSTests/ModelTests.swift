@@ -263,4 +263,9 @@ func check(_ h: Harness, _ model: Model, step: Int, description: String) async t
     @Test func regression_renameDirectoryOntoAFileInsideItself() async throws {
         #expect(try await runScenario([76613, 705540, 587848]))
     }
+
+    /// Renaming a directory over an empty one removes the replaced one's marker (after the copies).
+    @Test func regression_renameDirectoryOverAnEmptyDirectory() async throws {
+        #expect(try await runScenario([43806, 632685, 221379, 549613, 718068, 217940]))
+    }
 }

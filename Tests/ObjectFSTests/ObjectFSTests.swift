@@ -313,3 +313,70 @@ import Testing
         #expect(s.totalBlocks == 100 && s.freeBlocks == 90 && s.blockSize == 4096)
     }
 }
+
+@Suite struct ReviewRegressionTests {
+    @Test func filesUnderAMovedDirectoryStayReadable() async throws {
+        let h = try Harness()
+        try await h.mkdir("d")
+        try await h.writeFile("d/f", b("inside"))
+        _ = try await h.names("d")
+        let a = try await h.resolve("d/f")
+        let fh = try await h.fs.open(a.ino, flags: .readOnly)
+        try await h.fs.rename(parent: rootInode, name: "d", newParent: rootInode, newName: "e")
+        #expect(try await h.fs.read(fh, offset: 0, count: 100) == b("inside"))
+        await h.fs.release(fh)
+        #expect(try await h.readFile("e/f") == b("inside"))
+    }
+
+    @Test func chmodKeepsTheContentTypeAndOtherMetadata() async throws {
+        let h = try Harness()
+        _ = try await h.memory.put(
+            "page.html", payload: .bytes(b("<p>")), options: PutOptions(contentType: "text/html", metadata: ["owner": "web"]))
+        let a = try await h.resolve("page.html")
+        _ = try await h.fs.setattr(a.ino, AttributeChanges(mode: 0o600))
+        let info = try await h.memory.head("page.html")
+        #expect(info.contentType == "text/html")
+        #expect(info.metadata?["owner"] == "web")
+        #expect(info.metadata?["mode"] == String(0o100600))
+    }
+
+    @Test func aFailingExistenceCheckIsNotTakenForAbsence() async throws {
+        let h = try Harness()
+        try await h.writeFile("f", b("keep me"))
+        h.expireCaches()
+        h.storage.fail(.head, with: .unavailable("timeout"), count: 1)
+        await expectErrno(EIO) {
+            _ = try await h.fs.create(parent: rootInode, name: "f", mode: 0o644, flags: OpenFlags(posix: O_WRONLY | O_CREAT | O_EXCL))
+        }
+        #expect(try await h.readFile("f") == b("keep me"))
+    }
+
+    @Test func fsyncOnAnyDescriptorStoresPendingData() async throws {
+        let h = try Harness()
+        let (attrs, writer) = try await h.fs.create(parent: rootInode, name: "f", mode: 0o644, flags: .writeOnly)
+        _ = try await h.fs.write(writer, offset: 0, data: b("synced"))
+        let reader = try await h.fs.open(attrs.ino, flags: .readOnly)
+        try await h.fs.fsync(reader)
+        #expect(try await h.memory.get("f", range: nil, ifMatch: nil) == b("synced"))
+        await h.fs.release(reader)
+        await h.fs.release(writer)
+    }
+
+    @Test func truncateByPathDoesNotLeaveAStaleLocalCopy() async throws {
+        let h = try Harness()
+        try await h.writeFile("f", b("0123456789"))
+        _ = try await h.fs.setattr(try await h.resolve("f").ino, AttributeChanges(size: 3))
+        try await h.put("f", "changed elsewhere")
+        h.expireCaches()
+        #expect(try await h.readFile("f") == b("changed elsewhere"))
+    }
+
+    @Test func removingTheLastFileWritesTheMarkerFirst() async throws {
+        let h = try Harness()
+        try await h.put("a/only")
+        let dir = try await h.resolve("a")
+        h.storage.fail(.put, with: .unavailable("down"), count: 1)
+        await expectErrno(EIO) { try await h.fs.unlink(parent: dir.ino, name: "only") }
+        #expect(await h.keys() == ["a/only"])
+    }
+}
