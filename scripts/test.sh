@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Builds objmount once and runs both test tiers:
+#   1. hermetic: `swift test` (no FUSE needed; reuses the same .build)
+#   2. FUSE:     `python3 -m pytest -q Tests/fuse` against the built binary (needs root + /dev/fuse)
+# Installs what is missing first (Debian packages fuse3 libfuse3-dev pkg-config rsync; pytest).
+# Exits non-zero if the build or any tier failed.
+#
+# Environment:
+#   SWIFT                 the Swift driver (default /opt/swift/usr/bin/swift; /usr/bin/swift may be
+#                         the OpenStack CLI)
+#   OBJMOUNT_TEST_REMOTES remotes for the FUSE tier (default memory://), see Tests/fuse/conftest.py
+#   FUSE_TIER_TIMEOUT     seconds before the FUSE tier is stopped (default 2400)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+SWIFT="${SWIFT:-/opt/swift/usr/bin/swift}"
+BUILD_FLAGS=(--explicit-target-dependency-import-check error)
+
+log() { printf '==> %s\n' "$*"; }
+warn() { printf 'WARNING: %s\n' "$*" >&2; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo -n "$@"; fi
+}
+
+install_missing_packages() {
+    local missing=() p
+    for p in fuse3 libfuse3-dev pkg-config rsync; do
+        if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+            missing+=("$p")
+        fi
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        log "installing ${missing[*]}"
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    fi
+    if ! python3 -m pytest --version >/dev/null 2>&1; then
+        log "installing pytest"
+        python3 -m pip install -q pytest
+    fi
+}
+
+# fuse.objmount mount points under $1 (mountinfo escapes like \040 decoded).
+objmount_mounts_under() {
+    local root="${1%/}/" mp
+    [ -r /proc/self/mountinfo ] || return 0
+    awk '{ split($0, halves, " - "); split(halves[1], l, " "); split(halves[2], r, " ");
+           if (r[1] == "fuse.objmount") print l[5] }' /proc/self/mountinfo |
+        while IFS= read -r mp; do
+            mp="$(printf '%b' "${mp//\\/\\0}")"
+            case "$mp/" in "$root"*) printf '%s\n' "$mp" ;; esac
+        done
+}
+
+BIN=""
+TEST_TMP=""
+# Safety net: nothing objmount mounted under the test temp roots may outlive this script.
+cleanup_mounts() {
+    local roots=() root mp
+    [ -n "$TEST_TMP" ] && roots+=("$TEST_TMP")
+    roots+=("${TMPDIR:-/tmp}/pytest-of-$(id -un)")
+    for root in "${roots[@]}"; do
+        while IFS= read -r mp; do
+            [ -n "$mp" ] || continue
+            warn "left-over objmount mount $mp: unmounting"
+            if [ -n "$BIN" ] && [ -x "$BIN" ] && timeout 120 "$BIN" unmount "$mp"; then continue; fi
+            timeout 60 fusermount3 -u "$mp" 2>/dev/null || timeout 60 fusermount3 -uz "$mp" || true
+        done < <(objmount_mounts_under "$root")
+    done
+}
+trap cleanup_mounts EXIT
+
+install_missing_packages
+
+FAILED=()
+build_rc=0 hermetic_rc=0 fuse_rc=0
+
+log "swift build ${BUILD_FLAGS[*]} --build-tests"
+"$SWIFT" build "${BUILD_FLAGS[@]}" --build-tests || build_rc=$?
+if [ "$build_rc" -ne 0 ]; then
+    echo "build: FAILED (exit $build_rc); no tests run" >&2
+    exit 1
+fi
+BIN="$("$SWIFT" build "${BUILD_FLAGS[@]}" --show-bin-path)/objmount"
+[ -x "$BIN" ] || { echo "build: no binary at $BIN" >&2; exit 1; }
+
+log "hermetic tier: swift test ${BUILD_FLAGS[*]}"
+"$SWIFT" test "${BUILD_FLAGS[@]}" || hermetic_rc=$?
+[ "$hermetic_rc" -eq 0 ] || FAILED+=("hermetic tier (swift test, exit $hermetic_rc)")
+
+log "FUSE tier: OBJMOUNT_BIN=$BIN python3 -m pytest -q Tests/fuse"
+if [ ! -e /dev/fuse ] || [ "$(id -u)" -ne 0 ]; then
+    warn "FUSE tier needs root and /dev/fuse; its tests will be reported as skipped"
+fi
+TEST_TMP="$(mktemp -d "${TMPDIR:-/tmp}/objmount-fuse-tests.XXXXXX")"
+OBJMOUNT_BIN="$BIN" PYTHONDONTWRITEBYTECODE=1 \
+    timeout --kill-after=30 "${FUSE_TIER_TIMEOUT:-2400}" \
+    python3 -m pytest -q -rs -p no:cacheprovider --basetemp "$TEST_TMP/pytest" Tests/fuse || fuse_rc=$?
+case "$fuse_rc" in
+    0) ;;
+    5) FAILED+=("FUSE tier (pytest collected no tests, exit 5)") ;;
+    124 | 137) FAILED+=("FUSE tier (timed out after ${FUSE_TIER_TIMEOUT:-2400} s)") ;;
+    *) FAILED+=("FUSE tier (pytest exit $fuse_rc)") ;;
+esac
+
+cleanup_mounts
+if [ "$fuse_rc" -eq 0 ] && [ -z "$(objmount_mounts_under "$TEST_TMP")" ]; then
+    rm -rf --one-file-system "$TEST_TMP"
+else
+    echo "FUSE tier files kept in $TEST_TMP (daemon logs: $TEST_TMP/pytest/cache*/objmount.log)"
+fi
+
+if [ "${#FAILED[@]}" -gt 0 ]; then
+    for f in "${FAILED[@]}"; do echo "FAILED: $f" >&2; done
+    exit 1
+fi
+log "build, hermetic tier and FUSE tier OK"
