@@ -10,9 +10,30 @@
 import ObjectStorage
 
 public actor MemoryStorage: ObjectStorage {
+    /// An object's bytes as the chunks they arrived in (a multipart upload keeps its parts
+    /// instead of copying them into one array: on this kind of VM, touching fresh memory is
+    /// what a large write costs most).
     struct Stored {
-        var bytes: [UInt8]
+        var chunks: [[UInt8]]
         var info: ObjectInfo
+
+        var bytes: [UInt8] { chunks.count == 1 ? chunks[0] : Array(chunks.joined()) }
+
+        func read(_ start: Int, _ end: Int) -> [UInt8] {
+            guard start < end else { return [] }
+            if chunks.count == 1 { return Array(chunks[0][start..<end]) }
+            var out: [UInt8] = []
+            out.reserveCapacity(end - start)
+            var base = 0
+            for chunk in chunks {
+                let lo = max(start, base)
+                let hi = min(end, base + chunk.count)
+                if lo < hi { out += chunk[(lo - base)..<(hi - base)] }
+                base += chunk.count
+                if base >= end { break }
+            }
+            return out
+        }
     }
 
     public nonisolated let capabilities: StorageCapabilities
@@ -102,19 +123,23 @@ public actor MemoryStorage: ObjectStorage {
     public func get(_ key: ObjectKey, range: ByteRange?, ifMatch: ETag?) async throws -> [UInt8] {
         guard let o = objects[key] else { throw StorageError.notFound(key) }
         if let m = ifMatch, o.info.etag != m { throw StorageError.preconditionFailed(key) }
+        let size = Int64(o.info.size)
         guard let r = range else { return o.bytes }
-        let start = Int(min(r.offset, Int64(o.bytes.count)))
-        let end = Int(min(r.end, Int64(o.bytes.count)))
-        return Array(o.bytes[start..<end])
+        return o.read(Int(min(r.offset, size)), Int(min(r.end, size)))
     }
 
-    public func put(_ key: ObjectKey, payload: Payload, options: PutOptions) async throws
+    /// The payload is read before entering the actor, so that uploads in flight copy their
+    /// bytes in parallel.
+    public nonisolated func put(_ key: ObjectKey, payload: Payload, options: PutOptions) async throws
         -> ObjectInfo
     {
+        try await putBytes(key, try Self.read(payload), options: options)
+    }
+
+    private func putBytes(_ key: ObjectKey, _ bytes: [UInt8], options: PutOptions) throws -> ObjectInfo {
         try validate(key)
-        let bytes = try Self.read(payload)
         try checkQuota(adding: Int64(bytes.count), replacing: key)
-        return store(key, bytes: bytes, options: options)
+        return store(key, chunks: [bytes], options: options)
     }
 
     public func copy(from source: ObjectKey, to destination: ObjectKey, replacing: PutOptions?)
@@ -125,7 +150,7 @@ public actor MemoryStorage: ObjectStorage {
         let options =
             replacing
             ?? PutOptions(contentType: o.info.contentType, metadata: o.info.metadata ?? [:])
-        return store(destination, bytes: o.bytes, options: options)
+        return store(destination, chunks: o.chunks, options: options)
     }
 
     public func delete(_ keys: [ObjectKey]) async throws {
@@ -144,16 +169,19 @@ public actor MemoryStorage: ObjectStorage {
         return MultipartUpload(key: key, uploadID: id)
     }
 
-    public func uploadPart(_ upload: MultipartUpload, number: Int, payload: Payload) async throws
+    public nonisolated func uploadPart(_ upload: MultipartUpload, number: Int, payload: Payload) async throws
         -> UploadedPart
     {
+        try await storePart(upload, number: number, try Self.read(payload))
+    }
+
+    private func storePart(_ upload: MultipartUpload, number: Int, _ bytes: [UInt8]) throws -> UploadedPart {
         guard uploads[upload.uploadID] != nil else {
             throw StorageError.notFound("upload \(upload.uploadID)")
         }
         guard (1...capabilities.maximumPartCount).contains(number) else {
             throw StorageError.invalidArgument("part number \(number)")
         }
-        let bytes = try Self.read(payload)
         version += 1
         let etag = ETag("part-\(version)")
         uploads[upload.uploadID]!.parts[number] = (etag, bytes)
@@ -169,7 +197,7 @@ public actor MemoryStorage: ObjectStorage {
         guard !parts.isEmpty, parts.map(\.number) == parts.map(\.number).sorted() else {
             throw StorageError.invalidArgument("parts must be given in ascending order")
         }
-        var bytes: [UInt8] = []
+        var chunks: [[UInt8]] = []
         for (i, part) in parts.enumerated() {
             guard let stored = u.parts[part.number], stored.etag == part.etag else {
                 throw StorageError.invalidArgument("part \(part.number) was not uploaded")
@@ -178,11 +206,11 @@ public actor MemoryStorage: ObjectStorage {
             if i < parts.count - 1 && Int64(data.count) < capabilities.minimumPartSize {
                 throw StorageError.invalidArgument("part \(part.number) is below the minimum size")
             }
-            bytes += data
+            chunks.append(data)
         }
-        try checkQuota(adding: Int64(bytes.count), replacing: u.key)
+        try checkQuota(adding: chunks.reduce(0) { $0 + Int64($1.count) }, replacing: u.key)
         uploads[upload.uploadID] = nil
-        return store(u.key, bytes: bytes, options: u.options)
+        return store(u.key, chunks: chunks, options: u.options)
     }
 
     public func abortMultipartUpload(_ upload: MultipartUpload) async throws {
@@ -201,11 +229,11 @@ public actor MemoryStorage: ObjectStorage {
 
     // MARK: - Internals
 
-    private var usedBytes: Int64 { objects.values.reduce(0) { $0 + Int64($1.bytes.count) } }
+    private var usedBytes: Int64 { objects.values.reduce(0) { $0 + $1.info.size } }
 
     private func checkQuota(adding n: Int64, replacing key: ObjectKey) throws {
         guard let q = quotaBytes else { return }
-        let replaced = Int64(objects[key]?.bytes.count ?? 0)
+        let replaced = objects[key]?.info.size ?? 0
         if usedBytes - replaced + n > q { throw StorageError.quotaExceeded }
     }
 
@@ -216,16 +244,17 @@ public actor MemoryStorage: ObjectStorage {
     }
 
     @discardableResult
-    private func store(_ key: ObjectKey, bytes: [UInt8], options: PutOptions) -> ObjectInfo {
+    private func store(_ key: ObjectKey, chunks: [[UInt8]], options: PutOptions) -> ObjectInfo {
         version += 1
+        let size = chunks.reduce(0) { $0 + $1.count }
         let info = ObjectInfo(
-            key: key, size: Int64(bytes.count),
-            etag: ETag("v\(version)-\(bytes.count)"), lastModified: clock(),
+            key: key, size: Int64(size),
+            etag: ETag("v\(version)-\(size)"), lastModified: clock(),
             contentType: options.contentType, metadata: options.metadata)
         if objects[key] == nil {
             sortedKeys.insert(key, at: lowerBound(key))
         }
-        objects[key] = Stored(bytes: bytes, info: info)
+        objects[key] = Stored(chunks: chunks.filter { !$0.isEmpty }, info: info)
         return info
     }
 
@@ -267,19 +296,27 @@ public actor MemoryStorage: ObjectStorage {
             let fd = open(path, O_RDONLY | O_CLOEXEC)
             guard fd >= 0 else { throw StorageError.localIO(errno, "open \(path)") }
             defer { close(fd) }
-            var out = [UInt8](repeating: 0, count: Int(length))
-            var done = 0
-            while done < out.count {
-                let n = out.withUnsafeMutableBytes {
-                    pread(fd, $0.baseAddress! + done, $0.count - done, off_t(offset) + off_t(done))
+            // Read straight into uninitialized memory: zero-filling first would touch every
+            // page twice.
+            var failure: StorageError? = nil
+            let out = [UInt8](unsafeUninitializedCapacity: Int(length)) { buffer, count in
+                var done = 0
+                while done < buffer.count {
+                    let n = pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
+                    if n < 0 && errno == EINTR { continue }
+                    if n < 0 {
+                        failure = .localIO(errno, "read \(path)")
+                        break
+                    }
+                    if n == 0 {
+                        failure = .localIO(EIO, "\(path) is shorter than expected")
+                        break
+                    }
+                    done += n
                 }
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    throw StorageError.localIO(errno, "read \(path)")
-                }
-                if n == 0 { throw StorageError.localIO(EIO, "\(path) is shorter than expected") }
-                done += n
+                count = done
             }
+            if let failure { throw failure }
             return out
         }
     }

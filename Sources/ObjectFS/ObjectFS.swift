@@ -93,6 +93,14 @@ public actor ObjectFS {
         nodes[rootInode] = root
     }
 
+    isolated deinit {
+        // Staging files go with their nodes (a dirty one only if the caller skipped flushAll);
+        // drop them first, then the directory.
+        handles.removeAll()
+        nodes.removeAll()
+        Glibc.rmdir(configuration.stagingDirectory)
+    }
+
     // MARK: - Lookup and attributes
 
     public func lookup(parent: InodeNumber, name: String) async throws(FSError) -> FileAttributes {

@@ -136,7 +136,8 @@ public struct ObjectFSConfiguration: Sendable {
     /// again. Local changes are visible at once; other clients' changes after at most this long.
     public var metadataTTL: Duration
     public var readOnly: Bool
-    /// Where open files being written are staged until they are uploaded.
+    /// Where open files being written are staged until they are uploaded. The filesystem owns
+    /// this directory: it creates it and removes it (when empty) when it goes away.
     public var stagingDirectory: String
     /// Files above this size are uploaded as multipart uploads.
     public var multipartThreshold: Int64

@@ -159,7 +159,7 @@ struct Unmount: ParsableCommand {
         if let pid {
             var waited = 0.0
             var announced = false
-            while kill(pid, 0) == 0 && waited < timeout {
+            while Daemon.isRunning(pid) && waited < timeout {
                 if waited >= 2 && !announced {
                     writeStderr("objmount: waiting for pending uploads of \(path) to finish...\n")
                     announced = true
@@ -167,7 +167,7 @@ struct Unmount: ParsableCommand {
                 usleep(50_000)
                 waited += 0.05
             }
-            if kill(pid, 0) == 0 {
+            if Daemon.isRunning(pid) {
                 throw CLIError("unmounted \(path), but its daemon (pid \(pid)) is still storing pending writes")
             }
         }

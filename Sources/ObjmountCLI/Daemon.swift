@@ -137,12 +137,33 @@ enum Daemon {
         if rc < 0 { throw CLIError("the session ended with an error (errno \(-rc))") }
     }
 
+    /// The daemon serving `mountpoint`, from its pid file — only if that process is still an
+    /// objmount serving this mountpoint (a pid file left by a killed daemon may name a reused pid).
     static func readPid(mountpoint: String) -> pid_t? {
         let fd = open(Paths.pidFile(for: mountpoint), O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
         let text = Spawn.readAll(fd).split(separator: "\n").first ?? ""
-        return pid_t(text)
+        guard let pid = pid_t(text), isRunning(pid) else { return nil }
+        let cmdFD = open("/proc/\(pid)/cmdline", O_RDONLY | O_CLOEXEC)
+        guard cmdFD >= 0 else { return nil }
+        defer { close(cmdFD) }
+        let args = Spawn.readAll(cmdFD).split(separator: "\0").map(String.init)
+        guard args.contains("mount"), args.contains(where: { Paths.absolute($0) == mountpoint }) else { return nil }
+        return pid
+    }
+
+    /// Alive and not a zombie (a daemon whose parent exited may wait to be reaped).
+    static func isRunning(_ pid: pid_t) -> Bool {
+        guard kill(pid, 0) == 0 else { return false }
+        let fd = open("/proc/\(pid)/stat", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        let stat = Spawn.readAll(fd)
+        // Fields after the parenthesised command name: the first is the state.
+        guard let close = stat.lastIndex(of: ")") else { return true }
+        let state = stat[stat.index(after: close)...].drop { $0 == " " }.first
+        return state != "Z" && state != "X"
     }
 }
 

@@ -31,7 +31,7 @@ struct Harness {
         storage = FaultInjectingStorage(memory)
         clock = ManualClock()
         self.ttl = ttl
-        let staging = "/tmp/objmount-tests-\(getpid())"
+        let staging = uniqueStagingDirectory()
         var config = ObjectFSConfiguration(prefix: prefix, uid: 1000, gid: 1000, stagingDirectory: staging)
         config.metadataTTL = .milliseconds(Int64(ttl * 1000))
         config.readOnly = readOnly
@@ -117,4 +117,10 @@ func expectErrno(_ errno: Int32, _ body: () async throws -> Void, sourceLocation
     } catch {
         Issue.record("expected FSError \(errno), got \(error)", sourceLocation: sourceLocation)
     }
+}
+
+/// Every filesystem under test gets its own staging directory: ObjectFS owns (and removes) the
+/// directory it is given, and tests run in parallel.
+func uniqueStagingDirectory() -> String {
+    "/tmp/objmount-tests-\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
 }

@@ -308,7 +308,7 @@ import Testing
     @Test func reportsQuotaAndUsage() async throws {
         let memory = MemoryStorage(quotaBytes: 4096 * 100)
         _ = try await memory.put("a", payload: .bytes([UInt8](repeating: 0, count: 4096 * 10)), options: PutOptions())
-        let fs = try ObjectFS(storage: memory, configuration: ObjectFSConfiguration(stagingDirectory: "/tmp/objmount-tests-\(getpid())"))
+        let fs = try ObjectFS(storage: memory, configuration: ObjectFSConfiguration(stagingDirectory: uniqueStagingDirectory()))
         let s = await fs.statfs()
         #expect(s.totalBlocks == 100 && s.freeBlocks == 90 && s.blockSize == 4096)
     }

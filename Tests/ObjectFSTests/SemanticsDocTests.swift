@@ -103,7 +103,7 @@ extension String {
             _ = try await memory.put(
                 key, payload: .bytes(type == nil ? Array("data".utf8) : []), options: PutOptions(contentType: type))
         }
-        let config = ObjectFSConfiguration(prefix: example.prefix, stagingDirectory: "/tmp/objmount-tests-\(getpid())")
+        let config = ObjectFSConfiguration(prefix: example.prefix, stagingDirectory: uniqueStagingDirectory())
         let fs = try ObjectFS(storage: memory, configuration: config)
         var seen: Set<String> = []
         func walk(_ path: String, _ ino: InodeNumber) async throws {
