@@ -14,29 +14,17 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+# shellcheck source=scripts/lib.sh
+. "$ROOT/scripts/lib.sh"
 
 SWIFT="${SWIFT:-/opt/swift/usr/bin/swift}"
 BUILD_FLAGS=(--explicit-target-dependency-import-check error)
 
-log() { printf '==> %s\n' "$*"; }
 warn() { printf 'WARNING: %s\n' "$*" >&2; }
 
-as_root() {
-    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo -n "$@"; fi
-}
 
-install_missing_packages() {
-    local missing=() p
-    for p in fuse3 libfuse3-dev pkg-config rsync; do
-        if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
-            missing+=("$p")
-        fi
-    done
-    if [ "${#missing[@]}" -gt 0 ]; then
-        log "installing ${missing[*]}"
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
-    fi
+install_test_tools() {
+    install_missing_packages
     if ! python3 -m pytest --version >/dev/null 2>&1; then
         log "installing pytest"
         python3 -m pip install -q pytest
@@ -73,7 +61,7 @@ cleanup_mounts() {
 }
 trap cleanup_mounts EXIT
 
-install_missing_packages
+install_test_tools
 
 FAILED=()
 build_rc=0 hermetic_rc=0 fuse_rc=0

@@ -1,0 +1,106 @@
+"""FUSE tier: the daemon's life — signals, a killed daemon, a busy unmount, and what unmount
+guarantees about data written just before it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import (
+    MOUNT_TIMEOUT,
+    OBJMOUNT_BIN,
+    Mounter,
+    Remote,
+    fuse_unavailable_reason,
+    is_mounted,
+    objmount,
+    pid_alive,
+    require_memory,
+    wait_for,
+)
+
+_skip_reason = fuse_unavailable_reason()
+pytestmark = pytest.mark.skipif(_skip_reason is not None, reason=f"FUSE tier skipped: {_skip_reason}")
+
+
+def start_foreground(mounter: Mounter, remote: Remote, tmp_path: Path) -> tuple[subprocess.Popen, Path]:
+    mp = mounter.new_mountpoint()
+    cache = tmp_path / "cache"
+    # A new session, as a daemon started from a script would be; SIGINT must still work
+    # (bash leaves SIGINT ignored for background jobs: FUSE-NOTES gotcha 1).
+    proc = subprocess.Popen(
+        [OBJMOUNT_BIN, "mount", remote.url, str(mp), "--foreground", "--cache-dir", str(cache)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env={**os.environ, **remote.env}, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    assert wait_for(lambda: is_mounted(mp) or proc.poll() is not None, MOUNT_TIMEOUT), "mount did not appear"
+    assert proc.poll() is None, proc.stderr.read().decode(errors="replace")
+    return proc, mp
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["INT", "TERM", "HUP"])
+def test_signals_unmount_cleanly(mounter: Mounter, remote: Remote, tmp_path: Path, sig: signal.Signals) -> None:
+    proc, mp = start_foreground(mounter, remote, tmp_path)
+    (mp / "f").write_bytes(b"before the signal")
+    os.kill(proc.pid, sig)
+    try:
+        rc = proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    stderr = proc.stderr.read().decode(errors="replace")
+    assert rc == 0, f"exit {rc}: {stderr}"
+    assert not is_mounted(mp), f"{mp} still mounted after {sig.name}"
+    assert "Fatal error" not in stderr
+
+
+def test_sigkill_leaves_no_dead_mount(mounter: Mounter, remote: Remote) -> None:
+    m = mounter.mount(remote)
+    assert m.pid is not None
+    (m.path / "x").write_bytes(b"x")
+    os.kill(m.pid, signal.SIGKILL)
+    assert wait_for(lambda: not pid_alive(m.pid), 10)
+    # auto_unmount: the fusermount3 helper removes the mount once the daemon is gone.
+    assert wait_for(lambda: not is_mounted(m.path), 15), "dead mount left after SIGKILL"
+    # The mountpoint is usable again.
+    m2 = mounter.mount(remote, mountpoint=m.path)
+    assert os.listdir(m2.path) is not None
+
+
+def test_busy_unmount_fails_and_keeps_the_mount(mounter: Mounter, remote: Remote) -> None:
+    m = mounter.mount(remote)
+    (m.path / "keep.txt").write_bytes(b"still here")
+    fd = os.open(m.path / "keep.txt", os.O_RDONLY)
+    try:
+        p = objmount("unmount", m.path, remote=remote, check=False)
+        err = p.stderr.decode(errors="replace").strip()
+        assert p.returncode != 0
+        assert len(err.splitlines()) == 1 and err.startswith("objmount: ") and "busy" in err.lower(), err
+        assert is_mounted(m.path)
+        assert os.pread(fd, 100, 0) == b"still here"
+    finally:
+        os.close(fd)
+    objmount("unmount", m.path, remote=remote)
+    assert not is_mounted(m.path)
+
+
+def test_data_written_before_unmount_was_stored(mounter: Mounter, remote: Remote, tmp_path: Path) -> None:
+    """close() returns only after the upload, so a file closed before unmount is on the server:
+    here seen through a second mount of the same remote (memory:// lives in one process, so
+    the check reads the file back through the same mount right after close instead)."""
+    require_memory(remote)
+    m = mounter.mount(remote)
+    payload = os.urandom(3 * 1024 * 1024 + 17)
+    with open(m.path / "data.bin", "wb") as f:
+        f.write(payload)
+    # Drop the kernel's cache of the file: the read below goes to the daemon, hence the store.
+    subprocess.run(["sh", "-c", "sync; echo 3 > /proc/sys/vm/drop_caches"], check=False, timeout=30)
+    assert (m.path / "data.bin").read_bytes() == payload
+    p = objmount("unmount", m.path, remote=remote)
+    assert p.returncode == 0
+    assert m.pid is None or wait_for(lambda: not pid_alive(m.pid), 10)
