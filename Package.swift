@@ -13,6 +13,8 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
         .target(name: "CFuse", path: "CFuse", linkerSettings: [.linkedLibrary("fuse3")]),
@@ -21,9 +23,16 @@ let package = Package(
         .target(name: "MemoryStorage", dependencies: ["ObjectStorage"]),
         .target(name: "ObjectFS", dependencies: ["ObjectStorage"]),
         .target(
+            name: "OpenStackStorage",
+            dependencies: [
+                "ObjectStorage",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]),
+        .target(
             name: "ObjmountCLI",
             dependencies: [
-                "FuseKit", "ObjectFS", "ObjectStorage", "MemoryStorage",
+                "FuseKit", "ObjectFS", "ObjectStorage", "MemoryStorage", "OpenStackStorage",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .executableTarget(name: "objmount", dependencies: ["ObjmountCLI"]),
@@ -33,8 +42,9 @@ let package = Package(
                 "ObjectFS", "ObjectStorage", "MemoryStorage",
                 .product(name: "PropertyBased", package: "swift-property-based"),
             ]),
-        .testTarget(name: "ObjectStorageTests", dependencies: ["ObjectStorage", "MemoryStorage"]),
+        .testTarget(name: "ObjectStorageTests", dependencies: ["ObjectStorage", "MemoryStorage", "OpenStackStorage"]),
         .testTarget(name: "ObjmountCLITests", dependencies: ["ObjmountCLI", "ObjectStorage"]),
         .testTarget(name: "FuseKitTests", dependencies: ["FuseKit"]),
+        .testTarget(name: "OpenStackStorageTests", dependencies: ["OpenStackStorage", "ObjectStorage"]),
     ]
 )

@@ -288,38 +288,7 @@ public actor MemoryStorage: ObjectStorage {
         return i
     }
 
-    static func read(_ payload: Payload) throws -> [UInt8] {
-        switch payload {
-        case .bytes(let b):
-            return b
-        case .file(let path, let offset, let length):
-            let fd = open(path, O_RDONLY | O_CLOEXEC)
-            guard fd >= 0 else { throw StorageError.localIO(errno, "open \(path)") }
-            defer { close(fd) }
-            // Read straight into uninitialized memory: zero-filling first would touch every
-            // page twice.
-            var failure: StorageError? = nil
-            let out = [UInt8](unsafeUninitializedCapacity: Int(length)) { buffer, count in
-                var done = 0
-                while done < buffer.count {
-                    let n = pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
-                    if n < 0 && errno == EINTR { continue }
-                    if n < 0 {
-                        failure = .localIO(errno, "read \(path)")
-                        break
-                    }
-                    if n == 0 {
-                        failure = .localIO(EIO, "\(path) is shorter than expected")
-                        break
-                    }
-                    done += n
-                }
-                count = done
-            }
-            if let failure { throw failure }
-            return out
-        }
-    }
+    static func read(_ payload: Payload) throws -> [UInt8] { try payload.readBytes() }
 
     /// The index just past the first occurrence of `needle` in `haystack`.
     static func endOfFirst(_ needle: [UInt8], in haystack: [UInt8]) -> Int? {

@@ -443,7 +443,11 @@ public actor ObjectFS {
             try await keepDirectory(fromDir, removing: [from])
         }
         if !originals.isEmpty {
-            do { try await storage.delete(originals) } catch { throw FSError.from(error, "rename: delete \(originals[0])") }
+            do {
+                try await storage.removeAfterMove(originals)
+            } catch {
+                throw FSError.from(error, "rename: delete \(originals[0])")
+            }
         }
         if let t = target { detach(t, from: toDir) }
         fromDir.children[name] = nil

@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 // ObjectStorage: the one interface between the filesystem core and every storage driver.
 //
 // A storage value is bound to one bucket/container (or an account-level view, later). Keys are
@@ -77,6 +81,41 @@ public enum Payload: Sendable {
         switch self {
         case .bytes(let b): Int64(b.count)
         case .file(_, _, let length): length
+        }
+    }
+}
+
+extension Payload {
+    /// The payload's bytes; a file region is read into memory that is not zero-filled first
+    /// (touching fresh pages twice is what large writes cost most on small VMs).
+    public func readBytes() throws(StorageError) -> [UInt8] {
+        switch self {
+        case .bytes(let b):
+            return b
+        case .file(let path, let offset, let length):
+            let fd = open(path, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { throw StorageError.localIO(errno, "open \(path)") }
+            defer { close(fd) }
+            var failure: StorageError? = nil
+            let out = [UInt8](unsafeUninitializedCapacity: Int(length)) { buffer, count in
+                var done = 0
+                while done < buffer.count {
+                    let n = pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
+                    if n < 0 && errno == EINTR { continue }
+                    if n < 0 {
+                        failure = .localIO(errno, "read \(path)")
+                        break
+                    }
+                    if n == 0 {
+                        failure = .localIO(EIO, "\(path) is shorter than expected")
+                        break
+                    }
+                    done += n
+                }
+                count = done
+            }
+            if let failure { throw failure }
+            return out
         }
     }
 }
@@ -161,8 +200,11 @@ public protocol ObjectStorage: Sendable {
     /// Server-side copy. `metadata == nil` keeps the source's content type and metadata.
     func copy(from source: ObjectKey, to destination: ObjectKey, replacing metadata: PutOptions?)
         async throws -> ObjectInfo
-    /// Deletes every key; keys that do not exist are not an error.
+    /// Deletes every key (and a large object's segments); keys that do not exist are not an error.
     func delete(_ keys: [ObjectKey]) async throws
+    /// Deletes the old names of objects that were copied elsewhere by `copy`: data they share
+    /// with the copies (a Swift large object's segments) stays.
+    func removeAfterMove(_ keys: [ObjectKey]) async throws
 
     func createMultipartUpload(_ key: ObjectKey, options: PutOptions) async throws -> MultipartUpload
     func uploadPart(_ upload: MultipartUpload, number: Int, payload: Payload) async throws
@@ -175,6 +217,10 @@ public protocol ObjectStorage: Sendable {
 }
 
 extension ObjectStorage {
+    public func removeAfterMove(_ keys: [ObjectKey]) async throws {
+        try await delete(keys)
+    }
+
     /// Every page of a listing, concatenated.
     public func listAll(prefix: String, delimiter: String?) async throws -> ListPage {
         var all = ListPage(objects: [], commonPrefixes: [], continuation: nil)

@@ -88,6 +88,15 @@ struct Mount: ParsableCommand {
     @Option(help: "error, warning, info or debug.")
     var logLevel: LogLevel = .info
 
+    @Option(help: "swift:// auth v1 URL (default: $ST_AUTH).")
+    var authURL: String?
+
+    @Option(help: "swift:// user, e.g. account:user (default: $ST_USER).")
+    var user: String?
+
+    @Option(help: "swift:// key (default: $ST_KEY; prefer the variable: flags show in the process list).")
+    var key: String?
+
     func run() throws {
         let remote: Remote
         do { remote = try Remote(parsing: self.remote) } catch { throw CLIError(error.description) }
@@ -105,7 +114,16 @@ struct Mount: ParsableCommand {
             }
             guard remote.scheme == .memory else { throw CLIError("--seed works with memory:// remotes only") }
         }
-        guard remote.scheme == .memory else {
+        var swiftAuth: SwiftAuthSettings? = nil
+        switch remote.scheme {
+        case .memory:
+            break
+        case .swift:
+            swiftAuth = try SwiftAuthSettings.resolve(authURL: authURL, user: user, key: key)
+            guard remote.container != nil else {
+                throw CLIError("account-level swift:// mounts are not available yet; name a container: swift://<container>")
+            }
+        default:
             throw CLIError("the \(remote.scheme.rawValue):// driver is not available in this build yet")
         }
         let cacheDirectory = Paths.absolute(cacheDir ?? Paths.defaultCacheDirectory)
@@ -114,10 +132,20 @@ struct Mount: ParsableCommand {
         }
         if foreground || Paths.environment(Daemon.readyFDVariable) != nil {
             try Daemon.serve(
-                remote: remote, mountpoint: mountpoint, options: mountOptions, seed: seed,
+                remote: remote, swiftAuth: swiftAuth, mountpoint: mountpoint, options: mountOptions, seed: seed,
                 cacheDirectory: cacheDirectory, metadataTTL: metadataTTL, logger: Logger(level: logLevel))
         } else {
-            try Daemon.startInBackground(arguments: CommandLine.arguments, cacheDirectory: cacheDirectory, mountpoint: mountpoint)
+            // A key given as a flag goes to the daemon through its environment, not its argv
+            // (the process list is public).
+            var arguments = CommandLine.arguments
+            if let i = arguments.firstIndex(of: "--key"), i + 1 < arguments.count {
+                setenv("ST_KEY", arguments[i + 1], 1)
+                arguments.removeSubrange(i...(i + 1))
+            } else if let i = arguments.firstIndex(where: { $0.hasPrefix("--key=") }) {
+                setenv("ST_KEY", String(arguments[i].dropFirst(6)), 1)
+                arguments.remove(at: i)
+            }
+            try Daemon.startInBackground(arguments: arguments, cacheDirectory: cacheDirectory, mountpoint: mountpoint)
         }
     }
 }

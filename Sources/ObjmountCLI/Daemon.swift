@@ -6,6 +6,7 @@ import FuseKit
 import MemoryStorage
 import ObjectFS
 import ObjectStorage
+import OpenStackStorage
 
 #if canImport(Glibc)
     import Glibc
@@ -62,7 +63,8 @@ enum Daemon {
 
     /// Serves the mount in this process until it is unmounted or signalled.
     static func serve(
-        remote: Remote, mountpoint: String, options: MountOptions, seed: String?, cacheDirectory: String,
+        remote: Remote, swiftAuth: SwiftAuthSettings?, mountpoint: String, options: MountOptions, seed: String?,
+        cacheDirectory: String,
         metadataTTL: Double, logger: Logger
     ) throws(CLIError) {
         let readyFD = Paths.environment(readyFDVariable).flatMap { Int32($0) }
@@ -77,6 +79,10 @@ enum Daemon {
             return CLIError(message)
         }
         let storage: any ObjectStorage
+        var transport: AHCTransport? = nil
+        defer {
+            if let t = transport { try? blockingAwait { await t.shutdown() } }
+        }
         switch remote.scheme {
         case .memory:
             let memory = MemoryStorage()
@@ -91,6 +97,15 @@ enum Daemon {
                 for path in counts.skipped { logger.warning("seed: skipped \(path) (not a regular file or directory)") }
             }
             storage = memory
+        case .swift:
+            guard let auth = swiftAuth, let container = remote.container else { throw fail("swift:// needs credentials") }
+            do {
+                let (s, t) = try blockingAwait { try await Drivers.openStack(container: container, auth: auth) }
+                storage = s
+                transport = t
+            } catch {
+                throw fail("cannot open \(remote): \(error)")
+            }
         default:
             throw fail("the \(remote.scheme.rawValue):// driver is not available in this build yet")
         }

@@ -1,0 +1,96 @@
+// HTTPTransport: the one place requests go out. A small protocol so that auth flows, retries and
+// reply parsing are tested against scripted replies, without a network; `AHCTransport` is the
+// real one over async-http-client.
+
+import AsyncHTTPClient
+import NIOCore
+import NIOHTTP1
+import ObjectStorage
+
+public struct HTTPRequest: Sendable {
+    public var method: String
+    public var url: String
+    public var headers: [(String, String)]
+    public var body: [UInt8]?
+    public init(method: String, url: String, headers: [(String, String)] = [], body: [UInt8]? = nil) {
+        self.method = method
+        self.url = url
+        self.headers = headers
+        self.body = body
+    }
+}
+
+public struct HTTPResponse: Sendable {
+    public var status: Int
+    public var headers: [(String, String)]
+    public var body: [UInt8]
+    public init(status: Int, headers: [(String, String)] = [], body: [UInt8] = []) {
+        self.status = status
+        self.headers = headers
+        self.body = body
+    }
+
+    /// The first header with this name (case-insensitive).
+    public func header(_ name: String) -> String? {
+        let n = name.lowercased()
+        return headers.first { $0.0.lowercased() == n }?.1
+    }
+
+    public var text: String { String(decoding: body, as: UTF8.self) }
+}
+
+public protocol HTTPTransport: Sendable {
+    func send(_ request: HTTPRequest) async throws -> HTTPResponse
+}
+
+/// A transport failure below HTTP (connection refused or reset, timeout, TLS).
+public struct TransportError: Error, CustomStringConvertible {
+    public var description: String
+}
+
+public final class AHCTransport: HTTPTransport {
+    let client: HTTPClient
+    let timeout: TimeAmount
+    let maxBody: Int
+
+    /// Redirects are not followed: the Hubic grant needs to read a 302's Location, and no
+    /// storage API redirects.
+    public init(timeout: Duration = .seconds(120), maxBody: Int = 256 << 20) {
+        var config = HTTPClient.Configuration()
+        config.redirectConfiguration = .disallow
+        config.decompression = .disabled
+        config.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 16)
+        client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: config)
+        let c = timeout.components
+        self.timeout = .nanoseconds(c.seconds * 1_000_000_000 + c.attoseconds / 1_000_000_000)
+        self.maxBody = maxBody
+    }
+
+    public func shutdown() async {
+        try? await client.shutdown()
+    }
+
+    public func send(_ request: HTTPRequest) async throws -> HTTPResponse {
+        var r = HTTPClientRequest(url: request.url)
+        r.method = HTTPMethod(rawValue: request.method)
+        for (k, v) in request.headers { r.headers.add(name: k, value: v) }
+        if let body = request.body {
+            r.body = .bytes(ByteBuffer(bytes: body))
+        } else if request.method == "PUT" || request.method == "POST" {
+            r.headers.replaceOrAdd(name: "Content-Length", value: "0")
+        }
+        do {
+            let response = try await client.execute(r, timeout: timeout)
+            var buffer = try await response.body.collect(upTo: maxBody)
+            let bytes = buffer.readBytes(length: buffer.readableBytes) ?? []
+            return HTTPResponse(
+                status: Int(response.status.code), headers: response.headers.map { ($0.name, $0.value) }, body: bytes)
+        } catch let e as HTTPClientError {
+            throw TransportError(description: "\(e)")
+        } catch let e as IOError {
+            throw TransportError(description: "\(e)")
+        } catch let e as ChannelError {
+            throw TransportError(description: "\(e)")
+        }
+    }
+}

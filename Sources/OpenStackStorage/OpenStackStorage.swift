@@ -1,0 +1,448 @@
+// OpenStackStorage: ObjectStorage over the OpenStack Swift API (auth v1, Keystone v3 and Hubic
+// hand it a storage URL and token through TokenCache).
+//
+// - Every request goes through `call`: the token is added, a 401 re-authenticates once,
+//   5xx / 408 / 429 / transport failures are retried with backoff (RetryPolicy), and the
+//   status is mapped to a StorageError in one table (`failure`).
+// - Listings are `format=json`, paged with `marker` past the 10,000-entry page.
+// - Multipart uploads are Swift large objects: parts are segments in `<container>_segments`
+//   named `<key>/slo/<upload id>/<part, 8 digits>`; completing writes an SLO manifest, or a DLO
+//   manifest (X-Object-Manifest) where the cluster has no SLO (Hubic).
+// - Deleting a large object deletes its segments; so does overwriting one. A rename keeps
+//   them: `removeAfterMove` deletes only the old name.
+// - POSIX metadata goes to `X-Object-Meta-<name>` (mtime as python-swiftclient and rclone write
+//   it); directory markers are 0-byte `application/directory` objects.
+
+import Crypto
+import Foundation
+import ObjectStorage
+import Synchronization
+
+public final class OpenStackStorage: ObjectStorage {
+    public let container: String
+    public let segmentContainer: String
+    public let capabilities: StorageCapabilities
+    public let cluster: ClusterInfo
+    let tokens: TokenCache
+    let transport: any HTTPTransport
+    let retry: RetryPolicy
+    private let segmentContainerReady = Mutex<Bool>(false)
+    /// Whether `<container>_segments` may hold segments (checked at connect, set when created).
+    let segmentsMayExist = Mutex<Bool>(true)
+    /// Content type and metadata of multipart uploads, sent with their manifest.
+    private let uploadOptions = Mutex<[String: PutOptions]>([:])
+
+    /// What `/info` says the cluster can do.
+    public struct ClusterInfo: Sendable, Hashable {
+        public var staticLargeObjects: Bool
+        public var bulkDelete: Bool
+        public var maxManifestSegments: Int
+        public var maxFileSize: Int64
+        public static let minimal = ClusterInfo(
+            staticLargeObjects: false, bulkDelete: false, maxManifestSegments: 1000, maxFileSize: 5_368_709_122)
+    }
+
+    init(container: String, tokens: TokenCache, transport: any HTTPTransport, retry: RetryPolicy, cluster: ClusterInfo) {
+        self.container = container
+        self.segmentContainer = container + "_segments"
+        self.tokens = tokens
+        self.transport = transport
+        self.retry = retry
+        self.cluster = cluster
+        self.capabilities = StorageCapabilities(
+            directoryMarkerStyle: .applicationDirectory, minimumPartSize: 1,
+            maximumPartCount: cluster.staticLargeObjects ? cluster.maxManifestSegments : 10_000)
+    }
+
+    /// Authenticates, reads the cluster's capabilities and checks that the container exists.
+    public static func connect(
+        container: String, authenticator: any SwiftAuthenticator, transport: any HTTPTransport,
+        retry: RetryPolicy = RetryPolicy()
+    ) async throws(StorageError) -> OpenStackStorage {
+        let tokens = TokenCache(authenticator: authenticator, transport: transport)
+        let creds: SwiftCredentials
+        do { creds = try await tokens.credentials() } catch { throw error.storageError }
+        let cluster = await readInfo(storageURL: creds.storageURL, transport: transport)
+        let storage = OpenStackStorage(container: container, tokens: tokens, transport: transport, retry: retry, cluster: cluster)
+        let r = try await storage.call("HEAD", containerPath(container))
+        if r.status == 404 { throw .notFound("container \(container)") }
+        try storage.check(r, "container \(container)")
+        let segments = try await storage.call("HEAD", containerPath(storage.segmentContainer))
+        storage.segmentsMayExist.withLock { $0 = segments.status != 404 }
+        return storage
+    }
+
+    static func readInfo(storageURL: String, transport: any HTTPTransport) async -> ClusterInfo {
+        guard let root = rootURL(storageURL),
+            let r = try? await transport.send(HTTPRequest(method: "GET", url: root + "/info")), r.status == 200,
+            let json = try? JSONSerialization.jsonObject(with: Data(r.body)) as? [String: Any]
+        else { return .minimal }
+        var info = ClusterInfo.minimal
+        if let slo = json["slo"] as? [String: Any] {
+            info.staticLargeObjects = true
+            if let n = slo["max_manifest_segments"] as? Int { info.maxManifestSegments = n }
+        }
+        info.bulkDelete = json["bulk_delete"] != nil
+        if let swift = json["swift"] as? [String: Any], let m = swift["max_file_size"] as? Int64 { info.maxFileSize = m }
+        return info
+    }
+
+    /// `scheme://host[:port]` of a URL.
+    static func rootURL(_ url: String) -> String? {
+        guard let schemeEnd = url.firstRange(of: "://") else { return nil }
+        let rest = url[schemeEnd.upperBound...]
+        let host = rest.prefix { $0 != "/" }
+        return String(url[..<schemeEnd.upperBound]) + host
+    }
+
+    static func containerPath(_ c: String) -> String { "/" + URLEncoding.encode(c) }
+    func objectPath(_ key: ObjectKey, in c: String? = nil) -> String {
+        Self.containerPath(c ?? container) + "/" + URLEncoding.encode(key, keepSlash: true)
+    }
+
+    // MARK: - Requests
+
+    /// Sends a request to the storage URL + `path`, with the token, the 401 re-auth and retries.
+    func call(_ method: String, _ path: String, query: [(String, String?)] = [], headers: [(String, String)] = [], body: [UInt8]? = nil)
+        async throws(StorageError) -> HTTPResponse
+    {
+        var reauthenticated = false
+        var attempt = 0
+        while true {
+            let creds: SwiftCredentials
+            do { creds = try await tokens.credentials() } catch { throw error.storageError }
+            let q = URLEncoding.query(query)
+            let url = creds.storageURL + path + (q.isEmpty ? "" : "?" + q)
+            var h = headers
+            h.append(("X-Auth-Token", creds.token))
+            let response: HTTPResponse
+            do {
+                response = try await transport.send(HTTPRequest(method: method, url: url, headers: h, body: body))
+            } catch {
+                attempt += 1
+                if attempt >= retry.attempts { throw .unavailable("\(method) \(path): \(error)") }
+                try await pause(attempt)
+                continue
+            }
+            if response.status == 401 && !reauthenticated {
+                reauthenticated = true
+                await tokens.reject(creds.token)
+                continue
+            }
+            if RetryPolicy.isRetryable(status: response.status) {
+                attempt += 1
+                if attempt >= retry.attempts { return response }
+                try await pause(attempt)
+                continue
+            }
+            return response
+        }
+    }
+
+    private func pause(_ attempt: Int) async throws(StorageError) {
+        do { try await retry.sleep(retry.delay(before: attempt)) } catch { throw .unavailable("interrupted") }
+    }
+
+    /// The error for a non-2xx reply, in one table.
+    func failure(_ r: HTTPResponse, _ what: String) -> StorageError {
+        switch r.status {
+        case 404: .notFound(what)
+        case 412: .preconditionFailed(what)
+        case 401, 403: .accessDenied("\(what): HTTP \(r.status)")
+        case 409: .notEmpty(what)
+        case 413: r.text.lowercased().contains("quota") ? .quotaExceeded : .entityTooLarge
+        case 400, 411, 416, 422: .invalidArgument("\(what): HTTP \(r.status) \(r.text.prefix(200))")
+        case 500...: .unavailable("\(what): HTTP \(r.status)")
+        default: .other("\(what): HTTP \(r.status)")
+        }
+    }
+
+    func check(_ r: HTTPResponse, _ what: String) throws(StorageError) {
+        guard (200..<300).contains(r.status) else { throw failure(r, what) }
+    }
+
+    // MARK: - ObjectStorage
+
+    public func list(prefix: String, delimiter: String?, continuation: String?, maxKeys: Int?) async throws -> ListPage {
+        let limit = min(max(1, maxKeys ?? 10_000), 10_000)
+        let r = try await call(
+            "GET", Self.containerPath(container),
+            query: [("format", "json"), ("prefix", prefix), ("delimiter", delimiter), ("marker", continuation), ("limit", String(limit))])
+        try check(r, "listing of \(container)")
+        let page = try SwiftListing.parse(r.body, container: container)
+        let count = page.objects.count + page.prefixes.count
+        return ListPage(objects: page.objects, commonPrefixes: page.prefixes, continuation: count >= limit ? page.last : nil)
+    }
+
+    public func head(_ key: ObjectKey) async throws -> ObjectInfo {
+        let r = try await call("HEAD", objectPath(key))
+        try check(r, key)
+        return SwiftListing.objectInfo(key: key, r)
+    }
+
+    public func get(_ key: ObjectKey, range: ByteRange?, ifMatch: ETag?) async throws -> [UInt8] {
+        var headers: [(String, String)] = []
+        if let r = range {
+            if r.length == 0 { return [] }
+            headers.append(("Range", "bytes=\(r.offset)-\(r.end - 1)"))
+        }
+        if let e = ifMatch { headers.append(("If-Match", "\"\(e.value)\"")) }
+        let r = try await call("GET", objectPath(key), headers: headers)
+        if r.status == 416 { return [] }
+        try check(r, key)
+        if r.status == 200, let range {
+            // A server that ignored the Range header: cut the part out.
+            let start = Int(min(range.offset, Int64(r.body.count)))
+            let end = Int(min(range.end, Int64(r.body.count)))
+            return Array(r.body[start..<end])
+        }
+        return r.body
+    }
+
+    public func put(_ key: ObjectKey, payload: Payload, options: PutOptions) async throws -> ObjectInfo {
+        let bytes = try Self.read(payload)
+        let previous = try await largeObject(key)
+        let md5 = Self.md5(bytes)
+        var headers = metadataHeaders(options)
+        headers.append(("ETag", md5))
+        let r = try await call("PUT", objectPath(key), headers: headers, body: bytes)
+        try check(r, key)
+        if let previous { try await deleteSegments(of: previous) }
+        return ObjectInfo(
+            key: key, size: Int64(bytes.count), etag: ETag(md5), lastModified: SwiftListing.now(),
+            contentType: options.contentType, metadata: options.metadata)
+    }
+
+    public func copy(from source: ObjectKey, to destination: ObjectKey, replacing metadata: PutOptions?) async throws -> ObjectInfo {
+        var headers: [(String, String)] = [("X-Copy-From", objectPath(source))]
+        if let metadata {
+            headers.append(("X-Fresh-Metadata", "true"))
+            headers += metadataHeaders(metadata)
+        }
+        // `multipart-manifest=get` copies a large object's manifest (its segments are shared)
+        // instead of its bytes; plain objects are copied as usual.
+        let r = try await call("PUT", objectPath(destination), query: [("multipart-manifest", "get")], headers: headers)
+        if r.status == 404 { throw StorageError.notFound(source) }
+        try check(r, "copy of \(source)")
+        return try await head(destination)
+    }
+
+    public func delete(_ keys: [ObjectKey]) async throws {
+        // Per object, so that a large object's segments go too: `multipart-manifest=delete` for
+        // an SLO, the manifest's prefix for a DLO.
+        try await forEach(keys) { key in
+            let large = try await self.largeObject(key)
+            let r = try await self.call("DELETE", self.objectPath(key), query: [("multipart-manifest", "delete")])
+            if r.status != 404 { try self.check(r, key) }
+            if case .dlo(let prefix) = large { try await self.deleteSegments(prefix: prefix) }
+        }
+    }
+
+    /// Deletes the old names of moved objects; segments shared with the copies stay.
+    public func removeAfterMove(_ keys: [ObjectKey]) async throws {
+        if cluster.bulkDelete && keys.count > 1 {
+            for batch in stride(from: 0, to: keys.count, by: 10_000).map({ Array(keys[$0..<min($0 + 10_000, keys.count)]) }) {
+                let body = batch.map { URLEncoding.encode(container + "/" + $0, keepSlash: true) }.joined(separator: "\n")
+                let r = try await call(
+                    "POST", "", query: [("bulk-delete", "")], headers: [("Content-Type", "text/plain"), ("Accept", "application/json")],
+                    body: Array(body.utf8))
+                try check(r, "bulk delete")
+                if let json = try? JSONSerialization.jsonObject(with: Data(r.body)) as? [String: Any],
+                    let errors = json["Errors"] as? [[Any]], let first = errors.first
+                {
+                    throw StorageError.other("bulk delete failed for \(errors.count) object(s), e.g. \(first)")
+                }
+            }
+            return
+        }
+        try await forEach(keys) { key in
+            let r = try await self.call("DELETE", self.objectPath(key))
+            if r.status != 404 { try self.check(r, key) }
+        }
+    }
+
+    // MARK: - Large objects
+
+    public func createMultipartUpload(_ key: ObjectKey, options: PutOptions) async throws -> MultipartUpload {
+        try await ensureSegmentContainer()
+        let now = SwiftListing.now()
+        let id = "\(now.seconds).\(padded6(Int(now.nanoseconds / 1000)))-\(UInt32.random(in: 0...UInt32.max))"
+        uploadOptions.withLock { $0[id] = options }
+        return MultipartUpload(key: key, uploadID: id)
+    }
+
+    func segmentPrefix(_ upload: MultipartUpload) -> String { "\(upload.key)/slo/\(upload.uploadID)/" }
+
+    public func uploadPart(_ upload: MultipartUpload, number: Int, payload: Payload) async throws -> UploadedPart {
+        let bytes = try Self.read(payload)
+        let md5 = Self.md5(bytes)
+        let name = segmentPrefix(upload) + padded8(number)
+        let r = try await call(
+            "PUT", objectPath(name, in: segmentContainer),
+            headers: [("ETag", md5), ("Content-Type", "application/swiftclient-segment")], body: bytes)
+        try check(r, "segment \(name)")
+        return UploadedPart(number: number, etag: ETag("\(md5):\(bytes.count)"))
+    }
+
+    public func completeMultipartUpload(_ upload: MultipartUpload, parts: [UploadedPart]) async throws -> ObjectInfo {
+        let key = upload.key
+        let previous = try await largeObject(key)
+        let prefix = segmentPrefix(upload)
+        var headers = metadataHeaders(uploadOptions.withLock { $0.removeValue(forKey: upload.uploadID) } ?? PutOptions())
+        let r: HTTPResponse
+        if cluster.staticLargeObjects {
+            var manifest: [[String: Any]] = []
+            for part in parts {
+                let pieces = part.etag.value.split(separator: ":")
+                manifest.append([
+                    "path": "/\(segmentContainer)/\(prefix)\(padded8(part.number))",
+                    "etag": String(pieces[0]), "size_bytes": Int(pieces.count > 1 ? pieces[1] : "0") ?? 0,
+                ])
+            }
+            let body = try JSONSerialization.data(withJSONObject: manifest)
+            r = try await call("PUT", objectPath(key), query: [("multipart-manifest", "put")], headers: headers, body: Array(body))
+        } else {
+            headers.append(("X-Object-Manifest", URLEncoding.encode(segmentContainer + "/" + prefix, keepSlash: true)))
+            r = try await call("PUT", objectPath(key), headers: headers, body: [])
+        }
+        try check(r, "manifest of \(key)")
+        if let previous { try await deleteSegments(of: previous) }
+        return try await head(key)
+    }
+
+    public func abortMultipartUpload(_ upload: MultipartUpload) async throws {
+        uploadOptions.withLock { $0[upload.uploadID] = nil }
+        try await deleteSegments(prefix: segmentContainer + "/" + segmentPrefix(upload))
+    }
+
+    /// A large object and where its segments are.
+    enum LargeObject: Equatable {
+        /// Static: the exact segments, as `container/name`.
+        case slo([String])
+        /// Dynamic: every object under `container/prefix`.
+        case dlo(String)
+    }
+
+    /// What `key` is now, if it is a large object (so that its segments can go once it is
+    /// replaced or deleted). Free when no segments container exists in the account.
+    func largeObject(_ key: ObjectKey) async throws -> LargeObject? {
+        guard segmentsMayExist.withLock({ $0 }) else { return nil }
+        let r = try await call("GET", objectPath(key), query: [("multipart-manifest", "get"), ("format", "raw")],
+            headers: [("Range", "bytes=0-0")])
+        guard r.status == 200 || r.status == 206 else { return nil }
+        if r.header("X-Object-Manifest") != nil || r.header("X-Static-Large-Object")?.lowercased() == "true" {
+            return try await describeLargeObject(key)
+        }
+        return nil
+    }
+
+    private func describeLargeObject(_ key: ObjectKey) async throws -> LargeObject? {
+        let r = try await call("GET", objectPath(key), query: [("multipart-manifest", "get")])
+        guard r.status == 200 else { return nil }
+        if let m = r.header("X-Object-Manifest") { return .dlo(URLEncoding.decodeForm(Substring(m))) }
+        guard let list = try? JSONSerialization.jsonObject(with: Data(r.body)) as? [[String: Any]] else { return nil }
+        return .slo(list.compactMap { ($0["name"] as? String).map { $0.hasPrefix("/") ? String($0.dropFirst()) : $0 } })
+    }
+
+    func deleteSegments(of previous: LargeObject) async throws {
+        switch previous {
+        case .dlo(let prefix): try await deleteSegments(prefix: prefix)
+        case .slo(let names):
+            try await forEach(names) { name in
+                let parts = name.split(separator: "/", maxSplits: 1)
+                guard parts.count == 2 else { return }
+                let r = try await self.call("DELETE", self.objectPath(String(parts[1]), in: String(parts[0])))
+                if r.status != 404 { try self.check(r, name) }
+            }
+        }
+    }
+
+    /// Deletes every object of `container/prefix` (a DLO's segments, or an aborted upload's).
+    func deleteSegments(prefix manifest: String) async throws {
+        let parts = manifest.split(separator: "/", maxSplits: 1)
+        guard parts.count == 2 else { return }
+        let c = String(parts[0])
+        let prefix = String(parts[1])
+        var marker: String? = nil
+        var names: [String] = []
+        repeat {
+            let r = try await call("GET", Self.containerPath(c), query: [("format", "json"), ("prefix", prefix), ("marker", marker)])
+            if r.status == 404 { return }
+            try check(r, "listing of \(c)")
+            let page = try SwiftListing.parse(r.body, container: c)
+            names += page.objects.map(\.key)
+            marker = page.objects.count >= 10_000 ? page.last : nil
+        } while marker != nil
+        try await forEach(names) { name in
+            let r = try await self.call("DELETE", self.objectPath(name, in: c))
+            if r.status != 404 { try self.check(r, name) }
+        }
+    }
+
+    func ensureSegmentContainer() async throws {
+        if segmentContainerReady.withLock({ $0 }) { return }
+        let r = try await call("PUT", Self.containerPath(segmentContainer))
+        try check(r, "container \(segmentContainer)")
+        segmentContainerReady.withLock { $0 = true }
+        segmentsMayExist.withLock { $0 = true }
+    }
+
+    // MARK: - Account
+
+    public func accountInfo() async throws -> AccountInfo {
+        let r = try await call("HEAD", "")
+        try check(r, "account")
+        func num(_ h: String) -> Int64? { r.header(h).flatMap { Int64($0.trimmingCharacters()) } }
+        let quota = num("X-Account-Meta-Quota") ?? num("X-Account-Quota-Bytes") ?? num("X-Account-Meta-Quota-Bytes")
+        return AccountInfo(bytesUsed: num("X-Account-Bytes-Used"), objectCount: num("X-Account-Object-Count"), quotaBytes: quota)
+    }
+
+    // MARK: - Helpers
+
+    func metadataHeaders(_ options: PutOptions) -> [(String, String)] {
+        var h: [(String, String)] = []
+        if let t = options.contentType { h.append(("Content-Type", t)) }
+        for (k, v) in options.metadata.sorted(by: { $0.key < $1.key }) {
+            h.append(("X-Object-Meta-" + k.prefix(1).uppercased() + k.dropFirst(), v))
+        }
+        return h
+    }
+
+    func forEach(_ items: [String], concurrency: Int = 8, _ body: @escaping @Sendable (String) async throws -> Void) async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            var running = 0
+            for item in items {
+                if running >= concurrency {
+                    try await group.next()
+                    running -= 1
+                }
+                group.addTask { try await body(item) }
+                running += 1
+            }
+            try await group.waitForAll()
+        }
+    }
+
+    static func md5(_ bytes: [UInt8]) -> String {
+        Insecure.MD5.hash(data: bytes).map { b in
+            let s = String(b, radix: 16)
+            return s.count == 1 ? "0" + s : s
+        }.joined()
+    }
+
+    static func read(_ payload: Payload) throws(StorageError) -> [UInt8] {
+        switch payload {
+        case .bytes(let b): return b
+        case .file: return try payload.readBytes()
+        }
+    }
+}
+
+/// `n` in decimal, zero-padded to `width` digits.
+func padded8(_ n: Int) -> String { padded(n, 8) }
+func padded6(_ n: Int) -> String { padded(n, 6) }
+
+func padded(_ n: Int, _ width: Int) -> String {
+    let s = String(n)
+    return String(repeating: "0", count: max(0, width - s.count)) + s
+}
