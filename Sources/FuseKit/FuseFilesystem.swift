@@ -55,10 +55,13 @@ public struct FuseDirectoryEntry: Sendable, Hashable {
     public var attributes: FuseAttributes
     /// The offset the kernel passes back to continue after this entry.
     public var nextOffset: Int64
-    public init(name: String, attributes: FuseAttributes, nextOffset: Int64) {
+    /// False: the kernel must not cache this entry's attributes (readdirplus timeouts 0).
+    public var cacheable: Bool
+    public init(name: String, attributes: FuseAttributes, nextOffset: Int64, cacheable: Bool = true) {
         self.name = name
         self.attributes = attributes
         self.nextOffset = nextOffset
+        self.cacheable = cacheable
     }
 }
 

@@ -246,6 +246,10 @@ public final class FuseSession: @unchecked Sendable {
                     let need: Int = entry.name.withCString { cname in
                         if plus {
                             var e = self.entryParam(entry.attributes)
+                            if !entry.cacheable {
+                                e.entry_timeout = 0
+                                e.attr_timeout = 0
+                            }
                             let dotOrDotDot = entry.name == "." || entry.name == ".."
                             if dotOrDotDot { e = fuse_entry_param(); e.attr = self.fillStat(entry.attributes) }
                             let n = fuse_add_direntry_plus(req.raw, buf.baseAddress! + used, left, cname, &e, off_t(entry.nextOffset))

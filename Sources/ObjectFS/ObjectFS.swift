@@ -33,6 +33,9 @@ public actor ObjectFS {
         /// File: the last server version seen; `nil` for a file not uploaded yet.
         var remote: ObjectInfo?
         var validUntil: Int64 = .min
+        /// False while a file's mtime/mode come from a listing that carried no metadata (Swift,
+        /// S3): a lookup then asks the object itself once.
+        var metadataKnown = true
         // Directory state.
         var children: [String: InodeNumber] = [:]
         var listedUntil: Int64 = .min
@@ -117,6 +120,9 @@ public actor ObjectFS {
 
     public func getattr(_ ino: InodeNumber) async throws(FSError) -> FileAttributes {
         let node = try self.node(ino)
+        if node.kind == .file, node.parent != nil, !node.isPinned, !node.metadataKnown, node.validUntil >= now {
+            try await completeMetadata(node)
+        }
         if node.kind == .file, node.parent != nil, !node.isPinned, node.validUntil < now {
             do {
                 let info = try await storage.head(fileKey(node))
@@ -198,7 +204,10 @@ public actor ObjectFS {
         ]
         for name in dir.children.keys.sorted(by: { $0.utf8.lexicographicallyPrecedes($1.utf8) }) {
             if let child = nodes[dir.children[name]!] {
-                entries.append(DirectoryEntry(name: name, attributes: attributes(child)))
+                entries.append(
+                    DirectoryEntry(
+                        name: name, attributes: attributes(child),
+                        attributesComplete: child.kind == .directory || child.metadataKnown || child.isPinned))
             }
         }
         let fh = newHandleNumber()
@@ -548,6 +557,7 @@ public actor ObjectFS {
         guard KeyPath.isRepresentable(name) else { throw FSError(ENOENT, "no such entry") }
         let t = now
         if let ino = dir.children[name], let n = nodes[ino], n.isPinned || n.validUntil >= t || n.kind == .directory && dir.listedUntil >= t {
+            if n.kind == .file && !n.metadataKnown && !n.isPinned { try await completeMetadata(n) }
             return n
         }
         if dir.children[name] == nil && dir.listedUntil >= t {
@@ -570,6 +580,20 @@ public actor ObjectFS {
         }
         dir.negative[name] = nil
         return upsert(dir, name: name, kind: found.kind, info: found.info)
+    }
+
+    /// Reads a file's metadata (mtime, mode) with a HEAD when its listing did not carry it.
+    private func completeMetadata(_ n: Node) async throws(FSError) {
+        let key = fileKey(n)
+        do {
+            let info = try await storage.head(key)
+            if !n.isPinned { apply(info, to: n) }
+        } catch StorageError.notFound {
+            if let p = n.parent.flatMap({ nodes[$0] }), !n.isPinned { detach(n, from: p) }
+            throw FSError(ENOENT, "no such entry")
+        } catch {
+            throw FSError.from(error, "lookup \(key)")
+        }
     }
 
     /// What the server has at `key`: a directory (listing under `key/` not empty, or a marker),
@@ -659,6 +683,11 @@ public actor ObjectFS {
 
     private func apply(_ info: ObjectInfo, to n: Node) {
         let sameVersion = n.remote?.etag != nil && n.remote?.etag == info.etag
+        if info.metadata != nil {
+            n.metadataKnown = true
+        } else if !sameVersion {
+            n.metadataKnown = false
+        }
         if let meta = info.metadata {
             n.mtime = meta["mtime"].flatMap(Timestamp.init(metadataValue:)) ?? info.lastModified
             if let m = meta["mode"].flatMap({ UInt32($0) }) { n.mode = m & 0o7777 }

@@ -29,6 +29,9 @@ public struct FileAttributes: Sendable, Hashable {
 public struct DirectoryEntry: Sendable, Hashable {
     public var name: String
     public var attributes: FileAttributes
+    /// False when mtime/mode are the listing's approximation (its metadata was not read yet):
+    /// such attributes must not be cached by the kernel, so that `stat` asks again.
+    public var attributesComplete: Bool = true
     public var ino: InodeNumber { attributes.ino }
 }
 

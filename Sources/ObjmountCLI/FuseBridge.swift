@@ -69,7 +69,9 @@ final class FuseBridge: FuseFilesystem {
     func readdir(_ ino: Inode, handle: UInt64, offset: Int64) async throws -> [FuseDirectoryEntry] {
         let slice = try await call("readdir") { () async throws(FSError) in try await fs.readdir(handle, offset: Int(offset)) }
         return slice.enumerated().map { i, e in
-            FuseDirectoryEntry(name: e.name, attributes: Self.attributes(e.attributes), nextOffset: offset + Int64(i) + 1)
+            FuseDirectoryEntry(
+                name: e.name, attributes: Self.attributes(e.attributes), nextOffset: offset + Int64(i) + 1,
+                cacheable: e.attributesComplete)
         }
     }
 

@@ -380,3 +380,45 @@ import Testing
         #expect(await h.keys() == ["a/only"])
     }
 }
+
+/// Listings without user metadata, as Swift and S3 servers return them.
+struct MetadataFreeListings: ObjectStorage {
+    let base: MemoryStorage
+    var capabilities: StorageCapabilities { base.capabilities }
+    func list(prefix: String, delimiter: String?, continuation: String?, maxKeys: Int?) async throws -> ListPage {
+        var page = try await base.list(prefix: prefix, delimiter: delimiter, continuation: continuation, maxKeys: maxKeys)
+        for i in page.objects.indices { page.objects[i].metadata = nil }
+        return page
+    }
+    func head(_ key: ObjectKey) async throws -> ObjectInfo { try await base.head(key) }
+    func get(_ key: ObjectKey, range: ByteRange?, ifMatch: ETag?) async throws -> [UInt8] { try await base.get(key, range: range, ifMatch: ifMatch) }
+    func put(_ key: ObjectKey, payload: Payload, options: PutOptions) async throws -> ObjectInfo { try await base.put(key, payload: payload, options: options) }
+    func copy(from source: ObjectKey, to destination: ObjectKey, replacing: PutOptions?) async throws -> ObjectInfo {
+        try await base.copy(from: source, to: destination, replacing: replacing)
+    }
+    func delete(_ keys: [ObjectKey]) async throws { try await base.delete(keys) }
+    func createMultipartUpload(_ key: ObjectKey, options: PutOptions) async throws -> MultipartUpload { try await base.createMultipartUpload(key, options: options) }
+    func uploadPart(_ upload: MultipartUpload, number: Int, payload: Payload) async throws -> UploadedPart {
+        try await base.uploadPart(upload, number: number, payload: payload)
+    }
+    func completeMultipartUpload(_ upload: MultipartUpload, parts: [UploadedPart]) async throws -> ObjectInfo {
+        try await base.completeMultipartUpload(upload, parts: parts)
+    }
+    func abortMultipartUpload(_ upload: MultipartUpload) async throws { try await base.abortMultipartUpload(upload) }
+    func accountInfo() async throws -> AccountInfo { try await base.accountInfo() }
+}
+
+@Suite struct MetadataFromHeadTests {
+    @Test func statShowsTheStoredMtimeWhenListingsCarryNoMetadata() async throws {
+        let memory = MemoryStorage()
+        _ = try await memory.put("f", payload: .bytes([1]), options: PutOptions(metadata: ["mtime": "1500000000.5", "mode": String(0o100600)]))
+        let fs = try ObjectFS(storage: MetadataFreeListings(base: memory), configuration: ObjectFSConfiguration(stagingDirectory: uniqueStagingDirectory()))
+        let listed = try await fs.list(rootInode)
+        #expect(listed.map(\.name) == ["f"])
+        #expect(listed[0].attributesComplete == false)
+        let a = try await fs.lookup(parent: rootInode, name: "f")
+        #expect(a.mtime == Timestamp(seconds: 1_500_000_000, nanoseconds: 500_000_000))
+        #expect(a.mode == 0o600)
+        #expect(try await fs.list(rootInode)[0].attributesComplete)
+    }
+}
