@@ -9,7 +9,7 @@ as_root() {
 # Debian packages objmount needs to build and mount: installed only if missing.
 install_missing_packages() {
     local missing=() p
-    for p in fuse3 libfuse3-dev pkg-config rsync; do
+    for p in fuse3 libfuse3-dev pkg-config rsync curl; do
         if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
             missing+=("$p")
         fi

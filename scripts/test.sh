@@ -59,7 +59,12 @@ cleanup_mounts() {
         done < <(objmount_mounts_under "$root")
     done
 }
-trap cleanup_mounts EXIT
+SWIFT_SERVER_STARTED=0
+on_exit() {
+    cleanup_mounts
+    if [ "$SWIFT_SERVER_STARTED" = 1 ]; then "$ROOT/scripts/swift-server.sh" stop >/dev/null 2>&1 || true; fi
+}
+trap on_exit EXIT
 
 install_test_tools
 
@@ -78,6 +83,29 @@ BIN="$("$SWIFT" build "${BUILD_FLAGS[@]}" --show-bin-path)/objmount"
 log "hermetic tier: swift test ${BUILD_FLAGS[*]}"
 "$SWIFT" test "${BUILD_FLAGS[@]}" || hermetic_rc=$?
 [ "$hermetic_rc" -eq 0 ] || FAILED+=("hermetic tier (swift test, exit $hermetic_rc)")
+
+# Driver tier: the storage conformance suite against a real OpenStack Swift server.
+driver_rc=0
+log "starting the OpenStack Swift test server (scripts/swift-server.sh)"
+if "$ROOT/scripts/swift-server.sh" start >/dev/null; then
+    SWIFT_SERVER_STARTED=1
+    eval "$("$ROOT/scripts/swift-server.sh" env)"
+    export ST_AUTH ST_USER ST_KEY OBJMOUNT_SWIFT_NOSLO_AUTH
+    log "driver tier: swift test --filter ConformanceTests (memory, Swift with SLO, Swift without SLO)"
+    OBJMOUNT_TEST_SWIFT=1 "$SWIFT" test "${BUILD_FLAGS[@]}" --filter ConformanceTests || driver_rc=$?
+    # The FUSE tier mounts swift://objmount-fuse/<per-test prefix> too.
+    token_and_url="$(curl -s -i -H "X-Auth-User: $ST_USER" -H "X-Auth-Key: $ST_KEY" "$ST_AUTH" | tr -d '\r')"
+    token="$(printf '%s\n' "$token_and_url" | awk -F': ' 'tolower($1) == "x-auth-token" { print $2 }')"
+    url="$(printf '%s\n' "$token_and_url" | awk -F': ' 'tolower($1) == "x-storage-url" { print $2 }')"
+    if curl -sf -o /dev/null -X PUT -H "X-Auth-Token: $token" "$url/objmount-fuse"; then
+        export OBJMOUNT_TEST_SWIFT_CONTAINER=objmount-fuse
+    else
+        FAILED+=("could not create the FUSE tier's Swift container")
+    fi
+else
+    driver_rc=1
+fi
+[ "$driver_rc" -eq 0 ] || FAILED+=("driver tier (Swift server or conformance suite, exit $driver_rc)")
 
 log "FUSE tier: OBJMOUNT_BIN=$BIN python3 -m pytest -q Tests/fuse"
 if [ ! -e /dev/fuse ] || [ "$(id -u)" -ne 0 ]; then

@@ -88,6 +88,9 @@ struct Mount: ParsableCommand {
     @Option(help: "error, warning, info or debug.")
     var logLevel: LogLevel = .info
 
+    @Option(help: "Files above this many MiB are uploaded in parts of this size (multipart / Swift segments); default: parts of 16 MiB above 64 MiB.")
+    var segmentSize: Int?
+
     @Option(help: "swift:// auth v1 URL (default: $ST_AUTH).")
     var authURL: String?
 
@@ -102,6 +105,9 @@ struct Mount: ParsableCommand {
         do { remote = try Remote(parsing: self.remote) } catch { throw CLIError(error.description) }
         let mountOptions: MountOptions
         do { mountOptions = try MountOptions(parsing: options) } catch { throw CLIError(error.description) }
+        if let s = segmentSize, s < 1 || s > 5120 {
+            throw CLIError("--segment-size must be between 1 and 5120 MiB")
+        }
         guard metadataTTL >= 0 && metadataTTL <= 86_400 else {
             throw CLIError("--metadata-ttl must be between 0 and 86400 seconds")
         }
@@ -133,7 +139,8 @@ struct Mount: ParsableCommand {
         if foreground || Paths.environment(Daemon.readyFDVariable) != nil {
             try Daemon.serve(
                 remote: remote, swiftAuth: swiftAuth, mountpoint: mountpoint, options: mountOptions, seed: seed,
-                cacheDirectory: cacheDirectory, metadataTTL: metadataTTL, logger: Logger(level: logLevel))
+                cacheDirectory: cacheDirectory, metadataTTL: metadataTTL, segmentMiB: segmentSize,
+                logger: Logger(level: logLevel))
         } else {
             // A key given as a flag goes to the daemon through its environment, not its argv
             // (the process list is public).

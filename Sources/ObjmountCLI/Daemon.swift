@@ -65,7 +65,7 @@ enum Daemon {
     static func serve(
         remote: Remote, swiftAuth: SwiftAuthSettings?, mountpoint: String, options: MountOptions, seed: String?,
         cacheDirectory: String,
-        metadataTTL: Double, logger: Logger
+        metadataTTL: Double, segmentMiB: Int?, logger: Logger
     ) throws(CLIError) {
         let readyFD = Paths.environment(readyFDVariable).flatMap { Int32($0) }
         unsetenv(readyFDVariable)
@@ -116,6 +116,10 @@ enum Daemon {
         if let umask = options.umask { configuration.umask = umask }
         configuration.readOnly = options.readOnly
         configuration.metadataTTL = .milliseconds(Int64(metadataTTL * 1000))
+        if let mib = segmentMiB {
+            configuration.partSize = Int64(mib) << 20
+            configuration.multipartThreshold = Int64(mib) << 20
+        }
         let fs: ObjectFS
         do { fs = try ObjectFS(storage: storage, configuration: configuration) } catch { throw fail(error.message) }
         defer { rmdir(stagingDirectory) }

@@ -228,36 +228,44 @@ public final class OpenStackStorage: ObjectStorage {
     }
 
     public func delete(_ keys: [ObjectKey]) async throws {
-        // Per object, so that a large object's segments go too: `multipart-manifest=delete` for
-        // an SLO, the manifest's prefix for a DLO.
+        // Without a segments container no key can be a large object: delete the names only.
+        guard segmentsMayExist.withLock({ $0 }) else { return try await deleteNames(keys) }
+        // Otherwise per object, so that a large object's segments go too.
         try await forEach(keys) { key in
             let large = try await self.largeObject(key)
-            let r = try await self.call("DELETE", self.objectPath(key), query: [("multipart-manifest", "delete")])
-            if r.status != 404 { try self.check(r, key) }
-            if case .dlo(let prefix) = large { try await self.deleteSegments(prefix: prefix) }
+            try await self.deleteNames([key])
+            if let large { try await self.deleteSegments(of: large) }
         }
     }
 
     /// Deletes the old names of moved objects; segments shared with the copies stay.
     public func removeAfterMove(_ keys: [ObjectKey]) async throws {
-        if cluster.bulkDelete && keys.count > 1 {
-            for batch in stride(from: 0, to: keys.count, by: 10_000).map({ Array(keys[$0..<min($0 + 10_000, keys.count)]) }) {
-                let body = batch.map { URLEncoding.encode(container + "/" + $0, keepSlash: true) }.joined(separator: "\n")
-                let r = try await call(
-                    "POST", "", query: [("bulk-delete", "")], headers: [("Content-Type", "text/plain"), ("Accept", "application/json")],
-                    body: Array(body.utf8))
-                try check(r, "bulk delete")
-                if let json = try? JSONSerialization.jsonObject(with: Data(r.body)) as? [String: Any],
-                    let errors = json["Errors"] as? [[Any]], let first = errors.first
-                {
-                    throw StorageError.other("bulk delete failed for \(errors.count) object(s), e.g. \(first)")
-                }
+        try await deleteNames(keys)
+    }
+
+    /// Plain deletes (bulk where the cluster has it): a manifest goes, its segments stay.
+    func deleteNames(_ keys: [ObjectKey]) async throws {
+        guard cluster.bulkDelete && keys.count > 1 else {
+            return try await forEach(keys) { key in
+                let r = try await self.call("DELETE", self.objectPath(key))
+                if r.status != 404 { try self.check(r, key) }
             }
-            return
         }
-        try await forEach(keys) { key in
-            let r = try await self.call("DELETE", self.objectPath(key))
-            if r.status != 404 { try self.check(r, key) }
+        for start in stride(from: 0, to: keys.count, by: 1000) {
+            let batch = keys[start..<min(start + 1000, keys.count)]
+            let body = batch.map { URLEncoding.encode(container + "/" + $0, keepSlash: true) }.joined(separator: "\n")
+            let r = try await call(
+                "POST", "", query: [("bulk-delete", "")], headers: [("Content-Type", "text/plain"), ("Accept", "application/json")],
+                body: Array(body.utf8))
+            try check(r, "bulk delete")
+            // Always 200: the outcome is in the body.
+            guard let json = try? JSONSerialization.jsonObject(with: Data(r.body)) as? [String: Any] else {
+                throw StorageError.malformedReply("bulk delete reply is not JSON")
+            }
+            let errors = json["Errors"] as? [[Any]] ?? []
+            if let first = errors.first {
+                throw StorageError.other("bulk delete failed for \(errors.count) object(s), e.g. \(first)")
+            }
         }
     }
 
@@ -286,9 +294,13 @@ public final class OpenStackStorage: ObjectStorage {
 
     public func completeMultipartUpload(_ upload: MultipartUpload, parts: [UploadedPart]) async throws -> ObjectInfo {
         let key = upload.key
+        guard let options = uploadOptions.withLock({ $0.removeValue(forKey: upload.uploadID) }) else {
+            throw StorageError.notFound("upload \(upload.uploadID)")
+        }
+        guard !parts.isEmpty else { throw StorageError.invalidArgument("an upload needs at least one part") }
         let previous = try await largeObject(key)
         let prefix = segmentPrefix(upload)
-        var headers = metadataHeaders(uploadOptions.withLock { $0.removeValue(forKey: upload.uploadID) } ?? PutOptions())
+        var headers = metadataHeaders(options)
         let r: HTTPResponse
         if cluster.staticLargeObjects {
             var manifest: [[String: Any]] = []
@@ -388,6 +400,17 @@ public final class OpenStackStorage: ObjectStorage {
     }
 
     // MARK: - Account
+
+    /// Creates a container (idempotent), e.g. for tests and `mkdir` at an account-level root.
+    public static func createContainer(
+        _ name: String, authenticator: any SwiftAuthenticator, transport: any HTTPTransport
+    ) async throws(StorageError) {
+        let tokens = TokenCache(authenticator: authenticator, transport: transport)
+        let storage = OpenStackStorage(
+            container: name, tokens: tokens, transport: transport, retry: RetryPolicy(), cluster: .minimal)
+        let r = try await storage.call("PUT", containerPath(name))
+        try storage.check(r, "container \(name)")
+    }
 
     public func accountInfo() async throws -> AccountInfo {
         let r = try await call("HEAD", "")

@@ -4,7 +4,12 @@
 
 import MemoryStorage
 import ObjectStorage
+import OpenStackStorage
 import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 struct StorageUnderTest: CustomTestStringConvertible, Sendable {
     let name: String
@@ -16,9 +21,37 @@ struct StorageUnderTest: CustomTestStringConvertible, Sendable {
         StorageUnderTest(name: "memory+faults-wrapper") {
             FaultInjectingStorage(MemoryStorage(pageSize: 1000, minimumPartSize: 16))
         },
-        // Driver suites plug in here.
-    ]
+        // Driver suites plug in here, each when the environment names its server.
+    ] + openStack
+
+    /// OpenStackStorage against a real Swift server: `OBJMOUNT_TEST_SWIFT=1` with ST_AUTH,
+    /// ST_USER, ST_KEY (scripts/test.sh sets them after `scripts/swift-server.sh start`).
+    /// A fresh container per test; the no-SLO proxy (OBJMOUNT_SWIFT_NOSLO_AUTH) runs the DLO path.
+    static var openStack: [StorageUnderTest] {
+        guard env("OBJMOUNT_TEST_SWIFT") == "1", let auth = env("ST_AUTH"), let user = env("ST_USER"),
+            let key = env("ST_KEY")
+        else { return [] }
+        var out = [swiftSuite("openstack-slo", auth: auth, user: user, key: key)]
+        if let noSLO = env("OBJMOUNT_SWIFT_NOSLO_AUTH") {
+            out.append(swiftSuite("openstack-dlo", auth: noSLO, user: user, key: key))
+        }
+        return out
+    }
+
+    static func swiftSuite(_ name: String, auth: String, user: String, key: String) -> StorageUnderTest {
+        StorageUnderTest(name: name) {
+            let transport = sharedTransport
+            let container = "conformance-\(UInt32.random(in: 0...UInt32.max))"
+            let authenticator = TempAuth(authURL: auth, user: user, key: key)
+            try await OpenStackStorage.createContainer(container, authenticator: authenticator, transport: transport)
+            return try await OpenStackStorage.connect(container: container, authenticator: authenticator, transport: transport)
+        }
+    }
+
+    static let sharedTransport = AHCTransport()
 }
+
+func env(_ name: String) -> String? { getenv(name).map { String(cString: $0) } }
 
 func bytes(_ s: String) -> [UInt8] { Array(s.utf8) }
 

@@ -118,6 +118,11 @@ def _remotes_from_env() -> list[RemoteSpec]:
     #
     # Tests that only make sense for memory:// (--seed) call `require_memory(remote)`.
     # ===================================================================================
+    # OpenStack Swift (scripts/test.sh starts scripts/swift-server.sh and creates the container).
+    if os.environ.get("OBJMOUNT_TEST_SWIFT_CONTAINER"):
+        remotes.append(RemoteSpec(
+            base="swift://" + os.environ["OBJMOUNT_TEST_SWIFT_CONTAINER"],
+            env=tuple((k, v) for k, v in os.environ.items() if k.startswith(("ST_", "OS_")))))
     return remotes
 
 

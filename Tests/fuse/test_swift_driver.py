@@ -1,0 +1,163 @@
+"""FUSE tier, OpenStack Swift only: large objects (SLO, and DLO where the cluster has no SLO),
+objects written through the mount read back by python-swiftclient with the same bytes and
+mtime, and wrong credentials.
+
+Needs scripts/swift-server.sh (scripts/test.sh starts it): ST_AUTH, ST_USER, ST_KEY,
+OBJMOUNT_TEST_SWIFT_CONTAINER and OBJMOUNT_SWIFT_NOSLO_AUTH.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import OBJMOUNT_BIN, Mounter, Remote, RemoteSpec, fuse_unavailable_reason, is_mounted
+from test_hubic_emulator import lhubic_python  # noqa: F401  (the venv holds python-swiftclient)
+
+CONTAINER = os.environ.get("OBJMOUNT_TEST_SWIFT_CONTAINER")
+SWIFT_ENV = {k: v for k, v in os.environ.items() if k.startswith("ST_")}
+_skip = fuse_unavailable_reason() or (
+    None if CONTAINER and {"ST_AUTH", "ST_USER", "ST_KEY"} <= set(SWIFT_ENV)
+    else "no Swift test server (OBJMOUNT_TEST_SWIFT_CONTAINER, ST_*)")
+pytestmark = pytest.mark.skipif(_skip is not None, reason=f"Swift FUSE tests skipped: {_skip}")
+
+
+def swift_remote(env: dict[str, str] | None = None) -> Remote:
+    spec = RemoteSpec(base=f"swift://{CONTAINER}", env=tuple((env or SWIFT_ENV).items()))
+    return Remote(url=spec.unique_url(), spec=spec)
+
+
+def swiftclient(python: Path, script: str, env: dict[str, str] | None = None) -> dict:
+    """Runs `script` with python-swiftclient's Connection `conn` in scope; it prints JSON."""
+    prelude = ("import json, os, swiftclient\n"
+               "conn = swiftclient.Connection(authurl=os.environ['ST_AUTH'], user=os.environ['ST_USER'],"
+               " key=os.environ['ST_KEY'])\n")
+    r = subprocess.run([str(python), "-c", prelude + script], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, **(env or SWIFT_ENV)})
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def prefix_of(remote: Remote) -> str:
+    return remote.url.split("://", 1)[1].split("/", 1)[1]
+
+
+def test_large_file_becomes_an_slo_and_its_segments_go_with_it(mounter: Mounter, lhubic_python: Path) -> None:
+    remote = swift_remote()
+    m = mounter.mount(remote, extra=["--segment-size", "4"])
+    data = os.urandom(64 << 20)
+    (m.path / "big.bin").write_bytes(data)
+    assert hashlib.sha256((m.path / "big.bin").read_bytes()).digest() == hashlib.sha256(data).digest()
+    key = prefix_of(remote) + "/big.bin"
+    info = swiftclient(lhubic_python, f"""
+h = conn.head_object({CONTAINER!r}, {key!r})
+segs = conn.get_container({CONTAINER!r} + '_segments', prefix={key!r} + '/', full_listing=True)[1]
+body = conn.get_object({CONTAINER!r}, {key!r})[1]
+import hashlib
+print(json.dumps({{"slo": h.get('x-static-large-object'), "size": h['content-length'],
+                   "segments": len(segs), "sha": hashlib.sha256(body).hexdigest()}}))
+""")
+    assert info["slo"] == "True"
+    assert int(info["size"]) == len(data)
+    assert info["segments"] == 16
+    assert info["sha"] == hashlib.sha256(data).hexdigest()
+    (m.path / "big.bin").unlink()
+    left = swiftclient(lhubic_python, f"""
+segs = conn.get_container({CONTAINER!r} + '_segments', prefix={key!r} + '/', full_listing=True)[1]
+print(json.dumps(len(segs)))
+""")
+    assert left == 0, "segments of a deleted large object were left behind"
+
+
+def test_dlo_where_the_cluster_has_no_slo(mounter: Mounter, lhubic_python: Path) -> None:
+    noslo = os.environ.get("OBJMOUNT_SWIFT_NOSLO_AUTH")
+    if not noslo:
+        pytest.skip("no SLO-less proxy (OBJMOUNT_SWIFT_NOSLO_AUTH)")
+    env = {**SWIFT_ENV, "ST_AUTH": noslo}
+    remote = swift_remote(env)
+    m = mounter.mount(remote, extra=["--segment-size", "1"])
+    data = os.urandom((5 << 20) + 12345)
+    (m.path / "dlo.bin").write_bytes(data)
+    key = prefix_of(remote) + "/dlo.bin"
+    info = swiftclient(lhubic_python, f"""
+h = conn.head_object({CONTAINER!r}, {key!r})
+body = conn.get_object({CONTAINER!r}, {key!r})[1]
+import hashlib
+print(json.dumps({{"manifest": h.get('x-object-manifest'), "slo": h.get('x-static-large-object'),
+                   "sha": hashlib.sha256(body).hexdigest()}}))
+""", env)
+    assert info["manifest"] and info["slo"] is None
+    assert info["sha"] == hashlib.sha256(data).hexdigest()
+    assert (m.path / "dlo.bin").read_bytes() == data
+
+
+def test_python_swiftclient_sees_the_same_bytes_and_mtime(mounter: Mounter, lhubic_python: Path) -> None:
+    remote = swift_remote()
+    m = mounter.mount(remote)
+    files = {"a.txt": b"alpha\n", "dir/b.bin": os.urandom(300_000), "dir/sub/c d.txt": "ünïcode\n".encode()}
+    mtimes = {}
+    for rel, content in files.items():
+        p = m.path / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(content)
+        t = 1_600_000_000 + len(rel) + 0.25
+        os.utime(p, (t, t))
+        mtimes[rel] = t
+    prefix = prefix_of(remote)
+    seen = swiftclient(lhubic_python, f"""
+import hashlib
+out = {{}}
+for rel in {list(files)!r}:
+    h, body = conn.get_object({CONTAINER!r}, {prefix!r} + '/' + rel)
+    out[rel] = [hashlib.sha256(body).hexdigest(), h.get('x-object-meta-mtime')]
+print(json.dumps(out))
+""")
+    for rel, content in files.items():
+        sha, mtime = seen[rel]
+        assert sha == hashlib.sha256(content).hexdigest(), rel
+        assert mtime is not None and abs(float(mtime) - mtimes[rel]) < 1e-6, (rel, mtime)
+    # Directories are Swift-style markers that python-swiftclient lists as 0-byte objects.
+    listing = swiftclient(lhubic_python, f"""
+objs = conn.get_container({CONTAINER!r}, prefix={prefix!r} + '/', full_listing=True)[1]
+print(json.dumps({{o['name']: o['content_type'] for o in objs}}))
+""")
+    assert listing[f"{prefix}/dir"] == "application/directory"
+
+
+def test_after_a_remount_stat_shows_the_stored_mtime(mounter: Mounter) -> None:
+    remote = swift_remote()
+    m = mounter.mount(remote)
+    (m.path / "f").write_bytes(b"x")
+    os.utime(m.path / "f", (1_500_000_000, 1_500_000_000))
+    subprocess.run([OBJMOUNT_BIN, "unmount", str(m.path)], check=True, timeout=120, env={**os.environ, **SWIFT_ENV})
+    m2 = mounter.mount(remote, mountpoint=m.path)
+    names = os.listdir(m2.path)  # readdirplus from a listing that carries no metadata
+    assert names == ["f"]
+    assert os.stat(m2.path / "f").st_mtime == 1_500_000_000
+
+
+def test_wrong_credentials_give_one_clear_line(mounter: Mounter, tmp_path: Path) -> None:
+    mp = mounter.new_mountpoint()
+    secret = "not-the-key-" + uuid.uuid4().hex[:8]
+    r = subprocess.run([OBJMOUNT_BIN, "mount", f"swift://{CONTAINER}", str(mp), "--cache-dir", str(tmp_path / "c")],
+                       capture_output=True, text=True, timeout=120, env={**os.environ, **SWIFT_ENV, "ST_KEY": secret})
+    err = r.stderr.strip()
+    assert r.returncode != 0
+    assert len(err.splitlines()) == 1 and err.startswith("objmount: "), err
+    assert "wrong user or key" in err and secret not in err
+    assert not is_mounted(mp)
+
+
+def test_missing_container_is_a_clear_error(mounter: Mounter, tmp_path: Path) -> None:
+    mp = mounter.new_mountpoint()
+    r = subprocess.run([OBJMOUNT_BIN, "mount", "swift://no-such-container-" + uuid.uuid4().hex[:6], str(mp),
+                        "--cache-dir", str(tmp_path / "c")], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, **SWIFT_ENV})
+    assert r.returncode != 0
+    assert len(r.stderr.strip().splitlines()) == 1 and "no such object: container" in r.stderr, r.stderr
