@@ -21,7 +21,7 @@ public struct Objmount: ParsableCommand {
             Remotes are URLs: memory://<bucket>[/<prefix>] (an in-process store, empty at start).
             swift://, hubic://, s3:// and ks3:// are parsed but their drivers are not in this build yet.
             """,
-        subcommands: [Mount.self, Unmount.self])
+        subcommands: [Mount.self, Unmount.self, Login.self])
 
     public init() {}
 
@@ -124,10 +124,14 @@ struct Mount: ParsableCommand {
         switch remote.scheme {
         case .memory:
             break
-        case .swift:
-            swiftAuth = try SwiftAuthSettings.resolve(authURL: authURL, user: user, key: key)
+        case .swift, .hubic:
+            swiftAuth =
+                remote.scheme == .hubic
+                ? try SwiftAuthSettings.hubic() : try SwiftAuthSettings.resolve(authURL: authURL, user: user, key: key)
             guard remote.container != nil else {
-                throw CLIError("account-level swift:// mounts are not available yet; name a container: swift://<container>")
+                throw CLIError(
+                    "account-level \(remote.scheme.rawValue):// mounts are not available yet; name a container: \(remote.scheme.rawValue)://<container>"
+                )
             }
         default:
             throw CLIError("the \(remote.scheme.rawValue):// driver is not available in this build yet")

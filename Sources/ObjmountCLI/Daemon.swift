@@ -97,8 +97,8 @@ enum Daemon {
                 for path in counts.skipped { logger.warning("seed: skipped \(path) (not a regular file or directory)") }
             }
             storage = memory
-        case .swift:
-            guard let auth = swiftAuth, let container = remote.container else { throw fail("swift:// needs credentials") }
+        case .swift, .hubic:
+            guard let auth = swiftAuth, let container = remote.container else { throw fail("\(remote) needs credentials") }
             do {
                 let (s, t) = try blockingAwait { try await Drivers.openStack(container: container, auth: auth) }
                 storage = s

@@ -5,14 +5,60 @@ import MemoryStorage
 import ObjectStorage
 import OpenStackStorage
 
-/// Auth v1 settings for swift:// (`ST_AUTH`, `ST_USER`, `ST_KEY` as python-swiftclient reads them).
-struct SwiftAuthSettings: Sendable {
-    var authURL: String
-    var user: String
-    var key: String
+/// How a swift:// or hubic:// mount authenticates, from flags and the environment.
+enum SwiftAuthSettings: Sendable {
+    /// Auth v1 (`ST_AUTH`, `ST_USER`, `ST_KEY`, as python-swiftclient reads them).
+    case v1(authURL: String, user: String, key: String)
+    /// Keystone v3 (`OS_AUTH_URL`, `OS_USERNAME`, `OS_PASSWORD`, `OS_PROJECT_NAME` or
+    /// `OS_PROJECT_ID`, `OS_USER_DOMAIN_NAME`, `OS_PROJECT_DOMAIN_NAME`, `OS_REGION_NAME`).
+    case keystone(KeystoneV3Auth)
+    /// Hubic (`HUBIC_CLIENT_ID`, `HUBIC_CLIENT_SECRET`, and `HUBIC_REFRESH_TOKEN` or
+    /// `HUBIC_USERNAME` + `HUBIC_PASSWORD`; `HUBIC_API_URL`, `HUBIC_REDIRECT_URI`).
+    case hubic(apiURL: String, clientID: String, clientSecret: String, refreshToken: String?, username: String?, password: String?, redirectURI: String)
 
-    /// Flags win over the environment. A missing piece is one clear error naming both places.
+    var authenticator: any SwiftAuthenticator {
+        switch self {
+        case .v1(let url, let user, let key): TempAuth(authURL: url, user: user, key: key)
+        case .keystone(let k): k
+        case .hubic(let api, let id, let secret, let refresh, let user, let password, let redirect):
+            HubicAuth(apiURL: api, clientID: id, clientSecret: secret, refreshToken: refresh, username: user, password: password, redirectURI: redirect)
+        }
+    }
+
+    static func hubic() throws(CLIError) -> SwiftAuthSettings {
+        let e = Paths.environment
+        guard let id = e("HUBIC_CLIENT_ID"), let secret = e("HUBIC_CLIENT_SECRET") else {
+            throw CLIError("hubic:// needs HUBIC_CLIENT_ID and HUBIC_CLIENT_SECRET (your Hubic application)")
+        }
+        let refresh = e("HUBIC_REFRESH_TOKEN") ?? HubicLogin.storedRefreshToken()
+        let user = e("HUBIC_USERNAME")
+        let password = e("HUBIC_PASSWORD")
+        guard refresh != nil || (user != nil && password != nil) else {
+            throw CLIError("hubic:// needs HUBIC_REFRESH_TOKEN, or HUBIC_USERNAME and HUBIC_PASSWORD (or run: objmount login hubic)")
+        }
+        return .hubic(
+            apiURL: e("HUBIC_API_URL") ?? "https://api.hubic.com", clientID: id, clientSecret: secret, refreshToken: refresh,
+            username: user, password: password, redirectURI: e("HUBIC_REDIRECT_URI") ?? "http://localhost/")
+    }
+
+    /// Flags and ST_* win; OS_* (Keystone v3) are used when no auth v1 URL is given. A missing
+    /// piece is one clear error naming both places.
     static func resolve(authURL: String?, user: String?, key: String?) throws(CLIError) -> SwiftAuthSettings {
+        let e = Paths.environment
+        if authURL == nil && e("ST_AUTH") == nil, let os = e("OS_AUTH_URL") {
+            guard let u = e("OS_USERNAME"), let p = e("OS_PASSWORD") else {
+                throw CLIError("Keystone auth (OS_AUTH_URL) needs OS_USERNAME and OS_PASSWORD")
+            }
+            guard e("OS_PROJECT_NAME") ?? e("OS_TENANT_NAME") ?? e("OS_PROJECT_ID") != nil else {
+                throw CLIError("Keystone auth (OS_AUTH_URL) needs OS_PROJECT_NAME or OS_PROJECT_ID")
+            }
+            return .keystone(
+                KeystoneV3Auth(
+                    authURL: os, username: u, password: p, projectName: e("OS_PROJECT_NAME") ?? e("OS_TENANT_NAME"),
+                    projectID: e("OS_PROJECT_ID"), userDomain: e("OS_USER_DOMAIN_NAME") ?? "Default",
+                    projectDomain: e("OS_PROJECT_DOMAIN_NAME") ?? "Default", region: e("OS_REGION_NAME"),
+                    interface: e("OS_INTERFACE") ?? "public"))
+        }
         let url = authURL ?? Paths.environment("ST_AUTH")
         let u = user ?? Paths.environment("ST_USER")
         let k = key ?? Paths.environment("ST_KEY")
@@ -21,9 +67,9 @@ struct SwiftAuthSettings: Sendable {
         if u == nil { missing.append("ST_USER (--user)") }
         if k == nil { missing.append("ST_KEY (--key)") }
         guard missing.isEmpty else {
-            throw CLIError("swift:// needs credentials: set \(missing.joined(separator: ", "))")
+            throw CLIError("swift:// needs credentials: set \(missing.joined(separator: ", ")), or OS_AUTH_URL and the OS_* variables")
         }
-        return SwiftAuthSettings(authURL: url!, user: u!, key: k!)
+        return .v1(authURL: url!, user: u!, key: k!)
     }
 }
 
@@ -32,8 +78,7 @@ enum Drivers {
         let transport = AHCTransport()
         do {
             let storage = try await OpenStackStorage.connect(
-                container: container, authenticator: TempAuth(authURL: auth.authURL, user: auth.user, key: auth.key),
-                transport: transport)
+                container: container, authenticator: auth.authenticator, transport: transport)
             return (storage, transport)
         } catch {
             await transport.shutdown()

@@ -202,3 +202,44 @@ extension String {
         return String(self[r.upperBound...].prefix { $0 != "&" })
     }
 }
+
+@Suite struct KeystoneAndHubicParsingTests {
+    static let catalog = Array("""
+        {"token":{"expires_at":"2030-01-02T03:04:05.000000Z","catalog":[
+          {"type":"identity","endpoints":[{"interface":"public","region_id":"GRA","url":"https://auth/v3"}]},
+          {"type":"object-store","name":"swift","endpoints":[
+            {"interface":"internal","region_id":"GRA","url":"https://internal.gra/v1/AUTH_p"},
+            {"interface":"public","region_id":"SBG","url":"https://sbg/v1/AUTH_p"},
+            {"interface":"public","region_id":"GRA","url":"https://gra/v1/AUTH_p"}]}]}}
+        """.utf8)
+
+    @Test func theEndpointIsPublicObjectStoreInTheRegion() throws {
+        let c = try KeystoneV3Auth.credentials(token: "tok", body: Self.catalog, region: "GRA", interface: "public")
+        #expect(c.storageURL == "https://gra/v1/AUTH_p" && c.token == "tok")
+        #expect(c.expires == Timestamp(seconds: 1_893_553_445))
+        #expect(throws: AuthError.self) {
+            try KeystoneV3Auth.credentials(token: "tok", body: Self.catalog, region: "BHS", interface: "public")
+        }
+    }
+
+    @Test func keystoneAuthPostsThePasswordAndReadsTheSubjectToken() async throws {
+        let t = ScriptedTransport { r, _ in
+            HTTPResponse(status: r.url.hasSuffix("/v3/auth/tokens") ? 201 : 404, headers: [("X-Subject-Token", "subject")],
+                body: KeystoneAndHubicParsingTests.catalog)
+        }
+        let auth = KeystoneV3Auth(
+            authURL: "https://auth.example/v3/", username: "u", password: "p", projectName: "proj", projectID: nil,
+            region: "SBG")
+        let c = try await auth.authenticate(using: t)
+        #expect(c.storageURL == "https://sbg/v1/AUTH_p" && c.token == "subject")
+        let body = String(decoding: t.requests[0].body ?? [], as: UTF8.self)
+        #expect(body.contains("\"password\"") && body.contains("\"proj\""))
+    }
+
+    @Test func hubicPageAndRedirectParsing() {
+        let page = #"<form><input type="hidden" name="oauth" value="123456"><input type="hidden" name="action" value="accepted"></form>"#
+        #expect(HubicAuth.hiddenOAuthField(page) == "123456")
+        #expect(HubicAuth.hiddenOAuthField("<html></html>") == nil)
+        #expect(HubicAuth.queryValue("code", in: "http://localhost/?code=ab%2Fc&scope=x") == "ab/c")
+    }
+}
