@@ -128,11 +128,7 @@ struct Mount: ParsableCommand {
             swiftAuth =
                 remote.scheme == .hubic
                 ? try SwiftAuthSettings.hubic() : try SwiftAuthSettings.resolve(authURL: authURL, user: user, key: key)
-            guard remote.container != nil else {
-                throw CLIError(
-                    "account-level \(remote.scheme.rawValue):// mounts are not available yet; name a container: \(remote.scheme.rawValue)://<container>"
-                )
-            }
+
         default:
             throw CLIError("the \(remote.scheme.rawValue):// driver is not available in this build yet")
         }

@@ -98,7 +98,8 @@ enum Daemon {
             }
             storage = memory
         case .swift, .hubic:
-            guard let auth = swiftAuth, let container = remote.container else { throw fail("\(remote) needs credentials") }
+            guard let auth = swiftAuth else { throw fail("\(remote) needs credentials") }
+            let container = remote.container
             do {
                 let (s, t) = try blockingAwait { try await Drivers.openStack(container: container, auth: auth) }
                 storage = s

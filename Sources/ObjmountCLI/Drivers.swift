@@ -74,12 +74,16 @@ enum SwiftAuthSettings: Sendable {
 }
 
 enum Drivers {
-    static func openStack(container: String, auth: SwiftAuthSettings) async throws -> (OpenStackStorage, AHCTransport) {
+    /// A container, or with `container == nil` the whole account (containers as directories).
+    static func openStack(container: String?, auth: SwiftAuthSettings) async throws -> (any ObjectStorage, AHCTransport) {
         let transport = AHCTransport()
         do {
-            let storage = try await OpenStackStorage.connect(
-                container: container, authenticator: auth.authenticator, transport: transport)
-            return (storage, transport)
+            if let container {
+                let storage = try await OpenStackStorage.connect(
+                    container: container, authenticator: auth.authenticator, transport: transport)
+                return (storage, transport)
+            }
+            return (try await OpenStackAccount.connect(authenticator: auth.authenticator, transport: transport), transport)
         } catch {
             await transport.shutdown()
             throw error

@@ -214,7 +214,14 @@ public final class OpenStackStorage: ObjectStorage {
     }
 
     public func copy(from source: ObjectKey, to destination: ObjectKey, replacing metadata: PutOptions?) async throws -> ObjectInfo {
-        var headers: [(String, String)] = [("X-Copy-From", objectPath(source))]
+        try await copy(fromPath: objectPath(source), to: destination, replacing: metadata, sourceName: source)
+    }
+
+    /// Server-side copy from `/container/object` (any container of the account).
+    func copy(fromPath sourcePath: String, to destination: ObjectKey, replacing metadata: PutOptions?, sourceName source: String)
+        async throws -> ObjectInfo
+    {
+        var headers: [(String, String)] = [("X-Copy-From", sourcePath)]
         if let metadata {
             headers.append(("X-Fresh-Metadata", "true"))
             headers += metadataHeaders(metadata)

@@ -161,3 +161,25 @@ def test_missing_container_is_a_clear_error(mounter: Mounter, tmp_path: Path) ->
                        env={**os.environ, **SWIFT_ENV})
     assert r.returncode != 0
     assert len(r.stderr.strip().splitlines()) == 1 and "no such object: container" in r.stderr, r.stderr
+
+
+def test_account_level_mount_shows_containers_as_directories(mounter: Mounter) -> None:
+    spec = RemoteSpec(base="swift://", env=tuple(SWIFT_ENV.items()))
+    m = mounter.mount(Remote(url="swift://", spec=spec))
+    assert CONTAINER in os.listdir(m.path)
+    name = "acct-" + uuid.uuid4().hex[:10]
+    os.mkdir(m.path / name)                       # creates the container
+    (m.path / name / "f.txt").write_bytes(b"in a new container\n")
+    with pytest.raises(OSError) as e:
+        os.rmdir(m.path / name)
+    assert e.value.errno == 39                     # ENOTEMPTY
+    with pytest.raises(OSError) as e:
+        (m.path / "file-at-the-root.txt").write_bytes(b"x")
+    assert e.value.errno in (13, 1)                # EACCES: only containers live at the root
+    # A second mount of that container sees the file.
+    m2 = mounter.mount(Remote(url=f"swift://{name}", spec=RemoteSpec(base=f"swift://{name}", env=tuple(SWIFT_ENV.items()))))
+    assert (m2.path / "f.txt").read_bytes() == b"in a new container\n"
+    subprocess.run([OBJMOUNT_BIN, "unmount", str(m2.path)], check=True, timeout=120, env={**os.environ, **SWIFT_ENV})
+    (m.path / name / "f.txt").unlink()
+    os.rmdir(m.path / name)                        # deletes the (now empty) container
+    assert name not in os.listdir(m.path)
