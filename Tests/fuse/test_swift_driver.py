@@ -183,3 +183,54 @@ def test_account_level_mount_shows_containers_as_directories(mounter: Mounter) -
     (m.path / name / "f.txt").unlink()
     os.rmdir(m.path / name)                        # deletes the (now empty) container
     assert name not in os.listdir(m.path)
+
+
+def _swift_token() -> tuple[str, str]:
+    import urllib.request
+    req = urllib.request.Request(SWIFT_ENV["ST_AUTH"], headers={"X-Auth-User": SWIFT_ENV["ST_USER"],
+                                                                "X-Auth-Key": SWIFT_ENV["ST_KEY"]})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return r.headers["X-Auth-Token"], r.headers["X-Storage-Url"]
+
+
+def test_a_directory_of_10050_objects_lists_completely(mounter: Mounter, tmp_path: Path) -> None:
+    """More than one 10,000-entry page: hubicfuse and cloudfuse stopped at 10,000."""
+    import io
+    import tarfile
+    import urllib.request
+    remote = swift_remote()
+    prefix = prefix_of(remote)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for i in range(10_050):
+            info = tarfile.TarInfo(f"big/f{i:05d}")
+            info.size = 1
+            tar.addfile(info, io.BytesIO(b"x"))
+    token, url = _swift_token()
+    req = urllib.request.Request(f"{url}/{CONTAINER}/{prefix}?extract-archive=tar", data=buf.getvalue(), method="PUT",
+                                 headers={"X-Auth-Token": token, "Accept": "application/json"})
+    with urllib.request.urlopen(req, timeout=900) as r:
+        reply = json.loads(r.read())
+    assert reply["Number Files Created"] == 10_050, reply
+    m = mounter.mount(remote)
+    names = os.listdir(m.path / "big")
+    assert len(names) == 10_050 and len(set(names)) == 10_050
+    assert sorted(names)[-1] == "f10049"
+    out = subprocess.run(["find", str(m.path / "big"), "-type", "f"], capture_output=True, text=True, timeout=600, check=True)
+    assert len(out.stdout.splitlines()) == 10_050
+
+
+def test_df_shows_the_account_quota(mounter: Mounter) -> None:
+    import urllib.request
+    token, url = _swift_token()
+    quota = 7 << 40
+    req = urllib.request.Request(url, method="POST", headers={"X-Auth-Token": token, "X-Account-Meta-Quota": str(quota)})
+    urllib.request.urlopen(req, timeout=30).close()
+    try:
+        m = mounter.mount(swift_remote())
+        st = os.statvfs(m.path)
+        assert st.f_blocks * st.f_frsize == quota
+        assert st.f_bfree <= st.f_blocks
+    finally:
+        req = urllib.request.Request(url, method="POST", headers={"X-Auth-Token": token, "X-Remove-Account-Meta-Quota": "x"})
+        urllib.request.urlopen(req, timeout=30).close()
