@@ -81,27 +81,18 @@ public actor ObjectFS {
     /// Staging names are unique per instance: several filesystems may share a directory.
     private let instanceID = UInt32.random(in: 0...UInt32.max)
     private let prefix: String
+    private let staging: StagingDirectory
 
     public init(storage: any ObjectStorage, configuration: ObjectFSConfiguration, clock: any TimeSource = SystemTimeSource()) throws(FSError) {
         self.storage = storage
         self.configuration = configuration
         self.clock = clock
         self.prefix = KeyPath.normalizedPrefix(configuration.prefix)
-        if Glibc.mkdir(configuration.stagingDirectory, 0o700) != 0 && errno != EEXIST {
-            throw FSError(errno, "cannot create staging directory \(configuration.stagingDirectory)")
-        }
+        self.staging = try StagingDirectory(configuration.stagingDirectory)
         let root = Node(
             ino: rootInode, kind: .directory, parent: nil, name: "",
             mode: 0o777 & ~configuration.umask, mtime: clock.wallClock())
         nodes[rootInode] = root
-    }
-
-    isolated deinit {
-        // Staging files go with their nodes (a dirty one only if the caller skipped flushAll);
-        // drop them first, then the directory.
-        handles.removeAll()
-        nodes.removeAll()
-        Glibc.rmdir(configuration.stagingDirectory)
     }
 
     // MARK: - Lookup and attributes
@@ -840,7 +831,7 @@ public actor ObjectFS {
 
     private func newStagingFile() throws(FSError) -> StagingFile {
         stagingSerial += 1
-        return try StagingFile(directory: configuration.stagingDirectory, name: "staged-\(getpid())-\(instanceID)-\(stagingSerial)")
+        return try StagingFile(directory: staging, name: "staged-\(getpid())-\(instanceID)-\(stagingSerial)")
     }
 
     private func lock(_ n: Node) async {

@@ -8,13 +8,33 @@
 #endif
 import ObjectStorage
 
+/// The directory of one filesystem's staging files. The filesystem owns it: created here,
+/// removed (when empty) once the filesystem and its last staging file are gone.
+final class StagingDirectory: Sendable {
+    let path: String
+
+    init(_ path: String) throws(FSError) {
+        self.path = path
+        if mkdir(path, 0o700) != 0 && errno != EEXIST {
+            throw FSError(errno, "cannot create staging directory \(path)")
+        }
+    }
+
+    deinit {
+        rmdir(path)
+    }
+}
+
 final class StagingFile {
     let path: String
     private let fd: Int32
     private(set) var size: Int64 = 0
+    /// Keeps the directory until the file is gone.
+    private let directory: StagingDirectory
 
-    init(directory: String, name: String) throws(FSError) {
-        path = directory + "/" + name
+    init(directory: StagingDirectory, name: String) throws(FSError) {
+        self.directory = directory
+        path = directory.path + "/" + name
         fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw FSError(errno, "cannot create staging file \(path)") }
     }
