@@ -60,8 +60,10 @@ cleanup_mounts() {
     done
 }
 SWIFT_SERVER_STARTED=0
+HUBIC_PID=""
 on_exit() {
     cleanup_mounts
+    if [ -n "$HUBIC_PID" ]; then kill "$HUBIC_PID" 2>/dev/null || true; fi
     if [ "$SWIFT_SERVER_STARTED" = 1 ]; then "$ROOT/scripts/swift-server.sh" stop >/dev/null 2>&1 || true; fi
 }
 trap on_exit EXIT
@@ -101,6 +103,17 @@ if "$ROOT/scripts/swift-server.sh" start >/dev/null; then
         export OBJMOUNT_TEST_SWIFT_CONTAINER=objmount-fuse
     else
         FAILED+=("could not create the FUSE tier's Swift container")
+    fi
+    # The FUSE tier also runs through hubic://default, via the Hubic OAuth2 emulator.
+    HUBIC_LOG="$(mktemp /tmp/objmount-hubic-emulator.XXXXXX)"
+    python3 "$ROOT/Tests/emulators/hubic_emulator.py" --port 0 --swift-auth "$ST_AUTH" \
+        --swift-user "$ST_USER" --swift-key "$ST_KEY" >"$HUBIC_LOG" 2>"$HUBIC_LOG.err" &
+    HUBIC_PID=$!
+    for _ in $(seq 1 100); do grep -q '^listening on ' "$HUBIC_LOG" && break; sleep 0.1; done
+    if grep -q '^listening on ' "$HUBIC_LOG"; then
+        export OBJMOUNT_TEST_HUBIC_API_URL="$(sed -n 's/^listening on //p' "$HUBIC_LOG" | head -1)"
+    else
+        FAILED+=("the Hubic emulator did not start: $(cat "$HUBIC_LOG.err")")
     fi
 else
     driver_rc=1

@@ -123,6 +123,16 @@ def _remotes_from_env() -> list[RemoteSpec]:
         remotes.append(RemoteSpec(
             base="swift://" + os.environ["OBJMOUNT_TEST_SWIFT_CONTAINER"],
             env=tuple((k, v) for k, v in os.environ.items() if k.startswith(("ST_", "OS_")))))
+    # Hubic through the OAuth2 emulator (scripts/test.sh starts it with its default
+    # application and login); the objmount processes get only HUBIC_* variables.
+    if os.environ.get("OBJMOUNT_TEST_HUBIC_API_URL"):
+        remotes.append(RemoteSpec(
+            base="hubic://default",
+            env=(("HUBIC_API_URL", os.environ["OBJMOUNT_TEST_HUBIC_API_URL"]),
+                 ("HUBIC_CLIENT_ID", "api_hubic_objmount_test"),
+                 ("HUBIC_CLIENT_SECRET", "objmount-test-client-secret"),
+                 ("HUBIC_USERNAME", "tester@example.com"), ("HUBIC_PASSWORD", "tester-password"),
+                 ("ST_AUTH", ""), ("ST_USER", ""), ("ST_KEY", ""))))
     return remotes
 
 
