@@ -63,11 +63,7 @@ public actor MemoryStorage: ObjectStorage {
         self.quotaBytes = quotaBytes
     }
 
-    public static let systemTime: @Sendable () -> Timestamp = {
-        var ts = timespec()
-        clock_gettime(CLOCK_REALTIME, &ts)
-        return Timestamp(seconds: Int64(ts.tv_sec), nanoseconds: Int32(ts.tv_nsec))
-    }
+    public static let systemTime: @Sendable () -> Timestamp = { Timestamp.now() }
 
     // MARK: - Inspection for tests and seeding
 
@@ -133,7 +129,7 @@ public actor MemoryStorage: ObjectStorage {
     public nonisolated func put(_ key: ObjectKey, payload: Payload, options: PutOptions) async throws
         -> ObjectInfo
     {
-        try await putBytes(key, try Self.read(payload), options: options)
+        try await putBytes(key, try payload.readBytes(), options: options)
     }
 
     private func putBytes(_ key: ObjectKey, _ bytes: [UInt8], options: PutOptions) throws -> ObjectInfo {
@@ -172,7 +168,7 @@ public actor MemoryStorage: ObjectStorage {
     public nonisolated func uploadPart(_ upload: MultipartUpload, number: Int, payload: Payload) async throws
         -> UploadedPart
     {
-        try await storePart(upload, number: number, try Self.read(payload))
+        try await storePart(upload, number: number, try payload.readBytes())
     }
 
     private func storePart(_ upload: MultipartUpload, number: Int, _ bytes: [UInt8]) throws -> UploadedPart {
@@ -287,8 +283,6 @@ public actor MemoryStorage: ObjectStorage {
         i = lo
         return i
     }
-
-    static func read(_ payload: Payload) throws -> [UInt8] { try payload.readBytes() }
 
     /// The index just past the first occurrence of `needle` in `haystack`.
     static func endOfFirst(_ needle: [UInt8], in haystack: [UInt8]) -> Int? {

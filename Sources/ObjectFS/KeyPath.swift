@@ -11,6 +11,15 @@
 
 import ObjectStorage
 
+/// POSIX attributes in object metadata, under the names other tools read: `mtime` as
+/// `seconds.fraction` (python-swiftclient, rclone, s3fs) and `mode` as the decimal `st_mode` of
+/// a regular file (s3fs).
+public enum PosixMetadata {
+    public static func encode(mtime: Timestamp, mode: UInt32) -> [String: String] {
+        ["mtime": mtime.metadataValue, "mode": String(0o100000 | (mode & 0o7777))]
+    }
+}
+
 public enum KeyPath {
     public static let delimiter = "/"
     public static let swiftDirectoryContentType = "application/directory"

@@ -699,8 +699,7 @@ public actor ObjectFS {
     /// The stored version's content type and other metadata, with our mtime and mode.
     private func putOptions(_ n: Node) -> PutOptions {
         var metadata = n.remote?.metadata ?? [:]
-        metadata["mtime"] = n.mtime.metadataValue
-        metadata["mode"] = String(0o100000 | n.mode)
+        metadata.merge(PosixMetadata.encode(mtime: n.mtime, mode: n.mode)) { $1 }
         return PutOptions(contentType: n.remote?.contentType, metadata: metadata)
     }
 

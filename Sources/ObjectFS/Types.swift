@@ -122,11 +122,7 @@ public struct SystemTimeSource: TimeSource {
         clock_gettime(CLOCK_MONOTONIC, &ts)
         return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
     }
-    public func wallClock() -> Timestamp {
-        var ts = timespec()
-        clock_gettime(CLOCK_REALTIME, &ts)
-        return Timestamp(seconds: Int64(ts.tv_sec), nanoseconds: Int32(ts.tv_nsec))
-    }
+    public func wallClock() -> Timestamp { Timestamp.now() }
 }
 
 public struct ObjectFSConfiguration: Sendable {

@@ -32,10 +32,8 @@ enum Seeder {
             let full = path + "/" + name
             var st = stat()
             guard lstat(full, &st) == 0 else { continue }
-            let metadata = [
-                "mtime": Timestamp(seconds: Int64(st.st_mtim.tv_sec), nanoseconds: Int32(st.st_mtim.tv_nsec)).metadataValue,
-                "mode": String(0o100000 | (st.st_mode & 0o7777)),
-            ]
+            let metadata = PosixMetadata.encode(
+                mtime: Timestamp(seconds: Int64(st.st_mtim.tv_sec), nanoseconds: Int32(st.st_mtim.tv_nsec)), mode: st.st_mode)
             switch st.st_mode & S_IFMT {
             case S_IFDIR:
                 _ = try await storage.put(

@@ -26,9 +26,8 @@ public final class OpenStackStorage: ObjectStorage {
     let tokens: TokenCache
     let transport: any HTTPTransport
     let retry: RetryPolicy
-    private let segmentContainerReady = Mutex<Bool>(false)
-    /// Whether `<container>_segments` may hold segments (checked at connect, set when created).
-    let segmentsMayExist = Mutex<Bool>(true)
+    /// What is known of `<container>_segments`: `nil` until checked (then it may exist).
+    let segmentContainerExists = Mutex<Bool?>(nil)
     /// Content type and metadata of multipart uploads, sent with their manifest.
     private let uploadOptions = Mutex<[String: PutOptions]>([:])
 
@@ -68,7 +67,7 @@ public final class OpenStackStorage: ObjectStorage {
         if r.status == 404 { throw .notFound("container \(container)") }
         try storage.check(r, "container \(container)")
         let segments = try await storage.call("HEAD", containerPath(storage.segmentContainer))
-        storage.segmentsMayExist.withLock { $0 = segments.status != 404 }
+        storage.segmentContainerExists.withLock { $0 = segments.status != 404 }
         return storage
     }
 
@@ -200,7 +199,7 @@ public final class OpenStackStorage: ObjectStorage {
     }
 
     public func put(_ key: ObjectKey, payload: Payload, options: PutOptions) async throws -> ObjectInfo {
-        let bytes = try Self.read(payload)
+        let bytes = try payload.readBytes()
         let previous = try await largeObject(key)
         let md5 = Self.md5(bytes)
         var headers = metadataHeaders(options)
@@ -209,7 +208,7 @@ public final class OpenStackStorage: ObjectStorage {
         try check(r, key)
         if let previous { try await deleteSegments(of: previous) }
         return ObjectInfo(
-            key: key, size: Int64(bytes.count), etag: ETag(md5), lastModified: SwiftListing.now(),
+            key: key, size: Int64(bytes.count), etag: ETag(md5), lastModified: Timestamp.now(),
             contentType: options.contentType, metadata: options.metadata)
     }
 
@@ -236,7 +235,7 @@ public final class OpenStackStorage: ObjectStorage {
 
     public func delete(_ keys: [ObjectKey]) async throws {
         // Without a segments container no key can be a large object: delete the names only.
-        guard segmentsMayExist.withLock({ $0 }) else { return try await deleteNames(keys) }
+        guard segmentContainerExists.withLock({ $0 != false }) else { return try await deleteNames(keys) }
         // Otherwise per object, so that a large object's segments go too.
         try await forEach(keys) { key in
             let large = try await self.largeObject(key)
@@ -280,7 +279,7 @@ public final class OpenStackStorage: ObjectStorage {
 
     public func createMultipartUpload(_ key: ObjectKey, options: PutOptions) async throws -> MultipartUpload {
         try await ensureSegmentContainer()
-        let now = SwiftListing.now()
+        let now = Timestamp.now()
         let id = "\(now.seconds).\(padded6(Int(now.nanoseconds / 1000)))-\(UInt32.random(in: 0...UInt32.max))"
         uploadOptions.withLock { $0[id] = options }
         return MultipartUpload(key: key, uploadID: id)
@@ -289,7 +288,7 @@ public final class OpenStackStorage: ObjectStorage {
     func segmentPrefix(_ upload: MultipartUpload) -> String { "\(upload.key)/slo/\(upload.uploadID)/" }
 
     public func uploadPart(_ upload: MultipartUpload, number: Int, payload: Payload) async throws -> UploadedPart {
-        let bytes = try Self.read(payload)
+        let bytes = try payload.readBytes()
         let md5 = Self.md5(bytes)
         let name = segmentPrefix(upload) + padded8(number)
         let r = try await call(
@@ -345,7 +344,7 @@ public final class OpenStackStorage: ObjectStorage {
     /// What `key` is now, if it is a large object (so that its segments can go once it is
     /// replaced or deleted). Free when no segments container exists in the account.
     func largeObject(_ key: ObjectKey) async throws -> LargeObject? {
-        guard segmentsMayExist.withLock({ $0 }) else { return nil }
+        guard segmentContainerExists.withLock({ $0 != false }) else { return nil }
         let r = try await call("GET", objectPath(key), query: [("multipart-manifest", "get"), ("format", "raw")],
             headers: [("Range", "bytes=0-0")])
         guard r.status == 200 || r.status == 206 else { return nil }
@@ -399,11 +398,10 @@ public final class OpenStackStorage: ObjectStorage {
     }
 
     func ensureSegmentContainer() async throws {
-        if segmentContainerReady.withLock({ $0 }) { return }
+        if segmentContainerExists.withLock({ $0 == true }) { return }
         let r = try await call("PUT", Self.containerPath(segmentContainer))
         try check(r, "container \(segmentContainer)")
-        segmentContainerReady.withLock { $0 = true }
-        segmentsMayExist.withLock { $0 = true }
+        segmentContainerExists.withLock { $0 = true }
     }
 
     // MARK: - Account
@@ -458,13 +456,6 @@ public final class OpenStackStorage: ObjectStorage {
             let s = String(b, radix: 16)
             return s.count == 1 ? "0" + s : s
         }.joined()
-    }
-
-    static func read(_ payload: Payload) throws(StorageError) -> [UInt8] {
-        switch payload {
-        case .bytes(let b): return b
-        case .file: return try payload.readBytes()
-        }
     }
 }
 

@@ -79,7 +79,7 @@ public struct TempAuth: SwiftAuthenticator {
         }
         var expires: Timestamp? = nil
         if let s = r.header("X-Auth-Token-Expires"), let secs = Int64(s.trimmingCharacters()) {
-            expires = Timestamp(seconds: wallSeconds() + secs)
+            expires = Timestamp(seconds: Timestamp.now().seconds + secs)
         }
         return SwiftCredentials(storageURL: url, token: token, expires: expires)
     }
@@ -93,12 +93,6 @@ public struct PresetAuth: SwiftAuthenticator {
     public func authenticate(using transport: any HTTPTransport) async throws(AuthError) -> SwiftCredentials {
         credentials
     }
-}
-
-func wallSeconds() -> Int64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_REALTIME, &ts)
-    return Int64(ts.tv_sec)
 }
 
 /// Holds the current credentials: one authentication at a time, renewed `margin` seconds before
@@ -118,7 +112,7 @@ public actor TokenCache {
     }
 
     public func credentials() async throws(AuthError) -> SwiftCredentials {
-        if let c = current, c.expires.map({ $0.seconds - margin > wallSeconds() }) ?? true { return c }
+        if let c = current, c.expires.map({ $0.seconds - margin > Timestamp.now().seconds }) ?? true { return c }
         if pending == nil {
             let a = authenticator
             let t = transport

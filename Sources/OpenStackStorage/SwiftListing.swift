@@ -131,12 +131,6 @@ enum SwiftListing {
         return meta
     }
 
-    static func now() -> Timestamp {
-        var ts = timespec()
-        clock_gettime(CLOCK_REALTIME, &ts)
-        return Timestamp(seconds: Int64(ts.tv_sec), nanoseconds: Int32(ts.tv_nsec))
-    }
-
     static func objectInfo(key: ObjectKey, _ r: HTTPResponse) -> ObjectInfo {
         let size = r.header("Content-Length").flatMap { Int64($0) } ?? 0
         let etag = r.header("ETag").map { ETag(String($0.trimmingCharacters().filter { $0 != "\"" })) }
