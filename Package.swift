@@ -1,7 +1,7 @@
 // swift-tools-version:6.1
 // objmount: mount object storage (OpenStack Swift, Hubic, S3, KS3) as a local directory.
 // Layers (see doc and ../shared/DESIGN.md §1): CFuse → FuseKit → (adapter in ObjmountCLI) → ObjectFS
-// → ObjectStorage ← drivers (MemoryStorage, ...). The build enforces the rule with
+// → ObjectStorage ← drivers (MemoryStorage, OpenStackStorage, S3Storage; the HTTP ones over StorageHTTP). The build enforces the rule with
 // `--explicit-target-dependency-import-check error`.
 import PackageDescription
 
@@ -23,16 +23,18 @@ let package = Package(
         .target(name: "MemoryStorage", dependencies: ["ObjectStorage"]),
         .target(name: "ObjectFS", dependencies: ["ObjectStorage"]),
         .target(
+            name: "StorageHTTP",
+            dependencies: ["ObjectStorage", .product(name: "AsyncHTTPClient", package: "async-http-client")]),
+        .target(
             name: "OpenStackStorage",
-            dependencies: [
-                "ObjectStorage",
-                .product(name: "AsyncHTTPClient", package: "async-http-client"),
-                .product(name: "Crypto", package: "swift-crypto"),
-            ]),
+            dependencies: ["ObjectStorage", "StorageHTTP", .product(name: "Crypto", package: "swift-crypto")]),
+        .target(
+            name: "S3Storage",
+            dependencies: ["ObjectStorage", "StorageHTTP", "S3Signing", .product(name: "Crypto", package: "swift-crypto")]),
         .target(
             name: "ObjmountCLI",
             dependencies: [
-                "FuseKit", "ObjectFS", "ObjectStorage", "MemoryStorage", "OpenStackStorage",
+                "FuseKit", "ObjectFS", "ObjectStorage", "MemoryStorage", "StorageHTTP", "OpenStackStorage", "S3Storage",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .executableTarget(name: "objmount", dependencies: ["ObjmountCLI"]),
@@ -43,10 +45,13 @@ let package = Package(
                 "ObjectFS", "ObjectStorage", "MemoryStorage",
                 .product(name: "PropertyBased", package: "swift-property-based"),
             ]),
-        .testTarget(name: "ObjectStorageTests", dependencies: ["ObjectStorage", "MemoryStorage", "OpenStackStorage"]),
+        .testTarget(
+            name: "ObjectStorageTests",
+            dependencies: ["ObjectStorage", "MemoryStorage", "StorageHTTP", "OpenStackStorage", "S3Storage"]),
         .testTarget(name: "ObjmountCLITests", dependencies: ["ObjmountCLI", "ObjectStorage"]),
         .testTarget(name: "FuseKitTests", dependencies: ["FuseKit"]),
-        .testTarget(name: "OpenStackStorageTests", dependencies: ["OpenStackStorage", "ObjectStorage"]),
+        .testTarget(name: "OpenStackStorageTests", dependencies: ["OpenStackStorage", "ObjectStorage", "StorageHTTP"]),
+        .testTarget(name: "S3StorageTests", dependencies: ["S3Storage", "ObjectStorage", "StorageHTTP", "S3Signing"]),
         .testTarget(name: "S3SigningTests", dependencies: ["S3Signing"], exclude: ["generate_kss_vectors.py"]),
     ]
 )

@@ -6,6 +6,7 @@ import FuseKit
 import MemoryStorage
 import ObjectFS
 import ObjectStorage
+import StorageHTTP
 import OpenStackStorage
 
 #if canImport(Glibc)

@@ -3,6 +3,7 @@
 
 import MemoryStorage
 import ObjectStorage
+import StorageHTTP
 import OpenStackStorage
 
 /// How a swift:// or hubic:// mount authenticates, from flags and the environment.

@@ -1,6 +1,7 @@
 // `objmount login hubic`: the OAuth2 dance once, with HUBIC_USERNAME/HUBIC_PASSWORD, and the
 // refresh token stored in the config directory (0600), so the password need not be kept.
 
+import StorageHTTP
 import ArgumentParser
 import OpenStackStorage
 

@@ -5,6 +5,7 @@
 
 import Foundation
 import ObjectStorage
+import StorageHTTP
 import Synchronization
 
 public final class HubicAuth: SwiftAuthenticator, Sendable {
@@ -53,7 +54,7 @@ public final class HubicAuth: SwiftAuthenticator, Sendable {
             guard r.status == 200, let json = try? JSONSerialization.jsonObject(with: Data(r.body)) as? [String: Any],
                 let token = json["token"] as? String, let endpoint = json["endpoint"] as? String
             else { throw .failed("\(apiURL)/1.0/account/credentials answered HTTP \(r.status)") }
-            let expires = (json["expires"] as? String).flatMap(SwiftListing.parseListingTime)
+            let expires = (json["expires"] as? String).flatMap(HTTPDate.parseISO8601)
             return SwiftCredentials(storageURL: endpoint, token: token, expires: expires)
         }
         throw .rejected("Hubic refused a fresh access token for \(summary)")

@@ -4,6 +4,7 @@
 
 import Foundation
 import ObjectStorage
+import StorageHTTP
 
 public struct KeystoneV3Auth: SwiftAuthenticator {
     public var authURL: String
@@ -87,7 +88,7 @@ public struct KeystoneV3Auth: SwiftAuthenticator {
         guard let url = candidates.first else {
             throw .failed("endpoint for object-store not found\(region.map { " in region \($0)" } ?? " - have you specified a region?")")
         }
-        let expires = (tok["expires_at"] as? String).flatMap { SwiftListing.parseListingTime($0.hasSuffix("Z") ? String($0.dropLast()) : $0) }
+        let expires = (tok["expires_at"] as? String).flatMap { HTTPDate.parseISO8601($0.hasSuffix("Z") ? String($0.dropLast()) : $0) }
         return SwiftCredentials(storageURL: url, token: token, expires: expires)
     }
 }

@@ -9,6 +9,7 @@
 
 import Foundation
 import ObjectStorage
+import StorageHTTP
 import Synchronization
 
 public final class OpenStackAccount: ObjectStorage {

@@ -16,6 +16,7 @@
 import Crypto
 import Foundation
 import ObjectStorage
+import StorageHTTP
 import Synchronization
 
 public final class OpenStackStorage: ObjectStorage {

@@ -4,6 +4,7 @@
 // Secrets never appear in errors: messages name the user and the URL only.
 
 import ObjectStorage
+import StorageHTTP
 import Synchronization
 
 #if canImport(Glibc)

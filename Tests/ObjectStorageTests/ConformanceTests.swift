@@ -4,6 +4,7 @@
 
 import MemoryStorage
 import ObjectStorage
+import StorageHTTP
 import OpenStackStorage
 import Testing
 

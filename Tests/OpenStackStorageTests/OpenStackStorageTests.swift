@@ -1,6 +1,7 @@
 // Hermetic tests of the Swift driver: a scripted transport plays the server.
 
 import ObjectStorage
+import StorageHTTP
 @testable import OpenStackStorage
 import Synchronization
 import Testing
@@ -176,7 +177,7 @@ func connect(_ t: ScriptedTransport, key: String = "secret") async throws -> Ope
         ("2015-11-09T14:24:56Z", Timestamp(seconds: 1_447_079_096)),
     ])
     func listingTimes(_ text: String, _ expected: Timestamp) {
-        #expect(SwiftListing.parseListingTime(text) == expected)
+        #expect(HTTPDate.parseISO8601(text) == expected)
     }
 
     @Test func urlEncodingKeepsSlashesInPathsOnly() {
