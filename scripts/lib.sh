@@ -6,10 +6,16 @@ as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo -n "$@"; fi
 }
 
-# Debian packages objmount needs to build and mount: installed only if missing.
+# Debian packages objmount needs to build and mount, plus the packages "$@" (e.g.
+# "${TEST_PACKAGES[@]}"): installed only if missing.
 install_missing_packages() {
+    install_packages_if_missing fuse3 libfuse3-dev pkg-config rsync curl "$@"
+}
+
+# Installs the Debian packages "$@" that are not installed yet (one apt-get run for all).
+install_packages_if_missing() {
     local missing=() p
-    for p in fuse3 libfuse3-dev pkg-config rsync curl; do
+    for p in "$@"; do
         if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
             missing+=("$p")
         fi
@@ -20,3 +26,9 @@ install_missing_packages() {
         as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
     fi
 }
+
+# Debian packages scripts/test.sh needs on top of those:
+#   attr  getfattr/setfattr (the FUSE tier reads and tries to set user.objmount.* attributes)
+# (scripts/bench-s3.sh installs awscli itself; the tests do not need it.)
+# shellcheck disable=SC2034  # used by the scripts that source this file
+TEST_PACKAGES=(attr)

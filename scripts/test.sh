@@ -2,7 +2,8 @@
 # Builds objmount once and runs both test tiers:
 #   1. hermetic: `swift test` (no FUSE needed; reuses the same .build)
 #   2. FUSE:     `python3 -m pytest -q Tests/fuse` against the built binary (needs root + /dev/fuse)
-# Installs what is missing first (Debian packages fuse3 libfuse3-dev pkg-config rsync; pytest).
+# Installs what is missing first (Debian packages fuse3 libfuse3-dev pkg-config rsync curl attr;
+# pytest; a virtualenv with ks3sdk and boto3, see Tests/fuse/testvenv.py).
 # Exits non-zero if the build or any tier failed.
 #
 # Environment:
@@ -10,6 +11,7 @@
 #                         the OpenStack CLI)
 #   OBJMOUNT_TEST_REMOTES remotes for the FUSE tier (default memory://), see Tests/fuse/conftest.py
 #   FUSE_TIER_TIMEOUT     seconds before the FUSE tier is stopped (default 2400)
+#   OBJMOUNT_TEST_VENV    the tests' virtualenv (default /tmp/objmount-test-venv)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -24,7 +26,7 @@ warn() { printf 'WARNING: %s\n' "$*" >&2; }
 
 
 install_test_tools() {
-    install_missing_packages
+    install_missing_packages "${TEST_PACKAGES[@]}"
     if ! python3 -m pytest --version >/dev/null 2>&1; then
         log "installing pytest"
         python3 -m pip install -q pytest
@@ -61,9 +63,11 @@ cleanup_mounts() {
 }
 SWIFT_SERVER_STARTED=0
 HUBIC_PID=""
+KS3_PID=""
 on_exit() {
     cleanup_mounts
     if [ -n "$HUBIC_PID" ]; then kill "$HUBIC_PID" 2>/dev/null || true; fi
+    if [ -n "$KS3_PID" ]; then kill "$KS3_PID" 2>/dev/null || true; fi
     if [ "$SWIFT_SERVER_STARTED" = 1 ]; then "$ROOT/scripts/swift-server.sh" stop >/dev/null 2>&1 || true; fi
 }
 trap on_exit EXIT
@@ -86,19 +90,66 @@ log "hermetic tier: swift test ${BUILD_FLAGS[*]}"
 "$SWIFT" test "${BUILD_FLAGS[@]}" || hermetic_rc=$?
 [ "$hermetic_rc" -eq 0 ] || FAILED+=("hermetic tier (swift test, exit $hermetic_rc)")
 
-# Driver tier: the storage conformance suite against a real OpenStack Swift server.
+# Starts the KS3 emulator (Tests/emulators/ks3_emulator.py, default KS3 keys) in front of the
+# Swift server's s3api with python $1. Sets KS3_PID, and KS3_URL to its base URL once it reports
+# `listening on` (up to 30 s); returns non-zero with KS3_URL empty otherwise (its log: KS3_LOG).
+KS3_URL="" KS3_LOG=""
+start_ks3_emulator() {
+    local python=$1
+    KS3_LOG="$(mktemp /tmp/objmount-ks3-emulator.XXXXXX)"
+    PYTHONUNBUFFERED=1 "$python" "$ROOT/Tests/emulators/ks3_emulator.py" --port 0 \
+        --upstream "$AWS_ENDPOINT_URL" --upstream-access-key "$AWS_ACCESS_KEY_ID" \
+        --upstream-secret-key "$AWS_SECRET_ACCESS_KEY" >"$KS3_LOG" 2>"$KS3_LOG.err" &
+    KS3_PID=$!
+    for _ in $(seq 1 300); do
+        grep -q '^listening on ' "$KS3_LOG" && break
+        kill -0 "$KS3_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    KS3_URL="$(sed -n 's/^listening on //p' "$KS3_LOG" | head -1)"
+    [ -n "$KS3_URL" ]
+}
+
+# Driver tier: the storage conformance suite against a real OpenStack Swift server, its s3api
+# (s3://) and the KS3 emulator in front of that (ks3://).
 driver_rc=0
 log "starting the OpenStack Swift test server (scripts/swift-server.sh)"
 if "$ROOT/scripts/swift-server.sh" start >/dev/null; then
     SWIFT_SERVER_STARTED=1
     eval "$("$ROOT/scripts/swift-server.sh" env)"
     export ST_AUTH ST_USER ST_KEY OBJMOUNT_SWIFT_NOSLO_AUTH
-    log "driver tier: swift test --filter ConformanceTests (memory, Swift with SLO, Swift without SLO)"
-    OBJMOUNT_TEST_SWIFT=1 "$SWIFT" test "${BUILD_FLAGS[@]}" --filter ConformanceTests || driver_rc=$?
-    # The FUSE tier mounts swift://objmount-fuse/<per-test prefix> too.
     token_and_url="$(curl -s -i -H "X-Auth-User: $ST_USER" -H "X-Auth-Key: $ST_KEY" "$ST_AUTH" | tr -d '\r')"
     token="$(printf '%s\n' "$token_and_url" | awk -F': ' 'tolower($1) == "x-auth-token" { print $2 }')"
     url="$(printf '%s\n' "$token_and_url" | awk -F': ' 'tolower($1) == "x-storage-url" { print $2 }')"
+    # s3://objmount-s3 and ks3://objmount-ks3: buckets of s3api are containers of the account
+    # AUTH_test (test:tester), so they are created as containers. Set before the conformance
+    # run, which reads the same variables.
+    export AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_ENDPOINT_URL AWS_REGION AWS_DEFAULT_REGION
+    if curl -sf -o /dev/null -X PUT -H "X-Auth-Token: $token" "$url/objmount-s3"; then
+        export OBJMOUNT_TEST_S3_BUCKET=objmount-s3
+    else
+        FAILED+=("could not create the s3:// test bucket objmount-s3")
+    fi
+    # The tests' virtualenv: ks3sdk and boto3 (the KS3 emulator and the interop tests use it).
+    venv_out="$(mktemp /tmp/objmount-test-venv.XXXXXX)"
+    if python3 "$ROOT/Tests/fuse/testvenv.py" ks3sdk==1.18.0 boto3 >"$venv_out" 2>"$venv_out.err" &&
+            VENV_PYTHON="$(tail -n 1 "$venv_out")" && [ -x "$VENV_PYTHON" ]; then
+        export OBJMOUNT_TEST_VENV_PYTHON="$VENV_PYTHON"
+        if ! curl -sf -o /dev/null -X PUT -H "X-Auth-Token: $token" "$url/objmount-ks3"; then
+            FAILED+=("could not create the ks3:// test bucket objmount-ks3")
+        elif start_ks3_emulator "$VENV_PYTHON"; then
+            export OBJMOUNT_TEST_KS3_ENDPOINT="$KS3_URL" OBJMOUNT_TEST_KS3_BUCKET=objmount-ks3
+            export KS3_ACCESS_KEY_ID=AKLTobjmounttest KS3_SECRET_ACCESS_KEY=objmount-ks3-test-secret
+        else
+            FAILED+=("the KS3 emulator did not start: $(tail -n 5 "$KS3_LOG.err")")
+        fi
+    else
+        FAILED+=("could not prepare the tests' virtualenv (Tests/fuse/testvenv.py): $(tail -n 5 "$venv_out.err")")
+    fi
+    rm -f "$venv_out" "$venv_out.err"
+    log "driver tier: swift test --filter ConformanceTests (memory, Swift with SLO, Swift without SLO, s3, ks3)"
+    OBJMOUNT_TEST_SWIFT=1 "$SWIFT" test "${BUILD_FLAGS[@]}" --filter ConformanceTests || driver_rc=$?
+    # The FUSE tier mounts swift://objmount-fuse/<per-test prefix> too.
     if curl -sf -o /dev/null -X PUT -H "X-Auth-Token: $token" "$url/objmount-fuse"; then
         export OBJMOUNT_TEST_SWIFT_CONTAINER=objmount-fuse
     else

@@ -100,6 +100,18 @@ struct Mount: ParsableCommand {
     @Option(help: "swift:// key (default: $ST_KEY; prefer the variable: flags show in the process list).")
     var key: String?
 
+    @Option(help: "s3:// / ks3:// endpoint URL or host (default: $AWS_ENDPOINT_URL, $KS3_ENDPOINT, or AWS's).")
+    var endpoint: String?
+
+    @Option(help: "s3:// region (default: $AWS_REGION, ~/.aws/config, us-east-1).")
+    var region: String?
+
+    @Flag(help: "s3:// / ks3://: address buckets as host/bucket/key (automatic for IP addresses and localhost).")
+    var pathStyle = false
+
+    @Option(help: "s3:// / ks3://: storage class of new objects, e.g. STANDARD_IA.")
+    var storageClass: String?
+
     func run() throws {
         let remote: Remote
         do { remote = try Remote(parsing: self.remote) } catch { throw CLIError(error.description) }
@@ -120,25 +132,16 @@ struct Mount: ParsableCommand {
             }
             guard remote.scheme == .memory else { throw CLIError("--seed works with memory:// remotes only") }
         }
-        var swiftAuth: SwiftAuthSettings? = nil
-        switch remote.scheme {
-        case .memory:
-            break
-        case .swift, .hubic:
-            swiftAuth =
-                remote.scheme == .hubic
-                ? try SwiftAuthSettings.hubic() : try SwiftAuthSettings.resolve(authURL: authURL, user: user, key: key)
-
-        default:
-            throw CLIError("the \(remote.scheme.rawValue):// driver is not available in this build yet")
-        }
+        let driver = try DriverSettings.resolve(
+            remote, authURL: authURL, user: user, key: key, endpoint: endpoint, region: region, pathStyle: pathStyle,
+            storageClass: storageClass)
         let cacheDirectory = Paths.absolute(cacheDir ?? Paths.defaultCacheDirectory)
         guard Paths.makeDirectories(cacheDirectory) else {
             throw CLIError("cannot create cache directory \(cacheDirectory): \(errnoText(errno))")
         }
         if foreground || Paths.environment(Daemon.readyFDVariable) != nil {
             try Daemon.serve(
-                remote: remote, swiftAuth: swiftAuth, mountpoint: mountpoint, options: mountOptions, seed: seed,
+                remote: remote, driver: driver, mountpoint: mountpoint, options: mountOptions, seed: seed,
                 cacheDirectory: cacheDirectory, metadataTTL: metadataTTL, segmentMiB: segmentSize,
                 logger: Logger(level: logLevel))
         } else {

@@ -64,7 +64,7 @@ enum Daemon {
 
     /// Serves the mount in this process until it is unmounted or signalled.
     static func serve(
-        remote: Remote, swiftAuth: SwiftAuthSettings?, mountpoint: String, options: MountOptions, seed: String?,
+        remote: Remote, driver: DriverSettings, mountpoint: String, options: MountOptions, seed: String?,
         cacheDirectory: String,
         metadataTTL: Double, segmentMiB: Int?, logger: Logger
     ) throws(CLIError) {
@@ -98,18 +98,14 @@ enum Daemon {
                 for path in counts.skipped { logger.warning("seed: skipped \(path) (not a regular file or directory)") }
             }
             storage = memory
-        case .swift, .hubic:
-            guard let auth = swiftAuth else { throw fail("\(remote) needs credentials") }
-            let container = remote.container
+        default:
             do {
-                let (s, t) = try blockingAwait { try await Drivers.openStack(container: container, auth: auth) }
+                let (s, t) = try blockingAwait { try await Drivers.open(remote, driver) }
                 storage = s
                 transport = t
             } catch {
                 throw fail("cannot open \(remote): \(error)")
             }
-        default:
-            throw fail("the \(remote.scheme.rawValue):// driver is not available in this build yet")
         }
         let stagingDirectory = cacheDirectory + "/staging-\(getpid())"
         var configuration = ObjectFSConfiguration(prefix: remote.prefix, stagingDirectory: stagingDirectory)

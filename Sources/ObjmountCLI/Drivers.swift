@@ -5,6 +5,8 @@ import MemoryStorage
 import ObjectStorage
 import StorageHTTP
 import OpenStackStorage
+import S3Storage
+import StorageHTTP
 
 /// How a swift:// or hubic:// mount authenticates, from flags and the environment.
 enum SwiftAuthSettings: Sendable {
@@ -74,17 +76,54 @@ enum SwiftAuthSettings: Sendable {
     }
 }
 
+/// What a remote's driver needs, resolved in the command (so that a missing credential is an
+/// error before anything starts) and again in the daemon, from the same flags and environment.
+enum DriverSettings: Sendable {
+    case memory
+    case swift(SwiftAuthSettings)
+    case s3(S3Settings)
+
+    static func resolve(
+        _ remote: Remote, authURL: String? = nil, user: String? = nil, key: String? = nil, endpoint: String? = nil,
+        region: String? = nil, pathStyle: Bool = false, storageClass: String? = nil
+    ) throws(CLIError) -> DriverSettings {
+        if storageClass != nil && remote.scheme != .s3 && remote.scheme != .ks3 {
+            throw CLIError("--storage-class applies to s3:// and ks3:// remotes only")
+        }
+        switch remote.scheme {
+        case .memory: return .memory
+        case .swift: return .swift(try SwiftAuthSettings.resolve(authURL: authURL, user: user, key: key))
+        case .hubic: return .swift(try SwiftAuthSettings.hubic())
+        case .s3: return .s3(try S3Settings.s3(endpoint: endpoint, region: region, pathStyle: pathStyle, storageClass: storageClass))
+        case .ks3: return .s3(try S3Settings.ks3(endpoint: endpoint, pathStyle: pathStyle, storageClass: storageClass))
+        }
+    }
+}
+
 enum Drivers {
-    /// A container, or with `container == nil` the whole account (containers as directories).
-    static func openStack(container: String?, auth: SwiftAuthSettings) async throws -> (any ObjectStorage, AHCTransport) {
+    /// The storage of a remote (memory:// is made by the caller, which may seed it).
+    static func open(_ remote: Remote, _ settings: DriverSettings) async throws -> (any ObjectStorage, AHCTransport) {
         let transport = AHCTransport()
         do {
-            if let container {
-                let storage = try await OpenStackStorage.connect(
-                    container: container, authenticator: auth.authenticator, transport: transport)
+            switch settings {
+            case .memory:
+                throw StorageError.invalidArgument("memory:// has no driver to open")
+            case .swift(let auth):
+                if let container = remote.container {
+                    let storage = try await OpenStackStorage.connect(
+                        container: container, authenticator: auth.authenticator, transport: transport)
+                    return (storage, transport)
+                }
+                return (try await OpenStackAccount.connect(authenticator: auth.authenticator, transport: transport), transport)
+            case .s3(let s):
+                guard let bucket = remote.container else {
+                    throw StorageError.invalidArgument("account-level \(remote.scheme.rawValue):// mounts are not supported yet; name a bucket")
+                }
+                let storage = try await S3Storage.connect(
+                    bucket: bucket, provider: s.provider, endpoint: s.endpoint, credentials: s.credentials,
+                    storageClass: s.storageClass, transport: transport)
                 return (storage, transport)
             }
-            return (try await OpenStackAccount.connect(authenticator: auth.authenticator, transport: transport), transport)
         } catch {
             await transport.shutdown()
             throw error

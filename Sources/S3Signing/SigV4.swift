@@ -181,7 +181,7 @@ public enum SigV4 {
 }
 
 /// Lower-case hex of a digest or MAC.
-func hex(_ bytes: some Sequence<UInt8>) -> String {
+public func hex(_ bytes: some Sequence<UInt8>) -> String {
     let digits = Array("0123456789abcdef".utf8)
     var out: [UInt8] = []
     for byte in bytes {

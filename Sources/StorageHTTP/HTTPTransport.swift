@@ -6,6 +6,7 @@ import AsyncHTTPClient
 import NIOCore
 import NIOHTTP1
 import ObjectStorage
+import Synchronization
 
 public struct HTTPRequest: Sendable {
     public var method: String
@@ -92,5 +93,29 @@ public final class AHCTransport: HTTPTransport {
         } catch let e as ChannelError {
             throw TransportError(description: "\(e)")
         }
+    }
+}
+
+/// A transport that answers from a function and records every request: how the HTTP drivers'
+/// hermetic tests script a server (the `Int` is the request's number, from 1).
+public final class ScriptedTransport: HTTPTransport {
+    let handler: @Sendable (HTTPRequest, Int) -> HTTPResponse
+    let log = Mutex<[HTTPRequest]>([])
+    public init(_ handler: @escaping @Sendable (HTTPRequest, Int) -> HTTPResponse) { self.handler = handler }
+    public func send(_ request: HTTPRequest) async throws -> HTTPResponse {
+        let n = log.withLock {
+            $0.append(request)
+            return $0.count
+        }
+        return handler(request, n)
+    }
+    public var requests: [HTTPRequest] { log.withLock { $0 } }
+}
+
+extension HTTPRequest {
+    /// The first header with this name (case-insensitive).
+    public func header(_ name: String) -> String? {
+        let n = name.lowercased()
+        return headers.first { $0.0.lowercased() == n }?.1
     }
 }

@@ -6,6 +6,8 @@ import MemoryStorage
 import ObjectStorage
 import StorageHTTP
 import OpenStackStorage
+import S3Signing
+import S3Storage
 import Testing
 
 #if canImport(Glibc)
@@ -23,7 +25,48 @@ struct StorageUnderTest: CustomTestStringConvertible, Sendable {
             FaultInjectingStorage(MemoryStorage(pageSize: 1000, minimumPartSize: 16))
         },
         // Driver suites plug in here, each when the environment names its server.
-    ] + openStack
+    ] + openStack + s3
+
+    /// S3Storage against the Swift server's s3api (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY, with OBJMOUNT_TEST_S3_BUCKET set by scripts/test.sh) — once as
+    /// AWS (ListObjectsV2), once with ListObjects v1 and every copy made with UploadPartCopy —
+    /// and as KS3 through the KS3 emulator (OBJMOUNT_TEST_KS3_ENDPOINT, KS3_* keys).
+    /// A fresh bucket per test.
+    static var s3: [StorageUnderTest] {
+        var out: [StorageUnderTest] = []
+        if env("OBJMOUNT_TEST_S3_BUCKET") != nil, let url = env("AWS_ENDPOINT_URL"), let ak = env("AWS_ACCESS_KEY_ID"),
+            let sk = env("AWS_SECRET_ACCESS_KEY")
+        {
+            let credentials = SigningCredentials(accessKeyID: ak, secretAccessKey: sk)
+            let region = env("AWS_REGION") ?? "us-east-1"
+            out.append(s3Suite("s3api", provider: .aws, url: url, region: region, credentials: credentials))
+            var v1 = S3Provider.aws
+            v1.listVersion = 1
+            v1.maximumCopySize = 0
+            out.append(s3Suite("s3api-v1-partcopy", provider: v1, url: url, region: region, credentials: credentials))
+        }
+        if let url = env("OBJMOUNT_TEST_KS3_ENDPOINT"), let ak = env("KS3_ACCESS_KEY_ID"), let sk = env("KS3_SECRET_ACCESS_KEY") {
+            var ks3 = S3Provider.ks3
+            ks3.minimumPartSize = 5 << 20  // the emulator stores on s3api
+            out.append(
+                s3Suite("ks3-emulator", provider: ks3, url: url, region: "",
+                    credentials: SigningCredentials(accessKeyID: ak, secretAccessKey: sk)))
+        }
+        return out
+    }
+
+    static func s3Suite(_ name: String, provider: S3Provider, url: String, region: String, credentials: SigningCredentials)
+        -> StorageUnderTest
+    {
+        StorageUnderTest(name: name) {
+            let endpoint = try S3Endpoint(url: url, region: region, forcePathStyle: true, provider: provider)
+            let bucket = "conformance-\(UInt32.random(in: 0...UInt32.max))"
+            let service = S3Storage(bucket: bucket, provider: provider, endpoint: endpoint, credentials: credentials, transport: sharedTransport)
+            try await service.createBucket(bucket)
+            return try await S3Storage.connect(
+                bucket: bucket, provider: provider, endpoint: endpoint, credentials: credentials, transport: sharedTransport)
+        }
+    }
 
     /// OpenStackStorage against a real Swift server: `OBJMOUNT_TEST_SWIFT=1` with ST_AUTH,
     /// ST_USER, ST_KEY (scripts/test.sh sets them after `scripts/swift-server.sh start`).

@@ -6,21 +6,7 @@ import StorageHTTP
 import Synchronization
 import Testing
 
-/// Answers requests with a closure and records them.
-final class ScriptedTransport: HTTPTransport {
-    let handler: @Sendable (HTTPRequest, Int) -> HTTPResponse
-    let log = Mutex<[HTTPRequest]>([])
-    init(_ handler: @escaping @Sendable (HTTPRequest, Int) -> HTTPResponse) { self.handler = handler }
-    func send(_ request: HTTPRequest) async throws -> HTTPResponse {
-        let n = log.withLock { $0.append(request); return $0.count }
-        return handler(request, n)
-    }
-    var requests: [HTTPRequest] { log.withLock { $0 } }
-}
-
-func header(_ r: HTTPRequest, _ name: String) -> String? {
-    r.headers.first { $0.0.lowercased() == name.lowercased() }?.1
-}
+func header(_ r: HTTPRequest, _ name: String) -> String? { r.header(name) }
 
 let noSleep = RetryPolicy(attempts: 4, sleep: { _ in })
 let storageURL = "http://swift.test/v1/AUTH_test"

@@ -133,6 +133,28 @@ def _remotes_from_env() -> list[RemoteSpec]:
                  ("HUBIC_CLIENT_SECRET", "objmount-test-client-secret"),
                  ("HUBIC_USERNAME", "tester@example.com"), ("HUBIC_PASSWORD", "tester-password"),
                  ("ST_AUTH", ""), ("ST_USER", ""), ("ST_KEY", ""))))
+    # What the s3:// driver reads (besides ~/.aws/credentials) and what the ks3:// driver reads.
+    s3_vars = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION",
+               "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_PROFILE")
+    ks3_vars = ("KS3_ACCESS_KEY_ID", "KS3_SECRET_ACCESS_KEY", "KS3_ENDPOINT")
+    # S3 through the Swift server's s3api (scripts/test.sh creates the bucket; the AWS_* come
+    # from `scripts/swift-server.sh env`). KS3_* are blanked so nothing leaks across.
+    if os.environ.get("OBJMOUNT_TEST_S3_BUCKET") and all(
+            os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")):
+        remotes.append(RemoteSpec(
+            base="s3://" + os.environ["OBJMOUNT_TEST_S3_BUCKET"],
+            env=tuple((k, os.environ[k]) for k in s3_vars if k in os.environ)
+            + tuple((k, "") for k in ks3_vars)))
+    # Kingsoft KS3 through the KS3 emulator in front of the same s3api (scripts/test.sh starts
+    # it); the objmount processes get KS3_* only, every AWS_* is blanked.
+    if os.environ.get("OBJMOUNT_TEST_KS3_BUCKET") and os.environ.get("OBJMOUNT_TEST_KS3_ENDPOINT") and all(
+            os.environ.get(k) for k in ("KS3_ACCESS_KEY_ID", "KS3_SECRET_ACCESS_KEY")):
+        remotes.append(RemoteSpec(
+            base="ks3://" + os.environ["OBJMOUNT_TEST_KS3_BUCKET"],
+            env=(("KS3_ACCESS_KEY_ID", os.environ["KS3_ACCESS_KEY_ID"]),
+                 ("KS3_SECRET_ACCESS_KEY", os.environ["KS3_SECRET_ACCESS_KEY"]),
+                 ("KS3_ENDPOINT", os.environ["OBJMOUNT_TEST_KS3_ENDPOINT"]))
+            + tuple((k, "") for k in s3_vars)))
     return remotes
 
 

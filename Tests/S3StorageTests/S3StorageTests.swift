@@ -1,0 +1,185 @@
+// Hermetic tests of the S3 driver: a scripted transport plays the server, so retries, error
+// mapping, addressing and paging are checked without a network.
+
+import ObjectStorage
+import S3Signing
+import StorageHTTP
+import Synchronization
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+@testable import S3Storage
+
+let noSleep = RetryPolicy(attempts: 4, sleep: { _ in })
+let keys = SigningCredentials(accessKeyID: "AK", secretAccessKey: "SK")
+
+func storage(
+    _ t: ScriptedTransport, provider: S3Provider = .aws, url: String = "http://127.0.0.1:9000", pathStyle: Bool = false
+) throws -> S3Storage {
+    let endpoint = try S3Endpoint(url: url, region: "us-east-1", forcePathStyle: pathStyle, provider: provider)
+    return S3Storage(bucket: "b", provider: provider, endpoint: endpoint, credentials: keys, transport: t, retry: noSleep)
+}
+
+func xml(_ status: Int, _ text: String, headers: [(String, String)] = []) -> HTTPResponse {
+    HTTPResponse(status: status, headers: headers, body: Array(text.utf8))
+}
+
+func errorBody(_ code: String) -> String {
+    "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>\(code)</Code><Message>m</Message><RequestId>1</RequestId></Error>"
+}
+
+@Suite struct S3DriverTests {
+    @Test func slowDownAndServerErrorsAreRetriedThenSucceed() async throws {
+        let t = ScriptedTransport { _, n in
+            switch n {
+            case 1: xml(503, errorBody("SlowDown"))
+            case 2: xml(400, errorBody("RequestTimeout"))
+            case 3: xml(500, errorBody("InternalError"))
+            default: HTTPResponse(status: 200, headers: [("Content-Length", "3"), ("ETag", "\"abc\"")])
+            }
+        }
+        let info = try await storage(t).head("k")
+        #expect(info.etag == ETag("abc"))
+        #expect(t.requests.count == 4)
+    }
+
+    @Test func otherClientErrorsAreNotRetried() async throws {
+        let t = ScriptedTransport { _, _ in xml(403, errorBody("SignatureDoesNotMatch")) }
+        await #expect(throws: StorageError.accessDenied("signature does not match — check the secret key")) {
+            try await storage(t).get("k", range: nil, ifMatch: nil)
+        }
+        #expect(t.requests.count == 1)
+    }
+
+    @Test func errorCodesMapToOneErrnoEach() async throws {
+        let cases: [(String, Int, Int32)] = [
+            ("NoSuchKey", 404, ENOENT), ("NoSuchBucket", 404, ENOENT), ("AccessDenied", 403, EACCES),
+            ("InvalidAccessKeyId", 403, EACCES), ("PreconditionFailed", 412, ESTALE), ("EntityTooLarge", 400, EFBIG),
+            ("BucketNotEmpty", 409, ENOTEMPTY), ("EntityTooSmall", 400, EINVAL), ("QuotaExceeded", 403, EDQUOT),
+        ]
+        for (code, status, errno) in cases {
+            let t = ScriptedTransport { _, _ in xml(status, errorBody(code)) }
+            do {
+                _ = try await storage(t).get("k", range: nil, ifMatch: nil)
+                Issue.record("\(code) did not fail")
+            } catch let e as StorageError {
+                #expect(e.errno == errno, "\(code) → \(e)")
+            }
+        }
+        // HEAD replies have no body: the status decides.
+        let t = ScriptedTransport { _, _ in HTTPResponse(status: 404) }
+        await #expect(throws: StorageError.notFound("k")) { try await storage(t).head("k") }
+    }
+
+    @Test func aCopyAnswered200WithAnErrorBodyFails() async throws {
+        let t = ScriptedTransport { r, _ in
+            if r.method == "HEAD" { return HTTPResponse(status: 200, headers: [("Content-Length", "5")]) }
+            return xml(200, "\n\n" + errorBody("AccessDenied"))
+        }
+        await #expect(throws: StorageError.self) { try await storage(t).copy(from: "a", to: "b", replacing: nil) }
+        // And a retryable code in a 200 is retried.
+        let u = ScriptedTransport { r, n in
+            if r.method == "HEAD" { return HTTPResponse(status: 200, headers: [("Content-Length", "5")]) }
+            if n == 2 { return xml(200, "  " + errorBody("InternalError")) }
+            return xml(200, "<CopyObjectResult><LastModified>2024-01-02T03:04:05.000Z</LastModified><ETag>\"e\"</ETag></CopyObjectResult>")
+        }
+        let info = try await storage(u).copy(from: "a", to: "b", replacing: nil)
+        #expect(info.etag == ETag("e"))
+        #expect(info.size == 5)
+        #expect(u.requests.filter { $0.method == "PUT" }.count == 2)
+        #expect(u.requests.last?.header("x-amz-copy-source") == "/b/a")
+    }
+
+    @Test func addressingIsVirtualHostedUnlessTheHostIsAnAddress() async throws {
+        let t = ScriptedTransport { _, _ in HTTPResponse(status: 200) }
+        _ = try await storage(t, url: "https://s3.eu-west-1.amazonaws.com").head("a b/c+d")
+        _ = try await storage(t).head("a b/c+d")
+        _ = try await storage(t, url: "https://minio.example:9000", pathStyle: true).head("x")
+        let urls = t.requests.map(\.url)
+        #expect(urls == [
+            "https://b.s3.eu-west-1.amazonaws.com/a%20b/c%2Bd", "http://127.0.0.1:9000/b/a%20b/c%2Bd",
+            "https://minio.example:9000/b/x",
+        ])
+        // SigV4 signs the host it sends to.
+        let auth = try #require(t.requests[0].header("Authorization"))
+        #expect(auth.hasPrefix("AWS4-HMAC-SHA256 Credential=AK/"))
+        #expect(auth.contains("SignedHeaders=host;x-amz-content-sha256;x-amz-date"))
+    }
+
+    @Test func ks3SignsWithKSSAndUsesItsHeaderNamespace() async throws {
+        let t = ScriptedTransport { _, _ in HTTPResponse(status: 200, headers: [("ETag", "\"0\"")]) }
+        let s = try storage(t, provider: .ks3, url: "http://127.0.0.1:9000")
+        _ = try await s.put("d/f", payload: .bytes([1, 2]), options: PutOptions(metadata: ["mtime": "12"]))
+        let put = try #require(t.requests.first)
+        #expect(put.url == "http://127.0.0.1:9000/b/d/f")
+        #expect(put.header("Authorization")?.hasPrefix("KSS AK:") == true)
+        #expect(put.header("x-kss-meta-mtime") == "12")
+        #expect(put.header("Content-MD5") == /* base64(md5([1, 2])), from Python hashlib */ "DLmI0EKn8o3V/itVs/Wseg==")
+        #expect(put.header("Date") != nil)
+    }
+
+    @Test func listingV1ContinuesFromTheLastKeyWithoutNextMarker() async throws {
+        var v1 = S3Provider.aws
+        v1.listVersion = 1
+        let t = ScriptedTransport { r, n in
+            if n == 1 {
+                return xml(200, """
+                    <ListBucketResult><IsTruncated>true</IsTruncated><EncodingType>url</EncodingType>
+                    <Contents><Key>a%20b</Key><Size>1</Size><LastModified>2024-01-02T03:04:05.000Z</LastModified></Contents>
+                    <Contents><Key>c</Key><Size>2</Size><LastModified>2024-01-02T03:04:05.000Z</LastModified></Contents>
+                    </ListBucketResult>
+                    """)
+            }
+            return xml(200, "<ListBucketResult><IsTruncated>false</IsTruncated><Contents><Key>d</Key><Size>3</Size><LastModified>2024-01-02T03:04:05.000Z</LastModified></Contents></ListBucketResult>")
+        }
+        let all = try await storage(t, provider: v1).listAll(prefix: "", delimiter: nil)
+        #expect(all.objects.map(\.key) == ["a b", "c", "d"])
+        #expect(all.objects[0].lastModified == Timestamp(seconds: 1_704_164_645))
+        #expect(t.requests[1].url.contains("marker=c"))
+        #expect(!t.requests[1].url.contains("list-type"))
+    }
+
+    @Test func truncatedListingWithoutContinuationIsMalformed() async throws {
+        let t = ScriptedTransport { _, _ in xml(200, "<ListBucketResult><IsTruncated>true</IsTruncated></ListBucketResult>") }
+        await #expect(throws: StorageError.self) { try await storage(t).list(prefix: "", delimiter: "/", continuation: nil, maxKeys: nil) }
+    }
+
+    @Test func deleteOfManyKeysIsBatchedWithContentMD5() async throws {
+        let bodies = Mutex<[Int]>([])
+        let t = ScriptedTransport { r, _ in
+            let count = String(decoding: r.body ?? [], as: UTF8.self).split(separator: "<Object>").count - 1
+            bodies.withLock { $0.append(count) }
+            return xml(200, "<DeleteResult></DeleteResult>")
+        }
+        try await storage(t).delete((0..<2500).map { "k\($0)" })
+        #expect(bodies.withLock { $0.sorted() } == [500, 1000, 1000])
+        #expect(t.requests.allSatisfy { $0.header("Content-MD5") != nil && $0.url.hasSuffix("?delete=") })
+    }
+
+    @Test func perKeyDeleteErrorsFail() async throws {
+        let t = ScriptedTransport { _, _ in
+            xml(200, "<DeleteResult><Error><Key>x</Key><Code>AccessDenied</Code><Message>no</Message></Error></DeleteResult>")
+        }
+        await #expect(throws: StorageError.self) { try await storage(t).delete(["x", "y"]) }
+    }
+
+    @Test func copyAboveTheLimitUsesUploadPartCopy() async throws {
+        var small = S3Provider.aws
+        small.maximumCopySize = 10 << 20
+        let size: Int64 = 12 << 20
+        let t = ScriptedTransport { r, _ in
+            if r.method == "HEAD" { return HTTPResponse(status: 200, headers: [("Content-Length", String(size))]) }
+            if r.method == "POST" && r.url.hasSuffix("?uploads=") {
+                return xml(200, "<InitiateMultipartUploadResult><UploadId>U</UploadId></InitiateMultipartUploadResult>")
+            }
+            if r.method == "PUT" { return xml(200, "<CopyPartResult><ETag>\"p\"</ETag></CopyPartResult>") }
+            return xml(200, "<CompleteMultipartUploadResult><ETag>\"x-2\"</ETag></CompleteMultipartUploadResult>")
+        }
+        _ = try await storage(t, provider: small).copy(from: "src", to: "dst", replacing: nil)
+        let ranges = t.requests.compactMap { $0.header("x-amz-copy-source-range") }.sorted()
+        #expect(ranges == ["bytes=0-10485759", "bytes=10485760-12582911"])
+    }
+}
