@@ -7,6 +7,7 @@
 # PATH is not used). If that package cannot be installed, boto3's upload_file/download_file from
 # the tests' virtualenv (Tests/fuse/testvenv.py) stand in, and the output says so. Both use 8 MiB
 # parts above 8 MiB and 10 threads, like objmount's default 8 MiB parts.
+# OBJMOUNT_BENCH_PEER=boto3 picks boto3 even where awscli is installable.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
@@ -24,7 +25,7 @@ export AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_ENDPOINT_URL AWS_REGION AWS_D
 
 # The peer: PEER_NAME, and peer_upload FILE KEY / peer_download KEY print the seconds taken.
 AWS=/usr/bin/aws
-if install_packages_if_missing awscli >&2 && [ -x "$AWS" ]; then
+if [ "${OBJMOUNT_BENCH_PEER:-}" != boto3 ] && install_packages_if_missing awscli >&2 && [ -x "$AWS" ]; then
     PEER_NAME="aws s3 cp ($("$AWS" --version 2>&1 | cut -d' ' -f1), Debian)"
     # (Debian's awscli 2.9 predates AWS_ENDPOINT_URL: the endpoint is passed explicitly.)
     peer_upload() {
@@ -38,11 +39,19 @@ if install_packages_if_missing awscli >&2 && [ -x "$AWS" ]; then
         secs "$t0" "$t1"
     }
     peer_delete() { "$AWS" --endpoint-url "$AWS_ENDPOINT_URL" s3 rm --only-show-errors "s3://$BUCKET/$1"; }
+    # The peer's figures include the CLI's start-up: report one listing request's wall time.
+    peer_overhead() {
+        local t0 t1
+        t0=$(now); "$AWS" --endpoint-url "$AWS_ENDPOINT_URL" s3 ls "s3://$BUCKET/no-such-prefix/" >/dev/null || true; t1=$(now)
+        echo "peer figures include aws start-up: \`aws s3 ls\` of an empty prefix takes $(python3 -c "print(f'{$t1 - $t0:.2f}')") s"
+    }
 else
-    echo "NOTE: Debian's awscli could not be installed here; the peer is boto3 upload_file/download_file" \
-        "(timed inside python, without interpreter start-up) instead of \`aws s3 cp\`." >&2
+    why="Debian's awscli could not be installed here"
+    [ "${OBJMOUNT_BENCH_PEER:-}" != boto3 ] || why="OBJMOUNT_BENCH_PEER=boto3"
+    echo "NOTE: $why; the peer is boto3 upload_file/download_file (timed inside python, without" \
+        "interpreter start-up) instead of \`aws s3 cp\`." >&2
     VENV_PY=$(python3 Tests/fuse/testvenv.py boto3 | tail -n 1)
-    PEER_NAME="boto3 $("$VENV_PY" -c 'import boto3; print(boto3.__version__)') upload_file/download_file (awscli not installable)"
+    PEER_NAME="boto3 $("$VENV_PY" -c 'import boto3; print(boto3.__version__)') upload_file/download_file ($why)"
     BOTO3_PRELUDE='import os, sys, time, boto3
 from botocore.config import Config
 s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"], config=Config(s3={"addressing_style": "path"}))
@@ -58,6 +67,7 @@ t0 = time.monotonic(); s3.download_file(sys.argv[1], sys.argv[2], "/dev/null"); 
     peer_delete() {
         "$VENV_PY" -c "$BOTO3_PRELUDE"'s3.delete_object(Bucket=sys.argv[1], Key=sys.argv[2])' "$BUCKET" "$1"
     }
+    peer_overhead() { echo "peer figures are timed inside python (no interpreter start-up)"; }
 fi
 
 WORK=$(mktemp -d /tmp/objmount-bench-s3.XXXXXX)
@@ -88,6 +98,7 @@ drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true; }
 
 "$BIN" mount "s3://$BUCKET" "$MNT" --cache-dir "$WORK/cache"
 echo "s3:// vs $PEER_NAME, $SIZE_MIB MiB of random data, $(nproc) cores, s3api of Swift 2.30 on 127.0.0.1; MB = 10^6 B"
+peer_overhead
 W=() R=() U=() D=()
 for i in $(seq 1 "$RUNS"); do
     t0=$(now); dd if="$WORK/file" of="$MNT/f$i" bs=1M conv=fsync status=none; t1=$(now)

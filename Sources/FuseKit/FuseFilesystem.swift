@@ -137,6 +137,19 @@ public protocol FuseFilesystem: Sendable {
     func fsync(_ ino: Inode, handle: UInt64, dataOnly: Bool) async throws
     func release(_ ino: Inode, handle: UInt64) async
     func statfs(_ ino: Inode) async throws -> FuseStatistics
+    /// Extended attributes: names of `ino`'s (no I/O expected), the value of one (ENODATA when
+    /// absent), and setting or removing one (the error to give).
+    func listxattr(_ ino: Inode) async throws -> [String]
+    func getxattr(_ ino: Inode, name: String) async throws -> [UInt8]
+    func setxattr(_ ino: Inode, name: String, value: [UInt8], flags: Int32) async throws
+    func removexattr(_ ino: Inode, name: String) async throws
     /// The session is ending (after the kernel's last request): store what is pending.
     func shutdown() async
+}
+
+extension FuseFilesystem {
+    public func listxattr(_ ino: Inode) async throws -> [String] { [] }
+    public func getxattr(_ ino: Inode, name: String) async throws -> [UInt8] { throw FuseError(ENODATA) }
+    public func setxattr(_ ino: Inode, name: String, value: [UInt8], flags: Int32) async throws { throw FuseError(ENOTSUP) }
+    public func removexattr(_ ino: Inode, name: String) async throws { throw FuseError(ENOTSUP) }
 }

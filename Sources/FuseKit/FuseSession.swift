@@ -172,6 +172,18 @@ public final class FuseSession: @unchecked Sendable {
         }
     }
 
+    static func replyXattr(_ req: Request, _ value: [UInt8], size: Int) {
+        if size == 0 {
+            _ = fuse_reply_xattr(req.raw, value.count)
+        } else if value.count > size {
+            _ = fuse_reply_err(req.raw, ERANGE)
+        } else {
+            _ = value.withUnsafeBytes { b in
+                fuse_reply_buf(req.raw, b.baseAddress?.assumingMemoryBound(to: CChar.self), b.count)
+            }
+        }
+    }
+
     func replyError(_ req: Request, _ error: any Error) {
         _ = fuse_reply_err(req.raw, Self.errno(of: error))
     }
@@ -505,6 +517,45 @@ public final class FuseSession: @unchecked Sendable {
                 v.f_favail = UInt(st.filesFree)
                 v.f_namemax = UInt(st.nameMax)
                 _ = fuse_reply_statfs(req.raw, &v)
+            }
+        }
+        // Extended attributes: a `size` of 0 asks for the length only; a value longer than
+        // `size` is ERANGE.
+        ops.listxattr = { req, ino, size in
+            let s = FuseSession.session(req)
+            let fs = s.filesystem
+            s.respond(Request(raw: req!), { try await fs.listxattr(ino) }) { req, names in
+                let list: [UInt8] = names.flatMap { (n: String) -> [UInt8] in Array(n.utf8) + [0] }
+                FuseSession.replyXattr(req, list, size: size)
+            }
+        }
+        ops.getxattr = { req, ino, name, size in
+            let s = FuseSession.session(req)
+            let fs = s.filesystem
+            let n = FuseSession.decodeName(name)
+            s.respond(Request(raw: req!), { try await fs.getxattr(ino, name: try FuseSession.valid(n, missing: ENODATA)) }) {
+                req, value in
+                FuseSession.replyXattr(req, value, size: size)
+            }
+        }
+        ops.setxattr = { req, ino, name, value, size, flags in
+            let s = FuseSession.session(req)
+            let fs = s.filesystem
+            let n = FuseSession.decodeName(name)
+            let bytes = value.map { Array(UnsafeRawBufferPointer(start: $0, count: size)) } ?? []
+            s.respond(Request(raw: req!), {
+                try await fs.setxattr(ino, name: try FuseSession.valid(n, missing: ENOTSUP), value: bytes, flags: flags)
+            }) { req, _ in
+                _ = fuse_reply_err(req.raw, 0)
+            }
+        }
+        ops.removexattr = { req, ino, name in
+            let s = FuseSession.session(req)
+            let fs = s.filesystem
+            let n = FuseSession.decodeName(name)
+            s.respond(Request(raw: req!), { try await fs.removexattr(ino, name: try FuseSession.valid(n, missing: ENODATA)) }) {
+                req, _ in
+                _ = fuse_reply_err(req.raw, 0)
             }
         }
         return ops

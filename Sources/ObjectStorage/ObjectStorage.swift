@@ -235,3 +235,13 @@ extension ObjectStorage {
         return all
     }
 }
+
+/// Read-only facts a driver can tell about an object beyond its ObjectInfo (S3 and KS3: the
+/// storage class and the ACL), shown as extended attributes `user.objmount.<name>`. Each is
+/// fetched only when asked for: listing the names costs no request.
+public protocol ObjectAttributeSource: Sendable {
+    /// The names this driver answers, e.g. `storage_class`, `acl`.
+    var attributeNames: [String] { get }
+    /// The value of one attribute of `key`; throws `.notFound` when there is no such object.
+    func attribute(_ name: String, of key: ObjectKey) async throws -> String
+}

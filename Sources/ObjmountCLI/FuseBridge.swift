@@ -25,7 +25,7 @@ final class FuseBridge: FuseFilesystem {
             return try await body()
         } catch {
             switch error.errno {
-            case ENOENT, EEXIST, ENOTEMPTY, EISDIR, ENOTDIR, EROFS, ENAMETOOLONG, EINVAL, EBADF:
+            case ENOENT, EEXIST, ENOTEMPTY, EISDIR, ENOTDIR, EROFS, ENAMETOOLONG, EINVAL, EBADF, ENODATA, ENOTSUP, EPERM:
                 logger.debug("\(what): \(error)")
             default:
                 logger.error("\(what): \(error)")
@@ -138,5 +138,21 @@ final class FuseBridge: FuseFilesystem {
         for failure in await fs.flushAll() {
             logger.error("could not store pending data: \(failure)")
         }
+    }
+
+    func listxattr(_ ino: Inode) async throws -> [String] {
+        try await call("listxattr") { () async throws(FSError) in try await fs.extendedAttributeNames(ino) }
+    }
+
+    func getxattr(_ ino: Inode, name: String) async throws -> [UInt8] {
+        try await call("getxattr \(name)") { () async throws(FSError) in try await fs.extendedAttribute(ino, name: name) }
+    }
+
+    func setxattr(_ ino: Inode, name: String, value: [UInt8], flags: Int32) async throws {
+        try await call("setxattr \(name)") { () async throws(FSError) in try await fs.changeExtendedAttribute(ino, name: name) }
+    }
+
+    func removexattr(_ ino: Inode, name: String) async throws {
+        try await call("removexattr \(name)") { () async throws(FSError) in try await fs.changeExtendedAttribute(ino, name: name) }
     }
 }

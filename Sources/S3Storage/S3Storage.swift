@@ -23,7 +23,7 @@ import StorageHTTP
     import Foundation
 #endif
 
-public final class S3Storage: ObjectStorage {
+public final class S3Storage: ObjectStorage, ObjectAttributeSource {
     public let bucket: String
     public let provider: S3Provider
     public let endpoint: S3Endpoint
@@ -464,13 +464,21 @@ public final class S3Storage: ObjectStorage {
 
     // MARK: - Object attributes
 
-    /// Storage class and canned ACL of an object (read-only extended attributes).
-    public func attributes(_ key: ObjectKey) async throws -> [String: String] {
-        let (_, named) = try await head(key, storageClassOf: true)
-        var out = ["storage_class": named ?? provider.defaultStorageClass]
-        let r = try await send("GET", bucket: bucket, key: key, query: [QueryItem("acl", "")])
-        if (200..<300).contains(r.status), let acl = try? S3XML.acl(r.body) { out["acl"] = acl.cannedName }
-        return out
+    public var attributeNames: [String] { ["storage_class", "acl"] }
+
+    /// The storage class (HEAD; the provider's default when the server names none) or the canned
+    /// ACL (`GET ?acl`: `private`, `public-read`, …, or `custom`).
+    public func attribute(_ name: String, of key: ObjectKey) async throws -> String {
+        switch name {
+        case "storage_class":
+            return try await head(key, storageClassOf: true).1 ?? provider.defaultStorageClass
+        case "acl":
+            let r = try await send("GET", bucket: bucket, key: key, query: [QueryItem("acl", "")])
+            try check(r, key)
+            return try parsed("ACL of \(key)") { () throws(XMLParseError) in try S3XML.acl(r.body) }.cannedName
+        default:
+            throw StorageError.invalidArgument("no attribute \(name)")
+        }
     }
 
     // MARK: - Account
