@@ -18,10 +18,12 @@ public struct Objmount: ParsableCommand {
               cp -a ~/photos ./mnt/ && ls -l ./mnt/photos
               objmount unmount ./mnt
 
-            Remotes are URLs: memory://<bucket>[/<prefix>] (an in-process store, empty at start).
-            swift://, hubic://, s3:// and ks3:// are parsed but their drivers are not in this build yet.
+            Remotes are URLs: memory://<bucket>[/<prefix>] (an in-process store, empty at start),
+            swift://<container>[/<prefix>] (ST_* or OS_* variables), hubic://<container> (HUBIC_*),
+            s3://<bucket>[/<prefix>] (AWS_* variables, ~/.aws), ks3://<bucket>[/<prefix>] (KS3_*).
+            swift://, hubic:// and s3:// without a name mount the whole account.
             """,
-        subcommands: [Mount.self, Unmount.self, Login.self])
+        subcommands: [Mount.self, Unmount.self, URLCommand.self, Cleanup.self, Login.self])
 
     public init() {}
 

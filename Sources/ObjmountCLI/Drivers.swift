@@ -129,4 +129,19 @@ enum Drivers {
             throw error
         }
     }
+
+    /// Runs `body` with the storage of a remote, then closes its connections.
+    static func with<T: Sendable>(
+        _ remote: Remote, _ settings: DriverSettings, _ body: @Sendable (any ObjectStorage) async throws -> T
+    ) async throws -> T {
+        let (storage, transport) = try await open(remote, settings)
+        do {
+            let result = try await body(storage)
+            await transport.shutdown()
+            return result
+        } catch {
+            await transport.shutdown()
+            throw error
+        }
+    }
 }

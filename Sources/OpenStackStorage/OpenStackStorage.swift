@@ -426,6 +426,27 @@ public final class OpenStackStorage: ObjectStorage {
         return AccountInfo(bytesUsed: num("X-Account-Bytes-Used"), objectCount: num("X-Account-Object-Count"), quotaBytes: quota)
     }
 
+    // MARK: - Temporary URLs
+
+    /// A TempURL anyone can GET `key` with until `expires` (epoch seconds): HMAC-SHA256 with the
+    /// account's `Temp-URL-Key` over `GET\n<expires>\n<path>` (Swift's tempurl middleware).
+    public func temporaryURL(_ key: ObjectKey, expires: Int64) async throws(StorageError) -> String {
+        let r = try await call("HEAD", "")
+        try check(r, "account")
+        guard let secret = r.header("X-Account-Meta-Temp-URL-Key") ?? r.header("X-Account-Meta-Temp-URL-Key-2") else {
+            throw .invalidArgument(
+                "the account has no Temp-URL key; set one first, e.g.: swift post -m Temp-URL-Key:<secret>")
+        }
+        let creds: SwiftCredentials
+        do { creds = try await tokens.credentials() } catch { throw error.storageError }
+        guard let root = Self.rootURL(creds.storageURL) else { throw .malformedReply("storage URL \(creds.storageURL)") }
+        let accountPath = String(creds.storageURL.dropFirst(root.count))
+        let signedPath = URLEncoding.decodeForm(Substring(accountPath)) + "/" + container + "/" + key
+        let mac = HMAC<SHA256>.authenticationCode(for: Array("GET\n\(expires)\n\(signedPath)".utf8), using: SymmetricKey(data: Array(secret.utf8)))
+        let signature = mac.map { b in (b < 16 ? "0" : "") + String(b, radix: 16) }.joined()
+        return creds.storageURL + objectPath(key) + "?temp_url_sig=\(signature)&temp_url_expires=\(expires)"
+    }
+
     // MARK: - Helpers
 
     func metadataHeaders(_ options: PutOptions) -> [(String, String)] {

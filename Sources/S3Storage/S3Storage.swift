@@ -130,16 +130,7 @@ public final class S3Storage: ObjectStorage, ObjectAttributeSource {
         body: [UInt8]?
     ) -> HTTPRequest {
         let resource = S3Resource(bucket: bucket, key: key)
-        let path: String
-        switch provider.signature {
-        case .kssV2:
-            path = KSSV2.path(resource, pathStyle: address.pathStyle)
-        case .sigV4:
-            var p = ""
-            if address.pathStyle, let bucket, !bucket.isEmpty { p = "/" + URIEncoding.encode(bucket) }
-            p += key.isEmpty ? (p.isEmpty ? "/" : "") : URIEncoding.path(key)
-            path = p
-        }
+        let path = self.path(resource, address: address)
         let host = address.authority(bucket: bucket)
         let q = URIEncoding.query(query)
         let url = "\(address.scheme)://\(host)\(path)" + (q.isEmpty ? "" : "?" + q)
@@ -163,6 +154,40 @@ public final class S3Storage: ObjectStorage, ObjectAttributeSource {
             all += KSSV2.sign(signable, resource: resource, credentials: credentials, date: now)
         }
         return HTTPRequest(method: method, url: url, headers: all.map { ($0.name, $0.value) }, body: body)
+    }
+
+    /// The URL path of a bucket and key, as the provider's signer expects it.
+    func path(_ resource: S3Resource, address: S3Endpoint) -> String {
+        switch provider.signature {
+        case .kssV2:
+            return KSSV2.path(resource, pathStyle: address.pathStyle)
+        case .sigV4:
+            var p = ""
+            if address.pathStyle, let bucket = resource.bucket, !bucket.isEmpty { p = "/" + URIEncoding.encode(bucket) }
+            p += resource.key.isEmpty ? (p.isEmpty ? "/" : "") : URIEncoding.path(resource.key)
+            return p
+        }
+    }
+
+    /// A URL anyone can GET `key` with for `seconds` from `now` (SigV4 query auth, at most 7
+    /// days; KSS `Signature`/`Expires`/`KSSAccessKeyId`). Computed locally: no request is made.
+    public func presignedURL(_ key: ObjectKey, expiresIn seconds: Int, now: Date = Date()) throws(StorageError) -> String {
+        let resource = S3Resource(bucket: bucket, key: key)
+        let path = path(resource, address: endpoint)
+        let host = endpoint.authority(bucket: bucket)
+        let query: [QueryItem]
+        switch provider.signature {
+        case .sigV4:
+            guard (1...SigV4.maximumExpiry).contains(seconds) else {
+                throw .invalidArgument("a SigV4 presigned URL lasts 1 s to 7 days")
+            }
+            let request = SignableRequest(method: "GET", path: path, headers: [HTTPHeader("Host", host)])
+            query = SigV4.presign(request, credentials: credentials, region: endpoint.region, date: now, expires: seconds)
+        case .kssV2:
+            let expires = Int(now.timeIntervalSince1970) + seconds
+            query = KSSV2.presign(SignableRequest(method: "GET", path: path), resource: resource, credentials: credentials, expires: expires)
+        }
+        return "\(endpoint.scheme)://\(host)\(path)?" + URIEncoding.query(query)
     }
 
     // MARK: - Errors

@@ -392,7 +392,8 @@ class Handler(BaseHTTPRequestHandler):
         rid = request_id()
         self._note(f"error={e.code}")
         resource = getattr(self, "raw_path", None) or self.path.partition("?")[0] or "/"
-        parts = [f"<Code>{xml_escape(e.code)}</Code>", f"<Message>{xml_escape(e.message)}</Message>"]
+        parts = [f"<Code>{xml_escape(e.code)}</Code>",
+                 f"<Message>{xml_escape(e.message)}</Message>"]
         for k, v in e.extra.items():
             parts.append(f"<{k}>{xml_escape(str(v))}</{k}>")
         parts.append(f"<Resource>{xml_escape(resource)}</Resource>")
@@ -450,9 +451,10 @@ class Handler(BaseHTTPRequestHandler):
         if auth is not None:
             m = re.fullmatch(r"KSS ([^:\s]+):(\S+)", auth.strip())
             if not m:
+                # (KS3 also takes V4 signatures; this emulator checks KSS V2 only.)
                 raise KS3Error(400, "InvalidArgument",
-                               "Authorization header is invalid -- one and only one ' ' "
-                               "(space) required; expected 'KSS AccessKey:Signature'",
+                               "Unsupported Authorization header: this emulator takes KSS V2 "
+                               "only, 'KSS AccessKey:Signature'",
                                {"ArgumentName": "Authorization"})
             ak, signature, expires = m.group(1), m.group(2), None
         elif "KSSAccessKeyId" in self.q or "Signature" in self.q:
@@ -516,6 +518,7 @@ class Handler(BaseHTTPRequestHandler):
     def _handle(self) -> None:
         self._note_text = ""
         self._body_consumed = False
+        self.raw_path = ""          # the handler object lives as long as the connection
         try:
             self._parse()
             if not self._authenticate() and not self._anonymous_allowed():

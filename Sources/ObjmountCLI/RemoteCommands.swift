@@ -1,0 +1,193 @@
+// Commands that talk to a remote without mounting it: `url` (a presigned or temporary URL of a
+// file) and `cleanup` (abort multipart uploads a crash left behind).
+
+import ArgumentParser
+import FuseKit
+import ObjectStorage
+import OpenStackStorage
+import S3Storage
+import StorageHTTP
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// `90s`, `15m`, `1h`, `2d` or a number of seconds.
+struct DurationText: ExpressibleByArgument, Sendable {
+    var seconds: Int
+
+    init?(argument: String) {
+        let units: [Character: Int] = ["s": 1, "m": 60, "h": 3600, "d": 86400]
+        var text = Substring(argument)
+        var unit = 1
+        if let last = text.last, let u = units[last] {
+            unit = u
+            text = text.dropLast()
+        }
+        guard let n = Int(text), n >= 0, n <= Int(Int32.max) / unit else { return nil }
+        seconds = n * unit
+    }
+}
+
+/// A file named by a remote URL (`s3://bucket/key`) or by a path inside an objmount mount.
+struct RemoteObject {
+    var remote: Remote
+    var key: ObjectKey
+
+    static func resolve(_ text: String) throws(CLIError) -> RemoteObject {
+        if text.contains("://") {
+            let remote: Remote
+            do { remote = try Remote(parsing: text) } catch { throw CLIError(error.description) }
+            guard remote.container != nil, !remote.prefix.isEmpty else {
+                throw CLIError("'\(text)' names no object; expected e.g. s3://bucket/path/to/file")
+            }
+            return RemoteObject(remote: remote, key: String(remote.prefix.dropLast()))
+        }
+        let path = Paths.absolute(text)
+        var st = stat()
+        guard stat(path, &st) == 0 else { throw CLIError("\(text): \(errnoText(errno))") }
+        guard st.st_mode & S_IFMT == S_IFREG else { throw CLIError("\(text) is not a file") }
+        let mounts = MountTable.current().filter { $0.fsType == "fuse.objmount" }
+        guard let mount = mounts.filter({ path.hasPrefix($0.mountpoint == "/" ? "/" : $0.mountpoint + "/") })
+            .max(by: { $0.mountpoint.count < $1.mountpoint.count })
+        else { throw CLIError("\(text) is not inside an objmount mount; give a remote URL such as s3://bucket/key") }
+        let source = mount.source.hasPrefix("objmount:") ? String(mount.source.dropFirst(9)) : mount.source
+        let remote: Remote
+        do { remote = try Remote(parsing: source) } catch { throw CLIError("mount \(mount.mountpoint): \(error.description)") }
+        let relative = String(path.dropFirst(mount.mountpoint == "/" ? 1 : mount.mountpoint.count + 1))
+        var parent = remote
+        if remote.container == nil {
+            // Account-level mount: the first segment is the bucket or container.
+            let parts = relative.split(separator: "/", maxSplits: 1)
+            guard parts.count == 2 else { throw CLIError("\(text) is not inside a bucket") }
+            parent = Remote(scheme: remote.scheme, container: String(parts[0]))
+            return RemoteObject(remote: parent, key: String(parts[1]))
+        }
+        return RemoteObject(remote: parent, key: remote.prefix + relative)
+    }
+}
+
+struct URLCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "url",
+        abstract: "Print a URL anyone can download a file with, for a limited time.",
+        discussion: """
+            s3:// gets a SigV4 presigned URL (at most 7 days), ks3:// a KSS presigned URL, swift://
+            a TempURL (the account needs a Temp-URL key: swift post -m Temp-URL-Key:<secret>).
+            Credentials come from the same variables as for mount. Nothing is sent for s3:// and
+            ks3://: the URL is signed locally.
+
+            Examples:
+              objmount url ./mnt/photos/cat.jpg
+              objmount url s3://bucket/photos/cat.jpg --expires 15m
+            """)
+
+    @Argument(help: "A file inside an objmount mount, or a remote URL such as s3://bucket/key.")
+    var path: String
+
+    @Option(help: "How long the URL works: 90s, 15m, 1h, 2d.")
+    var expires: DurationText = DurationText(argument: "1h")!
+
+    @Option(help: "s3:// / ks3:// endpoint (default: $AWS_ENDPOINT_URL, $KS3_ENDPOINT).")
+    var endpoint: String?
+
+    @Option(help: "s3:// region (default: $AWS_REGION, us-east-1).")
+    var region: String?
+
+    @Flag(help: "s3:// / ks3://: path-style URL (host/bucket/key).")
+    var pathStyle = false
+
+    func run() throws {
+        guard expires.seconds > 0 else { throw CLIError("--expires must be more than 0 seconds") }
+        let object = try RemoteObject.resolve(path)
+        let settings = try DriverSettings.resolve(object.remote, endpoint: endpoint, region: region, pathStyle: pathStyle)
+        let seconds = expires.seconds
+        let url: String
+        switch settings {
+        case .memory:
+            throw CLIError("memory:// objects live inside one process and have no URL")
+        case .s3(let s):
+            let storage = S3Storage(
+                bucket: object.remote.container!, provider: s.provider, endpoint: s.endpoint, credentials: s.credentials,
+                transport: ScriptedTransport { _, _ in HTTPResponse(status: 599) })
+            do { url = try storage.presignedURL(object.key, expiresIn: seconds) } catch { throw CLIError(error.description) }
+        case .swift:
+            let remote = object.remote
+            let key = object.key
+            do {
+                url = try blockingAwait {
+                    try await Drivers.with(remote, settings) { storage in
+                        guard let swift = storage as? OpenStackStorage else { throw StorageError.invalidArgument("not a container") }
+                        return try await swift.temporaryURL(key, expires: Timestamp.now().seconds + Int64(seconds))
+                    }
+                }
+            } catch {
+                throw CLIError("\(remote): \(error)")
+            }
+        }
+        writeAll(1, url + "\n")
+    }
+}
+
+struct Cleanup: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Abort multipart uploads a crash left behind (s3://, ks3://).",
+        discussion: """
+            Lists the incomplete multipart uploads under the remote's prefix that started more than
+            --older-than ago, and aborts them (their parts are billed until then). A mount that is
+            uploading right now has uploads younger than that; keep the default unless no mount of
+            this bucket is running.
+
+            Examples:
+              objmount cleanup s3://bucket
+              objmount cleanup ks3://bucket/photos --older-than 0s --dry-run
+            """)
+
+    @Argument(help: "The remote, e.g. s3://bucket or ks3://bucket/prefix.")
+    var remote: String
+
+    @Option(help: "Only uploads started longer ago than this: 90s, 15m, 1h, 2d.")
+    var olderThan: DurationText = DurationText(argument: "24h")!
+
+    @Flag(help: "Only list what would be aborted.")
+    var dryRun = false
+
+    @Option(help: "Endpoint (default: $AWS_ENDPOINT_URL, $KS3_ENDPOINT).")
+    var endpoint: String?
+
+    @Option(help: "s3:// region (default: $AWS_REGION, us-east-1).")
+    var region: String?
+
+    @Flag(help: "Path-style addressing (host/bucket/key).")
+    var pathStyle = false
+
+    func run() throws {
+        let remote: Remote
+        do { remote = try Remote(parsing: self.remote) } catch { throw CLIError(error.description) }
+        guard remote.scheme == .s3 || remote.scheme == .ks3, remote.container != nil else {
+            throw CLIError("cleanup works on s3://bucket and ks3://bucket remotes (Swift keeps no pending uploads)")
+        }
+        let settings = try DriverSettings.resolve(remote, endpoint: endpoint, region: region, pathStyle: pathStyle)
+        let cutoff = Timestamp.now().seconds - Int64(olderThan.seconds)
+        let dryRun = self.dryRun
+        let lines: [String]
+        do {
+            lines = try blockingAwait {
+                try await Drivers.with(remote, settings) { storage in
+                guard let s3 = storage as? S3Storage else { throw StorageError.invalidArgument("not a bucket") }
+                var out: [String] = []
+                for (upload, initiated) in try await s3.incompleteUploads(prefix: remote.prefix)
+                where initiated.seconds <= cutoff {
+                    if !dryRun { try await s3.abortMultipartUpload(upload) }
+                    out.append("\(dryRun ? "would abort" : "aborted") \(upload.key) \(upload.uploadID)")
+                }
+                return out
+                }
+            }
+        } catch {
+            throw CLIError("\(remote): \(error)")
+        }
+        for line in lines { writeAll(1, line + "\n") }
+        if lines.isEmpty { writeStderr("objmount: no incomplete uploads older than \(olderThan.seconds) s under \(remote)\n") }
+    }
+}
