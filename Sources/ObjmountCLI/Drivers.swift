@@ -117,7 +117,10 @@ enum Drivers {
                 return (try await OpenStackAccount.connect(authenticator: auth.authenticator, transport: transport), transport)
             case .s3(let s):
                 guard let bucket = remote.container else {
-                    throw StorageError.invalidArgument("account-level \(remote.scheme.rawValue):// mounts are not supported yet; name a bucket")
+                    let account = try await S3Account.connect(
+                        provider: s.provider, endpoint: s.endpoint, credentials: s.credentials, storageClass: s.storageClass,
+                        transport: transport)
+                    return (account, transport)
                 }
                 let storage = try await S3Storage.connect(
                     bucket: bucket, provider: s.provider, endpoint: s.endpoint, credentials: s.credentials,

@@ -335,9 +335,16 @@ public final class S3Storage: ObjectStorage, ObjectAttributeSource {
 
     /// Server-side copy; keeps the source's storage class (S3 would otherwise reset it).
     public func copy(from source: ObjectKey, to destination: ObjectKey, replacing: PutOptions?) async throws -> ObjectInfo {
-        let (info, sourceClass) = try await head(source, storageClassOf: true)
+        try await copy(from: source, inBucket: bucket, to: destination, replacing: replacing)
+    }
+
+    /// Server-side copy from any bucket of the account into this one.
+    public func copy(from source: ObjectKey, inBucket sourceBucket: String, to destination: ObjectKey, replacing: PutOptions?)
+        async throws -> ObjectInfo
+    {
+        let (info, sourceClass) = try await head(source, inBucket: sourceBucket)
         let options = replacing ?? PutOptions(contentType: info.contentType, metadata: info.metadata ?? [:])
-        let copySource = "/" + bucket + "/" + URIEncoding.encode(source, keepSlash: true)
+        let copySource = "/" + sourceBucket + "/" + URIEncoding.encode(source, keepSlash: true)
         if info.size > provider.maximumCopySize {
             return try await copyInParts(copySource, size: info.size, to: destination, options: options, storageClass: sourceClass)
         }
@@ -359,8 +366,8 @@ public final class S3Storage: ObjectStorage, ObjectAttributeSource {
     }
 
     /// HEAD, with the storage class the server names (nil when it names none: the default).
-    func head(_ key: ObjectKey, storageClassOf: Bool) async throws(StorageError) -> (ObjectInfo, String?) {
-        let r = try await send("HEAD", bucket: bucket, key: key)
+    func head(_ key: ObjectKey, inBucket: String? = nil) async throws(StorageError) -> (ObjectInfo, String?) {
+        let r = try await send("HEAD", bucket: inBucket ?? bucket, key: key)
         try check(r, key)
         let named = r.header(provider.headerPrefix + "storage-class")
         return (objectInfo(key: key, r), named == provider.defaultStorageClass ? nil : named)
@@ -496,7 +503,7 @@ public final class S3Storage: ObjectStorage, ObjectAttributeSource {
     public func attribute(_ name: String, of key: ObjectKey) async throws -> String {
         switch name {
         case "storage_class":
-            return try await head(key, storageClassOf: true).1 ?? provider.defaultStorageClass
+            return try await head(key).1 ?? provider.defaultStorageClass
         case "acl":
             let r = try await send("GET", bucket: bucket, key: key, query: [QueryItem("acl", "")])
             try check(r, key)
