@@ -102,14 +102,7 @@ struct Mount: ParsableCommand {
     @Option(help: "swift:// key (default: $ST_KEY; prefer the variable: flags show in the process list).")
     var key: String?
 
-    @Option(help: "s3:// / ks3:// endpoint URL or host (default: $AWS_ENDPOINT_URL, $KS3_ENDPOINT, or AWS's).")
-    var endpoint: String?
-
-    @Option(help: "s3:// region (default: $AWS_REGION, ~/.aws/config, us-east-1).")
-    var region: String?
-
-    @Flag(help: "s3:// / ks3://: address buckets as host/bucket/key (automatic for IP addresses and localhost).")
-    var pathStyle = false
+    @OptionGroup var address: S3AddressOptions
 
     @Option(help: "s3:// / ks3://: storage class of new objects, e.g. STANDARD_IA.")
     var storageClass: String?
@@ -135,8 +128,7 @@ struct Mount: ParsableCommand {
             guard remote.scheme == .memory else { throw CLIError("--seed works with memory:// remotes only") }
         }
         let driver = try DriverSettings.resolve(
-            remote, authURL: authURL, user: user, key: key, endpoint: endpoint, region: region, pathStyle: pathStyle,
-            storageClass: storageClass)
+            remote, authURL: authURL, user: user, key: key, address: address, storageClass: storageClass)
         let cacheDirectory = Paths.absolute(cacheDir ?? Paths.defaultCacheDirectory)
         guard Paths.makeDirectories(cacheDirectory) else {
             throw CLIError("cannot create cache directory \(cacheDirectory): \(errnoText(errno))")

@@ -84,9 +84,12 @@ enum DriverSettings: Sendable {
     case s3(S3Settings)
 
     static func resolve(
-        _ remote: Remote, authURL: String? = nil, user: String? = nil, key: String? = nil, endpoint: String? = nil,
-        region: String? = nil, pathStyle: Bool = false, storageClass: String? = nil
+        _ remote: Remote, authURL: String? = nil, user: String? = nil, key: String? = nil, address: S3AddressOptions? = nil,
+        storageClass: String? = nil
     ) throws(CLIError) -> DriverSettings {
+        let endpoint = address?.endpoint
+        let region = address?.region
+        let pathStyle = address?.pathStyle ?? false
         if storageClass != nil && remote.scheme != .s3 && remote.scheme != .ks3 {
             throw CLIError("--storage-class applies to s3:// and ks3:// remotes only")
         }

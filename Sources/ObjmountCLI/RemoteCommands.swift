@@ -12,6 +12,18 @@ import StorageHTTP
     import Glibc
 #endif
 
+/// Where an s3:// or ks3:// bucket is and how it is addressed (not secret: flags are fine).
+struct S3AddressOptions: ParsableArguments {
+    @Option(help: "s3:// / ks3:// endpoint URL or host (default: $AWS_ENDPOINT_URL, $KS3_ENDPOINT, or AWS's).")
+    var endpoint: String?
+
+    @Option(help: "s3:// region (default: $AWS_REGION, ~/.aws/config, us-east-1).")
+    var region: String?
+
+    @Flag(help: "s3:// / ks3://: address buckets as host/bucket/key (automatic for IP addresses and localhost).")
+    var pathStyle = false
+}
+
 /// `90s`, `15m`, `1h`, `2d` or a number of seconds.
 struct DurationText: ExpressibleByArgument, Sendable {
     var seconds: Int
@@ -88,19 +100,12 @@ struct URLCommand: ParsableCommand {
     @Option(help: "How long the URL works: 90s, 15m, 1h, 2d.")
     var expires: DurationText = DurationText(argument: "1h")!
 
-    @Option(help: "s3:// / ks3:// endpoint (default: $AWS_ENDPOINT_URL, $KS3_ENDPOINT).")
-    var endpoint: String?
-
-    @Option(help: "s3:// region (default: $AWS_REGION, us-east-1).")
-    var region: String?
-
-    @Flag(help: "s3:// / ks3://: path-style URL (host/bucket/key).")
-    var pathStyle = false
+    @OptionGroup var address: S3AddressOptions
 
     func run() throws {
         guard expires.seconds > 0 else { throw CLIError("--expires must be more than 0 seconds") }
         let object = try RemoteObject.resolve(path)
-        let settings = try DriverSettings.resolve(object.remote, endpoint: endpoint, region: region, pathStyle: pathStyle)
+        let settings = try DriverSettings.resolve(object.remote, address: address)
         let seconds = expires.seconds
         let url: String
         switch settings {
@@ -152,14 +157,7 @@ struct Cleanup: ParsableCommand {
     @Flag(help: "Only list what would be aborted.")
     var dryRun = false
 
-    @Option(help: "Endpoint (default: $AWS_ENDPOINT_URL, $KS3_ENDPOINT).")
-    var endpoint: String?
-
-    @Option(help: "s3:// region (default: $AWS_REGION, us-east-1).")
-    var region: String?
-
-    @Flag(help: "Path-style addressing (host/bucket/key).")
-    var pathStyle = false
+    @OptionGroup var address: S3AddressOptions
 
     func run() throws {
         let remote: Remote
@@ -167,7 +165,7 @@ struct Cleanup: ParsableCommand {
         guard remote.scheme == .s3 || remote.scheme == .ks3, remote.container != nil else {
             throw CLIError("cleanup works on s3://bucket and ks3://bucket remotes (Swift keeps no pending uploads)")
         }
-        let settings = try DriverSettings.resolve(remote, endpoint: endpoint, region: region, pathStyle: pathStyle)
+        let settings = try DriverSettings.resolve(remote, address: address)
         let cutoff = Timestamp.now().seconds - Int64(olderThan.seconds)
         let dryRun = self.dryRun
         let lines: [String]

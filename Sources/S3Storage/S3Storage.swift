@@ -305,19 +305,13 @@ public final class S3Storage: ObjectStorage, ObjectAttributeSource {
         var headers: [HTTPHeader] = []
         if let range {
             if range.length == 0 { return [] }
-            headers.append(HTTPHeader("Range", "bytes=\(range.offset)-\(range.end - 1)"))
+            headers.append(HTTPHeader("Range", range.rangeHeader))
         }
         if let ifMatch { headers.append(HTTPHeader("If-Match", "\"\(ifMatch.value)\"")) }
         let r = try await send("GET", bucket: bucket, key: key, headers: headers)
         if r.status == 416 { return [] }
         try check(r, key)
-        if r.status == 200, let range {
-            // A server that ignored the Range header: cut the part out.
-            let start = Int(min(range.offset, Int64(r.body.count)))
-            let end = Int(min(range.end, Int64(r.body.count)))
-            return Array(r.body[start..<end])
-        }
-        return r.body
+        return r.body(of: range)
     }
 
     public func put(_ key: ObjectKey, payload: Payload, options: PutOptions) async throws -> ObjectInfo {

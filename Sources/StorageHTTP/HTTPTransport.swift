@@ -119,3 +119,19 @@ extension HTTPRequest {
         return headers.first { $0.0.lowercased() == n }?.1
     }
 }
+
+extension ByteRange {
+    /// The `Range` header value of this range (non-empty ranges only).
+    public var rangeHeader: String { "bytes=\(offset)-\(end - 1)" }
+}
+
+extension HTTPResponse {
+    /// The bytes of `range` from a successful GET: the body of a 206, or the part cut out of a
+    /// 200 from a server that ignored the Range header.
+    public func body(of range: ByteRange?) -> [UInt8] {
+        guard status == 200, let range else { return body }
+        let start = Int(min(range.offset, Int64(body.count)))
+        let end = Int(min(range.end, Int64(body.count)))
+        return Array(body[start..<end])
+    }
+}

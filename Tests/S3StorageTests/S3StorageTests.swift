@@ -183,3 +183,33 @@ func errorBody(_ code: String) -> String {
         #expect(ranges == ["bytes=0-10485759", "bytes=10485760-12582911"])
     }
 }
+
+@Suite struct S3EndpointTests {
+    @Test func endpointsParse() throws {
+        let aws = try S3Endpoint(url: "https://s3.eu-west-3.amazonaws.com", region: "eu-west-3", forcePathStyle: false, provider: .aws)
+        #expect(aws.scheme == "https" && aws.host == "s3.eu-west-3.amazonaws.com" && aws.port == nil && !aws.pathStyle)
+        #expect(aws.authority(bucket: "b") == "b.s3.eu-west-3.amazonaws.com")
+        let ks3 = try S3Endpoint(url: "ks3-cn-beijing.ksyuncs.com", region: "", forcePathStyle: false, provider: .ks3)
+        #expect(ks3.scheme == "https" && !ks3.pathStyle)
+        let local = try S3Endpoint(url: "http://127.0.0.1:8080/", region: "us-east-1", forcePathStyle: false, provider: .aws)
+        #expect(local.pathStyle && local.authority(bucket: "b") == "127.0.0.1:8080")
+        #expect(try S3Endpoint(url: "http://localhost:80", region: "", forcePathStyle: false, provider: .aws).authority(bucket: nil) == "localhost")
+        // A dotted bucket cannot be a TLS host label.
+        #expect(aws.addressing(bucket: "my.bucket").pathStyle)
+        #expect(throws: StorageError.self) { try S3Endpoint(url: "ftp://x", region: "", forcePathStyle: false, provider: .aws) }
+        #expect(throws: StorageError.self) { try S3Endpoint(url: "http://x:notaport", region: "", forcePathStyle: false, provider: .aws) }
+    }
+
+    @Test func presignedURLsAreSignedLocally() throws {
+        let t = ScriptedTransport { _, _ in HTTPResponse(status: 500) }
+        let s3 = try storage(t, url: "https://s3.amazonaws.com")
+        let url = try s3.presignedURL("a b.txt", expiresIn: 3600)
+        #expect(url.hasPrefix("https://b.s3.amazonaws.com/a%20b.txt?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AK%2F"))
+        #expect(url.contains("X-Amz-Expires=3600&X-Amz-SignedHeaders=host&X-Amz-Signature="))
+        #expect(throws: StorageError.self) { try s3.presignedURL("k", expiresIn: 8 * 86400) }
+        let ks3 = try storage(t, provider: .ks3, url: "http://127.0.0.1:9000")
+        let k = try ks3.presignedURL("k", expiresIn: 60)
+        #expect(k.hasPrefix("http://127.0.0.1:9000/b/k?Signature=") && k.contains("&KSSAccessKeyId=AK"))
+        #expect(t.requests.isEmpty)
+    }
+}
