@@ -6,7 +6,8 @@
 # The peer is Debian's awscli (/usr/bin/aws, apt-get installed when missing; any other `aws` in
 # PATH is not used). If that package cannot be installed, boto3's upload_file/download_file from
 # the tests' virtualenv (Tests/fuse/testvenv.py) stand in, and the output says so. Both use 8 MiB
-# parts above 8 MiB and 10 threads, like objmount's default 8 MiB parts.
+# parts above 8 MiB, 10 in flight; objmount runs with its defaults (one PUT up to 64 MiB, 16 MiB
+# parts above, 4 in flight).
 # OBJMOUNT_BENCH_PEER=boto3 picks boto3 even where awscli is installable.
 set -euo pipefail
 cd "$(dirname "$0")/.."
