@@ -206,6 +206,12 @@ public final class S3Storage: ObjectStorage, ObjectAttributeSource {
         case "ExpiredToken", "InvalidToken", "TokenRefreshRequired":
             return .accessDenied("the session token is expired or invalid")
         case "AccessDenied", "AllAccessDisabled", "AccountProblem": return .accessDenied("\(what): \(message)")
+        case "PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException":
+            // The bucket lives in another region (S3 says which in a header or the body).
+            let region = r.header("x-amz-bucket-region") ?? e?.fields["Region"]
+            let endpoint = e?.fields["Endpoint"].map { " (endpoint \($0))" } ?? ""
+            return .invalidArgument(
+                "bucket \(bucket) is in another region\(region.map { ": use --region \($0)" } ?? "")\(endpoint)")
         case "PreconditionFailed", "ConditionalRequestConflict": return .preconditionFailed(what)
         case "BucketNotEmpty": return .notEmpty("bucket \(what)")
         case "EntityTooLarge", "MaxMessageLengthExceeded": return .entityTooLarge

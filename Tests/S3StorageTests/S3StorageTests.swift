@@ -213,3 +213,21 @@ func errorBody(_ code: String) -> String {
         #expect(t.requests.isEmpty)
     }
 }
+
+@Suite struct S3RegionTests {
+    @Test func aBucketInAnotherRegionSaysWhichRegion() async throws {
+        let t = ScriptedTransport { _, _ in
+            xml(400, "<Error><Code>AuthorizationHeaderMalformed</Code><Message>the region 'us-east-1' is wrong; expecting 'eu-west-3'</Message><Region>eu-west-3</Region></Error>")
+        }
+        await #expect(throws: StorageError.invalidArgument("bucket b is in another region: use --region eu-west-3")) {
+            try await storage(t).list(prefix: "", delimiter: "/", continuation: nil, maxKeys: 1)
+        }
+        let u = ScriptedTransport { _, _ in
+            xml(301, "<Error><Code>PermanentRedirect</Code><Message>m</Message><Endpoint>b.s3.eu-west-3.amazonaws.com</Endpoint></Error>",
+                headers: [("x-amz-bucket-region", "eu-west-3")])
+        }
+        await #expect(throws: StorageError.invalidArgument("bucket b is in another region: use --region eu-west-3 (endpoint b.s3.eu-west-3.amazonaws.com)")) {
+            try await storage(u).list(prefix: "", delimiter: "/", continuation: nil, maxKeys: 1)
+        }
+    }
+}
