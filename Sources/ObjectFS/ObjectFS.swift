@@ -28,6 +28,9 @@ public actor ObjectFS {
         var parent: InodeNumber?
         var name: String
         var mode: UInt32
+        /// Owner stored in the object's metadata (or set by chown); nil: the mount's owner.
+        var uid: UInt32?
+        var gid: UInt32?
         var mtime: Timestamp
         var size: Int64 = 0
         /// File: the last server version seen; `nil` for a file not uploaded yet.
@@ -144,16 +147,19 @@ public actor ObjectFS {
             markDirty(node)
         }
         if let mode = changes.mode { node.mode = mode & 0o7777 }
+        if let uid = changes.uid { node.uid = uid }
+        if let gid = changes.gid { node.gid = gid }
+        let ownerChanged = changes.uid != nil || changes.gid != nil
         switch changes.mtime {
         case .now: node.mtime = clock.wallClock()
         case .set(let t): node.mtime = t
         case nil: break
         }
-        // uid/gid are accepted and not stored: every entry shows the mount's owner.
+        // Files keep mode, mtime and owner in their metadata; directories do not (see Not yet).
         guard node.kind == .file, node.parent != nil else { return attributes(node) }
         if node.dirty {
             if node.writers == 0 { try await upload(node) }
-        } else if changes.mode != nil || changes.mtime != nil, node.remote != nil {
+        } else if changes.mode != nil || changes.mtime != nil || ownerChanged, node.remote != nil {
             let key = fileKey(node)
             do {
                 if node.remote?.metadata == nil {
@@ -723,6 +729,8 @@ public actor ObjectFS {
         if let meta = info.metadata {
             n.mtime = meta["mtime"].flatMap(Timestamp.init(metadataValue:)) ?? info.lastModified
             if let m = meta["mode"].flatMap({ UInt32($0) }) { n.mode = m & 0o7777 }
+            n.uid = meta["uid"].flatMap { UInt32($0) }
+            n.gid = meta["gid"].flatMap { UInt32($0) }
         } else if !sameVersion {
             n.mtime = info.lastModified
         }
@@ -734,13 +742,14 @@ public actor ObjectFS {
     private func attributes(_ n: Node) -> FileAttributes {
         FileAttributes(
             ino: n.ino, kind: n.kind, size: n.kind == .file ? n.size : 0, mode: n.mode,
-            uid: configuration.uid, gid: configuration.gid, mtime: n.mtime)
+            uid: configuration.fixedOwner ? configuration.uid : n.uid ?? configuration.uid,
+            gid: configuration.fixedOwner ? configuration.gid : n.gid ?? configuration.gid, mtime: n.mtime)
     }
 
     /// The stored version's content type and other metadata, with our mtime and mode.
     private func putOptions(_ n: Node) -> PutOptions {
         var metadata = n.remote?.metadata ?? [:]
-        metadata.merge(PosixMetadata.encode(mtime: n.mtime, mode: n.mode)) { $1 }
+        metadata.merge(PosixMetadata.encode(mtime: n.mtime, mode: n.mode, uid: n.uid, gid: n.gid)) { $1 }
         return PutOptions(contentType: n.remote?.contentType, metadata: metadata)
     }
 

@@ -128,8 +128,11 @@ public struct SystemTimeSource: TimeSource {
 public struct ObjectFSConfiguration: Sendable {
     /// The key prefix the mount shows as its root: "" or "some/prefix/".
     public var prefix: String
+    /// The owner of entries whose metadata names none.
     public var uid: UInt32
     public var gid: UInt32
+    /// Show `uid`/`gid` for every entry, ignoring owners stored in metadata (`-o uid=,gid=`).
+    public var fixedOwner = false
     public var umask: UInt32
     /// How long listings, attributes and negative lookups are trusted before asking the server
     /// again. Local changes are visible at once; other clients' changes after at most this long.

@@ -109,6 +109,7 @@ enum Daemon {
         }
         let stagingDirectory = cacheDirectory + "/staging-\(getpid())"
         var configuration = ObjectFSConfiguration(prefix: remote.prefix, stagingDirectory: stagingDirectory)
+        configuration.fixedOwner = options.uid != nil || options.gid != nil
         if let uid = options.uid { configuration.uid = uid }
         if let gid = options.gid { configuration.gid = gid }
         if let umask = options.umask { configuration.umask = umask }

@@ -25,7 +25,8 @@ struct Harness {
 
     init(
         prefix: String = "", markerStyle: DirectoryMarkerStyle = .trailingSlash, ttl: Double = 10,
-        readOnly: Bool = false, multipartThreshold: Int64 = 64 << 20, partSize: Int64 = 16 << 20
+        readOnly: Bool = false, multipartThreshold: Int64 = 64 << 20, partSize: Int64 = 16 << 20,
+        fixedOwner: Bool = false
     ) throws {
         memory = MemoryStorage(markerStyle: markerStyle, pageSize: 5, minimumPartSize: 8)
         storage = FaultInjectingStorage(memory)
@@ -35,6 +36,7 @@ struct Harness {
         var config = ObjectFSConfiguration(prefix: prefix, uid: 1000, gid: 1000, stagingDirectory: staging)
         config.metadataTTL = .milliseconds(Int64(ttl * 1000))
         config.readOnly = readOnly
+        config.fixedOwner = fixedOwner
         config.multipartThreshold = multipartThreshold
         config.partSize = partSize
         fs = try ObjectFS(storage: storage, configuration: config, clock: clock)

@@ -422,3 +422,32 @@ struct MetadataFreeListings: ObjectStorage {
         #expect(try await fs.list(rootInode)[0].attributesComplete)
     }
 }
+
+@Suite struct OwnerTests {
+    @Test func ownersStoredByOtherToolsAreShownAndChownIsStored() async throws {
+        let h = try Harness()
+        // s3fs and rclone store the owner as uid/gid metadata.
+        _ = try await h.memory.put("theirs", payload: .bytes(b("x")), options: PutOptions(metadata: ["uid": "33", "gid": "34"]))
+        var a = try await h.resolve("theirs")
+        #expect(a.uid == 33 && a.gid == 34)
+        // Files without an owner in metadata are the mount's; new files store none.
+        _ = try await h.writeFile("mine", b("y"))
+        #expect(try await h.resolve("mine").uid == 1000)
+        #expect(try await h.memory.head("mine").metadata?["uid"] == nil)
+        // chown is kept in the object's metadata, with its bytes unchanged.
+        a = try await h.resolve("mine")
+        _ = try await h.fs.setattr(a.ino, AttributeChanges(uid: 7, gid: 8))
+        let meta = try await h.memory.head("mine").metadata
+        #expect(meta?["uid"] == "7" && meta?["gid"] == "8")
+        h.expireCaches()
+        #expect(try await h.resolve("mine").uid == 7)
+        #expect(try await h.readFile("mine") == b("y"))
+    }
+
+    @Test func aFixedOwnerHidesStoredOwners() async throws {
+        let h = try Harness(fixedOwner: true)
+        _ = try await h.memory.put("theirs", payload: .bytes(b("x")), options: PutOptions(metadata: ["uid": "33", "gid": "34"]))
+        let a = try await h.resolve("theirs")
+        #expect(a.uid == 1000 && a.gid == 1000)
+    }
+}
