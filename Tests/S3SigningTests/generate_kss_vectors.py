@@ -11,8 +11,15 @@ Run:  python3 -m venv /tmp/ks3-venv && /tmp/ks3-venv/bin/pip install ks3sdk==1.1
       /tmp/ks3-venv/bin/python Tests/S3SigningTests/generate_kss_vectors.py
 and paste the printed Swift literals. Query arguments are passed as a dict of raw (decoded)
 values, which is how the SDK's bucket/key methods call make_request.
+
+With `--json --random N [--seed S]` it prints instead, as JSON, N header-auth cases drawn at
+random (non-ASCII and reserved characters in keys, doubled slashes, signed and unsigned
+sub-resources, x-kss-* headers with odd spacing), each signed by the SDK: KSSV2Tests's live test
+runs this at test time (OBJMOUNT_TEST_VENV_PYTHON, a python with ks3sdk) and compares.
 """
 import json
+import random
+import sys
 from ks3 import auth
 from ks3.connection import Connection, PathCallingFormat
 
@@ -97,5 +104,56 @@ def main():
                   swift(name), swift(method), swift(bucket), swift(key), p, expires, swift(sts), swift(sig), swift(url)))
 
 
+KEY_PIECES = ["a", "Z", "0", "-", "_", ".", "~", " ", "+", "*", "'", "!", "(", ")", "=", "&", "%", "#", "?",
+              ",", ";", "@", "$", "[", "]", "é", "ü", "ß", "日本", "語", "😀", "/", "//", "\t"]
+SIGNED = [("acl", None), ("uploads", None), ("delete", None), ("tagging", None), ("versionId", "v/1+2"),
+          ("response-content-type", "text/plain; charset=utf-8"),
+          ("response-content-disposition", 'attachment; filename="a b.txt"'), ("storageClass", None)]
+UNSIGNED = [("prefix", "dir/é"), ("delimiter", "/"), ("max-keys", "1000"), ("list-type", "2"),
+            ("encoding-type", "url"), ("continuation-token", "t+/=="), ("marker", "a b")]
+
+
+def random_case(rng, n):
+    key = "".join(rng.choice(KEY_PIECES) for _ in range(rng.randint(0, 12))).lstrip("/")
+    query = {}
+    if rng.random() < 0.3:
+        query["partNumber"] = str(rng.randint(1, 10000))
+        query["uploadId"] = rng.choice(["abc", "a/b+c=", "2~x"])
+    for name, value in rng.sample(SIGNED + UNSIGNED, rng.randint(0, 3)):
+        query[name] = value
+    headers = [("Date", D)]
+    if rng.random() < 0.5:
+        headers.append(("Content-Type", rng.choice(["", "text/plain", "application/octet-stream", "image/jpeg"])))
+    if rng.random() < 0.4:
+        headers.append(("Content-MD5", "1B2M2Y8AsgTpgAmY7PhCfg=="))
+    for _ in range(rng.randint(0, 3)):
+        name = rng.choice(["x-kss-meta-mtime", "X-Kss-Meta-Mode", "x-kss-storage-class", "x-kss-acl",
+                           "x-kss-meta-note", "X-KSS-META-Ünïcode"])
+        headers.append((name, rng.choice(["1751371200.25", "33188", "STANDARD_IA", "private", " lead",
+                                          "trail ", "a  b", "é"])))
+    method = rng.choice(["GET", "PUT", "POST", "DELETE", "HEAD"])
+    bucket = rng.choice(["mybucket", "my.bucket-2", ""]) if key == "" else rng.choice(["mybucket", "b-1"])
+    return ("random-%d" % n, method, bucket, key, query, headers)
+
+
+def main_json(count, seed):
+    rng = random.Random(seed)
+    out = []
+    for n in range(count):
+        name, method, bucket, key, query, headers = random_case(rng, n)
+        sts = auth.canonical_string(method, bucket, key, query or None, dict(headers))
+        out.append({"name": name, "method": method, "bucket": bucket, "key": key,
+                    "query": [[k, v] for k, v in query.items()], "headers": [list(h) for h in headers],
+                    "path": PathCallingFormat().build_path_base(bucket, key),
+                    "stringToSign": sts, "signature": auth.encode(SK, sts)})
+    json.dump({"seed": seed, "cases": out}, sys.stdout, ensure_ascii=False)
+
+
 if __name__ == "__main__":
-    main()
+    if "--json" in sys.argv:
+        args = sys.argv[1:]
+        count = int(args[args.index("--random") + 1]) if "--random" in args else 200
+        seed = int(args[args.index("--seed") + 1]) if "--seed" in args else random.randrange(1 << 30)
+        main_json(count, seed)
+    else:
+        main()
