@@ -867,7 +867,11 @@ public actor ObjectFS {
 
     private func openHandle(_ node: Node, flags: OpenFlags) -> UInt64 {
         let fh = newHandleNumber()
-        handles[fh] = Handle(ino: node.ino, flags: flags, reader: RangedReader(storage: storage))
+        let reader: any ObjectReader =
+            configuration.readAheadChunks > 0
+            ? PrefetchingReader(storage: storage, chunkSize: configuration.readAheadChunkSize, chunks: configuration.readAheadChunks)
+            : RangedReader(storage: storage)
+        handles[fh] = Handle(ino: node.ino, flags: flags, reader: reader)
         node.openHandles += 1
         if flags.write { node.writers += 1 }
         return fh

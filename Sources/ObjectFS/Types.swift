@@ -145,6 +145,9 @@ public struct ObjectFSConfiguration: Sendable {
     public var multipartThreshold: Int64
     public var partSize: Int64
     public var uploadConcurrency: Int
+    /// Sequential reads fetch this many chunks ahead, in parallel (0: one ranged GET per read).
+    public var readAheadChunks = 0
+    public var readAheadChunkSize: Int64 = 8 << 20
 
     public init(
         prefix: String = "", uid: UInt32 = getuid(), gid: UInt32 = getgid(), umask: UInt32 = 0o022,
