@@ -78,6 +78,9 @@ public actor ObjectFS {
     private var nodes: [InodeNumber: Node] = [:]
     private var nextInode: InodeNumber = rootInode + 1
     private var handles: [UInt64: Handle] = [:]
+    /// HEADs in flight for files whose listing carried no metadata (see `completeMetadata`).
+    private var metadataFetches: [InodeNumber: Task<Void, Never>] = [:]
+    private let metadataLimiter: AsyncLimiter
     private var directoryHandles: [UInt64: [DirectoryEntry]] = [:]
     private var nextHandle: UInt64 = 1
     private var stagingSerial: UInt64 = 0
@@ -92,6 +95,7 @@ public actor ObjectFS {
         self.clock = clock
         self.prefix = KeyPath.normalizedPrefix(configuration.prefix)
         self.staging = try StagingDirectory(configuration.stagingDirectory)
+        self.metadataLimiter = AsyncLimiter(limit: configuration.metadataPrefetch)
         let root = Node(
             ino: rootInode, kind: .directory, parent: nil, name: "",
             mode: 0o777 & ~configuration.umask, mtime: clock.wallClock())
@@ -621,7 +625,17 @@ public actor ObjectFS {
     }
 
     /// Reads a file's metadata (mtime, mode) with a HEAD when its listing did not carry it.
+    /// The first such file of a directory also starts HEADs of its next siblings (in name
+    /// order, `metadataPrefetch` at a time), so that `ls -l` waits about one round trip per
+    /// batch rather than one per file.
     private func completeMetadata(_ n: Node) async throws(FSError) {
+        if configuration.metadataPrefetch > 0 {
+            if metadataFetches[n.ino] == nil { prefetchMetadata(from: n) }
+            if let fetch = metadataFetches[n.ino] {
+                await fetch.value
+                if n.metadataKnown || n.isPinned { return }
+            }
+        }
         let key = fileKey(n)
         do {
             let info = try await storage.head(key)
@@ -632,6 +646,35 @@ public actor ObjectFS {
         } catch {
             throw FSError.from(error, "lookup \(key)")
         }
+    }
+
+    /// Starts HEADs of `n` and of up to `metadataPrefetchBatch` siblings after it whose
+    /// metadata is unknown; each applies its answer when it comes.
+    private func prefetchMetadata(from n: Node) {
+        guard let dir = n.parent.flatMap({ nodes[$0] }) else { return }
+        let names = dir.children.keys.filter { $0 >= n.name }.sorted().prefix(configuration.metadataPrefetchBatch)
+        let limiter = metadataLimiter
+        let storage = self.storage
+        for name in names {
+            guard let ino = dir.children[name], let c = nodes[ino], c.kind == .file, !c.metadataKnown, !c.isPinned,
+                metadataFetches[ino] == nil
+            else { continue }
+            let key = fileKey(c)
+            let etag = c.remote?.etag
+            metadataFetches[ino] = Task {
+                await limiter.acquire()
+                let info = try? await storage.head(key)
+                await limiter.release()
+                self.finishMetadataFetch(ino, info, listedETag: etag)
+            }
+        }
+    }
+
+    private func finishMetadataFetch(_ ino: InodeNumber, _ info: ObjectInfo?, listedETag: ETag?) {
+        metadataFetches[ino] = nil
+        // Only the version the listing showed: anything else is left to the caller's own HEAD.
+        guard let info, let n = nodes[ino], !n.isPinned, !n.metadataKnown, info.etag == listedETag else { return }
+        apply(info, to: n)
     }
 
     /// What the server has at `key`: a directory (listing under `key/` not empty, or a marker),

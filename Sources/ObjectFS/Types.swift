@@ -145,6 +145,10 @@ public struct ObjectFSConfiguration: Sendable {
     public var multipartThreshold: Int64
     public var partSize: Int64
     public var uploadConcurrency: Int
+    /// HEADs in flight for the metadata of a directory's files when listings carry none (0: one
+    /// HEAD per file, when it is asked for), and how many siblings one stat starts.
+    public var metadataPrefetch = 0
+    public var metadataPrefetchBatch = 1000
     /// Sequential reads fetch this many chunks ahead, in parallel (0: one ranged GET per read).
     public var readAheadChunks = 0
     public var readAheadChunkSize: Int64 = 8 << 20
@@ -172,4 +176,28 @@ public struct ObjectFSConfiguration: Sendable {
 public struct BorrowedBytes: @unchecked Sendable {
     public let buffer: UnsafeRawBufferPointer
     public init(_ buffer: UnsafeRawBufferPointer) { self.buffer = buffer }
+}
+
+/// At most `limit` holders at a time; the others wait in order.
+actor AsyncLimiter {
+    private var available: Int
+    private var waiters: [CheckedContinuation<Void, Never>] = []
+
+    init(limit: Int) { available = max(1, limit) }
+
+    func acquire() async {
+        if available > 0 {
+            available -= 1
+            return
+        }
+        await withCheckedContinuation { waiters.append($0) }
+    }
+
+    func release() {
+        if waiters.isEmpty {
+            available += 1
+        } else {
+            waiters.removeFirst().resume()
+        }
+    }
 }

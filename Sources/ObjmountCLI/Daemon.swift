@@ -112,7 +112,11 @@ enum Daemon {
         configuration.fixedOwner = options.uid != nil || options.gid != nil
         // Over the network, sequential reads fetch 4 chunks of 8 MiB ahead in parallel; the
         // in-process store answers faster than copying through chunks would.
-        if remote.scheme != .memory { configuration.readAheadChunks = 4 }
+        // A directory's file metadata (HEADs, when listings carry none) is fetched 16 at a time.
+        if remote.scheme != .memory {
+            configuration.readAheadChunks = 4
+            configuration.metadataPrefetch = 16
+        }
         if let uid = options.uid { configuration.uid = uid }
         if let gid = options.gid { configuration.gid = gid }
         if let umask = options.umask { configuration.umask = umask }

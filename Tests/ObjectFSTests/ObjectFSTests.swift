@@ -502,3 +502,30 @@ struct MetadataFreeListings: ObjectStorage {
         await h.fs.release(fh)
     }
 }
+
+@Suite struct MetadataPrefetchTests {
+    @Test func theFirstStatOfADirectoryFetchesItsSiblingsMetadataInParallel() async throws {
+        let memory = MemoryStorage()
+        for i in 0..<40 {
+            let name = "d/f" + (i < 10 ? "0\(i)" : "\(i)")
+            _ = try await memory.put(name, payload: .bytes([UInt8(i)]), options: PutOptions(metadata: ["mtime": "\(1_500_000_000 + i)"]))
+        }
+        let storage = FaultInjectingStorage(MetadataFreeListings(base: memory), latency: .milliseconds(20))
+        var config = ObjectFSConfiguration(stagingDirectory: uniqueStagingDirectory())
+        config.metadataPrefetch = 8
+        let fs = try ObjectFS(storage: storage, configuration: config)
+        let d = try await fs.lookup(parent: rootInode, name: "d")
+        let names = try await fs.list(d.ino).map(\.name)
+        #expect(names.count == 40)
+        let headsBefore = storage.calls(.head)
+        let start = ContinuousClock.now
+        for (i, name) in names.enumerated() {
+            let a = try await fs.lookup(parent: d.ino, name: name)
+            #expect(a.mtime == Timestamp(seconds: Int64(1_500_000_000 + i)))
+        }
+        let elapsed = ContinuousClock.now - start
+        // One HEAD per file in all, 8 at a time: about 5 rounds of 20 ms, not 40.
+        #expect(storage.calls(.head) - headsBefore == 40)
+        #expect(elapsed < .milliseconds(600), "\(elapsed)")
+    }
+}
