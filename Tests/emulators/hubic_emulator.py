@@ -46,7 +46,6 @@ import html
 import json
 import os
 import secrets
-import signal
 import string
 import sys
 import threading
@@ -55,6 +54,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from serving import serve_until_signalled  # (this directory: the script's own)
 
 ALNUM = string.ascii_letters + string.digits
 
@@ -750,22 +751,9 @@ def main(argv: list[str] | None = None) -> int:
     Handler.swift = SwiftUpstream(args.swift_auth, args.swift_user, args.swift_key,
                                   args.default_container, args.quota)
     server = ThreadingHTTPServer((args.host, args.port), Handler)
-    server.daemon_threads = True
-    port = server.server_address[1]
-
-    def stop(signum, _frame):
-        raise SystemExit(0)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
     log(f"client_id={args.client_id} user={args.user} access_token_ttl={args.access_token_ttl}s "
         f"swift_auth={args.swift_auth} swift_user={args.swift_user}")
-    print(f"listening on http://{args.host}:{port}", flush=True)
-    try:
-        server.serve_forever(poll_interval=0.2)
-    finally:
-        server.server_close()
-    return 0
+    return serve_until_signalled(server, args.host)
 
 
 if __name__ == "__main__":

@@ -80,13 +80,14 @@ import hmac
 import http.client
 import re
 import secrets
-import signal
 import sys
 import threading
 import time
 import urllib.parse
 import xml.etree.ElementTree as ET
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from serving import serve_until_signalled  # (this directory: the script's own)
 from xml.sax.saxutils import escape as xml_escape
 
 import ks3.auth as ks3auth          # the oracle: canonical_string + encode, as the SDK signs
@@ -1178,22 +1179,9 @@ def main(argv: list[str] | None = None) -> int:
     Handler.upstream = Upstream(args.upstream, args.upstream_access_key, args.upstream_secret_key)
     Handler.table = SideTable()
     server = ThreadingHTTPServer((args.host, args.port), Handler)
-    server.daemon_threads = True
-    port = server.server_address[1]
-
-    def stop(signum, _frame):
-        raise SystemExit(0)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
     log(f"access_key={args.access_key} upstream={args.upstream} "
         f"upstream_access_key={args.upstream_access_key}")
-    print(f"listening on http://{args.host}:{port}", flush=True)
-    try:
-        server.serve_forever(poll_interval=0.2)
-    finally:
-        server.server_close()
-    return 0
+    return serve_until_signalled(server, args.host)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,8 @@ from typing import Callable, Iterator
 
 import pytest
 
+from processes import stop_process
+
 ROOT = Path(__file__).resolve().parents[2]
 EMULATOR = ROOT / "Tests" / "emulators" / "hubic_emulator.py"
 LHUBIC = "lhubic==1.0.11"
@@ -240,15 +242,7 @@ class Emulator:
         return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        if self.proc.stdout:
-            self.proc.stdout.close()
+        stop_process(self.proc)
 
 
 @pytest.fixture

@@ -38,6 +38,8 @@ from typing import Callable, Iterator
 
 import pytest
 
+from processes import stop_process
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from testvenv import python_with  # noqa: E402
 
@@ -91,15 +93,7 @@ class Emulator:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        if self.proc.stdout:
-            self.proc.stdout.close()
+        stop_process(self.proc)
 
 
 @pytest.fixture
