@@ -66,7 +66,8 @@ def test_sigkill_leaves_no_dead_mount(mounter: Mounter, remote: Remote) -> None:
     os.kill(m.pid, signal.SIGKILL)
     assert wait_for(lambda: not pid_alive(m.pid), 10)
     # auto_unmount: the fusermount3 helper removes the mount once the daemon is gone.
-    assert wait_for(lambda: not is_mounted(m.path), 15), "dead mount left after SIGKILL"
+    # (Usually instant; 30 s leaves room for a loaded 2-core machine.)
+    assert wait_for(lambda: not is_mounted(m.path), 30), "dead mount left after SIGKILL"
     # The mountpoint is usable again.
     m2 = mounter.mount(remote, mountpoint=m.path)
     assert os.listdir(m2.path) is not None
