@@ -28,6 +28,9 @@ public actor ObjectFS {
         var parent: InodeNumber?
         var name: String
         var mode: UInt32
+        /// The version whose bytes the kernel may still hold in its page cache from an earlier
+        /// open; nil once the file is written through the mount.
+        var pageCacheETag: ETag?
         /// Owner stored in the object's metadata (or set by chown); nil: the mount's owner.
         var uid: UInt32?
         var gid: UInt32?
@@ -78,6 +81,7 @@ public actor ObjectFS {
     private var nodes: [InodeNumber: Node] = [:]
     private var nextInode: InodeNumber = rootInode + 1
     private var handles: [UInt64: Handle] = [:]
+    private var handlesKeepingPageCache: Set<UInt64> = []
     /// HEADs in flight for files whose listing carried no metadata (see `completeMetadata`).
     private var metadataFetches: [InodeNumber: Task<Void, Never>] = [:]
     private let metadataLimiter: AsyncLimiter
@@ -351,7 +355,19 @@ public actor ObjectFS {
             node.mtime = clock.wallClock()
             markDirty(node)
         }
-        return openHandle(node, flags: flags)
+        let fh = openHandle(node, flags: flags)
+        // The kernel may keep the pages it read through an earlier handle when this read-only
+        // handle reads the same stored version (same ETag, nothing written through the mount).
+        let version = node.dirty || node.staging != nil || flags.write ? nil : node.remote?.etag
+        if let version, version == node.pageCacheETag { handlesKeepingPageCache.insert(fh) }
+        node.pageCacheETag = version
+        return fh
+    }
+
+    /// Whether the kernel may keep its cached pages of the file for handle `fh` (asked once,
+    /// right after `open`).
+    public func keepsPageCache(_ fh: UInt64) -> Bool {
+        handlesKeepingPageCache.remove(fh) != nil
     }
 
     public func read(_ fh: UInt64, offset: Int64, count: Int) async throws(FSError) -> [UInt8] {
@@ -921,6 +937,7 @@ public actor ObjectFS {
     }
 
     private func markDirty(_ node: Node) {
+        node.pageCacheETag = nil
         node.dirty = true
         node.generation &+= 1
     }

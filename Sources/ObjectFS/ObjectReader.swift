@@ -37,9 +37,14 @@ actor PrefetchingReader: ObjectReader {
     private var window: [Int64: Task<[UInt8], any Error>] = [:]
     /// Where the previous read ended (-1: no read yet).
     private var lastEnd: Int64 = -1
-    /// How far from the previous read's end a read still counts as sequential (half a chunk:
-    /// the kernel's concurrent read-ahead requests arrive a few requests apart and out of order).
-    var slack: Int64 { chunkSize / 2 }
+    /// Where the current run of contiguous reads began.
+    private var runStart: Int64 = 0
+    /// Reads that start this close to where the previous one ended continue its run: the
+    /// kernel's concurrent read requests (up to 1 MiB each) arrive slightly out of order.
+    static let slack: Int64 = 1 << 20
+    /// A run must cover this much before chunks are fetched ahead: a random read, with the
+    /// kernel's own read-ahead around it, stays below it.
+    var trigger: Int64 { min(4 << 20, chunkSize * 2) }
 
     init(storage: any ObjectStorage, chunkSize: Int64, chunks: Int) {
         self.storage = storage
@@ -55,11 +60,11 @@ actor PrefetchingReader: ObjectReader {
         let end = min(range.end, object.size)
         guard end > range.offset else { return [] }
         let first = range.offset / chunkSize
-        let sequential = window[first] != nil
-            || (lastEnd >= 0 && range.offset >= lastEnd - slack && range.offset <= lastEnd + slack)
-        lastEnd = end
-        guard sequential else {
-            dropWindow()
+        let continues = lastEnd >= 0 && range.offset >= lastEnd - Self.slack && range.offset <= lastEnd + Self.slack
+        if !continues && window[first] == nil { runStart = range.offset }
+        lastEnd = max(end, continues ? lastEnd : end)
+        guard window[first] != nil || (continues && lastEnd - runStart >= trigger) else {
+            if !continues { dropWindow() }
             return try await RangedReader(storage: storage).read(object, range: range)
         }
         // Keep the chunks from the one being read to `chunks` ahead; drop those behind.

@@ -103,7 +103,8 @@ final class FuseBridge: FuseFilesystem {
     }
 
     func open(_ ino: Inode, flags: Int32) async throws -> FuseOpenResult {
-        FuseOpenResult(handle: try await call("open") { () async throws(FSError) in try await fs.open(ino, flags: OpenFlags(posix: flags)) })
+        let fh = try await call("open") { () async throws(FSError) in try await fs.open(ino, flags: OpenFlags(posix: flags)) }
+        return FuseOpenResult(handle: fh, keepCache: await fs.keepsPageCache(fh))
     }
 
     func read(_ ino: Inode, handle: UInt64, offset: Int64, size: Int) async throws -> [UInt8] {

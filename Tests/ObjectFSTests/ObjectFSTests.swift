@@ -468,8 +468,9 @@ struct MetadataFreeListings: ObjectStorage {
             out += chunk
         }
         #expect(out == data)
-        // The first read is a plain GET; then 10 chunks of 100 bytes, each fetched once.
-        #expect(h.storage.calls(.get) == 11)
+        // Until the run covers two chunks, plain GETs (7 reads of 30 bytes); then the rest in
+        // chunks of 100 bytes, each fetched once (chunks 2 to 9).
+        #expect(h.storage.calls(.get) == 7 + 8)
         await h.fs.release(fh)
     }
 
@@ -527,5 +528,38 @@ struct MetadataFreeListings: ObjectStorage {
         // One HEAD per file in all, 8 at a time: about 5 rounds of 20 ms, not 40.
         #expect(storage.calls(.head) - headsBefore == 40)
         #expect(elapsed < .milliseconds(600), "\(elapsed)")
+    }
+}
+
+@Suite struct PageCacheTests {
+    @Test func aReopenOfTheSameVersionKeepsThePageCacheAndAChangeDoesNot() async throws {
+        let h = try Harness()
+        _ = try await h.writeFile("f", b("one"))
+        var a = try await h.resolve("f")
+        // The first open after the upload: the kernel's pages came from the writes.
+        var fh = try await h.fs.open(a.ino, flags: .readOnly)
+        #expect(await h.fs.keepsPageCache(fh) == false)
+        await h.fs.release(fh)
+        fh = try await h.fs.open(a.ino, flags: .readOnly)
+        #expect(await h.fs.keepsPageCache(fh) == true)
+        await h.fs.release(fh)
+        // Another client replaces it: after the TTL the next open sees a new ETag.
+        _ = try await h.memory.put("f", payload: .bytes(b("two!")), options: PutOptions())
+        h.expireCaches()
+        a = try await h.resolve("f")
+        fh = try await h.fs.open(a.ino, flags: .readOnly)
+        #expect(await h.fs.keepsPageCache(fh) == false)
+        #expect(try await h.fs.read(fh, offset: 0, count: 10) == b("two!"))
+        await h.fs.release(fh)
+        // Written through the mount: not kept either.
+        fh = try await h.fs.open(a.ino, flags: .readWrite)
+        #expect(await h.fs.keepsPageCache(fh) == false)
+        try await h.fs.prepareWrite(fh)
+        _ = try await h.fs.write(fh, offset: 0, data: b("3"))
+        try await h.fs.flush(fh)
+        await h.fs.release(fh)
+        fh = try await h.fs.open(a.ino, flags: .readOnly)
+        #expect(await h.fs.keepsPageCache(fh) == false)
+        await h.fs.release(fh)
     }
 }
