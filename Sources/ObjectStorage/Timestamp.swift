@@ -32,7 +32,7 @@ public struct Timestamp: Hashable, Comparable, Sendable, CustomStringConvertible
 
     /// Parses `123`, `123.5`, `123.000000001`, `-1.5`; extra fraction digits are truncated.
     public init?(metadataValue text: String) {
-        var s = Substring(text.trimmingSpaces())
+        var s = Substring(text.trimmingWhitespace())
         var negative = false
         if s.first == "-" {
             negative = true
@@ -80,13 +80,18 @@ extension Character {
     var isASCIIDigit: Bool { ("0"..."9").contains(self) }
 }
 
-extension String {
-    func trimmingSpaces() -> String {
+extension StringProtocol {
+    /// Without leading and trailing spaces, tabs, CRs and LFs (header values, config lines).
+    public func trimmingWhitespace() -> String {
+        let blank: (Character) -> Bool = { $0 == " " || $0 == "\t" || $0 == "\r" || $0 == "\n" }
         var s = Substring(self)
-        while s.first == " " { s = s.dropFirst() }
-        while s.last == " " { s = s.dropLast() }
+        while let f = s.first, blank(f) { s = s.dropFirst() }
+        while let l = s.last, blank(l) { s = s.dropLast() }
         return String(s)
     }
+}
+
+extension String {
     func padding(toLength n: Int) -> String {
         count >= n ? self : self + String(repeating: "0", count: n - count)
     }

@@ -6,7 +6,6 @@ import FuseKit
 import ObjectStorage
 import OpenStackStorage
 import S3Storage
-import StorageHTTP
 
 #if canImport(Glibc)
     import Glibc
@@ -112,10 +111,13 @@ struct URLCommand: ParsableCommand {
         case .memory:
             throw CLIError("memory:// objects live inside one process and have no URL")
         case .s3(let s):
-            let storage = S3Storage(
-                bucket: object.remote.container!, provider: s.provider, endpoint: s.endpoint, credentials: s.credentials,
-                transport: ScriptedTransport { _, _ in HTTPResponse(status: 599) })
-            do { url = try storage.presignedURL(object.key, expiresIn: seconds) } catch { throw CLIError(error.description) }
+            do {
+                url = try S3Storage.presignedURL(
+                    bucket: object.remote.container!, key: object.key, provider: s.provider, endpoint: s.endpoint,
+                    credentials: s.credentials, expiresIn: seconds)
+            } catch {
+                throw CLIError(error.description)
+            }
         case .swift:
             let remote = object.remote
             let key = object.key

@@ -97,21 +97,15 @@ enum INIFile {
         var out: [String: [String: String]] = [:]
         var section: String? = nil
         for raw in text.split(whereSeparator: \.isNewline) {
-            let line = raw.trimmingSpaces()
+            let line = raw.trimmingWhitespace()
             if line.isEmpty || line.hasPrefix("#") || line.hasPrefix(";") { continue }
             if line.hasPrefix("[") && line.hasSuffix("]") {
-                section = String(line.dropFirst().dropLast()).trimmingSpaces()
+                section = String(line.dropFirst().dropLast()).trimmingWhitespace()
                 continue
             }
             guard let section, let eq = line.firstIndex(of: "=") else { continue }
-            out[section, default: [:]][line[..<eq].trimmingSpaces().lowercased()] = line[line.index(after: eq)...].trimmingSpaces()
+            out[section, default: [:]][line[..<eq].trimmingWhitespace().lowercased()] = line[line.index(after: eq)...].trimmingWhitespace()
         }
         return out
-    }
-}
-
-extension StringProtocol {
-    func trimmingSpaces() -> String {
-        String(drop { $0 == " " || $0 == "\t" || $0 == "\r" }.reversed().drop { $0 == " " || $0 == "\t" || $0 == "\r" }.reversed())
     }
 }

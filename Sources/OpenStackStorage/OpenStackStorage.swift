@@ -415,7 +415,7 @@ public final class OpenStackStorage: ObjectStorage {
     public func accountInfo() async throws -> AccountInfo {
         let r = try await call("HEAD", "")
         try check(r, "account")
-        func num(_ h: String) -> Int64? { r.header(h).flatMap { Int64($0.trimmingCharacters()) } }
+        func num(_ h: String) -> Int64? { r.header(h).flatMap { Int64($0.trimmingWhitespace()) } }
         let quota = num("X-Account-Meta-Quota") ?? num("X-Account-Quota-Bytes") ?? num("X-Account-Meta-Quota-Bytes")
         return AccountInfo(bytesUsed: num("X-Account-Bytes-Used"), objectCount: num("X-Account-Object-Count"), quotaBytes: quota)
     }

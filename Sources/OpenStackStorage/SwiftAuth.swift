@@ -79,7 +79,7 @@ public struct TempAuth: SwiftAuthenticator {
             throw .failed("\(authURL) gave no X-Storage-Url / X-Auth-Token")
         }
         var expires: Timestamp? = nil
-        if let s = r.header("X-Auth-Token-Expires"), let secs = Int64(s.trimmingCharacters()) {
+        if let s = r.header("X-Auth-Token-Expires"), let secs = Int64(s.trimmingWhitespace()) {
             expires = Timestamp(seconds: Timestamp.now().seconds + secs)
         }
         return SwiftCredentials(storageURL: url, token: token, expires: expires)
@@ -138,11 +138,3 @@ public actor TokenCache {
     }
 }
 
-extension String {
-    func trimmingCharacters() -> String {
-        var s = Substring(self)
-        while let f = s.first, f == " " || f == "\t" || f == "\r" || f == "\n" { s = s.dropFirst() }
-        while let l = s.last, l == " " || l == "\t" || l == "\r" || l == "\n" { s = s.dropLast() }
-        return String(s)
-    }
-}

@@ -82,7 +82,7 @@ enum SwiftListing {
 
     static func objectInfo(key: ObjectKey, _ r: HTTPResponse) -> ObjectInfo {
         let size = r.header("Content-Length").flatMap { Int64($0) } ?? 0
-        let etag = r.header("ETag").map { ETag(String($0.trimmingCharacters().filter { $0 != "\"" })) }
+        let etag = r.header("ETag").map { ETag(String($0.trimmingWhitespace().filter { $0 != "\"" })) }
         let modified = r.header("X-Timestamp").flatMap(Timestamp.init(metadataValue:)) ?? .zero
         return ObjectInfo(
             key: key, size: size, etag: etag, lastModified: modified, contentType: r.header("Content-Type"),

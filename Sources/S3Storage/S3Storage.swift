@@ -158,6 +158,10 @@ public final class S3Storage: ObjectStorage, ObjectAttributeSource {
 
     /// The URL path of a bucket and key, as the provider's signer expects it.
     func path(_ resource: S3Resource, address: S3Endpoint) -> String {
+        Self.path(resource, provider: provider, address: address)
+    }
+
+    static func path(_ resource: S3Resource, provider: S3Provider, address: S3Endpoint) -> String {
         switch provider.signature {
         case .kssV2:
             return KSSV2.path(resource, pathStyle: address.pathStyle)
@@ -169,12 +173,23 @@ public final class S3Storage: ObjectStorage, ObjectAttributeSource {
         }
     }
 
-    /// A URL anyone can GET `key` with for `seconds` from `now` (SigV4 query auth, at most 7
-    /// days; KSS `Signature`/`Expires`/`KSSAccessKeyId`). Computed locally: no request is made.
+    /// A URL anyone can GET `key` with for `seconds` from `now`.
     public func presignedURL(_ key: ObjectKey, expiresIn seconds: Int, now: Date = Date()) throws(StorageError) -> String {
+        try Self.presignedURL(
+            bucket: bucket, key: key, provider: provider, endpoint: endpoint, credentials: credentials, expiresIn: seconds,
+            now: now)
+    }
+
+    /// A URL anyone can GET `bucket/key` with for `seconds` from `now` (SigV4 query auth, at
+    /// most 7 days; KSS `Signature`/`Expires`/`KSSAccessKeyId`). Computed locally: no request.
+    public static func presignedURL(
+        bucket: String, key: ObjectKey, provider: S3Provider, endpoint: S3Endpoint, credentials: SigningCredentials,
+        expiresIn seconds: Int, now: Date = Date()
+    ) throws(StorageError) -> String {
+        let address = endpoint.addressing(bucket: bucket)
         let resource = S3Resource(bucket: bucket, key: key)
-        let path = path(resource, address: endpoint)
-        let host = endpoint.authority(bucket: bucket)
+        let path = path(resource, provider: provider, address: address)
+        let host = address.authority(bucket: bucket)
         let query: [QueryItem]
         switch provider.signature {
         case .sigV4:
@@ -182,12 +197,12 @@ public final class S3Storage: ObjectStorage, ObjectAttributeSource {
                 throw .invalidArgument("a SigV4 presigned URL lasts 1 s to 7 days")
             }
             let request = SignableRequest(method: "GET", path: path, headers: [HTTPHeader("Host", host)])
-            query = SigV4.presign(request, credentials: credentials, region: endpoint.region, date: now, expires: seconds)
+            query = SigV4.presign(request, credentials: credentials, region: address.region, date: now, expires: seconds)
         case .kssV2:
             let expires = Int(now.timeIntervalSince1970) + seconds
             query = KSSV2.presign(SignableRequest(method: "GET", path: path), resource: resource, credentials: credentials, expires: expires)
         }
-        return "\(endpoint.scheme)://\(host)\(path)?" + URIEncoding.query(query)
+        return "\(address.scheme)://\(host)\(path)?" + URIEncoding.query(query)
     }
 
     // MARK: - Errors
