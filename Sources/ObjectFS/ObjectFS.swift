@@ -154,20 +154,22 @@ public actor ObjectFS {
             node.mtime = clock.wallClock()
             markDirty(node)
         }
-        if let mode = changes.mode { node.mode = mode & 0o7777 }
-        if let uid = changes.uid { node.uid = uid }
-        if let gid = changes.gid { node.gid = gid }
-        let ownerChanged = changes.uid != nil || changes.gid != nil
+        // What really changes: a chmod, chown or utimes to the values the file already has
+        // (rsync -a as root chowns every file to its owner) stores nothing.
+        var changed = false
+        if let mode = changes.mode, mode & 0o7777 != node.mode { node.mode = mode & 0o7777; changed = true }
+        if let uid = changes.uid, uid != node.uid { node.uid = uid; changed = true }
+        if let gid = changes.gid, gid != node.gid { node.gid = gid; changed = true }
         switch changes.mtime {
-        case .now: node.mtime = clock.wallClock()
-        case .set(let t): node.mtime = t
-        case nil: break
+        case .now: node.mtime = clock.wallClock(); changed = true
+        case .set(let t) where t != node.mtime: node.mtime = t; changed = true
+        case .set, nil: break
         }
         // Files keep mode, mtime and owner in their metadata; directories do not (see Not yet).
         guard node.kind == .file, node.parent != nil else { return attributes(node) }
         if node.dirty {
             if node.writers == 0 { try await upload(node) }
-        } else if changes.mode != nil || changes.mtime != nil || ownerChanged, node.remote != nil {
+        } else if changed, node.remote != nil {
             let key = fileKey(node)
             do {
                 if node.remote?.metadata == nil {
@@ -997,7 +999,8 @@ public actor ObjectFS {
             guard node.dirty, node.parent != nil, let staging = node.staging else { break }
             let generation = node.generation
             let key = fileKey(node)
-            let options = putOptions(node)
+            var options = putOptions(node)
+            options.isNew = node.remote == nil
             let info: ObjectInfo
             do {
                 if staging.size > configuration.multipartThreshold {

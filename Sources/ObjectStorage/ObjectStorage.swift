@@ -124,9 +124,15 @@ extension Payload {
 public struct PutOptions: Sendable, Hashable {
     public var contentType: String?
     public var metadata: [String: String]
-    public init(contentType: String? = nil, metadata: [String: String] = [:]) {
+    /// The writer knows of no object under the key (it created the file): a driver may skip
+    /// what only matters when one is replaced (Swift: finding an old large object's segments
+    /// to delete them). If another client stored one meanwhile, its segments stay behind;
+    /// nothing else changes.
+    public var isNew: Bool
+    public init(contentType: String? = nil, metadata: [String: String] = [:], isNew: Bool = false) {
         self.contentType = contentType
         self.metadata = metadata
+        self.isNew = isNew
     }
 }
 

@@ -195,7 +195,7 @@ public final class OpenStackStorage: ObjectStorage {
 
     public func put(_ key: ObjectKey, payload: Payload, options: PutOptions) async throws -> ObjectInfo {
         let bytes = try payload.readBytes()
-        let previous = try await largeObject(key)
+        let previous = options.isNew ? nil : try await largeObject(key)
         let md5 = Self.md5(bytes)
         var headers = metadataHeaders(options)
         headers.append(("ETag", md5))
@@ -208,7 +208,26 @@ public final class OpenStackStorage: ObjectStorage {
     }
 
     public func copy(from source: ObjectKey, to destination: ObjectKey, replacing metadata: PutOptions?) async throws -> ObjectInfo {
-        try await copy(fromPath: objectPath(source), to: destination, replacing: metadata, sourceName: source)
+        if source == destination, let metadata { return try await replaceMetadata(of: source, with: metadata) }
+        return try await copy(fromPath: objectPath(source), to: destination, replacing: metadata, sourceName: source)
+    }
+
+    /// New metadata for an object in place: a POST (the object's bytes are not copied, as a
+    /// copy onto itself would), which replaces every `X-Object-Meta-*` and keeps the content
+    /// type unless a new one is given. A POST also drops a dynamic large object's
+    /// `X-Object-Manifest` unless it is sent again, so the HEAD before it reads it (a static
+    /// large object's manifest is system metadata and stays).
+    func replaceMetadata(of key: ObjectKey, with options: PutOptions) async throws -> ObjectInfo {
+        let before = try await call("HEAD", objectPath(key))
+        try check(before, key)
+        var headers = metadataHeaders(options)
+        if let manifest = before.header("X-Object-Manifest") { headers.append(("X-Object-Manifest", manifest)) }
+        let r = try await call("POST", objectPath(key), headers: headers)
+        try check(r, "metadata of \(key)")
+        var info = SwiftListing.objectInfo(key: key, before)
+        info.metadata = options.metadata
+        if let t = options.contentType { info.contentType = t }
+        return info
     }
 
     /// Server-side copy from `/container/object` (any container of the account).
@@ -299,7 +318,7 @@ public final class OpenStackStorage: ObjectStorage {
             throw StorageError.notFound("upload \(upload.uploadID)")
         }
         guard !parts.isEmpty else { throw StorageError.invalidArgument("an upload needs at least one part") }
-        let previous = try await largeObject(key)
+        let previous = options.isNew ? nil : try await largeObject(key)
         let prefix = segmentPrefix(upload)
         var headers = metadataHeaders(options)
         let r: HTTPResponse

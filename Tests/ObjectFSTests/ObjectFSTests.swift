@@ -89,6 +89,27 @@ import Testing
         #expect(seen.mtime == t && seen.mode == 0o600)
     }
 
+    @Test func attributeChangesThatChangeNothingSendNothing() async throws {
+        let h = try Harness()
+        try await h.writeFile("f", b("x"))
+        let a = try await h.resolve("f")
+        let t = Timestamp(seconds: 1_600_000_000, nanoseconds: 5)
+        _ = try await h.fs.setattr(a.ino, AttributeChanges(mode: 0o600, uid: 7, gid: 8, mtime: .set(t)))
+        let copies = h.storage.calls(.copy)
+        #expect(copies == 1)
+        // rsync -a and cp -p set what the file already has: no request.
+        let same = try await h.fs.setattr(a.ino, AttributeChanges(mode: 0o600, uid: 7, gid: 8, mtime: .set(t)))
+        #expect(same.mode == 0o600 && same.uid == 7 && same.mtime == t)
+        #expect(h.storage.calls(.copy) == copies)
+        // One real change is stored, with the unchanged rest.
+        let t2 = Timestamp(seconds: 1_600_000_001, nanoseconds: 0)
+        _ = try await h.fs.setattr(a.ino, AttributeChanges(mode: 0o600, mtime: .set(t2)))
+        #expect(h.storage.calls(.copy) == copies + 1)
+        let info = try await h.memory.head("f")
+        #expect(Timestamp(metadataValue: info.metadata?["mtime"] ?? "") == t2 && info.metadata?["mode"] == String(0o100600))
+        #expect(info.metadata?["uid"] == "7")
+    }
+
     @Test func aFileChangedUnderAnOpenHandleIsStale() async throws {
         let h = try Harness()
         try await h.writeFile("f", b("version one"))

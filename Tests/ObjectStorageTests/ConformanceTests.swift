@@ -210,6 +210,23 @@ func bytes(_ s: String) -> [UInt8] { Array(s.utf8) }
     }
 
     @Test(arguments: StorageUnderTest.all)
+    func newMetadataOnALargeObjectKeepsItsBytes(_ s: StorageUnderTest) async throws {
+        let st = try await s.make()
+        let min = Int(st.capabilities.minimumPartSize)
+        let p1 = [UInt8](repeating: 3, count: min)
+        let p2 = bytes("end")
+        let up = try await st.createMultipartUpload("large", options: PutOptions(contentType: "text/plain", metadata: ["mtime": "1"]))
+        let r1 = try await st.uploadPart(up, number: 1, payload: .bytes(p1))
+        let r2 = try await st.uploadPart(up, number: 2, payload: .bytes(p2))
+        let stored = try await st.completeMultipartUpload(up, parts: [r1, r2])
+        let info = try await st.copy(from: "large", to: "large", replacing: PutOptions(metadata: ["mtime": "2", "mode": "33188"]))
+        #expect(info.size == stored.size && info.metadata?["mtime"] == "2")
+        let head = try await st.head("large")
+        #expect(head.size == Int64(min + 3) && head.metadata?["mtime"] == "2" && head.metadata?["mode"] == "33188")
+        #expect(try await st.get("large", range: nil, ifMatch: nil) == p1 + p2)
+    }
+
+    @Test(arguments: StorageUnderTest.all)
     func abortedMultipartLeavesNothing(_ s: StorageUnderTest) async throws {
         let st = try await s.make()
         let up = try await st.createMultipartUpload("never", options: PutOptions())
