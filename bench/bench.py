@@ -72,20 +72,29 @@ class Sizes:
     step_timeout: float  # default timeout of one step
 
 
-# The loopback environment uses the issue's sizes. The 20 ms environment scales them down (a
-# 256 MiB file, 100 files, 1,000 objects, 100 rsync entries, a 2 MB tarball): at one round trip
-# per request and several requests per created file, the loopback counts alone would take the
-# whole 30-minute budget there. The table labels say which sizes each environment used.
+# Sizes per environment and API. On s3:// at loopback they are the issue's. The Swift test
+# server creates about 100 small objects per second, so on swift:// every created-file figure
+# costs ten times what it costs on the S3 server: the swift:// columns use a quarter of the
+# counts (the ceiling table shows the server's rate). At 20 ms every created file costs several
+# round trips: that environment uses a 256 MiB file, 50 files, 500 objects, about 50 rsync
+# entries, a 1 MB tarball and 10 s of random reads. With those, a full run (both environments,
+# six systems each) takes about 18 minutes on the 2-core VM. Every table label says which sizes
+# its columns used.
 PROFILES = {
     "full": {
-        "loopback": Sizes(1024, 30, 20, 1000, 10000, 1500, 30, 240),
-        "20ms": Sizes(256, 15, 20, 100, 1000, 100, 2, 120),
+        "loopback": {"s3": Sizes(1024, 30, 20, 1000, 10000, 1500, 30, 240),
+                     "swift": Sizes(1024, 30, 20, 250, 2500, 375, 7.5, 240)},
+        "20ms": {"s3": Sizes(256, 15, 10, 50, 500, 50, 1, 120),
+                 "swift": Sizes(256, 15, 10, 50, 500, 50, 1, 120)},
     },
     "quick": {
-        "loopback": Sizes(64, 10, 5, 200, 1000, 300, 5, 120),
-        "20ms": Sizes(64, 10, 5, 50, 300, 50, 1, 90),
+        "loopback": {"s3": Sizes(64, 10, 5, 200, 1000, 300, 5, 120),
+                     "swift": Sizes(64, 10, 5, 100, 500, 150, 2.5, 120)},
+        "20ms": {"s3": Sizes(64, 10, 5, 30, 200, 30, 0.5, 90),
+                 "swift": Sizes(64, 10, 5, 30, 200, 30, 0.5, 90)},
     },
 }
+BACKENDS = ("s3", "swift")
 ENV_RTT = {"loopback": 0.0, "20ms": 20.0}
 
 SYSTEMS = {
@@ -977,7 +986,7 @@ class Env:
 # Fixtures made through the API (shared by every system of a server)
 # =============================================================================================
 
-def ensure_fixtures(ctx, backend: str, sizes_list) -> None:
+def ensure_fixtures(ctx, backend: str, sizes_list, mib: int) -> None:
     c = ctx.direct_client(backend)
     c.create_bucket()
     if backend == "swift":
@@ -991,7 +1000,6 @@ def ensure_fixtures(ctx, backend: str, sizes_list) -> None:
         seg = c.list_keys("", container=BUCKET + "_segments")
         if seg:
             c.delete_keys([k for k, _ in seg], container=BUCKET + "_segments")
-    mib = max(s.big_mib for s in sizes_list)
     key = f"fixtures/big-{mib}M"
     h = c.head(key)
     if h is None or int(h.get("content-length", -1)) != mib * MiB:
@@ -1407,7 +1415,18 @@ def ratio(results: dict, om: str, peers: list, key: str, higher: bool):
     return f"{q:.2f}" if 0.1 <= q < 100 else f"{q:.2g}"
 
 
-def table(env_name: str, results: dict, sizes: Sizes, fx: dict, systems: list) -> str:
+def row_label(label: str, lab: dict) -> str:
+    """The figure's label with the s3:// sizes, and the swift:// ones where they differ."""
+    main = lab.get("s3") or lab.get("swift")
+    text = label.format(**main)
+    if "s3" in lab and "swift" in lab:
+        fields = [f for f in re.findall(r"{(\w+)", label) if lab["s3"][f] != lab["swift"][f]]
+        if fields:
+            text += " [swift: " + ", ".join(str(lab["swift"][f]) for f in fields) + "]"
+    return text
+
+
+def table(env_name: str, results: dict, sizes: dict, fx: dict, systems: list) -> str:
     s3 = [s for s in systems if SYSTEMS[s][0] == "s3"]
     sw = [s for s in systems if SYSTEMS[s][0] == "swift"]
     head = ["figure"]
@@ -1416,9 +1435,9 @@ def table(env_name: str, results: dict, sizes: Sizes, fx: dict, systems: list) -
             head += [f"{name}: {COLUMN[s]}" if i == 0 else COLUMN[s] for i, s in enumerate(group)]
             head.append("objmount ÷ best peer")
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lab = labels(sizes, fx)
+    lab = {b: labels(sizes[b], fx[b]) for b in sizes if b in fx}
     for key, label, unit, higher in FIGURES:
-        row = [f"{label.format(**lab)} ({unit} {'↑' if higher else '↓'})"]
+        row = [f"{row_label(label, lab)} ({unit} {'↑' if higher else '↓'})"]
         for group in (s3, sw):
             if not group:
                 continue
@@ -1561,18 +1580,21 @@ def main(argv=None) -> int:
         args.server_dir = Path(subprocess.check_output(["mktemp", "-d", "/dev/shm/objmount-bench-s3.XXXXXX"], text=True)
                                .strip()) if shm > 6 * (1 << 30) else work
     profile = PROFILES["quick" if args.quick else "full"]
-    sizes = {e: profile[e] for e in args.envs}
+    # sizes[env][backend]
+    sizes = {e: dict(profile[e]) for e in args.envs}
     if args.scale != 1.0:
-        for e, s in sizes.items():
-            sizes[e] = Sizes(max(8, int(s.big_mib * args.scale)), s.read_cap_s, max(2, s.rand_s * args.scale),
-                             max(10, int(s.small_files * args.scale)), max(10, int(s.list_objects * args.scale)),
-                             max(10, int(s.rsync_files * args.scale)), max(0.5, s.tar_mb * args.scale), s.step_timeout)
+        for e in sizes:
+            for b, s in sizes[e].items():
+                sizes[e][b] = Sizes(max(8, int(s.big_mib * args.scale)), s.read_cap_s, max(2, s.rand_s * args.scale),
+                                    max(10, int(s.small_files * args.scale)), max(10, int(s.list_objects * args.scale)),
+                                    max(10, int(s.rsync_files * args.scale)), max(0.5, s.tar_mb * args.scale),
+                                    s.step_timeout)
     ctx = Ctx()
     ctx.args, ctx.work = args, work
     ctx.reg = Registry(work)
     result = {"machine": machine_info(), "versions": versions(args), "profile": "quick" if args.quick else "full",
               "command": " ".join([os.path.basename(sys.argv[0])] + (argv if argv is not None else sys.argv[1:])),
-              "sizes": {e: dataclasses.asdict(s) for e, s in sizes.items()}, "envs": {}}
+              "sizes": {e: {b: dataclasses.asdict(s) for b, s in by.items()} for e, by in sizes.items()}, "envs": {}}
     json_path = Path(args.json) if args.json else work / "results.json"
     log(f"work directory {work}; S3 server data in {args.server_dir}; results -> {json_path}")
     log(f"machine: {result['machine']}")
@@ -1587,44 +1609,47 @@ def main(argv=None) -> int:
     try:
         ctx.sources = Sources(work / "src")
         log("preparing source data")
-        fx_by_env = {}
-        for e, s in sizes.items():
-            doc, files, links, doc_bytes = ctx.sources.doc_tree(s.rsync_files)
-            tarball, sums, tar_files, tar_bytes = ctx.sources.tarball(s.tar_mb)
-            fx_by_env[e] = {"big_src": ctx.sources.big(s.big_mib), "small_src": ctx.sources.small(s.small_files),
-                            "doc_src": doc, "doc_entries": files + links, "doc_files": files, "doc_links": links,
-                            "doc_bytes": doc_bytes, "tarball": tarball, "tar_sums": sums, "tar_files": tar_files,
-                            "tar_bytes": tar_bytes, "big_key": f"fixtures/big-{max(x.big_mib for x in sizes.values())}M",
-                            "list_prefix": f"list{s.list_objects}"}
-            log(f"{e}: rsync tree {files} files + {links} symlinks ({doc_bytes / 1e6:.0f} MB); "
-                f"tarball {tar_bytes / 1e6:.1f} MB, {tar_files} files")
+        backends = sorted({SYSTEMS[s][0] for s in args.systems})
+        biggest = max(x.big_mib for by in sizes.values() for x in by.values())
+        fx_by_env = {}  # [env][backend]
+        for e, by in sizes.items():
+            fx_by_env[e] = {}
+            for b in backends:
+                s = by[b]
+                doc, files, links, doc_bytes = ctx.sources.doc_tree(s.rsync_files)
+                tarball, sums, tar_files, tar_bytes = ctx.sources.tarball(s.tar_mb)
+                fx_by_env[e][b] = {
+                    "big_src": ctx.sources.big(s.big_mib), "small_src": ctx.sources.small(s.small_files),
+                    "doc_src": doc, "doc_entries": files + links, "doc_files": files, "doc_links": links,
+                    "doc_bytes": doc_bytes, "tarball": tarball, "tar_sums": sums, "tar_files": tar_files,
+                    "tar_bytes": tar_bytes, "big_key": f"fixtures/big-{biggest}M", "list_prefix": f"list{s.list_objects}"}
+                log(f"{e}, {b}: rsync tree {files} files + {links} symlinks ({doc_bytes / 1e6:.0f} MB); "
+                    f"tarball {tar_bytes / 1e6:.1f} MB, {tar_files} files")
         ctx.s3, probe = choose_s3_server(args, ctx.reg, work, ctx.sources)
         result["s3_server"] = probe
         ctx.direct_client = lambda backend: ctx.s3.client() if backend == "s3" else SwiftClient(
             args.swift_auth, args.swift_user, args.swift_key, BUCKET)
-        backends = {SYSTEMS[s][0] for s in args.systems}
-        for b in sorted(backends):
+        for b in backends:
             if b == "swift":
                 ensure_swift(args)
-            ensure_fixtures(ctx, b, list(sizes.values()))
+            ensure_fixtures(ctx, b, [by[b] for by in sizes.values()], biggest)
         for e in args.envs:
-            s = sizes[e]
-            fx = fx_by_env[e]
             env = Env(ctx, e, ENV_RTT[e])
             ctx.env = env
             envres = {"rtt_ms": ENV_RTT[e], "ceilings": {}, "systems": {},
-                      "fixtures": {k: (str(v) if isinstance(v, Path) else v) for k, v in fx.items() if k != "tar_sums"}}
+                      "fixtures": {b: {k: (str(v) if isinstance(v, Path) else v) for k, v in fx.items() if k != "tar_sums"}
+                                   for b, fx in fx_by_env[e].items()}}
             result["envs"][e] = envres
             t_env = time.monotonic()
             log(f"=== environment {e} (round trip +{ENV_RTT[e]:g} ms through bench/delayproxy.py)")
-            for b in sorted(backends):
+            for b in backends:
                 name = f"{ctx.s3.name} (s3)" if b == "s3" else "swift 2.30 (swift API)"
                 try:
                     if b == "swift":
                         ensure_swift(args)
-                    big_bytes = s.big_mib * MiB
+                    big_bytes = sizes[e][b].big_mib * MiB
                     envres["ceilings"][name] = measure_ceiling(
-                        lambda b=b: env.api(b, direct=False), fx["big_src"], big_bytes,
+                        lambda b=b: env.api(b, direct=False), fx_by_env[e][b]["big_src"], big_bytes,
                         200 if not args.quick else 100, 100, time_cap=20 if not args.quick else 8,
                         cold_get=drop_caches)
                 except Exception as ex:
@@ -1637,7 +1662,8 @@ def main(argv=None) -> int:
                         ensure_swift(args)
                     except Exception as ex:
                         log(f"warning: {ex}")
-                sr = SystemRun(ctx, env, system, s, fx)
+                b = SYSTEMS[system][0]
+                sr = SystemRun(ctx, env, system, sizes[e][b], fx_by_env[e][b])
                 envres["systems"][system] = sr.run_all()
                 with open(json_path, "w") as f:
                     json.dump(result, f, indent=1, default=str)
@@ -1680,7 +1706,7 @@ def render(result: dict, systems: list) -> str:
         out.append(probe_table(result["s3_server"]))
         out.append("\nChosen: " + result["s3_server"]["why"])
     for e, er in result["envs"].items():
-        sz = Sizes(**result["sizes"][e])
+        sz = {b: Sizes(**v) for b, v in result["sizes"][e].items()}
         out.append(f"\n### {e} (server round trip +{er['rtt_ms']:g} ms)\n")
         out.append("Server ceilings through the same path as the mounts (plain client, one connection "
                    "unless stated):\n")
