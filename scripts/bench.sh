@@ -87,4 +87,5 @@ if [ -f "$WORK/results.json" ]; then
     cp "$WORK/results.json" "$out"
     log "raw results kept in $out"
 fi
+log "bench.sh done in $((SECONDS / 60)) min $((SECONDS % 60)) s (installs and build included)"
 exit "$rc"
