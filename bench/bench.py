@@ -156,6 +156,25 @@ def wait_port(port: int, timeout: float = 30) -> bool:
     return False
 
 
+def kill_group(pid: int, sig: int) -> None:
+    """Signals the process group `pid` leads (everything here starts its children in a new
+    session), or the process alone where the group cannot be signalled; one already gone is
+    not an error."""
+    try:
+        os.killpg(pid, sig)
+    except PermissionError:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+    except ProcessLookupError:
+        pass
+
+
+def command_text(cmd) -> str:
+    return cmd if isinstance(cmd, str) else " ".join(map(str, cmd))
+
+
 def run(cmd, timeout: float, cwd=None, env=None, check=False, input_=None, logfile=None):
     """Runs cmd in its own session; on timeout kills the whole group and raises StepTimeout.
     Returns (rc, stdout, stderr, seconds). With logfile, output goes there instead (for
@@ -169,17 +188,14 @@ def run(cmd, timeout: float, cwd=None, env=None, check=False, input_=None, logfi
         try:
             p.wait(timeout)
         except subprocess.TimeoutExpired:
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            raise StepTimeout(f"{cmd if isinstance(cmd, str) else ' '.join(map(str, cmd))} > {timeout:.0f} s")
+            kill_group(p.pid, signal.SIGKILL)
+            raise StepTimeout(f"{command_text(cmd)} > {timeout:.0f} s")
         if check and p.returncode != 0:
             try:
                 tail = open(logfile, "rb").read()[-400:].decode(errors="replace").strip()
             except OSError:
                 tail = ""
-            raise StepError(f"{cmd if isinstance(cmd, str) else ' '.join(map(str, cmd))}: rc {p.returncode}: {tail}")
+            raise StepError(f"{command_text(cmd)}: rc {p.returncode}: {tail}")
         return p.returncode, "", "", time.monotonic() - t0
     p = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          stdin=subprocess.PIPE if input_ is not None else subprocess.DEVNULL,
@@ -187,20 +203,17 @@ def run(cmd, timeout: float, cwd=None, env=None, check=False, input_=None, logfi
     try:
         out, err = p.communicate(input_, timeout=timeout)
     except subprocess.TimeoutExpired:
-        try:
-            os.killpg(p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        kill_group(p.pid, signal.SIGKILL)
         try:
             p.communicate(timeout=10)
         except subprocess.TimeoutExpired:
             pass  # stuck in the kernel on a dead mount: the recovery aborts the mount
-        raise StepTimeout(f"{cmd if isinstance(cmd, str) else ' '.join(map(str, cmd))} > {timeout:.0f} s")
+        raise StepTimeout(f"{command_text(cmd)} > {timeout:.0f} s")
     secs = time.monotonic() - t0
     out = out.decode(errors="replace")
     err = err.decode(errors="replace")
     if check and p.returncode != 0:
-        raise StepError(f"{cmd if isinstance(cmd, str) else ' '.join(map(str, cmd))}: rc {p.returncode}: "
+        raise StepError(f"{command_text(cmd)}: rc {p.returncode}: "
                         f"{err.strip()[-400:]}")
     return p.returncode, out, err, secs
 
@@ -305,17 +318,11 @@ class Registry:
 
     def stop(self, p: subprocess.Popen, timeout: float = 10):
         if p.poll() is None:
-            try:
-                os.killpg(p.pid, signal.SIGTERM)
-            except (ProcessLookupError, PermissionError):
-                p.terminate()
+            kill_group(p.pid, signal.SIGTERM)
             try:
                 p.wait(timeout)
             except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(p.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+                kill_group(p.pid, signal.SIGKILL)
                 p.wait(5)
 
     def stop_all(self):
@@ -359,22 +366,13 @@ def cleanup_workdir(work: str) -> None:
             continue
         pid, start = int(parts[0]), parts[1]
         if alive(pid) and proc_start_time(pid) == start:
-            try:
-                os.killpg(pid, signal.SIGTERM)
-            except (ProcessLookupError, PermissionError):
-                try:
-                    os.kill(pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
+            kill_group(pid, signal.SIGTERM)
             for _ in range(50):
                 if not alive(pid):
                     break
                 time.sleep(0.1)
             if alive(pid) and proc_start_time(pid) == start:
-                try:
-                    os.killpg(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+                kill_group(pid, signal.SIGKILL)
 
 
 # =============================================================================================

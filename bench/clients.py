@@ -98,7 +98,31 @@ def _drain(resp, sink=None) -> int:
             sink(view[:n])
 
 
-class S3Client:
+class _ObjectClient:
+    """What the S3 and Swift clients share: PUT and GET of one object through `_req`."""
+    PUT_OK = 200
+
+    def put(self, key, data: bytes = b"", path=None, size=0, headers=None):
+        r = self._req("PUT", key, headers=headers, body=None if path else data, body_file=path,
+                      body_size=size)
+        body = r.read()
+        if r.status != self.PUT_OK:
+            raise HTTPError(r.status, f"PUT {key}", body)
+        return r.getheader("ETag")
+
+    def get(self, key, sink=None, range_=None):
+        """Returns (status, bytes received)."""
+        r = self._req("GET", key, headers=_range_header(range_))
+        if r.status not in (200, 206):
+            raise HTTPError(r.status, f"GET {key}", r.read())
+        return r.status, _drain(r, sink)
+
+
+def _range_header(range_) -> dict:
+    return {"Range": f"bytes={range_[0]}-{range_[1] - 1}"} if range_ else {}
+
+
+class S3Client(_ObjectClient):
     def __init__(self, endpoint: str, bucket: str, access_key: str, secret_key: str,
                  region: str = "us-east-1", timeout: float = 300):
         u = urlsplit(endpoint)
@@ -150,25 +174,8 @@ class S3Client:
         if r.status not in (200, 409):
             raise HTTPError(r.status, "create bucket", body)
 
-    def put(self, key, data: bytes = b"", path=None, size=0, headers=None):
-        r = self._req("PUT", key, headers=headers, body=None if path else data, body_file=path,
-                      body_size=size)
-        body = r.read()
-        if r.status != 200:
-            raise HTTPError(r.status, f"PUT {key}", body)
-        return r.getheader("ETag")
-
-    def get(self, key, sink=None, range_=None):
-        """Returns (status, bytes received)."""
-        h = {"Range": f"bytes={range_[0]}-{range_[1] - 1}"} if range_ else {}
-        r = self._req("GET", key, headers=h)
-        if r.status not in (200, 206):
-            raise HTTPError(r.status, f"GET {key}", r.read())
-        return r.status, _drain(r, sink)
-
     def get_response(self, key, range_=None):
-        h = {"Range": f"bytes={range_[0]}-{range_[1] - 1}"} if range_ else {}
-        r = self._req("GET", key, headers=h)
+        r = self._req("GET", key, headers=_range_header(range_))
         return r.status, dict((k.lower(), v) for k, v in r.getheaders()), r.read()
 
     def head(self, key):
@@ -258,7 +265,9 @@ class S3Client:
                 raise HTTPError(r.status, "delete", body)
 
 
-class SwiftClient:
+class SwiftClient(_ObjectClient):
+    PUT_OK = 201
+
     def __init__(self, auth_url: str, user: str, key: str, container: str, timeout: float = 300):
         self.auth_url, self.user, self.key = auth_url, user, key
         self.container = container
@@ -302,21 +311,6 @@ class SwiftClient:
         body = r.read()
         if r.status not in (201, 202, 204):
             raise HTTPError(r.status, "create container", body)
-
-    def put(self, key, data: bytes = b"", path=None, size=0, headers=None):
-        r = self._req("PUT", key, headers=headers, body=None if path else data, body_file=path,
-                      body_size=size)
-        body = r.read()
-        if r.status != 201:
-            raise HTTPError(r.status, f"PUT {key}", body)
-        return r.getheader("ETag")
-
-    def get(self, key, sink=None, range_=None):
-        h = {"Range": f"bytes={range_[0]}-{range_[1] - 1}"} if range_ else {}
-        r = self._req("GET", key, headers=h)
-        if r.status not in (200, 206):
-            raise HTTPError(r.status, f"GET {key}", r.read())
-        return r.status, _drain(r, sink)
 
     def head(self, key):
         r = self._req("HEAD", key)

@@ -247,19 +247,17 @@ class Handler(BaseHTTPRequestHandler):
                     while rfile.readline(8192) not in (b"\r\n", b"\n", b""):
                         pass
                     return
-                while size:
-                    n = rfile.readinto(view[: min(size, BUF)])
-                    if not n:
-                        raise S3Error(400, "IncompleteBody")
-                    size -= n
-                    yield view[:n]
+                yield from self.read_exactly(size, view)
                 rfile.readline(8)
-        left = int(self.headers.get("Content-Length") or 0)
-        while left:
-            n = rfile.readinto(view[: min(left, BUF)])
+        yield from self.read_exactly(int(self.headers.get("Content-Length") or 0), view)
+
+    def read_exactly(self, size: int, view):
+        """Yields the next `size` bytes of the request, through `view`."""
+        while size:
+            n = self.rfile.readinto(view[: min(size, BUF)])
             if not n:
                 raise S3Error(400, "IncompleteBody")
-            left -= n
+            size -= n
             yield view[:n]
 
     def aws_chunks(self, view):
@@ -280,13 +278,8 @@ class Handler(BaseHTTPRequestHandler):
             size = int(header.split(b";")[0].strip(), 16)
             if size == 0:
                 break
-            while size:
-                n = rfile.readinto(view[: min(size, BUF)])
-                if not n:
-                    raise S3Error(400, "IncompleteBody")
-                size -= n
-                left -= n
-                yield view[:n]
+            yield from self.read_exactly(size, view)
+            left -= size
             line()  # CRLF after the chunk
         while left > 0:  # trailers, then the final CRLF
             if not line():
