@@ -11,18 +11,6 @@
 
 import ObjectStorage
 
-/// POSIX attributes in object metadata, under the names other tools read: `mtime` as
-/// `seconds.fraction` (python-swiftclient, rclone, s3fs), `mode` as the decimal `st_mode` of
-/// a regular file (s3fs), and `uid` / `gid` in decimal (s3fs, rclone) when an owner was set.
-public enum PosixMetadata {
-    public static func encode(mtime: Timestamp, mode: UInt32, uid: UInt32? = nil, gid: UInt32? = nil) -> [String: String] {
-        var m = ["mtime": mtime.metadataValue, "mode": String(0o100000 | (mode & 0o7777))]
-        if let uid { m["uid"] = String(uid) }
-        if let gid { m["gid"] = String(gid) }
-        return m
-    }
-}
-
 public enum KeyPath {
     public static let delimiter = "/"
     public static let swiftDirectoryContentType = "application/directory"
@@ -86,48 +74,5 @@ public enum KeyPath {
         for (name, info) in files where dirs[name] == nil { out.append((name, .file, info)) }
         out.sort { $0.name.utf8.lexicographicallyPrecedes($1.name.utf8) }
         return out
-    }
-
-    /// Every visible path of a bucket, as the filesystem must show it: `dirs` and `files`
-    /// relative to the mount prefix. This is the reference model of the property tests.
-    public static func tree(of keys: [ObjectInfo], prefix: String) -> (
-        directories: Set<String>, files: Set<String>
-    ) {
-        var dirs: Set<String> = []
-        var files: Set<String> = []
-        // Build per-directory listings from the flat key list.
-        func visit(_ dirPath: String) {
-            let dirPrefix = prefix + (dirPath.isEmpty ? "" : dirPath + "/")
-            let page = simulatedListing(keys: keys, prefix: dirPrefix)
-            for child in children(of: dirPrefix, in: page) {
-                let path = dirPath.isEmpty ? child.name : dirPath + "/" + child.name
-                switch child.kind {
-                case .directory:
-                    dirs.insert(path)
-                    visit(path)
-                case .file:
-                    files.insert(path)
-                }
-            }
-        }
-        visit("")
-        return (dirs, files)
-    }
-
-    /// What a server returns for `list(prefix:, delimiter: "/")` over `keys`.
-    public static func simulatedListing(keys: [ObjectInfo], prefix: String) -> ListPage {
-        var page = ListPage(objects: [], commonPrefixes: [], continuation: nil)
-        var seen: Set<String> = []
-        for o in keys.sorted(by: { $0.key.utf8.lexicographicallyPrecedes($1.key.utf8) })
-        where o.key.utf8.starts(with: prefix.utf8) {
-            let rest = String(o.key.utf8.dropFirst(prefix.utf8.count))!
-            if let slash = rest.firstIndex(of: "/") {
-                let common = prefix + rest[...slash]
-                if seen.insert(common).inserted { page.commonPrefixes.append(common) }
-            } else {
-                page.objects.append(o)
-            }
-        }
-        return page
     }
 }

@@ -1,0 +1,46 @@
+// OpenFile: per-inode open state — handles, dirty marking, and the file's lock that
+// serializes loading and uploading of its staging file.
+
+import ObjectStorage
+
+extension ObjectFS {
+    struct Handle {
+        let ino: InodeNumber
+        let flags: OpenFlags
+        let reader: any ObjectReader
+    }
+
+    func newHandleNumber() -> UInt64 {
+        let fh = nextHandle
+        nextHandle += 1
+        return fh
+    }
+
+    func openHandle(_ node: Node, flags: OpenFlags) -> UInt64 {
+        let fh = newHandleNumber()
+        let reader: any ObjectReader =
+            configuration.readAheadChunks > 0
+            ? PrefetchingReader(storage: storage, chunkSize: configuration.readAheadChunkSize, chunks: configuration.readAheadChunks)
+            : RangedReader(storage: storage)
+        handles[fh] = Handle(ino: node.ino, flags: flags, reader: reader)
+        node.openHandles += 1
+        if flags.write { node.writers += 1 }
+        return fh
+    }
+
+    func markDirty(_ node: Node) {
+        node.pageCacheETag = nil
+        node.dirty = true
+        node.generation &+= 1
+    }
+
+    func lock(_ n: Node) async {
+        while n.busy { await withCheckedContinuation { n.waiters.append($0) } }
+        n.busy = true
+    }
+
+    func unlock(_ n: Node) {
+        n.busy = false
+        if !n.waiters.isEmpty { n.waiters.removeFirst().resume() }
+    }
+}

@@ -1,0 +1,62 @@
+// Metadata prefetch: a listing without metadata (Swift, S3) gives sizes but not mtime/mode;
+// the first stat in a directory starts HEADs of its next siblings, a batch at a time.
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+import ObjectStorage
+
+extension ObjectFS {
+    /// Reads a file's metadata (mtime, mode) with a HEAD when its listing did not carry it.
+    /// The first such file of a directory also starts HEADs of its next siblings (in name
+    /// order, `metadataPrefetch` at a time), so that `ls -l` waits about one round trip per
+    /// batch rather than one per file.
+    func completeMetadata(_ n: Node) async throws(FSError) {
+        if configuration.metadataPrefetch > 0 {
+            if metadataFetches[n.ino] == nil { prefetchMetadata(from: n) }
+            if let fetch = metadataFetches[n.ino] {
+                await fetch.value
+                if n.metadataKnown || n.isPinned { return }
+            }
+        }
+        let key = fileKey(n)
+        do {
+            let info = try await storage.head(key)
+            if !n.isPinned { apply(info, to: n) }
+        } catch StorageError.notFound {
+            if let p = n.parent.flatMap({ nodes[$0] }), !n.isPinned { detach(n, from: p) }
+            throw FSError(ENOENT, "no such entry")
+        } catch {
+            throw FSError.from(error, "lookup \(key)")
+        }
+    }
+
+    /// Starts HEADs of `n` and of up to `metadataPrefetchBatch` siblings after it whose
+    /// metadata is unknown; each applies its answer when it comes.
+    func prefetchMetadata(from n: Node) {
+        guard let dir = n.parent.flatMap({ nodes[$0] }) else { return }
+        let names = dir.children.keys.filter { $0 >= n.name }.sorted().prefix(configuration.metadataPrefetchBatch)
+        let limiter = metadataLimiter
+        let storage = self.storage
+        for name in names {
+            guard let ino = dir.children[name], let c = nodes[ino], c.kind == .file, !c.metadataKnown, !c.isPinned,
+                metadataFetches[ino] == nil
+            else { continue }
+            let key = fileKey(c)
+            let etag = c.remote?.etag
+            metadataFetches[ino] = Task {
+                await limiter.acquire()
+                let info = try? await storage.head(key)
+                await limiter.release()
+                self.finishMetadataFetch(ino, info, listedETag: etag)
+            }
+        }
+    }
+
+    func finishMetadataFetch(_ ino: InodeNumber, _ info: ObjectInfo?, listedETag: ETag?) {
+        metadataFetches[ino] = nil
+        // Only the version the listing showed: anything else is left to the caller's own HEAD.
+        guard let info, let n = nodes[ino], !n.isPinned, !n.metadataKnown, info.etag == listedETag else { return }
+        apply(info, to: n)
+    }
+}

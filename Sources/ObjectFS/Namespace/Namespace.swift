@@ -1,0 +1,184 @@
+// Namespace: the inode table's lookups — key <-> path, resolve with TTLs and the negative
+// cache, listings, and attaching/detaching nodes. Pinned nodes (open, dirty, new) are never
+// replaced by a server view.
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+import ObjectStorage
+
+extension ObjectFS {
+    // MARK: - Namespace internals
+
+    var now: Int64 { clock.monotonicNanoseconds() }
+    var ttl: Int64 {
+        let c = configuration.metadataTTL.components
+        return c.seconds * 1_000_000_000 + c.attoseconds / 1_000_000_000
+    }
+
+    func node(_ ino: InodeNumber) throws(FSError) -> Node {
+        guard let n = nodes[ino] else { throw FSError(ENOENT, "stale inode \(ino)") }
+        return n
+    }
+
+    func directory(_ ino: InodeNumber) throws(FSError) -> Node {
+        let n = try node(ino)
+        guard n.kind == .directory else { throw FSError(ENOTDIR, "not a directory") }
+        return n
+    }
+
+    func checkWritable() throws(FSError) {
+        if configuration.readOnly { throw FSError(EROFS, "read-only mount") }
+    }
+
+    func checkNewName(_ name: String, in dir: Node) throws(FSError) {
+        if name.utf8.count > KeyPath.maximumNameLength { throw FSError(ENAMETOOLONG, "name too long") }
+        guard KeyPath.isRepresentable(name) else { throw FSError(EINVAL, "invalid name") }
+        if (directoryPrefix(dir) + name).utf8.count + 1 > KeyPath.maximumKeyLength {
+            throw FSError(ENAMETOOLONG, "object key would exceed \(KeyPath.maximumKeyLength) bytes")
+        }
+    }
+
+    /// The key prefix of a directory's children: the mount prefix plus its path plus "/".
+    func directoryPrefix(_ dir: Node) -> String {
+        var parts: [String] = []
+        var cur: Node? = dir
+        while let n = cur, n.ino != rootInode {
+            parts.append(n.name)
+            cur = n.parent.flatMap { nodes[$0] }
+        }
+        return parts.isEmpty ? prefix : prefix + parts.reversed().joined(separator: "/") + "/"
+    }
+
+    func fileKey(_ file: Node) -> ObjectKey {
+        guard let p = file.parent.flatMap({ nodes[$0] }) else { return file.detachedKey ?? prefix + file.name }
+        return directoryPrefix(p) + file.name
+    }
+
+    /// The node at `name`, or nil if there is none; other failures (EIO...) are thrown, never
+    /// taken for "does not exist".
+    func existing(parent: InodeNumber, name: String) async throws(FSError) -> Node? {
+        do {
+            return try await resolve(parent: parent, name: name)
+        } catch {
+            if error.errno == ENOENT { return nil }
+            throw error
+        }
+    }
+
+    func resolve(parent: InodeNumber, name: String) async throws(FSError) -> Node {
+        let dir = try directory(parent)
+        if name.utf8.count > KeyPath.maximumNameLength { throw FSError(ENAMETOOLONG, "name too long") }
+        guard KeyPath.isRepresentable(name) else { throw FSError(ENOENT, "no such entry") }
+        let t = now
+        if let ino = dir.children[name], let n = nodes[ino], n.isPinned || n.validUntil >= t || n.kind == .directory && dir.listedUntil >= t {
+            if n.kind == .file && !n.metadataKnown && !n.isPinned { try await completeMetadata(n) }
+            return n
+        }
+        if dir.children[name] == nil && dir.listedUntil >= t {
+            throw FSError(ENOENT, "no such entry")
+        }
+        if let until = dir.negative[name], until >= t { throw FSError(ENOENT, "no such entry") }
+        let key = directoryPrefix(dir) + name
+        let found: (kind: FileKind, info: ObjectInfo?)?
+        do {
+            found = try await probe(key)
+        } catch {
+            throw FSError.from(error, "lookup \(key)")
+        }
+        // The actor may have changed the directory while we waited.
+        if let ino = dir.children[name], let n = nodes[ino], n.isPinned { return n }
+        guard let found else {
+            if let ino = dir.children[name], let n = nodes[ino] { detach(n, from: dir) }
+            dir.negative[name] = now + ttl
+            throw FSError(ENOENT, "no such entry")
+        }
+        dir.negative[name] = nil
+        return upsert(dir, name: name, kind: found.kind, info: found.info)
+    }
+
+    /// What the server has at `key`: a directory (listing under `key/` not empty, or a marker),
+    /// a file, or nothing. The HEAD and the 1-key LIST run in parallel.
+    func probe(_ key: ObjectKey) async throws -> (kind: FileKind, info: ObjectInfo?)? {
+        let storage = self.storage
+        async let head: ObjectInfo? = {
+            do { return try await storage.head(key) } catch StorageError.notFound { return nil }
+        }()
+        async let listing = storage.list(prefix: key + "/", delimiter: "/", continuation: nil, maxKeys: 1)
+        let (h, l) = try await (head, listing)
+        if !l.objects.isEmpty || !l.commonPrefixes.isEmpty {
+            return (.directory, h.flatMap { KeyPath.isDirectoryMarker($0) ? $0 : nil })
+        }
+        if let h {
+            return KeyPath.isDirectoryMarker(h) ? (.directory, h) : (.file, h)
+        }
+        return nil
+    }
+
+    func refreshListing(_ dir: Node) async throws(FSError) {
+        let dirPrefix = directoryPrefix(dir)
+        let page: ListPage
+        do {
+            page = try await storage.listAll(prefix: dirPrefix, delimiter: KeyPath.delimiter)
+        } catch {
+            throw FSError.from(error, "list \(dirPrefix)")
+        }
+        guard directoryPrefix(dir) == dirPrefix else { return }  // renamed meanwhile
+        var seen: Set<String> = []
+        for entry in KeyPath.children(of: dirPrefix, in: page) {
+            seen.insert(entry.name)
+            upsert(dir, name: entry.name, kind: entry.kind, info: entry.info)
+        }
+        for (name, ino) in dir.children where !seen.contains(name) {
+            if let n = nodes[ino], !isPinnedTree(n) { detach(n, from: dir) }
+        }
+        dir.negative = [:]
+        dir.listedUntil = now + ttl
+    }
+
+    func isPinnedTree(_ n: Node) -> Bool {
+        if n.isPinned { return true }
+        guard n.kind == .directory else { return false }
+        return n.children.values.contains { nodes[$0].map(isPinnedTree) ?? false }
+    }
+
+    @discardableResult
+    func upsert(_ dir: Node, name: String, kind: FileKind, info: ObjectInfo?) -> Node {
+        if let ino = dir.children[name], let n = nodes[ino] {
+            if n.kind == kind || isPinnedTree(n) {
+                if n.kind == .file, let info, !n.isPinned { apply(info, to: n) }
+                if n.kind == .directory { n.validUntil = now + ttl }
+                return n
+            }
+            detach(n, from: dir)
+        }
+        let n = addChild(to: dir, name: name, kind: kind)
+        if let info {
+            if kind == .file { apply(info, to: n) } else { n.mtime = info.lastModified }
+        }
+        n.validUntil = now + ttl
+        return n
+    }
+
+    func addChild(to dir: Node, name: String, kind: FileKind) -> Node {
+        let ino = nextInode
+        nextInode += 1
+        let mode: UInt32 = (kind == .directory ? 0o777 : 0o666) & ~configuration.umask
+        let n = Node(ino: ino, kind: kind, parent: dir.ino, name: name, mode: mode, mtime: clock.wallClock())
+        nodes[ino] = n
+        dir.children[name] = ino
+        dir.negative[name] = nil
+        return n
+    }
+
+    /// Removes a node from its directory. The kernel may still hold the inode; it is freed on
+    /// forget (or kept while handles are open).
+    func detach(_ n: Node, from dir: Node) {
+        if n.kind == .file && n.parent != nil { n.detachedKey = fileKey(n) }
+        if dir.children[n.name] == n.ino { dir.children[n.name] = nil }
+        n.parent = nil
+        for ino in n.children.values {
+            if let c = nodes[ino] { detach(c, from: n) }
+        }
+    }
+}

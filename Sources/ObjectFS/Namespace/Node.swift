@@ -1,0 +1,55 @@
+// Node: one inode of the namespace — a directory with the children it knows, or a file with
+// the last server version seen and its local (staged, dirty) state.
+
+import ObjectStorage
+
+extension ObjectFS {
+    final class Node {
+        let ino: InodeNumber
+        var kind: FileKind
+        /// `nil` once removed from the namespace (unlinked, replaced); such a node lives on only
+        /// while the kernel or an open handle still refers to it.
+        var parent: InodeNumber?
+        var name: String
+        var mode: UInt32
+        /// The version whose bytes the kernel may still hold in its page cache from an earlier
+        /// open; nil once the file is written through the mount.
+        var pageCacheETag: ETag?
+        /// Owner stored in the object's metadata (or set by chown); nil: the mount's owner.
+        var uid: UInt32?
+        var gid: UInt32?
+        var mtime: Timestamp
+        var size: Int64 = 0
+        /// File: the last server version seen; `nil` for a file not uploaded yet.
+        var remote: ObjectInfo?
+        var validUntil: Int64 = .min
+        /// False while a file's mtime/mode come from a listing that carried no metadata (Swift,
+        /// S3): a lookup then asks the object itself once.
+        var metadataKnown = true
+        // Directory state.
+        var children: [String: InodeNumber] = [:]
+        var listedUntil: Int64 = .min
+        var negative: [String: Int64] = [:]
+        // File state.
+        var staging: StagingFile?
+        var dirty = false
+        var generation: UInt64 = 0
+        var openHandles = 0
+        var writers = 0
+        var busy = false
+        /// The key a file had when it was removed from the namespace.
+        var detachedKey: ObjectKey?
+        var waiters: [CheckedContinuation<Void, Never>] = []
+
+        init(ino: InodeNumber, kind: FileKind, parent: InodeNumber?, name: String, mode: UInt32, mtime: Timestamp) {
+            self.ino = ino
+            self.kind = kind
+            self.parent = parent
+            self.name = name
+            self.mode = mode
+            self.mtime = mtime
+        }
+
+        var isPinned: Bool { openHandles > 0 || dirty || (kind == .file && remote == nil) }
+    }
+}

@@ -1,0 +1,127 @@
+// Upload: the inode's staging file (created on first write, loaded from the stored object
+// when an existing file is changed) and its upload as one PUT or a multipart upload.
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+import ObjectStorage
+
+extension ObjectFS {
+    func newStagingFile() throws(FSError) -> StagingFile {
+        stagingSerial += 1
+        return try StagingFile(directory: staging, name: "staged-\(getpid())-\(instanceID)-\(stagingSerial)")
+    }
+
+    /// The inode's staging file, created on first use; with `loadExisting` it starts as a copy
+    /// of the stored object (fetched in ranged pieces).
+    func stagingFile(for node: Node, loadExisting: Bool) async throws(FSError) -> StagingFile {
+        if let s = node.staging { return s }
+        await lock(node)
+        defer { unlock(node) }
+        if let s = node.staging { return s }
+        let staging = try newStagingFile()
+        if loadExisting, let remote = node.remote, remote.size > 0 {
+            let key = fileKey(node)
+            let chunk: Int64 = 8 << 20
+            var offset: Int64 = 0
+            do {
+                while offset < remote.size {
+                    let bytes = try await storage.get(
+                        key, range: ByteRange(offset: offset, length: min(chunk, remote.size - offset)),
+                        ifMatch: remote.etag)
+                    guard !bytes.isEmpty else { throw StorageError.malformedReply("short read of \(key)") }
+                    try bytes.withUnsafeBytes { buffer in try staging.write(buffer, at: offset) }
+                    offset += Int64(bytes.count)
+                }
+            } catch {
+                throw FSError.from(error, "cannot load \(key) for writing")
+            }
+        }
+        node.staging = staging
+        return staging
+    }
+
+    func upload(_ node: Node) async throws(FSError) {
+        await lock(node)
+        defer { unlock(node) }
+        // A rename during the upload moves the target: store again under the new name, so that
+        // a successful close always means the data is stored where the file now is.
+        var renamedAway = false
+        for _ in 0..<8 {
+            renamedAway = false
+            guard node.dirty, node.parent != nil, let staging = node.staging else { break }
+            let generation = node.generation
+            let key = fileKey(node)
+            var options = putOptions(node)
+            options.isNew = node.remote == nil
+            let info: ObjectInfo
+            do {
+                if staging.size > configuration.multipartThreshold {
+                    info = try await multipartUpload(key, staging: staging, options: options)
+                } else {
+                    info = try await storage.put(key, payload: staging.payload(), options: options)
+                }
+            } catch {
+                throw FSError.from(error, "upload \(key)")
+            }
+            if node.parent == nil {
+                // Unlinked while it was being uploaded.
+                try? await storage.delete([key])
+                node.dirty = false
+                break
+            }
+            if fileKey(node) != key {
+                try? await storage.delete([key])
+                renamedAway = true
+                continue
+            }
+            node.remote = info
+            node.validUntil = now + ttl
+            // Writes that arrived during the upload keep the file dirty for the next flush.
+            if node.generation == generation { node.dirty = false }
+            renamedAway = false
+            break
+        }
+        if renamedAway {
+            throw FSError(EIO, "upload of \(fileKey(node)) kept being overtaken by renames")
+        }
+        // Nobody has the file open: the local copy is not needed any more and would go stale.
+        if !node.dirty && node.openHandles == 0 { node.staging = nil }
+    }
+
+    func multipartUpload(_ key: ObjectKey, staging: StagingFile, options: PutOptions) async throws
+        -> ObjectInfo
+    {
+        let size = staging.size
+        let caps = storage.capabilities
+        var partSize = max(configuration.partSize, caps.minimumPartSize)
+        let maxParts = Int64(caps.maximumPartCount)
+        if (size + partSize - 1) / partSize > maxParts { partSize = (size + maxParts - 1) / maxParts }
+        let upload = try await storage.createMultipartUpload(key, options: options)
+        let storage = self.storage
+        do {
+            let count = Int((size + partSize - 1) / partSize)
+            let parts = try await withThrowingTaskGroup(of: UploadedPart.self) { group in
+                var done: [UploadedPart] = []
+                var next = 0
+                func add() {
+                    let number = next + 1
+                    let offset = Int64(next) * partSize
+                    let payload = staging.payload(offset: offset, length: min(partSize, size - offset))
+                    group.addTask { try await storage.uploadPart(upload, number: number, payload: payload) }
+                    next += 1
+                }
+                while next < min(count, configuration.uploadConcurrency) { add() }
+                while let part = try await group.next() {
+                    done.append(part)
+                    if next < count { add() }
+                }
+                return done.sorted { $0.number < $1.number }
+            }
+            return try await storage.completeMultipartUpload(upload, parts: parts)
+        } catch {
+            try? await storage.abortMultipartUpload(upload)
+            throw error
+        }
+    }
+}
