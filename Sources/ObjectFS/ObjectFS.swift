@@ -67,10 +67,11 @@ public actor ObjectFS {
 
     public func getattr(_ ino: InodeNumber) async throws(FSError) -> FileAttributes {
         let node = try self.node(ino)
-        if node.kind == .file, node.parent != nil, !node.isPinned, !node.metadataKnown, node.validUntil >= now {
+        if node.kind == .directory, !node.metadataKnown { try await completeDirectoryMetadata(node) }
+        if node.kind.isObject, node.parent != nil, !node.isPinned, !node.metadataKnown, node.validUntil >= now {
             try await completeMetadata(node)
         }
-        if node.kind == .file, node.parent != nil, !node.isPinned, node.validUntil < now {
+        if node.kind.isObject, node.parent != nil, !node.isPinned, node.validUntil < now {
             do {
                 let info = try await storage.head(fileKey(node))
                 if !node.isPinned { apply(info, to: node) }
@@ -91,7 +92,9 @@ public actor ObjectFS {
         let node = try self.node(ino)
         try checkWritable()
         if let size = changes.size {
-            guard node.kind == .file else { throw FSError(EISDIR, "cannot truncate a directory") }
+            guard node.kind == .file else {
+                throw node.kind == .directory ? FSError(EISDIR, "cannot truncate a directory") : FSError(EINVAL, "not a file")
+            }
             guard size >= 0 else { throw FSError(EINVAL, "negative size") }
             let staging = try await stagingFile(for: node, loadExisting: size > 0)
             try staging.truncate(to: size)
@@ -100,9 +103,13 @@ public actor ObjectFS {
             markDirty(node)
         }
         // What really changes: a chmod, chown or utimes to the values the file already has
-        // (rsync -a as root chowns every file to its owner) stores nothing.
+        // (rsync -a as root chowns every file to its owner) stores nothing. A symlink's mode is
+        // always 0777 on Linux: a mode change of one is ignored.
         var changed = false
-        if let mode = changes.mode, mode & 0o7777 != node.mode { node.mode = mode & 0o7777; changed = true }
+        if let mode = changes.mode, node.kind != .symlink, mode & 0o7777 != node.mode {
+            node.mode = mode & 0o7777
+            changed = true
+        }
         if let uid = changes.uid, uid != node.uid { node.uid = uid; changed = true }
         if let gid = changes.gid, gid != node.gid { node.gid = gid; changed = true }
         switch changes.mtime {
@@ -110,24 +117,16 @@ public actor ObjectFS {
         case .set(let t) where t != node.mtime: node.mtime = t; changed = true
         case .set, nil: break
         }
-        // Files keep mode, mtime and owner in their metadata; directories do not (see Not yet).
-        guard node.kind == .file, node.parent != nil else { return attributes(node) }
+        // Files keep mode, mtime and owner in their metadata, directories on their marker.
+        if node.kind == .directory {
+            if changed { try await storeDirectoryMetadata(node) }
+            return attributes(node)
+        }
+        guard node.parent != nil else { return attributes(node) }
         if node.dirty {
             if node.writers == 0 { try await upload(node) }
         } else if changed, node.remote != nil {
-            let key = fileKey(node)
-            do {
-                if node.remote?.metadata == nil {
-                    // A listing carried no metadata: fetch it, so the copy keeps it.
-                    let head = try await storage.head(key)
-                    if head.etag == node.remote?.etag { node.remote = head }
-                }
-                let info = try await storage.copy(from: key, to: key, replacing: putOptions(node))
-                node.remote = info
-                node.validUntil = now + ttl
-            } catch {
-                throw FSError.from(error, "cannot store attributes of \(key)")
-            }
+            try await storeMetadata(node)
         }
         return attributes(node)
     }
@@ -159,7 +158,8 @@ public actor ObjectFS {
                 entries.append(
                     DirectoryEntry(
                         name: name, attributes: attributes(child),
-                        attributesComplete: child.kind == .directory || child.metadataKnown || child.isPinned))
+                        attributesComplete: child.metadataKnown || child.isPinned,
+                        kindKnown: kindKnown(child)))
             }
         }
         let fh = newHandleNumber()
@@ -193,13 +193,14 @@ public actor ObjectFS {
             throw FSError(EEXIST, "\(name) exists")
         }
         let key = directoryPrefix(dir) + name
-        do {
-            try await putMarker(directoryKey: key)
-        } catch {
-            throw FSError.from(error, "mkdir \(key)")
-        }
         let node = addChild(to: dir, name: name, kind: .directory)
         node.mode = mode & 0o7777
+        do {
+            try await putMarker(directoryKey: key, metadata: directoryMetadata(node))
+        } catch {
+            detach(node, from: dir)
+            throw FSError.from(error, "mkdir \(key)")
+        }
         node.listedUntil = now + ttl
         return attributes(node)
     }
@@ -213,6 +214,65 @@ public actor ObjectFS {
         try await keepDirectory(dir, removing: Set(markers))
         do { try await storage.delete(markers) } catch { throw FSError.from(error, "rmdir \(markers[0])") }
         detach(child, from: dir)
+    }
+
+    // MARK: - Symlinks
+
+    /// Creates a symlink at once: one object whose body is `target`, with `mode` metadata of
+    /// S_IFLNK|0777 (s3fs's convention) and the content type `inode/symlink`.
+    public func symlink(parent: InodeNumber, name: String, target: String) async throws(FSError) -> FileAttributes {
+        try checkWritable()
+        let dir = try directory(parent)
+        try checkNewName(name, in: dir)
+        guard !target.isEmpty else { throw FSError(ENOENT, "empty symlink target") }
+        guard target.utf8.count <= PosixMetadata.maximumTargetLength else {
+            throw FSError(ENAMETOOLONG, "symlink target longer than \(PosixMetadata.maximumTargetLength) bytes")
+        }
+        if try await existing(parent: parent, name: name) != nil { throw FSError(EEXIST, "\(name) exists") }
+        let key = directoryPrefix(dir) + name
+        let mtime = clock.wallClock()
+        let options = PutOptions(
+            contentType: PosixMetadata.symlinkContentType,
+            metadata: PosixMetadata.encode(mtime: mtime, mode: 0o777, kind: .symlink), isNew: true)
+        let info: ObjectInfo
+        do {
+            info = try await storage.put(key, payload: .bytes(Array(target.utf8)), options: options)
+        } catch {
+            throw FSError.from(error, "symlink \(key)")
+        }
+        let node = addChild(to: dir, name: name, kind: .symlink)
+        var stored = info
+        if stored.contentType == nil { stored.contentType = options.contentType }
+        if stored.metadata == nil { stored.metadata = options.metadata }
+        node.mtime = mtime
+        apply(stored, to: node)
+        node.size = Int64(target.utf8.count)
+        node.target = target
+        return attributes(node)
+    }
+
+    /// The target of a symlink: its object's body, read once per version.
+    public func readlink(_ ino: InodeNumber) async throws(FSError) -> String {
+        let node = try self.node(ino)
+        guard node.kind == .symlink else { throw FSError(EINVAL, "not a symlink") }
+        if let target = node.target { return target }
+        guard let remote = node.remote else { throw FSError(EIO, "symlink without a stored object") }
+        let key = fileKey(node)
+        do {
+            let bytes = try await storage.get(key, range: nil, ifMatch: remote.etag)
+            guard bytes.count <= PosixMetadata.maximumTargetLength else {
+                throw FSError(EIO, "\(key): a symlink of \(bytes.count) bytes is not a path")
+            }
+            let target = String(decoding: bytes, as: UTF8.self)
+            if node.remote?.etag == remote.etag { node.target = target }
+            return target
+        } catch StorageError.preconditionFailed {
+            // Changed since it was looked up: the next lookup sees the new version.
+            node.validUntil = .min
+            throw FSError(ESTALE, "\(key) changed on the server")
+        } catch {
+            throw FSError.from(error, "readlink \(key)")
+        }
     }
 
     // MARK: - Files
@@ -240,7 +300,9 @@ public actor ObjectFS {
 
     public func open(_ ino: InodeNumber, flags: OpenFlags) async throws(FSError) -> UInt64 {
         let node = try self.node(ino)
-        guard node.kind == .file else { throw FSError(EISDIR, "is a directory") }
+        guard node.kind == .file else {
+            throw node.kind == .directory ? FSError(EISDIR, "is a directory") : FSError(ELOOP, "is a symlink")
+        }
         if flags.write || flags.truncate { try checkWritable() }
         // Close-to-open consistency: a handle opened after another client's change sees it.
         if !node.isPinned, node.parent != nil, node.validUntil < now {
@@ -349,7 +411,7 @@ public actor ObjectFS {
         try checkWritable()
         let dir = try directory(parent)
         let child = try await resolve(parent: parent, name: name)
-        guard child.kind == .file else { throw FSError(EISDIR, "\(name) is a directory") }
+        guard child.kind.isObject else { throw FSError(EISDIR, "\(name) is a directory") }
         let key = fileKey(child)
         try await keepDirectory(dir, removing: [key])
         if child.remote != nil {
@@ -378,9 +440,9 @@ public actor ObjectFS {
         if let t = target {
             if t === source { return }
             if noReplace { throw FSError(EEXIST, "\(newName) exists") }
-            switch (source.kind, t.kind) {
-            case (.file, .directory): throw FSError(EISDIR, "\(newName) is a directory")
-            case (.directory, .file): throw FSError(ENOTDIR, "\(newName) is not a directory")
+            switch (source.kind.isObject, t.kind.isObject) {
+            case (true, false): throw FSError(EISDIR, "\(newName) is a directory")
+            case (false, true): throw FSError(ENOTDIR, "\(newName) is not a directory")
             default: break
             }
         }

@@ -11,6 +11,8 @@ public let rootInode: InodeNumber = 1
 public enum FileKind: Sendable, Hashable {
     case file
     case directory
+    /// A symbolic link: an object whose body is the target (s3fs's convention, doc/SEMANTICS.md).
+    case symlink
 }
 
 /// What `stat` shows for one inode. `mode` holds the permission bits only (07777).
@@ -25,6 +27,12 @@ public struct FileAttributes: Sendable, Hashable {
     public var nlink: UInt32 { kind == .directory ? 2 : 1 }
 }
 
+extension FileKind {
+    /// Whether entries of this kind are one object each (files and symlinks), as opposed to a
+    /// directory, which is a prefix (and maybe a marker).
+    public var isObject: Bool { self != .directory }
+}
+
 /// A name in a directory with the inode it resolves to.
 public struct DirectoryEntry: Sendable, Hashable {
     public var name: String
@@ -32,6 +40,10 @@ public struct DirectoryEntry: Sendable, Hashable {
     /// False when mtime/mode are the listing's approximation (its metadata was not read yet):
     /// such attributes must not be cached by the kernel, so that `stat` asks again.
     public var attributesComplete: Bool = true
+    /// False when the listing cannot tell a small file from a symlink or a Swift-style directory
+    /// marker (S3 listings carry no content type or metadata): the kernel must look the name
+    /// up before it learns the entry's type.
+    public var kindKnown: Bool = true
     public var ino: InodeNumber { attributes.ino }
 }
 

@@ -97,7 +97,9 @@ public final class AccountStorage: ObjectStorage {
             else {
                 throw StorageError.accessDenied("files cannot be stored at the account level, only in buckets")
             }
-            try await service.createBucket(name)
+            // A bucket that exists already (a chmod or utimes of it) stays as it is: buckets
+            // keep no mode or mtime.
+            if (try? await service.headBucket(name)) == nil { try await service.createBucket(name) }
             return try await head(name)
         }
         return Self.prefixed(try await service.bucket(name).put(rest, payload: payload, options: options), name)

@@ -144,18 +144,41 @@ public enum DirectoryMarkerStyle: Sendable {
     case applicationDirectory
 }
 
+/// How much user metadata one object may carry. Sizes count names (without the protocol
+/// prefix) and values in UTF-8 bytes.
+public struct UserMetadataLimits: Sendable, Hashable {
+    public var maximumCount: Int?
+    public var maximumTotalBytes: Int
+    public var maximumNameBytes: Int?
+    public var maximumValueBytes: Int?
+    public init(maximumCount: Int? = nil, maximumTotalBytes: Int, maximumNameBytes: Int? = nil, maximumValueBytes: Int? = nil) {
+        self.maximumCount = maximumCount
+        self.maximumTotalBytes = maximumTotalBytes
+        self.maximumNameBytes = maximumNameBytes
+        self.maximumValueBytes = maximumValueBytes
+    }
+    /// S3 and KS3: 2 KB of names and values in all.
+    public static let s3 = UserMetadataLimits(maximumTotalBytes: 2048)
+    /// OpenStack Swift's default constraints (`max_meta_*` in swift.conf): 90 names, 4096 bytes
+    /// in all, names up to 128 and values up to 256 bytes.
+    public static let swift = UserMetadataLimits(
+        maximumCount: 90, maximumTotalBytes: 4096, maximumNameBytes: 128, maximumValueBytes: 256)
+}
+
 public struct StorageCapabilities: Sendable {
     public var directoryMarkerStyle: DirectoryMarkerStyle
     /// Smallest part of a multipart upload except the last.
     public var minimumPartSize: Int64
     public var maximumPartCount: Int
+    public var userMetadataLimits: UserMetadataLimits
     public init(
         directoryMarkerStyle: DirectoryMarkerStyle, minimumPartSize: Int64 = 5 << 20,
-        maximumPartCount: Int = 10_000
+        maximumPartCount: Int = 10_000, userMetadataLimits: UserMetadataLimits = .s3
     ) {
         self.directoryMarkerStyle = directoryMarkerStyle
         self.minimumPartSize = minimumPartSize
         self.maximumPartCount = maximumPartCount
+        self.userMetadataLimits = userMetadataLimits
     }
 }
 

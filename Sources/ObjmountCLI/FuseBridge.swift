@@ -150,10 +150,10 @@ final class FuseBridge: FuseFilesystem {
     }
 
     func setxattr(_ ino: Inode, name: String, value: [UInt8], flags: Int32) async throws {
-        try await call("setxattr \(name)") { () async throws(FSError) in try await fs.changeExtendedAttribute(ino, name: name) }
+        try await call("setxattr \(name)") { () async throws(FSError) in try await fs.changeExtendedAttribute(ino, name: name, value: value, flags: flags) }
     }
 
     func removexattr(_ ino: Inode, name: String) async throws {
-        try await call("removexattr \(name)") { () async throws(FSError) in try await fs.changeExtendedAttribute(ino, name: name) }
+        try await call("removexattr \(name)") { () async throws(FSError) in try await fs.changeExtendedAttribute(ino, name: name, value: nil) }
     }
 }

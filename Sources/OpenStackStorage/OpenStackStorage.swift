@@ -51,7 +51,8 @@ public final class OpenStackStorage: ObjectStorage {
         self.cluster = cluster
         self.capabilities = StorageCapabilities(
             directoryMarkerStyle: .applicationDirectory, minimumPartSize: 1,
-            maximumPartCount: cluster.staticLargeObjects ? cluster.maxManifestSegments : 10_000)
+            maximumPartCount: cluster.staticLargeObjects ? cluster.maxManifestSegments : 10_000,
+            userMetadataLimits: .swift)
     }
 
     /// Authenticates, reads the cluster's capabilities and checks that the container exists.

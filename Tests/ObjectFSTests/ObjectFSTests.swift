@@ -403,12 +403,18 @@ import Testing
 }
 
 /// Listings without user metadata, as Swift and S3 servers return them.
+/// Listings as Swift gives them (no metadata), or with `s3Like` as S3 gives them (no metadata and
+/// no content type either).
 struct MetadataFreeListings: ObjectStorage {
     let base: MemoryStorage
+    var s3Like = false
     var capabilities: StorageCapabilities { base.capabilities }
     func list(prefix: String, delimiter: String?, continuation: String?, maxKeys: Int?) async throws -> ListPage {
         var page = try await base.list(prefix: prefix, delimiter: delimiter, continuation: continuation, maxKeys: maxKeys)
-        for i in page.objects.indices { page.objects[i].metadata = nil }
+        for i in page.objects.indices {
+            page.objects[i].metadata = nil
+            if s3Like { page.objects[i].contentType = nil }
+        }
         return page
     }
     func head(_ key: ObjectKey) async throws -> ObjectInfo { try await base.head(key) }

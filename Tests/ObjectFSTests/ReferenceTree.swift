@@ -22,7 +22,7 @@ extension KeyPath {
                 case .directory:
                     dirs.insert(path)
                     visit(path)
-                case .file:
+                case .file, .symlink:
                     files.insert(path)
                 }
             }

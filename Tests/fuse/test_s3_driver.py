@@ -660,3 +660,74 @@ def test_cleanup_aborts_incomplete_multipart_uploads(s3: Backend, sdk_python: Pa
     finally:
         for key, uid in sdk.call("mpu_list", prefix=prefix + "/") + sdk.call("mpu_list", prefix=other + "/"):
             sdk.call("mpu_abort", key=key, upload_id=uid)
+
+
+# --------------------------------------------------------------------------------------------
+# User extended attributes are user metadata; symlinks as s3fs stores them
+# --------------------------------------------------------------------------------------------
+
+def test_user_xattrs_are_user_metadata_for_the_sdk(mounter: Mounter, backend: Backend, sdk: Sdk) -> None:
+    remote = backend.remote()
+    prefix = prefix_of(remote)
+    sdk.put({f"{prefix}/from-sdk.txt": (b"sdk\n", {"project": "apollo"})})
+    m = mounter.mount(remote)
+    f = m.path / "f.txt"
+    f.write_bytes(b"through the mount\n")
+    os.setxattr(f, "user.color", b"blue")
+    os.setxattr(f, "user.Camel_Case", "caf\u00e9".encode())
+    head = sdk.head(f"{prefix}/f.txt")[f"{prefix}/f.txt"]
+    assert head["meta"].get("color") == "blue", head["meta"]
+    assert head["meta"].get("mtime"), head["meta"]
+    assert os.getxattr(m.path / "from-sdk.txt", "user.project") == b"apollo"
+    os.rename(f, m.path / "g.txt")
+    head = sdk.head(f"{prefix}/g.txt")[f"{prefix}/g.txt"]
+    assert head["meta"].get("color") == "blue", head["meta"]
+    unmount(m)
+    m = mounter.mount(remote, mountpoint=m.path)
+    assert os.getxattr(m.path / "g.txt", "user.Camel_Case") == "caf\u00e9".encode()
+    assert (m.path / "g.txt").read_bytes() == b"through the mount\n"
+
+
+def _s3fs_mount(backend: Backend, prefix: str, mp: Path, work: Path) -> None:
+    pw = work / "s3fs-passwd"
+    pw.write_text(f"{backend.access_key}:{backend.secret_key}\n")
+    os.chmod(pw, 0o600)
+    run(["s3fs", f"{backend.bucket}:/{prefix}", mp, "-o",
+         f"url={backend.endpoint},use_path_request_style,passwd_file={pw},endpoint={backend.region or 'us-east-1'},"
+         "stat_cache_expire=1"], timeout=60)
+    deadline = time.monotonic() + 30
+    while not is_mounted(mp):
+        assert time.monotonic() < deadline, "s3fs did not mount"
+        time.sleep(0.1)
+
+
+def test_symlinks_are_shared_with_s3fs(mounter: Mounter, s3: Backend, tmp_path: Path) -> None:
+    """s3fs (Debian's) shows a symlink made through objmount as a symlink to the same target,
+    and objmount shows one made by s3fs."""
+    if subprocess.run(["which", "s3fs"], capture_output=True).returncode != 0:
+        pytest.fail("s3fs is not installed (scripts/test.sh installs Debian's s3fs)")
+    remote = s3.remote()
+    prefix = prefix_of(remote)
+    m = mounter.mount(remote)
+    (m.path / "target.txt").write_bytes(b"t\n")
+    os.symlink("target.txt", m.path / "ours")
+    os.symlink("/absolute/dangling", m.path / "ours-abs")
+    mp = tmp_path / "s3fs"
+    mp.mkdir()
+    _s3fs_mount(s3, prefix, mp, tmp_path)
+    try:
+        assert os.readlink(mp / "ours") == "target.txt"
+        assert os.readlink(mp / "ours-abs") == "/absolute/dangling"
+        assert (mp / "ours").read_bytes() == b"t\n"
+        os.symlink("../elsewhere/file", mp / "theirs")
+    finally:
+        run(["fusermount3", "-u", mp], check=False, timeout=60)
+        if is_mounted(mp):
+            run(["fusermount3", "-uz", mp], check=False, timeout=60)
+    unmount(m)
+    m = mounter.mount(remote, mountpoint=m.path)
+    assert os.readlink(m.path / "theirs") == "../elsewhere/file"
+    st = os.lstat(m.path / "theirs")
+    assert (st.st_mode & 0o170000) == 0o120000
+    found = run(["find", m.path, "-type", "l"]).stdout.decode().split()
+    assert sorted(Path(p).name for p in found) == ["ours", "ours-abs", "theirs"]

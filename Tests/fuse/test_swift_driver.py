@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import OBJMOUNT_BIN, Mounter, Remote, RemoteSpec, fuse_unavailable_reason, is_mounted
+from conftest import OBJMOUNT_BIN, Mounter, Remote, RemoteSpec, fuse_unavailable_reason, is_mounted, run
 from test_hubic_emulator import lhubic_python  # noqa: F401  (the venv holds python-swiftclient)
 
 CONTAINER = os.environ.get("OBJMOUNT_TEST_SWIFT_CONTAINER")
@@ -234,3 +234,34 @@ def test_df_shows_the_account_quota(mounter: Mounter) -> None:
     finally:
         req = urllib.request.Request(url, method="POST", headers={"X-Auth-Token": token, "X-Remove-Account-Meta-Quota": "x"})
         urllib.request.urlopen(req, timeout=30).close()
+
+
+def test_python_swiftclient_sees_xattrs_symlinks_and_directory_modes(mounter: Mounter, lhubic_python: Path) -> None:
+    """user.* attributes are X-Object-Meta-*; a symlink is a small object holding its target,
+    of type inode/symlink, with X-Object-Meta-Mode S_IFLNK|0777; a directory's mode is kept on
+    its marker. Metadata set by python-swiftclient shows as user.* attributes."""
+    remote = swift_remote()
+    prefix = prefix_of(remote)
+    m = mounter.mount(remote)
+    (m.path / "f").write_bytes(b"data")
+    os.setxattr(m.path / "f", "user.color", b"blue")
+    os.symlink("../up/target", m.path / "l")
+    (m.path / "d").mkdir()
+    os.chmod(m.path / "d", 0o705)
+    seen = swiftclient(lhubic_python, f"""
+out = {{}}
+for name in ('f', 'l', 'd'):
+    h, body = conn.get_object({CONTAINER!r}, {prefix!r} + '/' + name)
+    out[name] = [body.decode(), h.get('content-type'), {{k: v for k, v in h.items() if k.startswith('x-object-meta-')}}]
+conn.post_object({CONTAINER!r}, {prefix!r} + '/f', headers={{'X-Object-Meta-Color': 'blue', 'X-Object-Meta-Project': 'apollo'}})
+print(json.dumps(out))
+""")
+    assert seen["f"][2].get("x-object-meta-color") == "blue", seen["f"]
+    assert seen["l"][0] == "../up/target" and seen["l"][1] == "inode/symlink", seen["l"]
+    assert seen["l"][2].get("x-object-meta-mode") == str(0o120777), seen["l"]
+    assert seen["d"][1] == "application/directory" and seen["d"][2].get("x-object-meta-mode") == str(0o40705), seen["d"]
+    run([OBJMOUNT_BIN, "unmount", str(m.path)], env=remote.env)
+    m = mounter.mount(remote, mountpoint=m.path)
+    assert os.getxattr(m.path / "f", "user.project") == b"apollo"
+    assert os.readlink(m.path / "l") == "../up/target"
+    assert (os.stat(m.path / "d").st_mode & 0o7777) == 0o705

@@ -30,15 +30,75 @@ extension ObjectFS {
         }
     }
 
-    func putMarker(directoryKey key: String) async throws {
+    /// Writes the driver's marker of the directory `key` (no trailing "/"), with `metadata`.
+    func putMarker(directoryKey key: String, metadata: [String: String] = [:]) async throws {
         switch storage.capabilities.directoryMarkerStyle {
         case .trailingSlash:
             _ = try await storage.put(
-                key + "/", payload: .bytes([]), options: PutOptions(contentType: KeyPath.s3DirectoryContentType))
+                key + "/", payload: .bytes([]),
+                options: PutOptions(contentType: KeyPath.s3DirectoryContentType, metadata: metadata))
         case .applicationDirectory:
             _ = try await storage.put(
-                key, payload: .bytes([]), options: PutOptions(contentType: KeyPath.swiftDirectoryContentType))
+                key, payload: .bytes([]),
+                options: PutOptions(contentType: KeyPath.swiftDirectoryContentType, metadata: metadata))
         }
+    }
+
+    /// The key of the driver's marker of directory `dir`.
+    func markerKey(_ dir: Node) -> ObjectKey {
+        let dirPrefix = directoryPrefix(dir)
+        switch storage.capabilities.directoryMarkerStyle {
+        case .trailingSlash: return dirPrefix
+        case .applicationDirectory: return String(dirPrefix.dropLast())
+        }
+    }
+
+    /// The metadata a directory's marker keeps: mtime, mode (S_IFDIR, as s3fs), owner.
+    func directoryMetadata(_ dir: Node) -> [String: String] {
+        PosixMetadata.encode(mtime: dir.mtime, mode: dir.mode, uid: dir.uid, gid: dir.gid, kind: .directory)
+    }
+
+    /// Stores a directory's mode, mtime and owner on its marker (written if the directory was
+    /// implicit).
+    func storeDirectoryMetadata(_ dir: Node) async throws(FSError) {
+        guard dir.ino != rootInode, dir.parent != nil else { return }
+        let key = String(directoryPrefix(dir).dropLast())
+        do {
+            try await putMarker(directoryKey: key, metadata: directoryMetadata(dir))
+        } catch {
+            throw FSError.from(error, "cannot store attributes of directory \(key)")
+        }
+    }
+
+    /// Reads a directory's mode, mtime and owner from its marker, once (a directory without a
+    /// marker keeps the defaults).
+    func completeDirectoryMetadata(_ dir: Node) async throws(FSError) {
+        guard dir.ino != rootInode, dir.parent != nil, !dir.metadataKnown else { return }
+        if configuration.metadataPrefetch > 0 {
+            if metadataFetches[dir.ino] == nil { prefetchMetadata(from: dir) }
+            if let fetch = metadataFetches[dir.ino] {
+                await fetch.value
+                if dir.metadataKnown { return }
+            }
+        }
+        let key = markerKey(dir)
+        do {
+            let info = try await storage.head(key)
+            applyDirectoryMetadata(info, to: dir)
+        } catch StorageError.notFound {
+            dir.metadataKnown = true
+        } catch {
+            throw FSError.from(error, "lookup \(key)")
+        }
+    }
+
+    func applyDirectoryMetadata(_ info: ObjectInfo, to dir: Node) {
+        guard let meta = info.metadata else { return }
+        dir.metadataKnown = true
+        if let t = meta["mtime"].flatMap(Timestamp.init(metadataValue:)) { dir.mtime = t }
+        if let m = meta["mode"].flatMap({ UInt32($0) }) { dir.mode = m & 0o7777 }
+        if let uid = meta["uid"].flatMap({ UInt32($0) }) { dir.uid = uid }
+        if let gid = meta["gid"].flatMap({ UInt32($0) }) { dir.gid = gid }
     }
 
     /// Before the last entry of a directory without a marker is removed, writes a marker so

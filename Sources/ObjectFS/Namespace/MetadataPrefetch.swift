@@ -12,6 +12,7 @@ extension ObjectFS {
     /// order, `metadataPrefetch` at a time), so that `ls -l` waits about one round trip per
     /// batch rather than one per file.
     func completeMetadata(_ n: Node) async throws(FSError) {
+        if n.kind == .directory { return try await completeDirectoryMetadata(n) }
         if configuration.metadataPrefetch > 0 {
             if metadataFetches[n.ino] == nil { prefetchMetadata(from: n) }
             if let fetch = metadataFetches[n.ino] {
@@ -39,10 +40,10 @@ extension ObjectFS {
         let limiter = metadataLimiter
         let storage = self.storage
         for name in names {
-            guard let ino = dir.children[name], let c = nodes[ino], c.kind == .file, !c.metadataKnown, !c.isPinned,
+            guard let ino = dir.children[name], let c = nodes[ino], !c.metadataKnown, !c.isPinned,
                 metadataFetches[ino] == nil
             else { continue }
-            let key = fileKey(c)
+            let key = c.kind == .directory ? markerKey(c) : fileKey(c)
             let etag = c.remote?.etag
             metadataFetches[ino] = Task {
                 await limiter.acquire()
@@ -56,7 +57,13 @@ extension ObjectFS {
     func finishMetadataFetch(_ ino: InodeNumber, _ info: ObjectInfo?, listedETag: ETag?) {
         metadataFetches[ino] = nil
         // Only the version the listing showed: anything else is left to the caller's own HEAD.
-        guard let info, let n = nodes[ino], !n.isPinned, !n.metadataKnown, info.etag == listedETag else { return }
+        guard let n = nodes[ino], !n.isPinned, !n.metadataKnown else { return }
+        if n.kind == .directory {
+            // No marker (or a failed HEAD): the caller's own HEAD decides.
+            if let info { applyDirectoryMetadata(info, to: n) }
+            return
+        }
+        guard let info, info.etag == listedETag else { return }
         apply(info, to: n)
     }
 }

@@ -72,7 +72,8 @@ extension ObjectFS {
         guard KeyPath.isRepresentable(name) else { throw FSError(ENOENT, "no such entry") }
         let t = now
         if let ino = dir.children[name], let n = nodes[ino], n.isPinned || n.validUntil >= t || n.kind == .directory && dir.listedUntil >= t {
-            if n.kind == .file && !n.metadataKnown && !n.isPinned { try await completeMetadata(n) }
+            if n.kind.isObject && !n.metadataKnown && !n.isPinned { try await completeMetadata(n) }
+            if n.kind == .directory && !n.metadataKnown { try await completeDirectoryMetadata(n) }
             return n
         }
         if dir.children[name] == nil && dir.listedUntil >= t {
@@ -94,7 +95,9 @@ extension ObjectFS {
             throw FSError(ENOENT, "no such entry")
         }
         dir.negative[name] = nil
-        return upsert(dir, name: name, kind: found.kind, info: found.info)
+        let n = upsert(dir, name: name, kind: found.kind, info: found.info)
+        if n.kind == .directory && !n.metadataKnown { try await completeDirectoryMetadata(n) }
+        return n
     }
 
     /// What the server has at `key`: a directory (listing under `key/` not empty, or a marker),
@@ -107,10 +110,14 @@ extension ObjectFS {
         async let listing = storage.list(prefix: key + "/", delimiter: "/", continuation: nil, maxKeys: 1)
         let (h, l) = try await (head, listing)
         if !l.objects.isEmpty || !l.commonPrefixes.isEmpty {
-            return (.directory, h.flatMap { KeyPath.isDirectoryMarker($0) ? $0 : nil })
+            if let h, KeyPath.isDirectoryMarker(h) { return (.directory, h) }
+            // An S3-style marker sorts first in the listing of its prefix.
+            if let marker = l.objects.first, marker.key == key + "/" { return (.directory, marker) }
+            return (.directory, nil)
         }
         if let h {
-            return KeyPath.isDirectoryMarker(h) ? (.directory, h) : (.file, h)
+            if KeyPath.isDirectoryMarker(h) { return (.directory, h) }
+            return (PosixMetadata.isSymlink(h) == true ? .symlink : .file, h)
         }
         return nil
     }
@@ -143,10 +150,19 @@ extension ObjectFS {
     }
 
     @discardableResult
-    func upsert(_ dir: Node, name: String, kind: FileKind, info: ObjectInfo?) -> Node {
+    func upsert(_ dir: Node, name: String, kind listed: FileKind, info: ObjectInfo?) -> Node {
+        var kind = listed
+        if listed == .file, let info {
+            if let symlink = PosixMetadata.isSymlink(info) {
+                kind = symlink ? .symlink : .file
+            } else if let ino = dir.children[name], let n = nodes[ino], n.remote?.etag == info.etag, n.remote != nil {
+                // A listing that cannot tell (S3): the same version keeps what its HEAD said.
+                kind = n.kind
+            }
+        }
         if let ino = dir.children[name], let n = nodes[ino] {
             if n.kind == kind || isPinnedTree(n) {
-                if n.kind == .file, let info, !n.isPinned { apply(info, to: n) }
+                if n.kind.isObject, let info, !n.isPinned { apply(info, to: n) }
                 if n.kind == .directory { n.validUntil = now + ttl }
                 return n
             }
@@ -154,7 +170,18 @@ extension ObjectFS {
         }
         let n = addChild(to: dir, name: name, kind: kind)
         if let info {
-            if kind == .file { apply(info, to: n) } else { n.mtime = info.lastModified }
+            if kind.isObject {
+                apply(info, to: n)
+            } else {
+                // A directory with a marker: its mode, mtime and owner are the marker's metadata,
+                // read with a HEAD if the listing did not carry them.
+                n.mtime = info.lastModified
+                n.metadataKnown = false
+                applyDirectoryMetadata(info, to: n)
+            }
+        } else if kind == .directory && storage.capabilities.directoryMarkerStyle == .trailingSlash {
+            // A common prefix hides whether `name/` exists as a marker.
+            n.metadataKnown = false
         }
         n.validUntil = now + ttl
         return n
@@ -174,7 +201,7 @@ extension ObjectFS {
     /// Removes a node from its directory. The kernel may still hold the inode; it is freed on
     /// forget (or kept while handles are open).
     func detach(_ n: Node, from dir: Node) {
-        if n.kind == .file && n.parent != nil { n.detachedKey = fileKey(n) }
+        if n.kind.isObject && n.parent != nil { n.detachedKey = fileKey(n) }
         if dir.children[n.name] == n.ino { dir.children[n.name] = nil }
         n.parent = nil
         for ino in n.children.values {

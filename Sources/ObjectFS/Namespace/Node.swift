@@ -31,6 +31,11 @@ extension ObjectFS {
         var listedUntil: Int64 = .min
         var negative: [String: Int64] = [:]
         // File state.
+        /// Symlink: the target, once read (dropped when the version changes).
+        var target: String?
+        /// User metadata (names without protocol prefix) changed locally and not stored yet;
+        /// nil: the server's (`remote.metadata`).
+        var userMetadata: [String: String]?
         var staging: StagingFile?
         var dirty = false
         var generation: UInt64 = 0

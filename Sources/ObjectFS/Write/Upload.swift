@@ -52,6 +52,12 @@ extension ObjectFS {
             guard node.dirty, node.parent != nil, let staging = node.staging else { break }
             let generation = node.generation
             let key = fileKey(node)
+            if let remote = node.remote, remote.metadata == nil, node.userMetadata == nil {
+                // The version this replaces came from a listing without metadata: read its user
+                // metadata (extended attributes) so that rewriting the file keeps it.
+                if let head = try? await storage.head(key), head.etag == remote.etag { node.remote = head }
+            }
+            let sentMetadata = node.userMetadata
             var options = putOptions(node)
             options.isNew = node.remote == nil
             let info: ObjectInfo
@@ -75,7 +81,9 @@ extension ObjectFS {
                 renamedAway = true
                 continue
             }
-            node.remote = info
+            node.remote = stored(info, with: options)
+            if node.userMetadata == sentMetadata { node.userMetadata = nil }
+            node.metadataKnown = true
             node.validUntil = now + ttl
             // Writes that arrived during the upload keep the file dirty for the next flush.
             if node.generation == generation { node.dirty = false }
