@@ -383,7 +383,9 @@ public actor ObjectFS {
 
     public func flush(_ fh: UInt64) async throws(FSError) {
         guard let h = handles[fh] else { throw FSError(EBADF, "bad file handle") }
-        if h.flags.write, let node = nodes[h.ino], node.dirty { try await upload(node) }
+        // A file created through a read-only descriptor (O_RDONLY|O_CREAT, as `flock FILE`
+        // does) is stored at its close like any other new file.
+        if let node = nodes[h.ino], node.dirty, h.flags.write || node.remote == nil { try await upload(node) }
     }
 
     /// Stores the inode's pending data, whichever descriptor wrote it.
@@ -394,7 +396,7 @@ public actor ObjectFS {
 
     public func release(_ fh: UInt64) async {
         guard let h = handles.removeValue(forKey: fh), let node = nodes[h.ino] else { return }
-        if h.flags.write, node.dirty {
+        if node.dirty, h.flags.write || node.remote == nil {
             // The last chance to store what close() already tried; a failure keeps the staging
             // file and the node pinned so that unmount retries it.
             try? await upload(node)

@@ -220,3 +220,16 @@ import Testing
         #expect(h.storage.calls(.put) == puts)
     }
 }
+
+@Suite struct CreateReadOnlyTests {
+    /// `flock FILE` creates FILE with O_RDONLY|O_CREAT: it must be stored at close, not only at
+    /// unmount (and so lost to a kill -9).
+    @Test func aFileCreatedReadOnlyIsStoredAtClose() async throws {
+        let h = try Harness()
+        let (_, fh) = try await h.fs.create(parent: rootInode, name: "lock", mode: 0o644, flags: OpenFlags(posix: O_RDONLY | O_CREAT))
+        try await h.fs.flush(fh)
+        await h.fs.release(fh)
+        #expect(await h.keys() == ["lock"])
+        #expect(await h.fs.pendingUploads == 0)
+    }
+}
