@@ -4,10 +4,11 @@
 // tests), not a mock: listings are sorted, paged and rolled up by delimiter exactly as S3 does
 // it, multipart uploads are assembled from their parts, and ETags change with every write.
 
+import ObjectStorage
+
 #if canImport(Glibc)
     import Glibc
 #endif
-import ObjectStorage
 
 public actor MemoryStorage: ObjectStorage {
     /// An object's bytes as the chunks they arrived in (a multipart upload keeps its parts
@@ -40,9 +41,8 @@ public actor MemoryStorage: ObjectStorage {
     private var objects: [ObjectKey: Stored] = [:]
     /// All keys, sorted by their UTF-8 bytes (S3 order).
     private var sortedKeys: [ObjectKey] = []
-    private var uploads:
-        [String: (key: ObjectKey, options: PutOptions, parts: [Int: (etag: ETag, bytes: [UInt8])])] =
-            [:]
+    private var uploads: [String: (key: ObjectKey, options: PutOptions, parts: [Int: (etag: ETag, bytes: [UInt8])])] =
+        [:]
     private var version: UInt64 = 0
     private let clock: @Sendable () -> Timestamp
     private let pageSize: Int

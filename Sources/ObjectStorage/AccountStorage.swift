@@ -23,8 +23,10 @@ public protocol BucketService: Sendable {
     /// The storage of one bucket (made once and reused).
     func bucket(_ name: String) -> any ObjectStorage
     /// Server-side copy, possibly between buckets. `metadata == nil` keeps the source's.
-    func copy(from source: ObjectKey, inBucket sourceBucket: String, to destination: ObjectKey, inBucket bucket: String,
-              replacing metadata: PutOptions?) async throws -> ObjectInfo
+    func copy(
+        from source: ObjectKey, inBucket sourceBucket: String, to destination: ObjectKey, inBucket bucket: String,
+        replacing metadata: PutOptions?
+    ) async throws -> ObjectInfo
     func accountInfo() async throws -> AccountInfo
 }
 
@@ -50,7 +52,8 @@ public final class AccountStorage: ObjectStorage {
 
     // MARK: - Listing
 
-    public func list(prefix: String, delimiter: String?, continuation: String?, maxKeys: Int?) async throws -> ListPage {
+    public func list(prefix: String, delimiter: String?, continuation: String?, maxKeys: Int?) async throws -> ListPage
+    {
         let (name, rest) = Self.split(prefix)
         guard let rest else {
             let limit = min(max(1, maxKeys ?? 1000), 10_000)
@@ -67,7 +70,8 @@ public final class AccountStorage: ObjectStorage {
             return ListPage(objects: [], commonPrefixes: [], continuation: nil)
         }
         return ListPage(
-            objects: page.objects.map { Self.prefixed($0, name) }, commonPrefixes: page.commonPrefixes.map { name + "/" + $0 },
+            objects: page.objects.map { Self.prefixed($0, name) },
+            commonPrefixes: page.commonPrefixes.map { name + "/" + $0 },
             continuation: page.continuation)
     }
 
@@ -78,7 +82,8 @@ public final class AccountStorage: ObjectStorage {
         guard let rest, !rest.isEmpty else {
             // A bucket: a directory marker that exists while the bucket does.
             try await service.headBucket(name)
-            return ObjectInfo(key: key, size: 0, etag: nil, lastModified: .zero, contentType: "application/directory", metadata: [:])
+            return ObjectInfo(
+                key: key, size: 0, etag: nil, lastModified: .zero, contentType: "application/directory", metadata: [:])
         }
         return Self.prefixed(try await service.bucket(name).head(rest), name)
     }
@@ -93,7 +98,8 @@ public final class AccountStorage: ObjectStorage {
         let (name, rest) = Self.split(key)
         guard let rest, !rest.isEmpty else {
             // mkdir at the account root (a directory marker): create the bucket.
-            guard payload.length == 0, options.contentType?.hasPrefix("application/directory") == true || key.hasSuffix("/")
+            guard payload.length == 0,
+                options.contentType?.hasPrefix("application/directory") == true || key.hasSuffix("/")
             else {
                 throw StorageError.accessDenied("files cannot be stored at the account level, only in buckets")
             }
@@ -103,7 +109,9 @@ public final class AccountStorage: ObjectStorage {
         return Self.prefixed(try await service.bucket(name).put(rest, payload: payload, options: options), name)
     }
 
-    public func copy(from source: ObjectKey, to destination: ObjectKey, replacing: PutOptions?) async throws -> ObjectInfo {
+    public func copy(from source: ObjectKey, to destination: ObjectKey, replacing: PutOptions?) async throws
+        -> ObjectInfo
+    {
         let (sourceBucket, sourceKey) = Self.split(source)
         let (bucket, key) = Self.split(destination)
         guard let sourceKey, let key, !sourceKey.isEmpty, !key.isEmpty else {
@@ -126,7 +134,8 @@ public final class AccountStorage: ObjectStorage {
 
     public func removeAfterMove(_ keys: [ObjectKey]) async throws {
         for (name, group) in Dictionary(grouping: keys, by: { Self.split($0).bucket }) {
-            try await service.bucket(name).removeAfterMove(group.compactMap { Self.split($0).rest }.filter { !$0.isEmpty })
+            try await service.bucket(name).removeAfterMove(
+                group.compactMap { Self.split($0).rest }.filter { !$0.isEmpty })
         }
     }
 

@@ -8,10 +8,14 @@ import Testing
 /// Buckets held in memory, as a driver's BucketService would hold them on a server.
 final class MemoryBuckets: BucketService {
     let buckets = Mutex<[String: MemoryStorage]>([:])
-    var capabilities: StorageCapabilities { StorageCapabilities(directoryMarkerStyle: .trailingSlash, minimumPartSize: 1) }
+    var capabilities: StorageCapabilities {
+        StorageCapabilities(directoryMarkerStyle: .trailingSlash, minimumPartSize: 1)
+    }
 
     func listBuckets(prefix: String, after marker: String?, limit: Int) async throws -> (names: [String], more: Bool) {
-        let all = buckets.withLock { $0.keys.filter { $0.hasPrefix(prefix) && (marker == nil || $0 > marker!) }.sorted() }
+        let all = buckets.withLock {
+            $0.keys.filter { $0.hasPrefix(prefix) && (marker == nil || $0 > marker!) }.sorted()
+        }
         return (Array(all.prefix(limit)), all.count > limit)
     }
     func headBucket(_ name: String) async throws {
@@ -30,8 +34,10 @@ final class MemoryBuckets: BucketService {
     func bucket(_ name: String) -> any ObjectStorage {
         buckets.withLock { $0[name] } ?? MissingBucket(name: name)
     }
-    func copy(from source: ObjectKey, inBucket sourceBucket: String, to destination: ObjectKey, inBucket bucket: String,
-              replacing: PutOptions?) async throws -> ObjectInfo {
+    func copy(
+        from source: ObjectKey, inBucket sourceBucket: String, to destination: ObjectKey, inBucket bucket: String,
+        replacing: PutOptions?
+    ) async throws -> ObjectInfo {
         let from = self.bucket(sourceBucket)
         let info = try await from.head(source)
         let bytes = try await from.get(source, range: nil, ifMatch: nil)
@@ -47,15 +53,23 @@ struct MissingBucket: ObjectStorage {
     let name: String
     var capabilities: StorageCapabilities { StorageCapabilities(directoryMarkerStyle: .trailingSlash) }
     var gone: StorageError { .notFound("bucket \(name)") }
-    func list(prefix: String, delimiter: String?, continuation: String?, maxKeys: Int?) async throws -> ListPage { throw gone }
+    func list(prefix: String, delimiter: String?, continuation: String?, maxKeys: Int?) async throws -> ListPage {
+        throw gone
+    }
     func head(_ key: ObjectKey) async throws -> ObjectInfo { throw gone }
     func get(_ key: ObjectKey, range: ByteRange?, ifMatch: ETag?) async throws -> [UInt8] { throw gone }
     func put(_ key: ObjectKey, payload: Payload, options: PutOptions) async throws -> ObjectInfo { throw gone }
-    func copy(from source: ObjectKey, to destination: ObjectKey, replacing metadata: PutOptions?) async throws -> ObjectInfo { throw gone }
+    func copy(from source: ObjectKey, to destination: ObjectKey, replacing metadata: PutOptions?) async throws
+        -> ObjectInfo
+    { throw gone }
     func delete(_ keys: [ObjectKey]) async throws { throw gone }
     func createMultipartUpload(_ key: ObjectKey, options: PutOptions) async throws -> MultipartUpload { throw gone }
-    func uploadPart(_ upload: MultipartUpload, number: Int, payload: Payload) async throws -> UploadedPart { throw gone }
-    func completeMultipartUpload(_ upload: MultipartUpload, parts: [UploadedPart]) async throws -> ObjectInfo { throw gone }
+    func uploadPart(_ upload: MultipartUpload, number: Int, payload: Payload) async throws -> UploadedPart {
+        throw gone
+    }
+    func completeMultipartUpload(_ upload: MultipartUpload, parts: [UploadedPart]) async throws -> ObjectInfo {
+        throw gone
+    }
     func abortMultipartUpload(_ upload: MultipartUpload) async throws { throw gone }
     func accountInfo() async throws -> AccountInfo { throw gone }
 }
@@ -71,11 +85,18 @@ struct MissingBucket: ObjectStorage {
         await #expect(throws: StorageError.notFound("bucket music")) { try await account.head("music/") }
 
         // Keys below the first segment live in that bucket.
-        _ = try await account.put("photos/2024/cat.jpg", payload: .bytes([1, 2, 3]), options: PutOptions(metadata: ["mtime": "5"]))
+        _ = try await account.put(
+            "photos/2024/cat.jpg", payload: .bytes([1, 2, 3]), options: PutOptions(metadata: ["mtime": "5"]))
         let page = try await account.listAll(prefix: "photos/", delimiter: "/")
         #expect(page.commonPrefixes == ["photos/2024/"])
-        #expect(try await account.listAll(prefix: "photos/2024/", delimiter: "/").objects.map(\.key) == ["photos/2024/cat.jpg"])
-        #expect(try await account.get("photos/2024/cat.jpg", range: ByteRange(offset: 1, length: 2), ifMatch: nil) == [2, 3])
+        #expect(
+            try await account.listAll(prefix: "photos/2024/", delimiter: "/").objects.map(\.key) == [
+                "photos/2024/cat.jpg"
+            ])
+        #expect(
+            try await account.get("photos/2024/cat.jpg", range: ByteRange(offset: 1, length: 2), ifMatch: nil) == [
+                2, 3,
+            ])
 
         // Moving between buckets is a copy there and a delete here.
         let moved = try await account.copy(from: "photos/2024/cat.jpg", to: "docs/cat.jpg", replacing: nil)
@@ -89,8 +110,12 @@ struct MissingBucket: ObjectStorage {
         try await account.delete(["docs/"])
         #expect(try await account.listAll(prefix: "", delimiter: "/").commonPrefixes == ["photos/"])
         // Files cannot live at the account level, and buckets cannot be renamed.
-        await #expect(throws: StorageError.self) { try await account.put("loose.txt", payload: .bytes([1]), options: PutOptions()) }
-        await #expect(throws: StorageError.self) { try await account.copy(from: "photos", to: "pictures", replacing: nil) }
+        await #expect(throws: StorageError.self) {
+            try await account.put("loose.txt", payload: .bytes([1]), options: PutOptions())
+        }
+        await #expect(throws: StorageError.self) {
+            try await account.copy(from: "photos", to: "pictures", replacing: nil)
+        }
     }
 
     @Test func listingOfAMissingBucketIsEmpty() async throws {
