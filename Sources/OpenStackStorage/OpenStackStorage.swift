@@ -222,7 +222,10 @@ public final class OpenStackStorage: ObjectStorage {
     public func copy(from source: ObjectKey, to destination: ObjectKey, replacing metadata: PutOptions?) async throws
         -> ObjectInfo
     {
-        if source == destination, let metadata { return try await replaceMetadata(of: source, with: metadata) }
+        // The same bytes, not `==`: a copy between two spellings of one text (NFC and NFD) is a copy.
+        if source.hasSameBytes(as: destination), let metadata {
+            return try await replaceMetadata(of: source, with: metadata)
+        }
         return try await copy(fromPath: objectPath(source), to: destination, replacing: metadata, sourceName: source)
     }
 
@@ -393,7 +396,12 @@ public final class OpenStackStorage: ObjectStorage {
         guard r.status == 200 else { return nil }
         if let m = r.header("X-Object-Manifest") { return .dlo(URLEncoding.decodeForm(Substring(m))) }
         guard let list = try? JSONSerialization.jsonObject(with: Data(r.body)) as? [[String: Any]] else { return nil }
-        return .slo(list.compactMap { ($0["name"] as? String).map { $0.hasPrefix("/") ? String($0.dropFirst()) : $0 } })
+        return .slo(
+            list.compactMap {
+                ($0["name"] as? String).map {
+                    $0.utf8.first == UInt8(ascii: "/") ? String(decoding: $0.utf8.dropFirst(), as: UTF8.self) : $0
+                }
+            })
     }
 
     func deleteSegments(of previous: LargeObject) async throws {
@@ -401,9 +409,8 @@ public final class OpenStackStorage: ObjectStorage {
         case .dlo(let prefix): try await deleteSegments(prefix: prefix)
         case .slo(let names):
             try await forEach(names) { name in
-                let parts = name.split(separator: "/", maxSplits: 1)
-                guard parts.count == 2 else { return }
-                let r = try await self.call("DELETE", self.objectPath(String(parts[1]), in: String(parts[0])))
+                guard let path = Self.splitContainer(name) else { return }
+                let r = try await self.call("DELETE", self.objectPath(path.name, in: path.container))
                 if r.status != 404 { try self.check(r, name) }
             }
         }
@@ -411,10 +418,9 @@ public final class OpenStackStorage: ObjectStorage {
 
     /// Deletes every object of `container/prefix` (a DLO's segments, or an aborted upload's).
     func deleteSegments(prefix manifest: String) async throws {
-        let parts = manifest.split(separator: "/", maxSplits: 1)
-        guard parts.count == 2 else { return }
-        let c = String(parts[0])
-        let prefix = String(parts[1])
+        guard let path = Self.splitContainer(manifest) else { return }
+        let c = path.container
+        let prefix = path.name
         var marker: String? = nil
         var names: [String] = []
         repeat {
@@ -430,6 +436,20 @@ public final class OpenStackStorage: ObjectStorage {
             let r = try await self.call("DELETE", self.objectPath(name, in: c))
             if r.status != 404 { try self.check(r, name) }
         }
+    }
+
+    /// `container/name` → (container, name), split at the first "/" byte (`split(separator:)`
+    /// works on `Character`s, and a "/" followed by a combining mark is not one). `nil` without
+    /// a "/" or when either side is empty.
+    static func splitContainer(_ path: String) -> (container: String, name: String)? {
+        let utf8 = path.utf8
+        guard let slash = utf8.firstIndex(of: UInt8(ascii: "/")), slash != utf8.startIndex,
+            utf8.index(after: slash) != utf8.endIndex
+        else { return nil }
+        return (
+            String(decoding: utf8[..<slash], as: UTF8.self),
+            String(decoding: utf8[utf8.index(after: slash)...], as: UTF8.self)
+        )
     }
 
     func ensureSegmentContainer() async throws {

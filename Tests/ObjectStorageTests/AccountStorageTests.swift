@@ -5,34 +5,35 @@ import ObjectStorage
 import Synchronization
 import Testing
 
-/// Buckets held in memory, as a driver's BucketService would hold them on a server.
+/// Buckets held in memory, as a driver's BucketService would hold them on a server (names
+/// told apart and sorted by their bytes).
 final class MemoryBuckets: BucketService {
-    let buckets = Mutex<[String: MemoryStorage]>([:])
+    let buckets = Mutex<[ByteString: MemoryStorage]>([:])
     var capabilities: StorageCapabilities {
         StorageCapabilities(directoryMarkerStyle: .trailingSlash, minimumPartSize: 1)
     }
 
     func listBuckets(prefix: String, after marker: String?, limit: Int) async throws -> (names: [String], more: Bool) {
         let all = buckets.withLock {
-            $0.keys.filter { $0.hasPrefix(prefix) && (marker == nil || $0 > marker!) }.sorted()
+            $0.keys.filter { $0.hasPrefix(prefix.byteString) && (marker == nil || marker!.byteString < $0) }.sorted()
         }
-        return (Array(all.prefix(limit)), all.count > limit)
+        return (all.prefix(limit).map(\.string), all.count > limit)
     }
     func headBucket(_ name: String) async throws {
-        guard buckets.withLock({ $0[name] }) != nil else { throw StorageError.notFound("bucket \(name)") }
+        guard buckets.withLock({ $0[bytes: name] }) != nil else { throw StorageError.notFound("bucket \(name)") }
     }
     func createBucket(_ name: String) async throws {
-        buckets.withLock { if $0[name] == nil { $0[name] = MemoryStorage(minimumPartSize: 1) } }
+        buckets.withLock { if $0[bytes: name] == nil { $0[bytes: name] = MemoryStorage(minimumPartSize: 1) } }
     }
     func deleteBucket(_ name: String) async throws {
-        guard let b = buckets.withLock({ $0[name] }) else { throw StorageError.notFound("bucket \(name)") }
+        guard let b = buckets.withLock({ $0[bytes: name] }) else { throw StorageError.notFound("bucket \(name)") }
         if try await !b.list(prefix: "", delimiter: nil, continuation: nil, maxKeys: 1).objects.isEmpty {
             throw StorageError.notEmpty("bucket \(name)")
         }
-        _ = buckets.withLock { $0.removeValue(forKey: name) }
+        _ = buckets.withLock { $0.removeValue(forKey: name.byteString) }
     }
     func bucket(_ name: String) -> any ObjectStorage {
-        buckets.withLock { $0[name] } ?? MissingBucket(name: name)
+        buckets.withLock { $0[bytes: name] } ?? MissingBucket(name: name)
     }
     func copy(
         from source: ObjectKey, inBucket sourceBucket: String, to destination: ObjectKey, inBucket bucket: String,
@@ -116,6 +117,33 @@ struct MissingBucket: ObjectStorage {
         await #expect(throws: StorageError.self) {
             try await account.copy(from: "photos", to: "pictures", replacing: nil)
         }
+    }
+
+    /// Keys are split at the first "/" byte and grouped by bucket names' bytes: two spellings of
+    /// one name (NFC, NFD) are two buckets, and a "/" that starts a combining sequence (one
+    /// `Character` with the mark) still ends the bucket name.
+    @Test func bucketNamesAreToldApartByTheirBytes() async throws {
+        let account = AccountStorage(MemoryBuckets())
+        let nfc = "caf\u{E9}"
+        let nfd = "cafe\u{301}"
+        _ = try await account.put(nfc + "/", payload: .bytes([]), options: PutOptions())
+        _ = try await account.put(nfd + "/", payload: .bytes([]), options: PutOptions())
+        let root = try await account.listAll(prefix: "", delimiter: "/")
+        #expect(root.commonPrefixes.map { Array($0.utf8) } == [Array((nfd + "/").utf8), Array((nfc + "/").utf8)])
+        _ = try await account.put(nfc + "/k", payload: .bytes([1]), options: PutOptions())
+        _ = try await account.put(nfd + "/k", payload: .bytes([2]), options: PutOptions())
+        #expect(try await account.get(nfc + "/k", range: nil, ifMatch: nil) == [1])
+        #expect(try await account.get(nfd + "/k", range: nil, ifMatch: nil) == [2])
+        // One delete of a key in each bucket deletes each in its own bucket.
+        try await account.delete([nfc + "/k", nfd + "/k"])
+        #expect(try await account.listAll(prefix: nfc + "/", delimiter: nil).objects.isEmpty)
+        #expect(try await account.listAll(prefix: nfd + "/", delimiter: nil).objects.isEmpty)
+
+        _ = try await account.put("b/", payload: .bytes([]), options: PutOptions())
+        _ = try await account.put("b/\u{301}x", payload: .bytes([3]), options: PutOptions())
+        let b = try await account.listAll(prefix: "b/", delimiter: "/")
+        #expect(b.objects.map { Array($0.key.utf8) } == [Array("b/\u{301}x".utf8)])
+        #expect(try await account.get("b/\u{301}x", range: nil, ifMatch: nil) == [3])
     }
 
     @Test func listingOfAMissingBucketIsEmpty() async throws {

@@ -183,6 +183,69 @@ func bytes(_ s: String) -> [UInt8] { Array(s.utf8) }
         #expect(all.objects.map(\.key) == keys.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) })
     }
 
+    /// A page that ends with a common prefix hands it back as the continuation; the next page
+    /// starts after every key under it (it is not listed again).
+    @Test(arguments: StorageUnderTest.all)
+    func listingResumesAfterACommonPrefix(_ s: StorageUnderTest) async throws {
+        let st = try await s.make()
+        for k in ["a/1", "a/2", "b", "c/1"] { _ = try await st.put(k, payload: .bytes([]), options: PutOptions()) }
+        var entries: [String] = []
+        var token: String? = nil
+        var pages = 0
+        repeat {
+            let page = try await st.list(prefix: "", delimiter: "/", continuation: token, maxKeys: 1)
+            entries += page.commonPrefixes + page.objects.map(\.key)
+            token = page.continuation
+            pages += 1
+        } while token != nil && pages < 10
+        #expect(entries == ["a/", "b", "c/"])
+    }
+
+    /// `caf\u{E9}` (é precomposed, NFC) and `cafe\u{301}` (e + combining acute, NFD) are equal
+    /// `String`s but two objects on every server: each lists, reads, copies and deletes on its own.
+    @Test(arguments: StorageUnderTest.all)
+    func unicodeSpellingsAreDistinctKeys(_ s: StorageUnderTest) async throws {
+        let st = try await s.make()
+        let nfc = "nf/caf\u{E9}"
+        let nfd = "nf/cafe\u{301}"
+        #expect(nfc == nfd)  // to String they are one key
+        _ = try await st.put(nfc, payload: .bytes(bytes("composed")), options: PutOptions(metadata: ["mtime": "1"]))
+        _ = try await st.put(nfd, payload: .bytes(bytes("decomposed")), options: PutOptions(metadata: ["mtime": "2"]))
+        // Two entries, in byte order (65 CC 81 before C3 A9), each with its own bytes.
+        let listed = try await st.listAll(prefix: "nf/", delimiter: "/")
+        #expect(listed.objects.map { bytes($0.key) } == [bytes(nfd), bytes(nfc)])
+        #expect(listed.objects.map(\.size) == [10, 8])
+        #expect(try await st.get(nfc, range: nil, ifMatch: nil) == bytes("composed"))
+        #expect(try await st.get(nfd, range: nil, ifMatch: nil) == bytes("decomposed"))
+        #expect(try await st.head(nfc).size == 8)
+        #expect(try await st.head(nfd).size == 10)
+        // A prefix matches bytes: `nf/cafe` is a prefix of the NFD spelling only.
+        let byPrefix = try await st.listAll(prefix: "nf/cafe", delimiter: nil)
+        #expect(byPrefix.objects.map { bytes($0.key) } == [bytes(nfd)])
+        // Rolled up by a delimiter, the two spellings are two common prefixes.
+        _ = try await st.put(nfc + "/x", payload: .bytes([]), options: PutOptions())
+        _ = try await st.put(nfd + "/y", payload: .bytes([]), options: PutOptions())
+        let rolled = try await st.listAll(prefix: "nf/", delimiter: "/")
+        #expect(rolled.commonPrefixes.map(bytes) == [bytes(nfd + "/"), bytes(nfc + "/")])
+        #expect(
+            try await st.listAll(prefix: nfc + "/", delimiter: "/").objects.map { bytes($0.key) } == [bytes(nfc + "/x")]
+        )
+        // A copy onto the other spelling (new metadata) is a copy, not an update in place.
+        _ = try await st.copy(from: nfc, to: nfd, replacing: PutOptions(metadata: ["mtime": "3"]))
+        #expect(try await st.get(nfd, range: nil, ifMatch: nil) == bytes("composed"))
+        #expect(try await st.head(nfd).metadata?["mtime"] == "3")
+        #expect(try await st.head(nfc).metadata?["mtime"] == "1")
+        // Deleting one spelling leaves the other.
+        try await st.delete([nfd, nfd + "/y"])
+        let left = try await st.listAll(prefix: "nf/", delimiter: nil)
+        #expect(left.objects.map { bytes($0.key) } == [bytes(nfc), bytes(nfc + "/x")])
+        #expect(try await st.get(nfc, range: nil, ifMatch: nil) == bytes("composed"))
+        do {
+            _ = try await st.head(nfd)
+            Issue.record("\(s.name): the NFD spelling is still there after its delete")
+        } catch StorageError.notFound {}
+    }
+
     @Test(arguments: StorageUnderTest.all)
     func copyKeepsOrReplacesMetadata(_ s: StorageUnderTest) async throws {
         let st = try await s.make()

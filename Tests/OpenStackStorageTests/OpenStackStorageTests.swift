@@ -200,6 +200,17 @@ func connect(_ t: ScriptedTransport, key: String = "secret") async throws -> Ope
         #expect(URLEncoding.decodeForm("a%2Fb+c") == "a/b c")
     }
 
+    /// A segment path splits at the first "/" byte, also where the "/" and a combining mark that
+    /// follows it are one `Character` (a key starting with the mark).
+    @Test func segmentPathsSplitAtTheFirstSlashByte() {
+        let split = OpenStackStorage.splitContainer("c_segments/\u{301}x/slo/1/")
+        #expect(split.map { Array($0.container.utf8) } == Array("c_segments".utf8))
+        #expect(split.map { Array($0.name.utf8) } == Array("\u{301}x/slo/1/".utf8))
+        #expect(OpenStackStorage.splitContainer("c") == nil)
+        #expect(OpenStackStorage.splitContainer("/x") == nil)
+        #expect(OpenStackStorage.splitContainer("c/") == nil)
+    }
+
     @Test func retryDelaysGrowAndStayCapped() {
         let p = RetryPolicy(initialDelay: .milliseconds(100), maximumDelay: .seconds(1))
         for attempt in 1...10 {
