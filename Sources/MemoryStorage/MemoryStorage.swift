@@ -4,10 +4,11 @@
 // tests), not a mock: listings are sorted, paged and rolled up by delimiter exactly as S3 does
 // it, multipart uploads are assembled from their parts, and ETags change with every write.
 
+import ObjectStorage
+
 #if canImport(Glibc)
     import Glibc
 #endif
-import ObjectStorage
 
 public actor MemoryStorage: ObjectStorage {
     /// An object's bytes as the chunks they arrived in (a multipart upload keeps its parts
@@ -37,12 +38,13 @@ public actor MemoryStorage: ObjectStorage {
     }
 
     public nonisolated let capabilities: StorageCapabilities
-    private var objects: [ObjectKey: Stored] = [:]
+    /// Keyed by the keys' bytes, as a server stores them: `String` keys would merge spellings
+    /// that are canonically equivalent (NFC `caf\u{E9}` and NFD `cafe\u{301}`).
+    private var objects: [ByteString: Stored] = [:]
     /// All keys, sorted by their UTF-8 bytes (S3 order).
-    private var sortedKeys: [ObjectKey] = []
+    private var sortedKeys: [ByteString] = []
     private var uploads:
-        [String: (key: ObjectKey, options: PutOptions, parts: [Int: (etag: ETag, bytes: [UInt8])])] =
-            [:]
+        [ByteString: (key: ObjectKey, options: PutOptions, parts: [Int: (etag: ETag, bytes: [UInt8])])] = [:]
     private var version: UInt64 = 0
     private let clock: @Sendable () -> Timestamp
     private let pageSize: Int
@@ -69,7 +71,7 @@ public actor MemoryStorage: ObjectStorage {
 
     /// Every key with its bytes, sorted.
     public func snapshot() -> [(key: ObjectKey, bytes: [UInt8])] {
-        sortedKeys.map { ($0, objects[$0]!.bytes) }
+        sortedKeys.map { ($0.string, objects[$0]!.bytes) }
     }
 
     public var objectCount: Int { objects.count }
@@ -80,30 +82,40 @@ public actor MemoryStorage: ObjectStorage {
         async throws -> ListPage
     {
         let limit = max(1, min(maxKeys ?? pageSize, pageSize))
+        let prefix = ByteString(prefix)
+        let after = continuation.map { ByteString($0) }
         var index = lowerBound(prefix)
-        if let after = continuation {
+        if let after {
             index = max(index, upperBound(after))
         }
+        let delimiter = delimiter.flatMap { $0.isEmpty ? nil : Array($0.utf8) }
         var page = ListPage(objects: [], commonPrefixes: [], continuation: nil)
         var count = 0
         var last: String? = nil
         while index < sortedKeys.count {
             let key = sortedKeys[index]
-            guard key.utf8.starts(with: prefix.utf8) else { break }
-            if count == limit {
-                page.continuation = last
-                break
-            }
-            let rest = Array(key.utf8.dropFirst(prefix.utf8.count))
-            if let d = delimiter, !d.isEmpty, let end = Self.endOfFirst(Array(d.utf8), in: rest) {
-                let common = prefix + String(decoding: rest[..<end], as: UTF8.self)
-                page.commonPrefixes.append(common)
-                last = common
+            guard key.hasPrefix(prefix) else { break }
+            let rest = Array(key.utf8.dropFirst(prefix.byteCount))
+            if let d = delimiter, let end = Self.endOfFirst(d, in: rest) {
+                let common = ByteString(prefix.string + String(decoding: rest[..<end], as: UTF8.self))
                 // Skip every key under this common prefix.
                 index = upperBoundOfPrefix(common)
+                // The continuation was this common prefix (the last entry of the previous
+                // page): it is not listed twice.
+                if common == after { continue }
+                if count == limit {
+                    page.continuation = last
+                    break
+                }
+                page.commonPrefixes.append(common.string)
+                last = common.string
             } else {
+                if count == limit {
+                    page.continuation = last
+                    break
+                }
                 page.objects.append(objects[key]!.info)
-                last = key
+                last = key.string
                 index += 1
             }
             count += 1
@@ -112,12 +124,12 @@ public actor MemoryStorage: ObjectStorage {
     }
 
     public func head(_ key: ObjectKey) async throws -> ObjectInfo {
-        guard let o = objects[key] else { throw StorageError.notFound(key) }
+        guard let o = objects[bytes: key] else { throw StorageError.notFound(key) }
         return o.info
     }
 
     public func get(_ key: ObjectKey, range: ByteRange?, ifMatch: ETag?) async throws -> [UInt8] {
-        guard let o = objects[key] else { throw StorageError.notFound(key) }
+        guard let o = objects[bytes: key] else { throw StorageError.notFound(key) }
         if let m = ifMatch, o.info.etag != m { throw StorageError.preconditionFailed(key) }
         let size = Int64(o.info.size)
         guard let r = range else { return o.bytes }
@@ -142,7 +154,7 @@ public actor MemoryStorage: ObjectStorage {
         async throws -> ObjectInfo
     {
         try validate(destination)
-        guard let o = objects[source] else { throw StorageError.notFound(source) }
+        guard let o = objects[bytes: source] else { throw StorageError.notFound(source) }
         let options =
             replacing
             ?? PutOptions(contentType: o.info.contentType, metadata: o.info.metadata ?? [:])
@@ -150,7 +162,7 @@ public actor MemoryStorage: ObjectStorage {
     }
 
     public func delete(_ keys: [ObjectKey]) async throws {
-        for key in keys where objects.removeValue(forKey: key) != nil {
+        for key in keys.map({ ByteString($0) }) where objects.removeValue(forKey: key) != nil {
             sortedKeys.remove(at: lowerBound(key))
         }
     }
@@ -161,7 +173,7 @@ public actor MemoryStorage: ObjectStorage {
         try validate(key)
         version += 1
         let id = "upload-\(version)"
-        uploads[id] = (key, options, [:])
+        uploads[bytes: id] = (key, options, [:])
         return MultipartUpload(key: key, uploadID: id)
     }
 
@@ -172,7 +184,7 @@ public actor MemoryStorage: ObjectStorage {
     }
 
     private func storePart(_ upload: MultipartUpload, number: Int, _ bytes: [UInt8]) throws -> UploadedPart {
-        guard uploads[upload.uploadID] != nil else {
+        guard uploads[bytes: upload.uploadID] != nil else {
             throw StorageError.notFound("upload \(upload.uploadID)")
         }
         guard (1...capabilities.maximumPartCount).contains(number) else {
@@ -180,14 +192,14 @@ public actor MemoryStorage: ObjectStorage {
         }
         version += 1
         let etag = ETag("part-\(version)")
-        uploads[upload.uploadID]!.parts[number] = (etag, bytes)
+        uploads[bytes: upload.uploadID]!.parts[number] = (etag, bytes)
         return UploadedPart(number: number, etag: etag)
     }
 
     public func completeMultipartUpload(_ upload: MultipartUpload, parts: [UploadedPart])
         async throws -> ObjectInfo
     {
-        guard let u = uploads[upload.uploadID] else {
+        guard let u = uploads[bytes: upload.uploadID] else {
             throw StorageError.notFound("upload \(upload.uploadID)")
         }
         guard !parts.isEmpty, parts.map(\.number) == parts.map(\.number).sorted() else {
@@ -205,17 +217,17 @@ public actor MemoryStorage: ObjectStorage {
             chunks.append(data)
         }
         try checkQuota(adding: chunks.reduce(0) { $0 + Int64($1.count) }, replacing: u.key)
-        uploads[upload.uploadID] = nil
+        uploads[bytes: upload.uploadID] = nil
         return store(u.key, chunks: chunks, options: u.options)
     }
 
     public func abortMultipartUpload(_ upload: MultipartUpload) async throws {
-        uploads[upload.uploadID] = nil
+        uploads[bytes: upload.uploadID] = nil
     }
 
     /// Multipart uploads started and neither completed nor aborted.
     public var pendingUploads: [MultipartUpload] {
-        uploads.map { MultipartUpload(key: $0.value.key, uploadID: $0.key) }
+        uploads.map { MultipartUpload(key: $0.value.key, uploadID: $0.key.string) }
     }
 
     public func accountInfo() async throws -> AccountInfo {
@@ -229,7 +241,7 @@ public actor MemoryStorage: ObjectStorage {
 
     private func checkQuota(adding n: Int64, replacing key: ObjectKey) throws {
         guard let q = quotaBytes else { return }
-        let replaced = objects[key]?.info.size ?? 0
+        let replaced = objects[bytes: key]?.info.size ?? 0
         if usedBytes - replaced + n > q { throw StorageError.quotaExceeded }
     }
 
@@ -247,41 +259,40 @@ public actor MemoryStorage: ObjectStorage {
             key: key, size: Int64(size),
             etag: ETag("v\(version)-\(size)"), lastModified: clock(),
             contentType: options.contentType, metadata: options.metadata)
-        if objects[key] == nil {
-            sortedKeys.insert(key, at: lowerBound(key))
+        let bytes = ByteString(key)
+        if objects[bytes] == nil {
+            sortedKeys.insert(bytes, at: lowerBound(bytes))
         }
-        objects[key] = Stored(chunks: chunks.filter { !$0.isEmpty }, info: info)
+        objects[bytes] = Stored(chunks: chunks.filter { !$0.isEmpty }, info: info)
         return info
     }
 
     /// First index whose key is not below `key`, in UTF-8 byte order.
-    private func lowerBound(_ key: String) -> Int {
+    private func lowerBound(_ key: ByteString) -> Int {
         var lo = 0
         var hi = sortedKeys.count
         while lo < hi {
             let mid = (lo + hi) / 2
-            if sortedKeys[mid].utf8.lexicographicallyPrecedes(key.utf8) { lo = mid + 1 } else { hi = mid }
+            if sortedKeys[mid] < key { lo = mid + 1 } else { hi = mid }
         }
         return lo
     }
 
     /// First index whose key is above `key`.
-    private func upperBound(_ key: String) -> Int {
+    private func upperBound(_ key: ByteString) -> Int {
         let i = lowerBound(key)
         return i < sortedKeys.count && sortedKeys[i] == key ? i + 1 : i
     }
 
     /// First index whose key does not start with `prefix` (after the keys that do).
-    private func upperBoundOfPrefix(_ prefix: String) -> Int {
-        var i = lowerBound(prefix)
-        var lo = i
+    private func upperBoundOfPrefix(_ prefix: ByteString) -> Int {
+        var lo = lowerBound(prefix)
         var hi = sortedKeys.count
         while lo < hi {
             let mid = (lo + hi) / 2
-            if sortedKeys[mid].utf8.starts(with: prefix.utf8) { lo = mid + 1 } else { hi = mid }
+            if sortedKeys[mid].hasPrefix(prefix) { lo = mid + 1 } else { hi = mid }
         }
-        i = lo
-        return i
+        return lo
     }
 
     /// The index just past the first occurrence of `needle` in `haystack`.

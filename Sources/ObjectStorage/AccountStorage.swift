@@ -23,8 +23,10 @@ public protocol BucketService: Sendable {
     /// The storage of one bucket (made once and reused).
     func bucket(_ name: String) -> any ObjectStorage
     /// Server-side copy, possibly between buckets. `metadata == nil` keeps the source's.
-    func copy(from source: ObjectKey, inBucket sourceBucket: String, to destination: ObjectKey, inBucket bucket: String,
-              replacing metadata: PutOptions?) async throws -> ObjectInfo
+    func copy(
+        from source: ObjectKey, inBucket sourceBucket: String, to destination: ObjectKey, inBucket bucket: String,
+        replacing metadata: PutOptions?
+    ) async throws -> ObjectInfo
     func accountInfo() async throws -> AccountInfo
 }
 
@@ -36,10 +38,22 @@ public final class AccountStorage: ObjectStorage {
         self.service = service
     }
 
-    /// `b/rest` → ("b", "rest"); `b` → ("b", nil).
+    /// `b/rest` → ("b", "rest"); `b` → ("b", nil). Split at the first "/" byte: a "/" next
+    /// to a combining mark or after a prepended concatenation mark is part of one `Character`,
+    /// which `firstIndex(of: "/")` would not find, and slicing a `String` by an index inside a
+    /// `Character` rounds it down.
     static func split(_ key: String) -> (bucket: String, rest: String?) {
-        guard let slash = key.firstIndex(of: "/") else { return (key, nil) }
-        return (String(key[..<slash]), String(key[key.index(after: slash)...]))
+        let utf8 = key.utf8
+        guard let slash = utf8.firstIndex(of: UInt8(ascii: "/")) else { return (key, nil) }
+        return (
+            String(decoding: utf8[..<slash], as: UTF8.self),
+            String(decoding: utf8[utf8.index(after: slash)...], as: UTF8.self)
+        )
+    }
+
+    /// `keys` grouped by bucket, the bucket names told apart by their bytes.
+    static func groupedByBucket(_ keys: [ObjectKey]) -> [(bucket: String, keys: [ObjectKey])] {
+        Dictionary(grouping: keys, by: { split($0).bucket.byteString }).map { ($0.key.string, $0.value) }
     }
 
     static func prefixed(_ info: ObjectInfo, _ bucket: String) -> ObjectInfo {
@@ -50,12 +64,14 @@ public final class AccountStorage: ObjectStorage {
 
     // MARK: - Listing
 
-    public func list(prefix: String, delimiter: String?, continuation: String?, maxKeys: Int?) async throws -> ListPage {
+    public func list(prefix: String, delimiter: String?, continuation: String?, maxKeys: Int?) async throws -> ListPage
+    {
         let (name, rest) = Self.split(prefix)
         guard let rest else {
             let limit = min(max(1, maxKeys ?? 1000), 10_000)
             let page = try await service.listBuckets(
-                prefix: name, after: continuation.map { String($0.dropLast()) }, limit: limit)
+                prefix: name, after: continuation.map { String(decoding: $0.utf8.dropLast(), as: UTF8.self) },
+                limit: limit)
             let prefixes = page.names.map { $0 + "/" }
             return ListPage(objects: [], commonPrefixes: prefixes, continuation: page.more ? prefixes.last : nil)
         }
@@ -67,7 +83,8 @@ public final class AccountStorage: ObjectStorage {
             return ListPage(objects: [], commonPrefixes: [], continuation: nil)
         }
         return ListPage(
-            objects: page.objects.map { Self.prefixed($0, name) }, commonPrefixes: page.commonPrefixes.map { name + "/" + $0 },
+            objects: page.objects.map { Self.prefixed($0, name) },
+            commonPrefixes: page.commonPrefixes.map { name + "/" + $0 },
             continuation: page.continuation)
     }
 
@@ -78,7 +95,8 @@ public final class AccountStorage: ObjectStorage {
         guard let rest, !rest.isEmpty else {
             // A bucket: a directory marker that exists while the bucket does.
             try await service.headBucket(name)
-            return ObjectInfo(key: key, size: 0, etag: nil, lastModified: .zero, contentType: "application/directory", metadata: [:])
+            return ObjectInfo(
+                key: key, size: 0, etag: nil, lastModified: .zero, contentType: "application/directory", metadata: [:])
         }
         return Self.prefixed(try await service.bucket(name).head(rest), name)
     }
@@ -93,7 +111,9 @@ public final class AccountStorage: ObjectStorage {
         let (name, rest) = Self.split(key)
         guard let rest, !rest.isEmpty else {
             // mkdir at the account root (a directory marker): create the bucket.
-            guard payload.length == 0, options.contentType?.hasPrefix("application/directory") == true || key.hasSuffix("/")
+            guard payload.length == 0,
+                options.contentType?.hasPrefix("application/directory") == true
+                    || key.utf8.last == UInt8(ascii: "/")
             else {
                 throw StorageError.accessDenied("files cannot be stored at the account level, only in buckets")
             }
@@ -105,7 +125,9 @@ public final class AccountStorage: ObjectStorage {
         return Self.prefixed(try await service.bucket(name).put(rest, payload: payload, options: options), name)
     }
 
-    public func copy(from source: ObjectKey, to destination: ObjectKey, replacing: PutOptions?) async throws -> ObjectInfo {
+    public func copy(from source: ObjectKey, to destination: ObjectKey, replacing: PutOptions?) async throws
+        -> ObjectInfo
+    {
         let (sourceBucket, sourceKey) = Self.split(source)
         let (bucket, key) = Self.split(destination)
         guard let sourceKey, let key, !sourceKey.isEmpty, !key.isEmpty else {
@@ -117,7 +139,7 @@ public final class AccountStorage: ObjectStorage {
     }
 
     public func delete(_ keys: [ObjectKey]) async throws {
-        for (name, group) in Dictionary(grouping: keys, by: { Self.split($0).bucket }) {
+        for (name, group) in Self.groupedByBucket(keys) {
             let objects = group.compactMap { Self.split($0).rest }.filter { !$0.isEmpty }
             if !objects.isEmpty { try await service.bucket(name).delete(objects) }
             if objects.count < group.count {
@@ -127,8 +149,9 @@ public final class AccountStorage: ObjectStorage {
     }
 
     public func removeAfterMove(_ keys: [ObjectKey]) async throws {
-        for (name, group) in Dictionary(grouping: keys, by: { Self.split($0).bucket }) {
-            try await service.bucket(name).removeAfterMove(group.compactMap { Self.split($0).rest }.filter { !$0.isEmpty })
+        for (name, group) in Self.groupedByBucket(keys) {
+            try await service.bucket(name).removeAfterMove(
+                group.compactMap { Self.split($0).rest }.filter { !$0.isEmpty })
         }
     }
 

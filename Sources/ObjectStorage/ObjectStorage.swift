@@ -5,7 +5,8 @@
 // ObjectStorage: the one interface between the filesystem core and every storage driver.
 //
 // A storage value is bound to one bucket/container (or an account-level view, later). Keys are
-// the object names the server knows, as Swift `String`s (UTF-8 on the wire). Everything a driver
+// the object names the server knows, as Swift `String`s (UTF-8 on the wire), compared by their
+// bytes: never key a dictionary or set by them, or compare them with `==` / `<` (ByteString.swift). Everything a driver
 // can fail with is a `StorageError`, which maps to one errno in one table (StorageError.errno).
 // Byte payloads travel as `[UInt8]` for small bodies and as a file region for staged uploads,
 // so a multi-gigabyte file is never read into memory by the core.
@@ -32,7 +33,8 @@ public struct ByteRange: Hashable, Sendable {
     public var end: Int64 { offset + length }
 }
 
-/// What a listing or a HEAD tells about one object.
+/// What a listing or a HEAD tells about one object. Equal when every field is, the key by its
+/// bytes (two spellings of one text are two objects, see ByteString).
 public struct ObjectInfo: Hashable, Sendable {
     public var key: ObjectKey
     public var size: Int64
@@ -54,6 +56,22 @@ public struct ObjectInfo: Hashable, Sendable {
         self.lastModified = lastModified
         self.contentType = contentType
         self.metadata = metadata
+    }
+
+    // Every stored property, in step with the declarations above.
+    public static func == (lhs: ObjectInfo, rhs: ObjectInfo) -> Bool {
+        lhs.key.hasSameBytes(as: rhs.key) && lhs.size == rhs.size && lhs.etag == rhs.etag
+            && lhs.lastModified == rhs.lastModified && lhs.contentType == rhs.contentType
+            && lhs.metadata == rhs.metadata
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(key.byteString)
+        hasher.combine(size)
+        hasher.combine(etag)
+        hasher.combine(lastModified)
+        hasher.combine(contentType)
+        hasher.combine(metadata)
     }
 }
 
@@ -194,12 +212,22 @@ public struct AccountInfo: Sendable, Hashable {
     }
 }
 
+/// Equal when key and upload ID have the same bytes.
 public struct MultipartUpload: Hashable, Sendable {
     public var key: ObjectKey
     public var uploadID: String
     public init(key: ObjectKey, uploadID: String) {
         self.key = key
         self.uploadID = uploadID
+    }
+
+    public static func == (lhs: MultipartUpload, rhs: MultipartUpload) -> Bool {
+        lhs.key.hasSameBytes(as: rhs.key) && lhs.uploadID.hasSameBytes(as: rhs.uploadID)
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(key.byteString)
+        hasher.combine(uploadID.byteString)
     }
 }
 

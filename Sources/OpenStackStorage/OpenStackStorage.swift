@@ -42,7 +42,8 @@ public final class OpenStackStorage: ObjectStorage {
             staticLargeObjects: false, bulkDelete: false, maxManifestSegments: 1000, maxFileSize: 5_368_709_122)
     }
 
-    init(container: String, tokens: TokenCache, transport: any HTTPTransport, retry: RetryPolicy, cluster: ClusterInfo) {
+    init(container: String, tokens: TokenCache, transport: any HTTPTransport, retry: RetryPolicy, cluster: ClusterInfo)
+    {
         self.container = container
         self.segmentContainer = container + "_segments"
         self.tokens = tokens
@@ -64,7 +65,8 @@ public final class OpenStackStorage: ObjectStorage {
         let creds: SwiftCredentials
         do { creds = try await tokens.credentials() } catch { throw error.storageError }
         let cluster = await readInfo(storageURL: creds.storageURL, transport: transport)
-        let storage = OpenStackStorage(container: container, tokens: tokens, transport: transport, retry: retry, cluster: cluster)
+        let storage = OpenStackStorage(
+            container: container, tokens: tokens, transport: transport, retry: retry, cluster: cluster)
         let r = try await storage.call("HEAD", containerPath(container))
         if r.status == 404 { throw .notFound("container \(container)") }
         try storage.check(r, "container \(container)")
@@ -84,7 +86,9 @@ public final class OpenStackStorage: ObjectStorage {
             if let n = slo["max_manifest_segments"] as? Int { info.maxManifestSegments = n }
         }
         info.bulkDelete = json["bulk_delete"] != nil
-        if let swift = json["swift"] as? [String: Any], let m = swift["max_file_size"] as? Int64 { info.maxFileSize = m }
+        if let swift = json["swift"] as? [String: Any], let m = swift["max_file_size"] as? Int64 {
+            info.maxFileSize = m
+        }
         return info
     }
 
@@ -104,7 +108,10 @@ public final class OpenStackStorage: ObjectStorage {
     // MARK: - Requests
 
     /// Sends a request to the storage URL + `path`, with the token, the 401 re-auth and retries.
-    func call(_ method: String, _ path: String, query: [(String, String?)] = [], headers: [(String, String)] = [], body: [UInt8]? = nil)
+    func call(
+        _ method: String, _ path: String, query: [(String, String?)] = [], headers: [(String, String)] = [],
+        body: [UInt8]? = nil
+    )
         async throws(StorageError) -> HTTPResponse
     {
         var reauthenticated = false
@@ -164,15 +171,20 @@ public final class OpenStackStorage: ObjectStorage {
 
     // MARK: - ObjectStorage
 
-    public func list(prefix: String, delimiter: String?, continuation: String?, maxKeys: Int?) async throws -> ListPage {
+    public func list(prefix: String, delimiter: String?, continuation: String?, maxKeys: Int?) async throws -> ListPage
+    {
         let limit = min(max(1, maxKeys ?? 10_000), 10_000)
         let r = try await call(
             "GET", Self.containerPath(container),
-            query: [("format", "json"), ("prefix", prefix), ("delimiter", delimiter), ("marker", continuation), ("limit", String(limit))])
+            query: [
+                ("format", "json"), ("prefix", prefix), ("delimiter", delimiter), ("marker", continuation),
+                ("limit", String(limit)),
+            ])
         try check(r, "listing of \(container)")
         let page = try SwiftListing.parse(r.body, container: container)
         let count = page.objects.count + page.prefixes.count
-        return ListPage(objects: page.objects, commonPrefixes: page.prefixes, continuation: count >= limit ? page.last : nil)
+        return ListPage(
+            objects: page.objects, commonPrefixes: page.prefixes, continuation: count >= limit ? page.last : nil)
     }
 
     public func head(_ key: ObjectKey) async throws -> ObjectInfo {
@@ -208,8 +220,13 @@ public final class OpenStackStorage: ObjectStorage {
             contentType: options.contentType, metadata: options.metadata)
     }
 
-    public func copy(from source: ObjectKey, to destination: ObjectKey, replacing metadata: PutOptions?) async throws -> ObjectInfo {
-        if source == destination, let metadata { return try await replaceMetadata(of: source, with: metadata) }
+    public func copy(from source: ObjectKey, to destination: ObjectKey, replacing metadata: PutOptions?) async throws
+        -> ObjectInfo
+    {
+        // The same bytes, not `==`: a copy between two spellings of one text (NFC and NFD) is a copy.
+        if source.hasSameBytes(as: destination), let metadata {
+            return try await replaceMetadata(of: source, with: metadata)
+        }
         return try await copy(fromPath: objectPath(source), to: destination, replacing: metadata, sourceName: source)
     }
 
@@ -232,7 +249,10 @@ public final class OpenStackStorage: ObjectStorage {
     }
 
     /// Server-side copy from `/container/object` (any container of the account).
-    func copy(fromPath sourcePath: String, to destination: ObjectKey, replacing metadata: PutOptions?, sourceName source: String)
+    func copy(
+        fromPath sourcePath: String, to destination: ObjectKey, replacing metadata: PutOptions?,
+        sourceName source: String
+    )
         async throws -> ObjectInfo
     {
         var headers: [(String, String)] = [("X-Copy-From", sourcePath)]
@@ -276,7 +296,8 @@ public final class OpenStackStorage: ObjectStorage {
             let batch = keys[start..<min(start + 1000, keys.count)]
             let body = batch.map { URLEncoding.encode(container + "/" + $0, keepSlash: true) }.joined(separator: "\n")
             let r = try await call(
-                "POST", "", query: [("bulk-delete", "")], headers: [("Content-Type", "text/plain"), ("Accept", "application/json")],
+                "POST", "", query: [("bulk-delete", "")],
+                headers: [("Content-Type", "text/plain"), ("Accept", "application/json")],
                 body: Array(body.utf8))
             try check(r, "bulk delete")
             // Always 200: the outcome is in the body.
@@ -333,7 +354,8 @@ public final class OpenStackStorage: ObjectStorage {
                 ])
             }
             let body = try JSONSerialization.data(withJSONObject: manifest)
-            r = try await call("PUT", objectPath(key), query: [("multipart-manifest", "put")], headers: headers, body: Array(body))
+            r = try await call(
+                "PUT", objectPath(key), query: [("multipart-manifest", "put")], headers: headers, body: Array(body))
         } else {
             headers.append(("X-Object-Manifest", URLEncoding.encode(segmentContainer + "/" + prefix, keepSlash: true)))
             r = try await call("PUT", objectPath(key), headers: headers, body: [])
@@ -360,7 +382,8 @@ public final class OpenStackStorage: ObjectStorage {
     /// replaced or deleted). Free when no segments container exists in the account.
     func largeObject(_ key: ObjectKey) async throws -> LargeObject? {
         guard segmentContainerExists.withLock({ $0 != false }) else { return nil }
-        let r = try await call("GET", objectPath(key), query: [("multipart-manifest", "get"), ("format", "raw")],
+        let r = try await call(
+            "GET", objectPath(key), query: [("multipart-manifest", "get"), ("format", "raw")],
             headers: [("Range", "bytes=0-0")])
         guard r.status == 200 || r.status == 206 else { return nil }
         if r.header("X-Object-Manifest") != nil || r.header("X-Static-Large-Object")?.lowercased() == "true" {
@@ -374,7 +397,12 @@ public final class OpenStackStorage: ObjectStorage {
         guard r.status == 200 else { return nil }
         if let m = r.header("X-Object-Manifest") { return .dlo(URLEncoding.decodeForm(Substring(m))) }
         guard let list = try? JSONSerialization.jsonObject(with: Data(r.body)) as? [[String: Any]] else { return nil }
-        return .slo(list.compactMap { ($0["name"] as? String).map { $0.hasPrefix("/") ? String($0.dropFirst()) : $0 } })
+        return .slo(
+            list.compactMap {
+                ($0["name"] as? String).map {
+                    $0.utf8.first == UInt8(ascii: "/") ? String(decoding: $0.utf8.dropFirst(), as: UTF8.self) : $0
+                }
+            })
     }
 
     func deleteSegments(of previous: LargeObject) async throws {
@@ -382,9 +410,8 @@ public final class OpenStackStorage: ObjectStorage {
         case .dlo(let prefix): try await deleteSegments(prefix: prefix)
         case .slo(let names):
             try await forEach(names) { name in
-                let parts = name.split(separator: "/", maxSplits: 1)
-                guard parts.count == 2 else { return }
-                let r = try await self.call("DELETE", self.objectPath(String(parts[1]), in: String(parts[0])))
+                guard let path = Self.splitContainer(name) else { return }
+                let r = try await self.call("DELETE", self.objectPath(path.name, in: path.container))
                 if r.status != 404 { try self.check(r, name) }
             }
         }
@@ -392,14 +419,14 @@ public final class OpenStackStorage: ObjectStorage {
 
     /// Deletes every object of `container/prefix` (a DLO's segments, or an aborted upload's).
     func deleteSegments(prefix manifest: String) async throws {
-        let parts = manifest.split(separator: "/", maxSplits: 1)
-        guard parts.count == 2 else { return }
-        let c = String(parts[0])
-        let prefix = String(parts[1])
+        guard let path = Self.splitContainer(manifest) else { return }
+        let c = path.container
+        let prefix = path.name
         var marker: String? = nil
         var names: [String] = []
         repeat {
-            let r = try await call("GET", Self.containerPath(c), query: [("format", "json"), ("prefix", prefix), ("marker", marker)])
+            let r = try await call(
+                "GET", Self.containerPath(c), query: [("format", "json"), ("prefix", prefix), ("marker", marker)])
             if r.status == 404 { return }
             try check(r, "listing of \(c)")
             let page = try SwiftListing.parse(r.body, container: c)
@@ -410,6 +437,20 @@ public final class OpenStackStorage: ObjectStorage {
             let r = try await self.call("DELETE", self.objectPath(name, in: c))
             if r.status != 404 { try self.check(r, name) }
         }
+    }
+
+    /// `container/name` → (container, name), split at the first "/" byte (`split(separator:)`
+    /// works on `Character`s, and a "/" followed by a combining mark is not one). `nil` without
+    /// a "/" or when either side is empty.
+    static func splitContainer(_ path: String) -> (container: String, name: String)? {
+        let utf8 = path.utf8
+        guard let slash = utf8.firstIndex(of: UInt8(ascii: "/")), slash != utf8.startIndex,
+            utf8.index(after: slash) != utf8.endIndex
+        else { return nil }
+        return (
+            String(decoding: utf8[..<slash], as: UTF8.self),
+            String(decoding: utf8[utf8.index(after: slash)...], as: UTF8.self)
+        )
     }
 
     func ensureSegmentContainer() async throws {
@@ -437,7 +478,8 @@ public final class OpenStackStorage: ObjectStorage {
         try check(r, "account")
         func num(_ h: String) -> Int64? { r.header(h).flatMap { Int64($0.trimmingWhitespace()) } }
         let quota = num("X-Account-Meta-Quota") ?? num("X-Account-Quota-Bytes") ?? num("X-Account-Meta-Quota-Bytes")
-        return AccountInfo(bytesUsed: num("X-Account-Bytes-Used"), objectCount: num("X-Account-Object-Count"), quotaBytes: quota)
+        return AccountInfo(
+            bytesUsed: num("X-Account-Bytes-Used"), objectCount: num("X-Account-Object-Count"), quotaBytes: quota)
     }
 
     // MARK: - Temporary URLs
@@ -453,10 +495,13 @@ public final class OpenStackStorage: ObjectStorage {
         }
         let creds: SwiftCredentials
         do { creds = try await tokens.credentials() } catch { throw error.storageError }
-        guard let root = Self.rootURL(creds.storageURL) else { throw .malformedReply("storage URL \(creds.storageURL)") }
+        guard let root = Self.rootURL(creds.storageURL) else {
+            throw .malformedReply("storage URL \(creds.storageURL)")
+        }
         let accountPath = String(creds.storageURL.dropFirst(root.count))
         let signedPath = URLEncoding.decodeForm(Substring(accountPath)) + "/" + container + "/" + key
-        let mac = HMAC<SHA256>.authenticationCode(for: Array("GET\n\(expires)\n\(signedPath)".utf8), using: SymmetricKey(data: Array(secret.utf8)))
+        let mac = HMAC<SHA256>.authenticationCode(
+            for: Array("GET\n\(expires)\n\(signedPath)".utf8), using: SymmetricKey(data: Array(secret.utf8)))
         let signature = mac.map { b in (b < 16 ? "0" : "") + String(b, radix: 16) }.joined()
         return creds.storageURL + objectPath(key) + "?temp_url_sig=\(signature)&temp_url_expires=\(expires)"
     }
@@ -472,7 +517,9 @@ public final class OpenStackStorage: ObjectStorage {
         return h
     }
 
-    func forEach(_ items: [String], concurrency: Int = 8, _ body: @escaping @Sendable (String) async throws -> Void) async throws {
+    func forEach(_ items: [String], concurrency: Int = 8, _ body: @escaping @Sendable (String) async throws -> Void)
+        async throws
+    {
         try await withThrowingTaskGroup(of: Void.self) { group in
             var running = 0
             for item in items {
