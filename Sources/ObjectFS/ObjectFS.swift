@@ -153,7 +153,7 @@ public actor ObjectFS {
             DirectoryEntry(name: ".", attributes: attributes(dir)),
             DirectoryEntry(name: "..", attributes: attributes(dir.parent.flatMap { nodes[$0] } ?? dir)),
         ]
-        for name in dir.children.keys.sorted(by: { $0.utf8.lexicographicallyPrecedes($1.utf8) }) {
+        for name in dir.children.names.sortedInByteOrder() {
             if let child = nodes[dir.children[name]!] {
                 entries.append(
                     DirectoryEntry(

@@ -88,6 +88,29 @@ import Testing
 }
 
 @Suite struct UnicodeAndMarkerTests {
+    /// `caf\u{e9}` (NFC) and `cafe\u{301}` (NFD) are two objects: two entries, each with its
+    /// own bytes, and unlinking one leaves the other.
+    @Test func namesAreComparedAsBytes() async throws {
+        let h = try Harness()
+        let nfc = "caf\u{e9}"
+        let nfd = "cafe\u{301}"
+        try await h.put("nf/" + nfc, "composed")
+        try await h.put("nf/" + nfd, "decomposed")
+        #expect(try await h.names("nf").count == 2)
+        #expect(try await h.readFile("nf/" + nfc) == b("composed"))
+        #expect(try await h.readFile("nf/" + nfd) == b("decomposed"))
+        let dir = try await h.resolve("nf")
+        try await h.fs.unlink(parent: dir.ino, name: nfd)
+        #expect(await h.keys() == ["nf/" + nfc])
+        #expect(try await h.readFile("nf/" + nfc) == b("composed"))
+        // Created through the mount: two inodes, two objects.
+        try await h.writeFile("new-" + nfc, b("1"))
+        try await h.writeFile("new-" + nfd, b("2"))
+        #expect(try await h.resolve("new-" + nfc).ino != (try await h.resolve("new-" + nfd)).ino)
+        #expect(try await h.readFile("new-" + nfd) == b("2"))
+        #expect(await h.keys().filter { $0.hasPrefix("new-") }.count == 2)
+    }
+
     @Test func aSwiftStyleMarkerListedWithoutContentTypeIsADirectory() async throws {
         let memory = MemoryStorage()
         _ = try await memory.put("dir", payload: .bytes([]), options: PutOptions(contentType: "application/directory"))

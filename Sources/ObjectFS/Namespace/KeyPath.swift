@@ -42,14 +42,15 @@ public enum KeyPath {
     public static func children(of directoryPrefix: String, in page: ListPage) -> [(
         name: String, kind: FileKind, info: ObjectInfo?
     )] {
-        var dirs: [String: ObjectInfo?] = [:]
-        var files: [String: ObjectInfo] = [:]
+        // Keyed by bytes: two spellings of one text are two entries (ByteString).
+        var dirs: [ByteString: ObjectInfo?] = [:]
+        var files: [ByteString: ObjectInfo] = [:]
         for p in page.commonPrefixes {
             guard p.utf8.starts(with: directoryPrefix.utf8) else { continue }
             var name = String(p.utf8.dropFirst(directoryPrefix.utf8.count))!
             guard name.hasSuffix("/") else { continue }
             name.removeLast()
-            if isRepresentable(name) { dirs[name] = .some(nil) }
+            if isRepresentable(name) { dirs[ByteString(name)] = .some(nil) }
         }
         for o in page.objects {
             guard o.key.utf8.starts(with: directoryPrefix.utf8), o.key != directoryPrefix else {
@@ -59,19 +60,19 @@ public enum KeyPath {
             if name.hasSuffix("/") {
                 // `sub/` as an object in a listing without delimiter roll-up: a marker.
                 name.removeLast()
-                if isRepresentable(name) { dirs[name] = .some(nil) }
+                if isRepresentable(name) { dirs[ByteString(name)] = .some(nil) }
                 continue
             }
             guard isRepresentable(name) else { continue }
             if isDirectoryMarker(o) {
-                dirs[name] = .some(o)
+                dirs[ByteString(name)] = .some(o)
             } else {
-                files[name] = o
+                files[ByteString(name)] = o
             }
         }
         var out: [(name: String, kind: FileKind, info: ObjectInfo?)] = []
-        for (name, info) in dirs { out.append((name, .directory, info)) }
-        for (name, info) in files where dirs[name] == nil { out.append((name, .file, info)) }
+        for (name, info) in dirs { out.append((name.string, .directory, info)) }
+        for (name, info) in files where dirs[name] == nil { out.append((name.string, .file, info)) }
         out.sort { $0.name.utf8.lexicographicallyPrecedes($1.name.utf8) }
         return out
     }

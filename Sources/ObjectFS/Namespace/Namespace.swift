@@ -131,15 +131,15 @@ extension ObjectFS {
             throw FSError.from(error, "list \(dirPrefix)")
         }
         guard directoryPrefix(dir) == dirPrefix else { return }  // renamed meanwhile
-        var seen: Set<String> = []
+        var seen: Set<ByteString> = []
         for entry in KeyPath.children(of: dirPrefix, in: page) {
-            seen.insert(entry.name)
+            seen.insert(ByteString(entry.name))
             upsert(dir, name: entry.name, kind: entry.kind, info: entry.info)
         }
-        for (name, ino) in dir.children where !seen.contains(name) {
+        for (name, ino) in dir.children where !seen.contains(ByteString(name)) {
             if let n = nodes[ino], !isPinnedTree(n) { detach(n, from: dir) }
         }
-        dir.negative = [:]
+        dir.negative = Names()
         dir.listedUntil = now + ttl
     }
 

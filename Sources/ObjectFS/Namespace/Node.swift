@@ -27,9 +27,9 @@ extension ObjectFS {
         /// S3): a lookup then asks the object itself once.
         var metadataKnown = true
         // Directory state.
-        var children: [String: InodeNumber] = [:]
+        var children = Names<InodeNumber>()
         var listedUntil: Int64 = .min
-        var negative: [String: Int64] = [:]
+        var negative = Names<Int64>()
         // File state.
         /// Symlink: the target, once read (dropped when the version changes).
         var target: String?
@@ -56,5 +56,24 @@ extension ObjectFS {
         }
 
         var isPinned: Bool { openHandles > 0 || dirty || (kind == .file && remote == nil) }
+    }
+}
+
+/// A directory's entries by name, where names are compared as bytes (ByteString): `caf\u{e9}`
+/// (NFC) and `cafe\u{301}` (NFD) are two objects on every server, and two entries here.
+struct Names<Value>: Sequence {
+    private var table: [ByteString: Value] = [:]
+
+    subscript(name: String) -> Value? {
+        get { table[ByteString(name)] }
+        set { table[ByteString(name)] = newValue }
+    }
+
+    var names: [String] { table.keys.map(\.string) }
+    var values: Dictionary<ByteString, Value>.Values { table.values }
+    var count: Int { table.count }
+
+    func makeIterator() -> some IteratorProtocol<(name: String, value: Value)> {
+        table.lazy.map { (name: $0.key.string, value: $0.value) }.makeIterator()
     }
 }
