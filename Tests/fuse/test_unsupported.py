@@ -19,7 +19,6 @@ import mmap
 import os
 import socket
 import stat
-import struct
 import subprocess
 import sys
 from pathlib import Path
