@@ -19,6 +19,17 @@ public struct FuseError: Error, Hashable, Sendable {
 public enum FuseFileType: Sendable, Hashable {
     case regular
     case directory
+    /// A symbolic link: `readlink` gives its target, `size` is the target's length in bytes.
+    case symlink
+
+    /// The `S_IFMT` bits of `st_mode`.
+    public var modeBits: UInt32 {
+        switch self {
+        case .regular: UInt32(S_IFREG)
+        case .directory: UInt32(S_IFDIR)
+        case .symlink: UInt32(S_IFLNK)
+        }
+    }
 }
 
 /// What the kernel caches for an inode (a `struct stat`).
@@ -47,7 +58,7 @@ public struct FuseAttributes: Sendable, Hashable {
         self.mtimeNanoseconds = mtimeNanoseconds
     }
 
-    public var mode: UInt32 { (type == .directory ? UInt32(S_IFDIR) : UInt32(S_IFREG)) | (permissions & 0o7777) }
+    public var mode: UInt32 { type.modeBits | (permissions & 0o7777) }
 }
 
 public struct FuseDirectoryEntry: Sendable, Hashable {
@@ -87,7 +98,9 @@ public struct FuseStatistics: Sendable, Hashable {
     public var files: UInt64
     public var filesFree: UInt64
     public var nameMax: UInt64
-    public init(blockSize: UInt64, blocks: UInt64, blocksFree: UInt64, files: UInt64, filesFree: UInt64, nameMax: UInt64) {
+    public init(
+        blockSize: UInt64, blocks: UInt64, blocksFree: UInt64, files: UInt64, filesFree: UInt64, nameMax: UInt64
+    ) {
         self.blockSize = blockSize
         self.blocks = blocks
         self.blocksFree = blocksFree
@@ -129,7 +142,9 @@ public protocol FuseFilesystem: Sendable {
     func rmdir(parent: Inode, name: String) async throws
     func unlink(parent: Inode, name: String) async throws
     func rename(parent: Inode, name: String, newParent: Inode, newName: String, noReplace: Bool) async throws
-    func create(parent: Inode, name: String, mode: UInt32, flags: Int32) async throws -> (FuseAttributes, FuseOpenResult)
+    func create(parent: Inode, name: String, mode: UInt32, flags: Int32) async throws -> (
+        FuseAttributes, FuseOpenResult
+    )
     func open(_ ino: Inode, flags: Int32) async throws -> FuseOpenResult
     func read(_ ino: Inode, handle: UInt64, offset: Int64, size: Int) async throws -> [UInt8]
     func write(_ ino: Inode, handle: UInt64, offset: Int64, buffer: FuseWriteBuffer) async throws -> Int
@@ -143,6 +158,18 @@ public protocol FuseFilesystem: Sendable {
     func getxattr(_ ino: Inode, name: String) async throws -> [UInt8]
     func setxattr(_ ino: Inode, name: String, value: [UInt8], flags: Int32) async throws
     func removexattr(_ ino: Inode, name: String) async throws
+    /// Creates a symbolic link `name` in `parent` pointing at `target` (stored as given, never
+    /// resolved). A successful reply counts as a lookup of the new inode.
+    func symlink(parent: Inode, name: String, target: String) async throws -> FuseAttributes
+    /// The target of the symbolic link `ino`.
+    func readlink(_ ino: Inode) async throws -> String
+    /// A hard link `newName` in `newParent` to `ino`. A successful reply counts as a lookup.
+    func link(_ ino: Inode, newParent: Inode, newName: String) async throws -> FuseAttributes
+    /// `mknod(2)`: `mode` carries the file type bits (S_IFREG, S_IFIFO, S_IFCHR, S_IFBLK,
+    /// S_IFSOCK). A successful reply counts as a lookup. (open(O_CREAT) arrives as `create`.)
+    func mknod(parent: Inode, name: String, mode: UInt32, rdev: UInt64) async throws -> FuseAttributes
+    /// `fallocate(2)` on an open file; `mode` is its FALLOC_FL_* flags.
+    func fallocate(_ ino: Inode, handle: UInt64, mode: Int32, offset: Int64, length: Int64) async throws
     /// The session is ending (after the kernel's last request): store what is pending.
     func shutdown() async
 }
@@ -150,6 +177,42 @@ public protocol FuseFilesystem: Sendable {
 extension FuseFilesystem {
     public func listxattr(_ ino: Inode) async throws -> [String] { [] }
     public func getxattr(_ ino: Inode, name: String) async throws -> [UInt8] { throw FuseError(ENODATA) }
-    public func setxattr(_ ino: Inode, name: String, value: [UInt8], flags: Int32) async throws { throw FuseError(ENOTSUP) }
+    public func setxattr(_ ino: Inode, name: String, value: [UInt8], flags: Int32) async throws {
+        throw FuseError(ENOTSUP)
+    }
     public func removexattr(_ ino: Inode, name: String) async throws { throw FuseError(ENOTSUP) }
+
+    // Calls a filesystem may leave out. Without file locking operations the kernel keeps
+    // flock/fcntl locks local to the mount (FuseKit does not register getlk/setlk/flock).
+
+    /// Not implemented (yet): the caller sees ENOSYS.
+    public func symlink(parent: Inode, name: String, target: String) async throws -> FuseAttributes {
+        throw FuseError(ENOSYS)
+    }
+    public func readlink(_ ino: Inode) async throws -> String { throw FuseError(ENOSYS) }
+    /// No hard links: EPERM, as on filesystems that do not support them (link(2)).
+    public func link(_ ino: Inode, newParent: Inode, newName: String) async throws -> FuseAttributes {
+        throw FuseError(EPERM)
+    }
+    /// A regular file is made with `create` and released at once, as libfuse's high-level API
+    /// does for a filesystem without mknod. FIFOs, sockets and device nodes: EPERM (mknod(2)
+    /// "the filesystem does not support the type of node requested").
+    public func mknod(parent: Inode, name: String, mode: UInt32, rdev: UInt64) async throws -> FuseAttributes {
+        guard mode & UInt32(S_IFMT) == UInt32(S_IFREG) else { throw FuseError(EPERM) }
+        let (attributes, opened) = try await create(
+            parent: parent, name: name, mode: mode, flags: O_CREAT | O_EXCL | O_WRONLY)
+        // Stored by flush, as close(2) would; a failure is the caller's.
+        do {
+            try await flush(attributes.ino, handle: opened.handle)
+        } catch {
+            await release(attributes.ino, handle: opened.handle)
+            throw error
+        }
+        await release(attributes.ino, handle: opened.handle)
+        return attributes
+    }
+    /// No preallocation: EOPNOTSUPP, which fallocate(2) gives for an unsupported mode.
+    public func fallocate(_ ino: Inode, handle: UInt64, mode: Int32, offset: Int64, length: Int64) async throws {
+        throw FuseError(EOPNOTSUPP)
+    }
 }

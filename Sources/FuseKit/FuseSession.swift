@@ -264,7 +264,8 @@ public final class FuseSession: @unchecked Sendable {
                             }
                             let dotOrDotDot = entry.name == "." || entry.name == ".."
                             if dotOrDotDot { e = fuse_entry_param(); e.attr = self.fillStat(entry.attributes) }
-                            let n = fuse_add_direntry_plus(req.raw, buf.baseAddress! + used, left, cname, &e, off_t(entry.nextOffset))
+                            let n = fuse_add_direntry_plus(
+                                req.raw, buf.baseAddress! + used, left, cname, &e, off_t(entry.nextOffset))
                             if n <= left && !dotOrDotDot {
                                 self.lookups.add(entry.attributes.ino)
                                 counted.append(entry.attributes.ino)
@@ -272,7 +273,8 @@ public final class FuseSession: @unchecked Sendable {
                             return n
                         } else {
                             var st = self.fillStat(entry.attributes)
-                            return fuse_add_direntry(req.raw, buf.baseAddress! + used, left, cname, &st, off_t(entry.nextOffset))
+                            return fuse_add_direntry(
+                                req.raw, buf.baseAddress! + used, left, cname, &st, off_t(entry.nextOffset))
                         }
                     }
                     if need > left { break }
@@ -298,14 +300,17 @@ public final class FuseSession: @unchecked Sendable {
             let s = FuseSession.session(req)
             let fs = s.filesystem
             let n = FuseSession.decodeName(name)
-            s.respond(Request(raw: req!), { () async throws -> FuseAttributes? in
-                do {
-                    guard let n else { throw FuseError(ENOENT) }  // no object can have this name
-                    return try await fs.lookup(parent: parent, name: n)
-                } catch let e as FuseError where e.errno == ENOENT && s.options.negativeTimeout > 0 {
-                    return nil
+            s.respond(
+                Request(raw: req!),
+                { () async throws -> FuseAttributes? in
+                    do {
+                        guard let n else { throw FuseError(ENOENT) }  // no object can have this name
+                        return try await fs.lookup(parent: parent, name: n)
+                    } catch let e as FuseError where e.errno == ENOENT && s.options.negativeTimeout > 0 {
+                        return nil
+                    }
                 }
-            }) { req, attributes in
+            ) { req, attributes in
                 if let a = attributes {
                     s.replyEntry(req, a)
                 } else {
@@ -374,10 +379,12 @@ public final class FuseSession: @unchecked Sendable {
             }
         }
         ops.readdir = { req, ino, size, off, fi in
-            FuseSession.session(req).readdir(Request(raw: req!), ino: ino, size: size, offset: Int64(off), handle: fi!.pointee.fh, plus: false)
+            FuseSession.session(req).readdir(
+                Request(raw: req!), ino: ino, size: size, offset: Int64(off), handle: fi!.pointee.fh, plus: false)
         }
         ops.readdirplus = { req, ino, size, off, fi in
-            FuseSession.session(req).readdir(Request(raw: req!), ino: ino, size: size, offset: Int64(off), handle: fi!.pointee.fh, plus: true)
+            FuseSession.session(req).readdir(
+                Request(raw: req!), ino: ino, size: size, offset: Int64(off), handle: fi!.pointee.fh, plus: true)
         }
         ops.releasedir = { req, ino, fi in
             let s = FuseSession.session(req)
@@ -391,7 +398,10 @@ public final class FuseSession: @unchecked Sendable {
             let s = FuseSession.session(req)
             let fs = s.filesystem
             let n = FuseSession.decodeName(name)
-            s.respond(Request(raw: req!), { try await fs.mkdir(parent: parent, name: try FuseSession.valid(n), mode: UInt32(mode)) }) {
+            s.respond(
+                Request(raw: req!),
+                { try await fs.mkdir(parent: parent, name: try FuseSession.valid(n), mode: UInt32(mode)) }
+            ) {
                 s.replyEntry($0, $1)
             }
         }
@@ -399,7 +409,10 @@ public final class FuseSession: @unchecked Sendable {
             let s = FuseSession.session(req)
             let fs = s.filesystem
             let n = FuseSession.decodeName(name)
-            s.respond(Request(raw: req!), { try await fs.rmdir(parent: parent, name: try FuseSession.valid(n, missing: ENOENT)) }) { req, _ in
+            s.respond(
+                Request(raw: req!),
+                { try await fs.rmdir(parent: parent, name: try FuseSession.valid(n, missing: ENOENT)) }
+            ) { req, _ in
                 _ = fuse_reply_err(req.raw, 0)
             }
         }
@@ -407,7 +420,10 @@ public final class FuseSession: @unchecked Sendable {
             let s = FuseSession.session(req)
             let fs = s.filesystem
             let n = FuseSession.decodeName(name)
-            s.respond(Request(raw: req!), { try await fs.unlink(parent: parent, name: try FuseSession.valid(n, missing: ENOENT)) }) { req, _ in
+            s.respond(
+                Request(raw: req!),
+                { try await fs.unlink(parent: parent, name: try FuseSession.valid(n, missing: ENOENT)) }
+            ) { req, _ in
                 _ = fuse_reply_err(req.raw, 0)
             }
         }
@@ -416,13 +432,16 @@ public final class FuseSession: @unchecked Sendable {
             let fs = s.filesystem
             let from = FuseSession.decodeName(name)
             let to = FuseSession.decodeName(newName)
-            s.respond(Request(raw: req!), {
-                if flags & UInt32(CFUSE_RENAME_EXCHANGE) != 0 { throw FuseError(EINVAL) }
-                let noReplace = flags & UInt32(CFUSE_RENAME_NOREPLACE) != 0
-                try await fs.rename(
-                    parent: parent, name: try FuseSession.valid(from, missing: ENOENT), newParent: newParent,
-                    newName: try FuseSession.valid(to), noReplace: noReplace)
-            }) { req, _ in
+            s.respond(
+                Request(raw: req!),
+                {
+                    if flags & UInt32(CFUSE_RENAME_EXCHANGE) != 0 { throw FuseError(EINVAL) }
+                    let noReplace = flags & UInt32(CFUSE_RENAME_NOREPLACE) != 0
+                    try await fs.rename(
+                        parent: parent, name: try FuseSession.valid(from, missing: ENOENT), newParent: newParent,
+                        newName: try FuseSession.valid(to), noReplace: noReplace)
+                }
+            ) { req, _ in
                 _ = fuse_reply_err(req.raw, 0)
             }
         }
@@ -432,9 +451,13 @@ public final class FuseSession: @unchecked Sendable {
             let n = FuseSession.decodeName(name)
             let info = FileInfoCopy(info: fi!.pointee)
             let flags = info.info.flags
-            s.respond(Request(raw: req!), {
-                try await fs.create(parent: parent, name: try FuseSession.valid(n), mode: UInt32(mode), flags: flags)
-            }) {
+            s.respond(
+                Request(raw: req!),
+                {
+                    try await fs.create(
+                        parent: parent, name: try FuseSession.valid(n), mode: UInt32(mode), flags: flags)
+                }
+            ) {
                 req, result in
                 s.replyCreate(req, result.0, result.1, info)
             }
@@ -471,10 +494,13 @@ public final class FuseSession: @unchecked Sendable {
             copy.buffer.copyMemory(from: UnsafeRawBufferPointer(start: buf, count: size))
             let data = FuseWriteBuffer(bytes: UnsafeRawBufferPointer(rebasing: copy.buffer[0..<size]))
             let pool = s.pool
-            s.respond(Request(raw: req!), {
-                defer { pool.give(copy) }
-                return try await fs.write(ino, handle: fh, offset: Int64(off), buffer: data)
-            }) { req, n in
+            s.respond(
+                Request(raw: req!),
+                {
+                    defer { pool.give(copy) }
+                    return try await fs.write(ino, handle: fh, offset: Int64(off), buffer: data)
+                }
+            ) { req, n in
                 _ = fuse_reply_write(req.raw, n)
             }
         }
@@ -519,6 +545,67 @@ public final class FuseSession: @unchecked Sendable {
                 _ = fuse_reply_statfs(req.raw, &v)
             }
         }
+        // Symbolic links, hard links, special files and preallocation. A successful entry
+        // reply (symlink, link, mknod) counts as a lookup, like mkdir (replyEntry).
+        ops.symlink = { req, target, parent, name in
+            let s = FuseSession.session(req)
+            let fs = s.filesystem
+            let n = FuseSession.decodeName(name)
+            let t = FuseSession.decodeName(target)
+            s.respond(
+                Request(raw: req!),
+                {
+                    try await fs.symlink(
+                        parent: parent, name: try FuseSession.valid(n), target: try FuseSession.valid(t))
+                }
+            ) {
+                s.replyEntry($0, $1)
+            }
+        }
+        ops.readlink = { req, ino in
+            let s = FuseSession.session(req)
+            let fs = s.filesystem
+            s.respond(Request(raw: req!), { try await fs.readlink(ino) }) { req, target in
+                _ = target.withCString { fuse_reply_readlink(req.raw, $0) }
+            }
+        }
+        ops.link = { req, ino, newParent, newName in
+            let s = FuseSession.session(req)
+            let fs = s.filesystem
+            let n = FuseSession.decodeName(newName)
+            s.respond(
+                Request(raw: req!), { try await fs.link(ino, newParent: newParent, newName: try FuseSession.valid(n)) }
+            ) {
+                s.replyEntry($0, $1)
+            }
+        }
+        ops.mknod = { req, parent, name, mode, rdev in
+            let s = FuseSession.session(req)
+            let fs = s.filesystem
+            let n = FuseSession.decodeName(name)
+            s.respond(
+                Request(raw: req!),
+                {
+                    try await fs.mknod(
+                        parent: parent, name: try FuseSession.valid(n), mode: UInt32(mode), rdev: UInt64(rdev))
+                }
+            ) {
+                s.replyEntry($0, $1)
+            }
+        }
+        ops.fallocate = { req, ino, mode, offset, length, fi in
+            let s = FuseSession.session(req)
+            let fs = s.filesystem
+            let fh = fi!.pointee.fh
+            s.respond(
+                Request(raw: req!),
+                {
+                    try await fs.fallocate(ino, handle: fh, mode: mode, offset: Int64(offset), length: Int64(length))
+                }
+            ) { req, _ in
+                _ = fuse_reply_err(req.raw, 0)
+            }
+        }
         // Extended attributes: a `size` of 0 asks for the length only; a value longer than
         // `size` is ERANGE.
         ops.listxattr = { req, ino, size in
@@ -533,7 +620,9 @@ public final class FuseSession: @unchecked Sendable {
             let s = FuseSession.session(req)
             let fs = s.filesystem
             let n = FuseSession.decodeName(name)
-            s.respond(Request(raw: req!), { try await fs.getxattr(ino, name: try FuseSession.valid(n, missing: ENODATA)) }) {
+            s.respond(
+                Request(raw: req!), { try await fs.getxattr(ino, name: try FuseSession.valid(n, missing: ENODATA)) }
+            ) {
                 req, value in
                 FuseSession.replyXattr(req, value, size: size)
             }
@@ -543,9 +632,13 @@ public final class FuseSession: @unchecked Sendable {
             let fs = s.filesystem
             let n = FuseSession.decodeName(name)
             let bytes = value.map { Array(UnsafeRawBufferPointer(start: $0, count: size)) } ?? []
-            s.respond(Request(raw: req!), {
-                try await fs.setxattr(ino, name: try FuseSession.valid(n, missing: ENOTSUP), value: bytes, flags: flags)
-            }) { req, _ in
+            s.respond(
+                Request(raw: req!),
+                {
+                    try await fs.setxattr(
+                        ino, name: try FuseSession.valid(n, missing: ENOTSUP), value: bytes, flags: flags)
+                }
+            ) { req, _ in
                 _ = fuse_reply_err(req.raw, 0)
             }
         }
@@ -553,7 +646,9 @@ public final class FuseSession: @unchecked Sendable {
             let s = FuseSession.session(req)
             let fs = s.filesystem
             let n = FuseSession.decodeName(name)
-            s.respond(Request(raw: req!), { try await fs.removexattr(ino, name: try FuseSession.valid(n, missing: ENODATA)) }) {
+            s.respond(
+                Request(raw: req!), { try await fs.removexattr(ino, name: try FuseSession.valid(n, missing: ENODATA)) }
+            ) {
                 req, _ in
                 _ = fuse_reply_err(req.raw, 0)
             }
@@ -574,6 +669,9 @@ public final class FuseSession: @unchecked Sendable {
         // Splice only pays off for fd-backed replies (FUSE-NOTES.md §3); replies here are memory.
         want &= ~UInt32(FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE)
         want &= ~UInt32(FUSE_CAP_WRITEBACK_CACHE)
+        // No getlk/setlk/flock operations: the kernel keeps flock and fcntl locks local to this
+        // mount (they conflict between processes here, never with other clients of the store).
+        want &= ~UInt32(FUSE_CAP_POSIX_LOCKS | FUSE_CAP_FLOCK_LOCKS)
         conn.pointee.want = want
         conn.pointee.max_write = UInt32(options.maxWrite)
         conn.pointee.max_readahead = UInt32(options.maxWrite)
