@@ -19,7 +19,7 @@ import ObjectStorage
 import StorageHTTP
 import Synchronization
 
-public final class OpenStackStorage: ObjectStorage {
+public final class OpenStackStorage: ObjectStorage, PresigningStorage {
     public let container: String
     public let segmentContainer: String
     public let capabilities: StorageCapabilities
@@ -42,7 +42,8 @@ public final class OpenStackStorage: ObjectStorage {
             staticLargeObjects: false, bulkDelete: false, maxManifestSegments: 1000, maxFileSize: 5_368_709_122)
     }
 
-    init(container: String, tokens: TokenCache, transport: any HTTPTransport, retry: RetryPolicy, cluster: ClusterInfo) {
+    init(container: String, tokens: TokenCache, transport: any HTTPTransport, retry: RetryPolicy, cluster: ClusterInfo)
+    {
         self.container = container
         self.segmentContainer = container + "_segments"
         self.tokens = tokens
@@ -54,7 +55,8 @@ public final class OpenStackStorage: ObjectStorage {
             maximumPartCount: cluster.staticLargeObjects ? cluster.maxManifestSegments : 10_000)
     }
 
-    /// Authenticates, reads the cluster's capabilities and checks that the container exists.
+    /// Authenticates, reads the cluster's capabilities and checks that the container exists; a
+    /// server that cannot be reached fails this at once (no retries).
     public static func connect(
         container: String, authenticator: any SwiftAuthenticator, transport: any HTTPTransport,
         retry: RetryPolicy = RetryPolicy()
@@ -63,11 +65,15 @@ public final class OpenStackStorage: ObjectStorage {
         let creds: SwiftCredentials
         do { creds = try await tokens.credentials() } catch { throw error.storageError }
         let cluster = await readInfo(storageURL: creds.storageURL, transport: transport)
-        let storage = OpenStackStorage(container: container, tokens: tokens, transport: transport, retry: retry, cluster: cluster)
-        let r = try await storage.call("HEAD", containerPath(container))
+        // The first requests to the storage URL: a server that cannot be reached fails them at once.
+        let probe = OpenStackStorage(
+            container: container, tokens: tokens, transport: transport, retry: retry.firstContact, cluster: cluster)
+        let r = try await probe.call("HEAD", containerPath(container))
         if r.status == 404 { throw .notFound("container \(container)") }
-        try storage.check(r, "container \(container)")
-        let segments = try await storage.call("HEAD", containerPath(storage.segmentContainer))
+        try probe.check(r, "container \(container)")
+        let segments = try await probe.call("HEAD", containerPath(probe.segmentContainer))
+        let storage = OpenStackStorage(
+            container: container, tokens: tokens, transport: transport, retry: retry, cluster: cluster)
         storage.segmentContainerExists.withLock { $0 = segments.status != 404 }
         return storage
     }
@@ -83,7 +89,9 @@ public final class OpenStackStorage: ObjectStorage {
             if let n = slo["max_manifest_segments"] as? Int { info.maxManifestSegments = n }
         }
         info.bulkDelete = json["bulk_delete"] != nil
-        if let swift = json["swift"] as? [String: Any], let m = swift["max_file_size"] as? Int64 { info.maxFileSize = m }
+        if let swift = json["swift"] as? [String: Any], let m = swift["max_file_size"] as? Int64 {
+            info.maxFileSize = m
+        }
         return info
     }
 
@@ -103,14 +111,27 @@ public final class OpenStackStorage: ObjectStorage {
     // MARK: - Requests
 
     /// Sends a request to the storage URL + `path`, with the token, the 401 re-auth and retries.
-    func call(_ method: String, _ path: String, query: [(String, String?)] = [], headers: [(String, String)] = [], body: [UInt8]? = nil)
+    func call(
+        _ method: String, _ path: String, query: [(String, String?)] = [], headers: [(String, String)] = [],
+        body: [UInt8]? = nil
+    )
         async throws(StorageError) -> HTTPResponse
     {
         var reauthenticated = false
         var attempt = 0
         while true {
             let creds: SwiftCredentials
-            do { creds = try await tokens.credentials() } catch { throw error.storageError }
+            do {
+                creds = try await tokens.credentials()
+            } catch {
+                // An auth service restarting while mounted is waited for, as the storage is.
+                if case .unreachable(let e) = error, retry.retries(e, after: attempt + 1) {
+                    attempt += 1
+                    try await pause(attempt)
+                    continue
+                }
+                throw error.storageError
+            }
             let q = URLEncoding.query(query)
             let url = creds.storageURL + path + (q.isEmpty ? "" : "?" + q)
             var h = headers
@@ -120,7 +141,7 @@ public final class OpenStackStorage: ObjectStorage {
                 response = try await transport.send(HTTPRequest(method: method, url: url, headers: h, body: body))
             } catch {
                 attempt += 1
-                if attempt >= retry.attempts { throw .unavailable("\(method) \(path): \(error)") }
+                if !retry.retries(error, after: attempt) { throw .transport(error, request: "\(method) \(path)") }
                 try await pause(attempt)
                 continue
             }
@@ -163,15 +184,20 @@ public final class OpenStackStorage: ObjectStorage {
 
     // MARK: - ObjectStorage
 
-    public func list(prefix: String, delimiter: String?, continuation: String?, maxKeys: Int?) async throws -> ListPage {
+    public func list(prefix: String, delimiter: String?, continuation: String?, maxKeys: Int?) async throws -> ListPage
+    {
         let limit = min(max(1, maxKeys ?? 10_000), 10_000)
         let r = try await call(
             "GET", Self.containerPath(container),
-            query: [("format", "json"), ("prefix", prefix), ("delimiter", delimiter), ("marker", continuation), ("limit", String(limit))])
+            query: [
+                ("format", "json"), ("prefix", prefix), ("delimiter", delimiter), ("marker", continuation),
+                ("limit", String(limit)),
+            ])
         try check(r, "listing of \(container)")
         let page = try SwiftListing.parse(r.body, container: container)
         let count = page.objects.count + page.prefixes.count
-        return ListPage(objects: page.objects, commonPrefixes: page.prefixes, continuation: count >= limit ? page.last : nil)
+        return ListPage(
+            objects: page.objects, commonPrefixes: page.prefixes, continuation: count >= limit ? page.last : nil)
     }
 
     public func head(_ key: ObjectKey) async throws -> ObjectInfo {
@@ -207,7 +233,9 @@ public final class OpenStackStorage: ObjectStorage {
             contentType: options.contentType, metadata: options.metadata)
     }
 
-    public func copy(from source: ObjectKey, to destination: ObjectKey, replacing metadata: PutOptions?) async throws -> ObjectInfo {
+    public func copy(from source: ObjectKey, to destination: ObjectKey, replacing metadata: PutOptions?) async throws
+        -> ObjectInfo
+    {
         if source == destination, let metadata { return try await replaceMetadata(of: source, with: metadata) }
         return try await copy(fromPath: objectPath(source), to: destination, replacing: metadata, sourceName: source)
     }
@@ -231,7 +259,10 @@ public final class OpenStackStorage: ObjectStorage {
     }
 
     /// Server-side copy from `/container/object` (any container of the account).
-    func copy(fromPath sourcePath: String, to destination: ObjectKey, replacing metadata: PutOptions?, sourceName source: String)
+    func copy(
+        fromPath sourcePath: String, to destination: ObjectKey, replacing metadata: PutOptions?,
+        sourceName source: String
+    )
         async throws -> ObjectInfo
     {
         var headers: [(String, String)] = [("X-Copy-From", sourcePath)]
@@ -275,7 +306,8 @@ public final class OpenStackStorage: ObjectStorage {
             let batch = keys[start..<min(start + 1000, keys.count)]
             let body = batch.map { URLEncoding.encode(container + "/" + $0, keepSlash: true) }.joined(separator: "\n")
             let r = try await call(
-                "POST", "", query: [("bulk-delete", "")], headers: [("Content-Type", "text/plain"), ("Accept", "application/json")],
+                "POST", "", query: [("bulk-delete", "")],
+                headers: [("Content-Type", "text/plain"), ("Accept", "application/json")],
                 body: Array(body.utf8))
             try check(r, "bulk delete")
             // Always 200: the outcome is in the body.
@@ -332,7 +364,8 @@ public final class OpenStackStorage: ObjectStorage {
                 ])
             }
             let body = try JSONSerialization.data(withJSONObject: manifest)
-            r = try await call("PUT", objectPath(key), query: [("multipart-manifest", "put")], headers: headers, body: Array(body))
+            r = try await call(
+                "PUT", objectPath(key), query: [("multipart-manifest", "put")], headers: headers, body: Array(body))
         } else {
             headers.append(("X-Object-Manifest", URLEncoding.encode(segmentContainer + "/" + prefix, keepSlash: true)))
             r = try await call("PUT", objectPath(key), headers: headers, body: [])
@@ -359,7 +392,8 @@ public final class OpenStackStorage: ObjectStorage {
     /// replaced or deleted). Free when no segments container exists in the account.
     func largeObject(_ key: ObjectKey) async throws -> LargeObject? {
         guard segmentContainerExists.withLock({ $0 != false }) else { return nil }
-        let r = try await call("GET", objectPath(key), query: [("multipart-manifest", "get"), ("format", "raw")],
+        let r = try await call(
+            "GET", objectPath(key), query: [("multipart-manifest", "get"), ("format", "raw")],
             headers: [("Range", "bytes=0-0")])
         guard r.status == 200 || r.status == 206 else { return nil }
         if r.header("X-Object-Manifest") != nil || r.header("X-Static-Large-Object")?.lowercased() == "true" {
@@ -398,7 +432,8 @@ public final class OpenStackStorage: ObjectStorage {
         var marker: String? = nil
         var names: [String] = []
         repeat {
-            let r = try await call("GET", Self.containerPath(c), query: [("format", "json"), ("prefix", prefix), ("marker", marker)])
+            let r = try await call(
+                "GET", Self.containerPath(c), query: [("format", "json"), ("prefix", prefix), ("marker", marker)])
             if r.status == 404 { return }
             try check(r, "listing of \(c)")
             let page = try SwiftListing.parse(r.body, container: c)
@@ -436,7 +471,8 @@ public final class OpenStackStorage: ObjectStorage {
         try check(r, "account")
         func num(_ h: String) -> Int64? { r.header(h).flatMap { Int64($0.trimmingWhitespace()) } }
         let quota = num("X-Account-Meta-Quota") ?? num("X-Account-Quota-Bytes") ?? num("X-Account-Meta-Quota-Bytes")
-        return AccountInfo(bytesUsed: num("X-Account-Bytes-Used"), objectCount: num("X-Account-Object-Count"), quotaBytes: quota)
+        return AccountInfo(
+            bytesUsed: num("X-Account-Bytes-Used"), objectCount: num("X-Account-Object-Count"), quotaBytes: quota)
     }
 
     // MARK: - Temporary URLs
@@ -452,12 +488,20 @@ public final class OpenStackStorage: ObjectStorage {
         }
         let creds: SwiftCredentials
         do { creds = try await tokens.credentials() } catch { throw error.storageError }
-        guard let root = Self.rootURL(creds.storageURL) else { throw .malformedReply("storage URL \(creds.storageURL)") }
+        guard let root = Self.rootURL(creds.storageURL) else {
+            throw .malformedReply("storage URL \(creds.storageURL)")
+        }
         let accountPath = String(creds.storageURL.dropFirst(root.count))
         let signedPath = URLEncoding.decodeForm(Substring(accountPath)) + "/" + container + "/" + key
-        let mac = HMAC<SHA256>.authenticationCode(for: Array("GET\n\(expires)\n\(signedPath)".utf8), using: SymmetricKey(data: Array(secret.utf8)))
+        let mac = HMAC<SHA256>.authenticationCode(
+            for: Array("GET\n\(expires)\n\(signedPath)".utf8), using: SymmetricKey(data: Array(secret.utf8)))
         let signature = mac.map { b in (b < 16 ? "0" : "") + String(b, radix: 16) }.joined()
         return creds.storageURL + objectPath(key) + "?temp_url_sig=\(signature)&temp_url_expires=\(expires)"
+    }
+
+    /// `PresigningStorage`: a TempURL that expires `seconds` from now.
+    public func presignedURL(for key: ObjectKey, expiresIn seconds: Int) async throws -> String {
+        try await temporaryURL(key, expires: Timestamp.now().seconds + Int64(seconds))
     }
 
     // MARK: - Helpers
@@ -471,7 +515,9 @@ public final class OpenStackStorage: ObjectStorage {
         return h
     }
 
-    func forEach(_ items: [String], concurrency: Int = 8, _ body: @escaping @Sendable (String) async throws -> Void) async throws {
+    func forEach(_ items: [String], concurrency: Int = 8, _ body: @escaping @Sendable (String) async throws -> Void)
+        async throws
+    {
         try await withThrowingTaskGroup(of: Void.self) { group in
             var running = 0
             for item in items {

@@ -4,10 +4,10 @@
 
 import MemoryStorage
 import ObjectStorage
-import StorageHTTP
 import OpenStackStorage
 import S3Signing
 import S3Storage
+import StorageHTTP
 import Testing
 
 #if canImport(Glibc)
@@ -19,13 +19,14 @@ struct StorageUnderTest: CustomTestStringConvertible, Sendable {
     let make: @Sendable () async throws -> any ObjectStorage
     var testDescription: String { name }
 
-    static let all: [StorageUnderTest] = [
-        StorageUnderTest(name: "memory") { MemoryStorage(pageSize: 7, minimumPartSize: 16) },
-        StorageUnderTest(name: "memory+faults-wrapper") {
-            FaultInjectingStorage(MemoryStorage(pageSize: 1000, minimumPartSize: 16))
-        },
-        // Driver suites plug in here, each when the environment names its server.
-    ] + openStack + s3
+    static let all: [StorageUnderTest] =
+        [
+            StorageUnderTest(name: "memory") { MemoryStorage(pageSize: 7, minimumPartSize: 16) },
+            StorageUnderTest(name: "memory+faults-wrapper") {
+                FaultInjectingStorage(MemoryStorage(pageSize: 1000, minimumPartSize: 16))
+            },
+            // Driver suites plug in here, each when the environment names its server.
+        ] + openStack + s3
 
     /// S3Storage against the Swift server's s3api (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID,
     /// AWS_SECRET_ACCESS_KEY, with OBJMOUNT_TEST_S3_BUCKET set by scripts/test.sh) — once as
@@ -45,26 +46,34 @@ struct StorageUnderTest: CustomTestStringConvertible, Sendable {
             v1.maximumCopySize = 0
             out.append(s3Suite("s3api-v1-partcopy", provider: v1, url: url, region: region, credentials: credentials))
         }
-        if let url = env("OBJMOUNT_TEST_KS3_ENDPOINT"), let ak = env("KS3_ACCESS_KEY_ID"), let sk = env("KS3_SECRET_ACCESS_KEY") {
+        if let url = env("OBJMOUNT_TEST_KS3_ENDPOINT"), let ak = env("KS3_ACCESS_KEY_ID"),
+            let sk = env("KS3_SECRET_ACCESS_KEY")
+        {
             var ks3 = S3Provider.ks3
             ks3.minimumPartSize = 5 << 20  // the emulator stores on s3api
             out.append(
-                s3Suite("ks3-emulator", provider: ks3, url: url, region: "",
+                s3Suite(
+                    "ks3-emulator", provider: ks3, url: url, region: "",
                     credentials: SigningCredentials(accessKeyID: ak, secretAccessKey: sk)))
         }
         return out
     }
 
-    static func s3Suite(_ name: String, provider: S3Provider, url: String, region: String, credentials: SigningCredentials)
+    static func s3Suite(
+        _ name: String, provider: S3Provider, url: String, region: String, credentials: SigningCredentials
+    )
         -> StorageUnderTest
     {
         StorageUnderTest(name: name) {
             let endpoint = try S3Endpoint(url: url, region: region, forcePathStyle: true, provider: provider)
             let bucket = "conformance-\(UInt32.random(in: 0...UInt32.max))"
-            let service = S3Storage(bucket: bucket, provider: provider, endpoint: endpoint, credentials: credentials, transport: sharedTransport)
+            let service = S3Storage(
+                bucket: bucket, provider: provider, endpoint: endpoint, credentials: credentials,
+                transport: sharedTransport)
             try await service.createBucket(bucket)
             return try await S3Storage.connect(
-                bucket: bucket, provider: provider, endpoint: endpoint, credentials: credentials, transport: sharedTransport)
+                bucket: bucket, provider: provider, endpoint: endpoint, credentials: credentials,
+                transport: sharedTransport)
         }
     }
 
@@ -88,7 +97,8 @@ struct StorageUnderTest: CustomTestStringConvertible, Sendable {
             let container = "conformance-\(UInt32.random(in: 0...UInt32.max))"
             let authenticator = TempAuth(authURL: auth, user: user, key: key)
             try await OpenStackStorage.createContainer(container, authenticator: authenticator, transport: transport)
-            return try await OpenStackStorage.connect(container: container, authenticator: authenticator, transport: transport)
+            return try await OpenStackStorage.connect(
+                container: container, authenticator: authenticator, transport: transport)
         }
     }
 
@@ -103,7 +113,8 @@ func bytes(_ s: String) -> [UInt8] { Array(s.utf8) }
     @Test(arguments: StorageUnderTest.all)
     func putGetHeadRoundTrip(_ s: StorageUnderTest) async throws {
         let st = try await s.make()
-        let info = try await st.put("a/b.txt", payload: .bytes(bytes("hello world")), options: PutOptions(metadata: ["mtime": "1700000000.5"]))
+        let info = try await st.put(
+            "a/b.txt", payload: .bytes(bytes("hello world")), options: PutOptions(metadata: ["mtime": "1700000000.5"]))
         #expect(info.size == 11)
         let head = try await st.head("a/b.txt")
         #expect(head.size == 11)
@@ -128,7 +139,9 @@ func bytes(_ s: String) -> [UInt8] { Array(s.utf8) }
         let v1 = try await st.put("k", payload: .bytes(bytes("one")), options: PutOptions())
         let v2 = try await st.put("k", payload: .bytes(bytes("two")), options: PutOptions())
         #expect(v1.etag != v2.etag)
-        await #expect(throws: StorageError.preconditionFailed("k")) { try await st.get("k", range: nil, ifMatch: v1.etag) }
+        await #expect(throws: StorageError.preconditionFailed("k")) {
+            try await st.get("k", range: nil, ifMatch: v1.etag)
+        }
         #expect(try await st.get("k", range: nil, ifMatch: v2.etag) == bytes("two"))
     }
 
@@ -173,14 +186,18 @@ func bytes(_ s: String) -> [UInt8] { Array(s.utf8) }
     @Test(arguments: StorageUnderTest.all)
     func copyKeepsOrReplacesMetadata(_ s: StorageUnderTest) async throws {
         let st = try await s.make()
-        _ = try await st.put("src", payload: .bytes(bytes("data")), options: PutOptions(contentType: "text/plain", metadata: ["mtime": "5"]))
+        _ = try await st.put(
+            "src", payload: .bytes(bytes("data")),
+            options: PutOptions(contentType: "text/plain", metadata: ["mtime": "5"]))
         _ = try await st.copy(from: "src", to: "dst", replacing: nil)
         #expect(try await st.get("dst", range: nil, ifMatch: nil) == bytes("data"))
         #expect(try await st.head("dst").metadata?["mtime"] == "5")
         _ = try await st.copy(from: "src", to: "src", replacing: PutOptions(metadata: ["mtime": "6"]))
         #expect(try await st.head("src").metadata?["mtime"] == "6")
         #expect(try await st.get("src", range: nil, ifMatch: nil) == bytes("data"))
-        await #expect(throws: StorageError.notFound("ghost")) { try await st.copy(from: "ghost", to: "x", replacing: nil) }
+        await #expect(throws: StorageError.notFound("ghost")) {
+            try await st.copy(from: "ghost", to: "x", replacing: nil)
+        }
     }
 
     @Test(arguments: StorageUnderTest.all)
@@ -215,15 +232,47 @@ func bytes(_ s: String) -> [UInt8] { Array(s.utf8) }
         let min = Int(st.capabilities.minimumPartSize)
         let p1 = [UInt8](repeating: 3, count: min)
         let p2 = bytes("end")
-        let up = try await st.createMultipartUpload("large", options: PutOptions(contentType: "text/plain", metadata: ["mtime": "1"]))
+        let up = try await st.createMultipartUpload(
+            "large", options: PutOptions(contentType: "text/plain", metadata: ["mtime": "1"]))
         let r1 = try await st.uploadPart(up, number: 1, payload: .bytes(p1))
         let r2 = try await st.uploadPart(up, number: 2, payload: .bytes(p2))
         let stored = try await st.completeMultipartUpload(up, parts: [r1, r2])
-        let info = try await st.copy(from: "large", to: "large", replacing: PutOptions(metadata: ["mtime": "2", "mode": "33188"]))
+        let info = try await st.copy(
+            from: "large", to: "large", replacing: PutOptions(metadata: ["mtime": "2", "mode": "33188"]))
         #expect(info.size == stored.size && info.metadata?["mtime"] == "2")
         let head = try await st.head("large")
         #expect(head.size == Int64(min + 3) && head.metadata?["mtime"] == "2" && head.metadata?["mode"] == "33188")
         #expect(try await st.get("large", range: nil, ifMatch: nil) == p1 + p2)
+    }
+
+    /// A new object's Content-Type is the one asked for, else what its name implies, on a PUT
+    /// and on a multipart upload alike. Regression: s3api gave every multipart upload created
+    /// without a type the type of the CompleteMultipartUpload request (`application/xml`).
+    @Test(arguments: StorageUnderTest.all)
+    func newObjectsGetTheTypeAskedForOrTheirNames(_ s: StorageUnderTest) async throws {
+        // The in-process store keeps exactly what it is given (nil stays nil).
+        guard !s.name.hasPrefix("memory") else { return }
+        let st = try await s.make()
+        _ = try await st.put("page.html", payload: .bytes(bytes("<p>")), options: PutOptions())
+        _ = try await st.put(
+            "asked.html", payload: .bytes(bytes("x")), options: PutOptions(contentType: "text/x-asked"))
+        let min = Int(st.capabilities.minimumPartSize)
+        for (key, type) in [("clip.mp4", nil), ("blob.unknownext", nil), ("large.txt", "application/x-asked")] {
+            let up = try await st.createMultipartUpload(
+                key, options: PutOptions(contentType: type, metadata: ["mtime": "1"]))
+            let p1 = try await st.uploadPart(up, number: 1, payload: .bytes([UInt8](repeating: 7, count: min)))
+            let p2 = try await st.uploadPart(up, number: 2, payload: .bytes(bytes("end")))
+            _ = try await st.completeMultipartUpload(up, parts: [p1, p2])
+        }
+        var types: [String: String] = [:]
+        for key in ["page.html", "asked.html", "clip.mp4", "blob.unknownext", "large.txt"] {
+            types[key] = try await st.head(key).contentType.map { String($0.split(separator: ";")[0]) }
+        }
+        #expect(
+            types == [
+                "page.html": "text/html", "asked.html": "text/x-asked", "clip.mp4": "video/mp4",
+                "blob.unknownext": "application/octet-stream", "large.txt": "application/x-asked",
+            ])
     }
 
     @Test(arguments: StorageUnderTest.all)

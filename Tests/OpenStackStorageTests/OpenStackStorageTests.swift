@@ -2,9 +2,10 @@
 
 import ObjectStorage
 import StorageHTTP
-@testable import OpenStackStorage
 import Synchronization
 import Testing
+
+@testable import OpenStackStorage
 
 func header(_ r: HTTPRequest, _ name: String) -> String? { r.header(name) }
 
@@ -12,16 +13,27 @@ let noSleep = RetryPolicy(attempts: 4, sleep: { _ in })
 let storageURL = "http://swift.test/v1/AUTH_test"
 
 /// A server with auth v1 at /auth/v1.0 handing out `token-N`, and `object` for the rest.
-func server(tokenValid: @escaping @Sendable (String) -> Bool = { _ in true },
-            object: @escaping @Sendable (HTTPRequest) -> HTTPResponse) -> ScriptedTransport {
+func server(
+    tokenValid: @escaping @Sendable (String) -> Bool = { _ in true },
+    object: @escaping @Sendable (HTTPRequest) -> HTTPResponse
+) -> ScriptedTransport {
     let issued = Mutex(0)
     return ScriptedTransport { r, _ in
         if r.url.hasSuffix("/auth/v1.0") {
             guard header(r, "X-Auth-Key") == "secret" else { return HTTPResponse(status: 401) }
-            let n = issued.withLock { $0 += 1; return $0 }
-            return HTTPResponse(status: 200, headers: [("X-Storage-Url", storageURL), ("X-Auth-Token", "token-\(n)"), ("X-Auth-Token-Expires", "3600")])
+            let n = issued.withLock {
+                $0 += 1; return $0
+            }
+            return HTTPResponse(
+                status: 200,
+                headers: [
+                    ("X-Storage-Url", storageURL), ("X-Auth-Token", "token-\(n)"), ("X-Auth-Token-Expires", "3600"),
+                ])
         }
-        if r.url.hasSuffix("/info") { return HTTPResponse(status: 200, body: Array(#"{"slo":{"max_manifest_segments":1000},"bulk_delete":{}}"#.utf8)) }
+        if r.url.hasSuffix("/info") {
+            return HTTPResponse(
+                status: 200, body: Array(#"{"slo":{"max_manifest_segments":1000},"bulk_delete":{}}"#.utf8))
+        }
         guard let t = header(r, "X-Auth-Token"), tokenValid(t) else { return HTTPResponse(status: 401) }
         if r.method == "HEAD" && r.url.hasSuffix("/AUTH_test/c") { return HTTPResponse(status: 204) }
         if r.method == "HEAD" && r.url.hasSuffix("/AUTH_test/c_segments") { return HTTPResponse(status: 404) }
@@ -67,7 +79,9 @@ func connect(_ t: ScriptedTransport, key: String = "secret") async throws -> Ope
     @Test func serverErrorsAreRetriedThenReported() async throws {
         let calls = Mutex(0)
         let t = server { r in
-            let n = calls.withLock { $0 += 1; return $0 }
+            let n = calls.withLock {
+                $0 += 1; return $0
+            }
             return n < 3 ? HTTPResponse(status: 503) : HTTPResponse(status: 200, headers: [("Content-Length", "0")])
         }
         let s = try await connect(t)
@@ -85,7 +99,9 @@ func connect(_ t: ScriptedTransport, key: String = "secret") async throws -> Ope
 
     @Test func clientErrorsAreNotRetried() async throws {
         let calls = Mutex(0)
-        let t = server { _ in calls.withLock { $0 += 1 }; return HTTPResponse(status: 404) }
+        let t = server { _ in
+            calls.withLock { $0 += 1 }; return HTTPResponse(status: 404)
+        }
         let s = try await connect(t)
         await #expect(throws: StorageError.notFound("k")) { try await s.head("k") }
         #expect(calls.withLock { $0 } == 1)
@@ -95,7 +111,11 @@ func connect(_ t: ScriptedTransport, key: String = "secret") async throws -> Ope
         let t = server { r in
             let marker = r.url.components(after: "marker=")
             let names = marker == nil ? ["a", "b/"] : ["c"]
-            var json = names.map { $0.hasSuffix("/") ? #"{"subdir":"\#($0)"}"# : #"{"name":"\#($0)","bytes":1,"hash":"h","last_modified":"2024-05-06T07:08:09.123456","content_type":"text/plain"}"# }
+            var json = names.map {
+                $0.hasSuffix("/")
+                    ? #"{"subdir":"\#($0)"}"#
+                    : #"{"name":"\#($0)","bytes":1,"hash":"h","last_modified":"2024-05-06T07:08:09.123456","content_type":"text/plain"}"#
+            }
             if marker != nil { json = [json[0]] }
             return HTTPResponse(status: 200, body: Array("[\(json.joined(separator: ","))]".utf8))
         }
@@ -114,7 +134,9 @@ func connect(_ t: ScriptedTransport, key: String = "secret") async throws -> Ope
     @Test func putSendsTheMD5AndMetadata() async throws {
         let t = server { r in HTTPResponse(status: r.method == "PUT" ? 201 : 404) }
         let s = try await connect(t)
-        _ = try await s.put("dir/a b.txt", payload: .bytes(Array("hello".utf8)), options: PutOptions(metadata: ["mtime": "1700000000.5"]))
+        _ = try await s.put(
+            "dir/a b.txt", payload: .bytes(Array("hello".utf8)),
+            options: PutOptions(metadata: ["mtime": "1700000000.5"]))
         let put = t.requests.last!
         #expect(put.url == storageURL + "/c/dir/a%20b.txt")
         #expect(header(put, "ETag") == "5d41402abc4b2a76b9719d911017c592")
@@ -132,11 +154,13 @@ func connect(_ t: ScriptedTransport, key: String = "secret") async throws -> Ope
 
     @Test func headReadsMetadataAndHubicMtime() async throws {
         let t = server { _ in
-            HTTPResponse(status: 200, headers: [
-                ("Content-Length", "12"), ("ETag", "\"abc\""), ("X-Timestamp", "1700000000.25"),
-                ("Content-Type", "text/plain"), ("X-Object-Meta-Hubiclocallastmodified", "2015-11-09T14:24:56"),
-                ("X-Object-Meta-Mode", "33188"),
-            ])
+            HTTPResponse(
+                status: 200,
+                headers: [
+                    ("Content-Length", "12"), ("ETag", "\"abc\""), ("X-Timestamp", "1700000000.25"),
+                    ("Content-Type", "text/plain"), ("X-Object-Meta-Hubiclocallastmodified", "2015-11-09T14:24:56"),
+                    ("X-Object-Meta-Mode", "33188"),
+                ])
         }
         let s = try await connect(t)
         let info = try await s.head("k")
@@ -148,7 +172,11 @@ func connect(_ t: ScriptedTransport, key: String = "secret") async throws -> Ope
 
     @Test func quotaComesFromTheHeadersTheServersUse() async throws {
         let t = server { _ in
-            HTTPResponse(status: 204, headers: [("X-Account-Bytes-Used", "100"), ("X-Account-Object-Count", "3"), ("X-Account-Meta-Quota", "1000")])
+            HTTPResponse(
+                status: 204,
+                headers: [
+                    ("X-Account-Bytes-Used", "100"), ("X-Account-Object-Count", "3"), ("X-Account-Meta-Quota", "1000"),
+                ])
         }
         let s = try await connect(t)
         #expect(try await s.accountInfo() == AccountInfo(bytesUsed: 100, objectCount: 3, quotaBytes: 1000))
@@ -191,7 +219,8 @@ extension String {
 }
 
 @Suite struct KeystoneAndHubicParsingTests {
-    static let catalog = Array("""
+    static let catalog = Array(
+        """
         {"token":{"expires_at":"2030-01-02T03:04:05.000000Z","catalog":[
           {"type":"identity","endpoints":[{"interface":"public","region_id":"GRA","url":"https://auth/v3"}]},
           {"type":"object-store","name":"swift","endpoints":[
@@ -211,7 +240,8 @@ extension String {
 
     @Test func keystoneAuthPostsThePasswordAndReadsTheSubjectToken() async throws {
         let t = ScriptedTransport { r, _ in
-            HTTPResponse(status: r.url.hasSuffix("/v3/auth/tokens") ? 201 : 404, headers: [("X-Subject-Token", "subject")],
+            HTTPResponse(
+                status: r.url.hasSuffix("/v3/auth/tokens") ? 201 : 404, headers: [("X-Subject-Token", "subject")],
                 body: KeystoneAndHubicParsingTests.catalog)
         }
         let auth = KeystoneV3Auth(
@@ -224,9 +254,74 @@ extension String {
     }
 
     @Test func hubicPageAndRedirectParsing() {
-        let page = #"<form><input type="hidden" name="oauth" value="123456"><input type="hidden" name="action" value="accepted"></form>"#
+        let page =
+            #"<form><input type="hidden" name="oauth" value="123456"><input type="hidden" name="action" value="accepted"></form>"#
         #expect(HubicAuth.hiddenOAuthField(page) == "123456")
         #expect(HubicAuth.hiddenOAuthField("<html></html>") == nil)
         #expect(HubicAuth.queryValue("code", in: "http://localhost/?code=ab%2Fc&scope=x") == "ab/c")
     }
+}
+
+@Suite struct SwiftAbilityTests {
+    @Test func aTempURLComesThroughThePresigningProtocol() async throws {
+        let t = server { r in
+            if r.method == "HEAD" && r.url.hasSuffix("/AUTH_test") {
+                return HTTPResponse(status: 204, headers: [("X-Account-Meta-Temp-URL-Key", "k")])
+            }
+            return HTTPResponse(status: 404)
+        }
+        let presigner: any PresigningStorage = try await connect(t)
+        let before = Timestamp.now().seconds
+        let url = try await presigner.presignedURL(for: "a b.txt", expiresIn: 600)
+        #expect(url.hasPrefix("http://swift.test/v1/AUTH_test/c/a%20b.txt?temp_url_sig="))
+        let expires = try #require(url.split(separator: "=").last.flatMap { Int64($0) })
+        #expect(expires >= before + 600 && expires <= Timestamp.now().seconds + 600)
+    }
+
+    @Test func anUnreachableAuthServiceFailsTheFirstContactAtOnce() async throws {
+        let count = Mutex(0)
+        let failing = ClosureTransport { _ in
+            count.withLock { $0 += 1 }
+            throw TransportError(kind: .connectionRefused, server: "http://swift.test")
+        }
+        await #expect(throws: StorageError.unavailable("cannot connect to http://swift.test: connection refused")) {
+            _ = try await OpenStackStorage.connect(
+                container: "c", authenticator: TempAuth(authURL: "http://swift.test/auth/v1.0", user: "u", key: "k"),
+                transport: failing, retry: noSleep)
+        }
+        #expect(count.withLock { $0 } == 1)
+    }
+
+    @Test func onceMountedAnUnreachableAuthServiceIsWaitedFor() async throws {
+        // Connected; then the token is rejected and the auth service refuses connections twice.
+        let mounted = Mutex(false)
+        let authCalls = Mutex(0)
+        let inner = server(tokenValid: { $0 != "token-1" || !mounted.withLock { $0 } }) { _ in
+            HTTPResponse(status: 200, headers: [("Content-Length", "2")], body: Array("ok".utf8))
+        }
+        let transport = ClosureTransport { r in
+            if r.url.hasSuffix("/auth/v1.0") {
+                let n = authCalls.withLock {
+                    $0 += 1
+                    return $0
+                }
+                if n == 2 || n == 3 { throw TransportError(kind: .connectionRefused, server: "http://swift.test") }
+            }
+            return try await inner.send(r)
+        }
+        let s = try await OpenStackStorage.connect(
+            container: "c",
+            authenticator: TempAuth(authURL: "http://swift.test/auth/v1.0", user: "test:tester", key: "secret"),
+            transport: transport, retry: noSleep)
+        mounted.withLock { $0 = true }
+        #expect(try await s.get("k", range: nil, ifMatch: nil) == Array("ok".utf8))
+        #expect(authCalls.withLock { $0 } == 4)
+    }
+}
+
+/// A transport that answers with a function, which may throw.
+final class ClosureTransport: HTTPTransport {
+    let body: @Sendable (HTTPRequest) async throws -> HTTPResponse
+    init(_ body: @escaping @Sendable (HTTPRequest) async throws -> HTTPResponse) { self.body = body }
+    func send(_ request: HTTPRequest) async throws -> HTTPResponse { try await body(request) }
 }
