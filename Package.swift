@@ -15,6 +15,8 @@ let package = Package(
         .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        // StorageHTTP speaks NIO's types (ByteBuffer, HTTPMethod) to async-http-client.
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.100.0"),
     ],
     targets: [
         .target(name: "CFuse", path: "CFuse", linkerSettings: [.linkedLibrary("fuse3")]),
@@ -24,18 +26,24 @@ let package = Package(
         .target(name: "ObjectFS", dependencies: ["ObjectStorage"]),
         .target(
             name: "StorageHTTP",
-            dependencies: ["ObjectStorage", .product(name: "AsyncHTTPClient", package: "async-http-client")]),
+            dependencies: [
+                "ObjectStorage", .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]),
         .target(
             name: "OpenStackStorage",
             dependencies: ["ObjectStorage", "StorageHTTP", .product(name: "Crypto", package: "swift-crypto")]),
         .target(
             name: "S3Storage",
-            dependencies: ["ObjectStorage", "StorageHTTP", "S3Signing", .product(name: "Crypto", package: "swift-crypto")]),
+            dependencies: [
+                "ObjectStorage", "StorageHTTP", "S3Signing", .product(name: "Crypto", package: "swift-crypto"),
+            ]),
         .target(
             name: "ObjmountCLI",
             dependencies: [
                 "FuseKit", "ObjectFS", "ObjectStorage", "MemoryStorage", "StorageHTTP", "OpenStackStorage", "S3Storage",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "S3Signing", .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .executableTarget(name: "objmount", dependencies: ["ObjmountCLI"]),
         .target(name: "S3Signing", dependencies: [.product(name: "Crypto", package: "swift-crypto")]),
@@ -47,8 +55,15 @@ let package = Package(
             ]),
         .testTarget(
             name: "ObjectStorageTests",
-            dependencies: ["ObjectStorage", "MemoryStorage", "StorageHTTP", "OpenStackStorage", "S3Storage"]),
-        .testTarget(name: "ObjmountCLITests", dependencies: ["ObjmountCLI", "ObjectStorage"]),
+            dependencies: [
+                "ObjectStorage", "MemoryStorage", "StorageHTTP", "OpenStackStorage", "S3Storage", "S3Signing",
+            ]),
+        .testTarget(
+            name: "ObjmountCLITests",
+            dependencies: [
+                "ObjmountCLI", "ObjectStorage", "S3Signing",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
         .testTarget(name: "FuseKitTests", dependencies: ["FuseKit"]),
         .testTarget(name: "OpenStackStorageTests", dependencies: ["OpenStackStorage", "ObjectStorage", "StorageHTTP"]),
         .testTarget(name: "S3StorageTests", dependencies: ["S3Storage", "ObjectStorage", "StorageHTTP", "S3Signing"]),

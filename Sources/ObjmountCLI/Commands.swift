@@ -84,13 +84,22 @@ struct Mount: ParsableCommand {
     @Option(help: "Where staging files and the background log live (default: ~/.cache/objmount).")
     var cacheDir: String?
 
-    @Option(help: "How long listings and attributes are trusted, in seconds (other clients' changes show after at most this).")
+    // `.unconditional`: `--metadata-ttl -5` is a (wrong) value, not an option named `-5`.
+    @Option(
+        parsing: .unconditional,
+        help:
+            "How long listings and attributes are trusted, in seconds (other clients' changes show after at most this)."
+    )
     var metadataTTL: Double = 10
 
     @Option(help: "error, warning, info or debug.")
     var logLevel: LogLevel = .info
 
-    @Option(help: "Files above this many MiB are uploaded in parts of this size (multipart / Swift segments); default: parts of 16 MiB above 64 MiB.")
+    @Option(
+        parsing: .unconditional,
+        help:
+            "Files above this many MiB are uploaded in parts of this size (multipart / Swift segments); default: parts of 16 MiB above 64 MiB."
+    )
     var segmentSize: Int?
 
     @Option(help: "swift:// auth v1 URL (default: $ST_AUTH).")
@@ -107,17 +116,31 @@ struct Mount: ParsableCommand {
     @Option(help: "s3:// / ks3://: storage class of new objects, e.g. STANDARD_IA.")
     var storageClass: String?
 
+    /// Numbers out of range, said with the value given.
+    func validate() throws {
+        if let s = segmentSize {
+            guard s >= 1 else { throw ValidationError("--segment-size must be a positive number of MiB (got \(s))") }
+            guard s <= 5120 else { throw ValidationError("--segment-size must be at most 5120 MiB (got \(s))") }
+        }
+        guard metadataTTL >= 0 else {
+            throw ValidationError(
+                "--metadata-ttl must be a non-negative number of seconds (got \(Self.number(metadataTTL)))")
+        }
+        guard metadataTTL <= 86_400 else {
+            throw ValidationError("--metadata-ttl must be at most 86400 seconds (got \(Self.number(metadataTTL)))")
+        }
+    }
+
+    /// `-5` rather than `-5.0`.
+    static func number(_ x: Double) -> String {
+        x == x.rounded() && abs(x) < 1e15 ? String(Int64(x)) : String(x)
+    }
+
     func run() throws {
         let remote: Remote
         do { remote = try Remote(parsing: self.remote) } catch { throw CLIError(error.description) }
         let mountOptions: MountOptions
         do { mountOptions = try MountOptions(parsing: options) } catch { throw CLIError(error.description) }
-        if let s = segmentSize, s < 1 || s > 5120 {
-            throw CLIError("--segment-size must be between 1 and 5120 MiB")
-        }
-        guard metadataTTL >= 0 && metadataTTL <= 86_400 else {
-            throw CLIError("--metadata-ttl must be between 0 and 86400 seconds")
-        }
         let mountpoint = Paths.absolute(self.mountpoint)
         try Preflight.check(mountpoint: mountpoint)
         if let seed {

@@ -6,8 +6,8 @@ import FuseKit
 import MemoryStorage
 import ObjectFS
 import ObjectStorage
-import StorageHTTP
 import OpenStackStorage
+import StorageHTTP
 
 #if canImport(Glibc)
     import Glibc
@@ -104,7 +104,7 @@ enum Daemon {
                 storage = s
                 transport = t
             } catch {
-                throw fail("cannot open \(remote): \(error)")
+                throw fail(Drivers.failure(of: remote, error, doing: "cannot open"))
             }
         }
         let stagingDirectory = cacheDirectory + "/staging-\(getpid())"

@@ -3,7 +3,6 @@
 
 import MemoryStorage
 import ObjectStorage
-import StorageHTTP
 import OpenStackStorage
 import S3Storage
 import StorageHTTP
@@ -17,14 +16,18 @@ enum SwiftAuthSettings: Sendable {
     case keystone(KeystoneV3Auth)
     /// Hubic (`HUBIC_CLIENT_ID`, `HUBIC_CLIENT_SECRET`, and `HUBIC_REFRESH_TOKEN` or
     /// `HUBIC_USERNAME` + `HUBIC_PASSWORD`; `HUBIC_API_URL`, `HUBIC_REDIRECT_URI`).
-    case hubic(apiURL: String, clientID: String, clientSecret: String, refreshToken: String?, username: String?, password: String?, redirectURI: String)
+    case hubic(
+        apiURL: String, clientID: String, clientSecret: String, refreshToken: String?, username: String?,
+        password: String?, redirectURI: String)
 
     var authenticator: any SwiftAuthenticator {
         switch self {
         case .v1(let url, let user, let key): TempAuth(authURL: url, user: user, key: key)
         case .keystone(let k): k
         case .hubic(let api, let id, let secret, let refresh, let user, let password, let redirect):
-            HubicAuth(apiURL: api, clientID: id, clientSecret: secret, refreshToken: refresh, username: user, password: password, redirectURI: redirect)
+            HubicAuth(
+                apiURL: api, clientID: id, clientSecret: secret, refreshToken: refresh, username: user,
+                password: password, redirectURI: redirect)
         }
     }
 
@@ -37,10 +40,13 @@ enum SwiftAuthSettings: Sendable {
         let user = e("HUBIC_USERNAME")
         let password = e("HUBIC_PASSWORD")
         guard refresh != nil || (user != nil && password != nil) else {
-            throw CLIError("hubic:// needs HUBIC_REFRESH_TOKEN, or HUBIC_USERNAME and HUBIC_PASSWORD (or run: objmount login hubic)")
+            throw CLIError(
+                "hubic:// needs HUBIC_REFRESH_TOKEN, or HUBIC_USERNAME and HUBIC_PASSWORD (or run: objmount login hubic)"
+            )
         }
         return .hubic(
-            apiURL: e("HUBIC_API_URL") ?? "https://api.hubic.com", clientID: id, clientSecret: secret, refreshToken: refresh,
+            apiURL: e("HUBIC_API_URL") ?? "https://api.hubic.com", clientID: id, clientSecret: secret,
+            refreshToken: refresh,
             username: user, password: password, redirectURI: e("HUBIC_REDIRECT_URI") ?? "http://localhost/")
     }
 
@@ -70,7 +76,9 @@ enum SwiftAuthSettings: Sendable {
         if u == nil { missing.append("ST_USER (--user)") }
         if k == nil { missing.append("ST_KEY (--key)") }
         guard missing.isEmpty else {
-            throw CLIError("swift:// needs credentials: set \(missing.joined(separator: ", ")), or OS_AUTH_URL and the OS_* variables")
+            throw CLIError(
+                "swift:// needs credentials: set \(missing.joined(separator: ", ")), or OS_AUTH_URL and the OS_* variables"
+            )
         }
         return .v1(authURL: url!, user: u!, key: k!)
     }
@@ -84,7 +92,8 @@ enum DriverSettings: Sendable {
     case s3(S3Settings)
 
     static func resolve(
-        _ remote: Remote, authURL: String? = nil, user: String? = nil, key: String? = nil, address: S3AddressOptions? = nil,
+        _ remote: Remote, authURL: String? = nil, user: String? = nil, key: String? = nil,
+        address: S3AddressOptions? = nil,
         storageClass: String? = nil
     ) throws(CLIError) -> DriverSettings {
         let endpoint = address?.endpoint
@@ -97,7 +106,9 @@ enum DriverSettings: Sendable {
         case .memory: return .memory
         case .swift: return .swift(try SwiftAuthSettings.resolve(authURL: authURL, user: user, key: key))
         case .hubic: return .swift(try SwiftAuthSettings.hubic())
-        case .s3: return .s3(try S3Settings.s3(endpoint: endpoint, region: region, pathStyle: pathStyle, storageClass: storageClass))
+        case .s3:
+            return .s3(
+                try S3Settings.s3(endpoint: endpoint, region: region, pathStyle: pathStyle, storageClass: storageClass))
         case .ks3: return .s3(try S3Settings.ks3(endpoint: endpoint, pathStyle: pathStyle, storageClass: storageClass))
         }
     }
@@ -117,11 +128,15 @@ enum Drivers {
                         container: container, authenticator: auth.authenticator, transport: transport)
                     return (storage, transport)
                 }
-                return (try await OpenStackAccount.connect(authenticator: auth.authenticator, transport: transport), transport)
+                return (
+                    try await OpenStackAccount.connect(authenticator: auth.authenticator, transport: transport),
+                    transport
+                )
             case .s3(let s):
                 guard let bucket = remote.container else {
                     let account = try await S3Account.connect(
-                        provider: s.provider, endpoint: s.endpoint, credentials: s.credentials, storageClass: s.storageClass,
+                        provider: s.provider, endpoint: s.endpoint, credentials: s.credentials,
+                        storageClass: s.storageClass,
                         transport: transport)
                     return (account, transport)
                 }
@@ -130,6 +145,75 @@ enum Drivers {
                     storageClass: s.storageClass, transport: transport)
                 return (storage, transport)
             }
+        } catch {
+            await transport.shutdown()
+            throw error
+        }
+    }
+
+    /// The one line a failed command on `remote` is reported with: a server that cannot be
+    /// reached is named as such (`cannot connect to http://127.0.0.1:9: connection refused`),
+    /// anything else says what was done to which remote (`cannot open s3://b: ...`).
+    static func failure(of remote: Remote, _ error: any Error, doing what: String? = nil) -> String {
+        if case .unavailable(let why)? = error as? StorageError, why.hasPrefix(TransportError.cannotConnect) {
+            return why
+        }
+        let line = "\(error)".split(whereSeparator: \.isNewline).first.map(String.init) ?? ""
+        return (what.map { $0 + " " } ?? "") + "\(remote): " + line
+    }
+
+    /// Runs `body` with the presigning ability of a bucket or container remote, then closes its
+    /// connections. s3:// and ks3:// sign locally: nothing is sent. swift:// connects (the
+    /// TempURL key is the account's).
+    static func withPresigner<T: Sendable>(
+        _ remote: Remote, _ settings: DriverSettings, _ body: @Sendable (any PresigningStorage) async throws -> T
+    ) async throws -> T {
+        guard let container = remote.container else {
+            throw StorageError.invalidArgument("\(remote) names no bucket or container")
+        }
+        switch settings {
+        case .memory:
+            throw StorageError.invalidArgument("memory:// objects live inside one process and have no URL")
+        case .s3(let s):
+            let transport = AHCTransport()
+            let storage = S3Storage(
+                bucket: container, provider: s.provider, endpoint: s.endpoint, credentials: s.credentials,
+                transport: transport)
+            return try await finally(transport) { try await body(storage) }
+        case .swift(let auth):
+            let transport = AHCTransport()
+            return try await finally(transport) {
+                try await body(
+                    try await OpenStackStorage.connect(
+                        container: container, authenticator: auth.authenticator, transport: transport))
+            }
+        }
+    }
+
+    /// Runs `body` with the pending multipart uploads of an s3:// or ks3:// bucket (after checking
+    /// the credentials and the bucket as `open` does), then closes its connections.
+    static func withUploadListing<T: Sendable>(
+        _ remote: Remote, _ settings: DriverSettings, _ body: @Sendable (any IncompleteUploadListing) async throws -> T
+    ) async throws -> T {
+        guard case .s3(let s) = settings, let bucket = remote.container else {
+            throw StorageError.invalidArgument("\(remote) keeps no pending uploads (only s3:// and ks3:// buckets do)")
+        }
+        let transport = AHCTransport()
+        return try await finally(transport) {
+            try await body(
+                try await S3Storage.connect(
+                    bucket: bucket, provider: s.provider, endpoint: s.endpoint, credentials: s.credentials,
+                    storageClass: s.storageClass, transport: transport))
+        }
+    }
+
+    /// Runs `body`, then shuts `transport` down, also when `body` throws.
+    private static func finally<T: Sendable>(_ transport: AHCTransport, _ body: () async throws -> T) async throws -> T
+    {
+        do {
+            let result = try await body()
+            await transport.shutdown()
+            return result
         } catch {
             await transport.shutdown()
             throw error

@@ -4,8 +4,6 @@
 import ArgumentParser
 import FuseKit
 import ObjectStorage
-import OpenStackStorage
-import S3Storage
 
 #if canImport(Glibc)
     import Glibc
@@ -59,12 +57,15 @@ struct RemoteObject {
         guard stat(path, &st) == 0 else { throw CLIError("\(text): \(errnoText(errno))") }
         guard st.st_mode & S_IFMT == S_IFREG else { throw CLIError("\(text) is not a file") }
         let mounts = MountTable.current().filter { $0.fsType == "fuse.objmount" }
-        guard let mount = mounts.filter({ path.hasPrefix($0.mountpoint == "/" ? "/" : $0.mountpoint + "/") })
-            .max(by: { $0.mountpoint.count < $1.mountpoint.count })
+        guard
+            let mount = mounts.filter({ path.hasPrefix($0.mountpoint == "/" ? "/" : $0.mountpoint + "/") })
+                .max(by: { $0.mountpoint.count < $1.mountpoint.count })
         else { throw CLIError("\(text) is not inside an objmount mount; give a remote URL such as s3://bucket/key") }
         let source = mount.source.hasPrefix("objmount:") ? String(mount.source.dropFirst(9)) : mount.source
         let remote: Remote
-        do { remote = try Remote(parsing: source) } catch { throw CLIError("mount \(mount.mountpoint): \(error.description)") }
+        do { remote = try Remote(parsing: source) } catch {
+            throw CLIError("mount \(mount.mountpoint): \(error.description)")
+        }
         let relative = String(path.dropFirst(mount.mountpoint == "/" ? 1 : mount.mountpoint.count + 1))
         var parent = remote
         if remote.container == nil {
@@ -110,26 +111,19 @@ struct URLCommand: ParsableCommand {
         switch settings {
         case .memory:
             throw CLIError("memory:// objects live inside one process and have no URL")
-        case .s3(let s):
-            do {
-                url = try S3Storage.presignedURL(
-                    bucket: object.remote.container!, key: object.key, provider: s.provider, endpoint: s.endpoint,
-                    credentials: s.credentials, expiresIn: seconds)
-            } catch {
-                throw CLIError(error.description)
-            }
-        case .swift:
+        case .s3, .swift:
             let remote = object.remote
             let key = object.key
             do {
                 url = try blockingAwait {
-                    try await Drivers.with(remote, settings) { storage in
-                        guard let swift = storage as? OpenStackStorage else { throw StorageError.invalidArgument("not a container") }
-                        return try await swift.temporaryURL(key, expires: Timestamp.now().seconds + Int64(seconds))
+                    try await Drivers.withPresigner(remote, settings) { storage in
+                        try await storage.presignedURL(for: key, expiresIn: seconds)
                     }
                 }
             } catch {
-                throw CLIError("\(remote): \(error)")
+                // s3:// and ks3:// sign locally: their only failure is the argument, said as is.
+                if case .s3 = settings { throw CLIError("\(error)") }
+                throw CLIError(Drivers.failure(of: remote, error))
             }
         }
         writeAll(1, url + "\n")
@@ -173,21 +167,23 @@ struct Cleanup: ParsableCommand {
         let lines: [String]
         do {
             lines = try blockingAwait {
-                try await Drivers.with(remote, settings) { storage in
-                guard let s3 = storage as? S3Storage else { throw StorageError.invalidArgument("not a bucket") }
-                var out: [String] = []
-                for (upload, initiated) in try await s3.incompleteUploads(prefix: remote.prefix)
-                where initiated.seconds <= cutoff {
-                    if !dryRun { try await s3.abortMultipartUpload(upload) }
-                    out.append("\(dryRun ? "would abort" : "aborted") \(upload.key) \(upload.uploadID)")
-                }
-                return out
+                try await Drivers.withUploadListing(remote, settings) { storage in
+                    var out: [String] = []
+                    for pending in try await storage.incompleteUploads(prefix: remote.prefix)
+                    where pending.initiated.seconds <= cutoff {
+                        let upload = pending.upload
+                        if !dryRun { try await storage.abortMultipartUpload(upload) }
+                        out.append("\(dryRun ? "would abort" : "aborted") \(upload.key) \(upload.uploadID)")
+                    }
+                    return out
                 }
             }
         } catch {
-            throw CLIError("\(remote): \(error)")
+            throw CLIError(Drivers.failure(of: remote, error))
         }
         for line in lines { writeAll(1, line + "\n") }
-        if lines.isEmpty { writeStderr("objmount: no incomplete uploads older than \(olderThan.seconds) s under \(remote)\n") }
+        if lines.isEmpty {
+            writeStderr("objmount: no incomplete uploads older than \(olderThan.seconds) s under \(remote)\n")
+        }
     }
 }

@@ -46,7 +46,11 @@ public final class HubicAuth: SwiftAuthenticator, Sendable {
             } else {
                 access = try await newAccessToken(transport)
             }
-            let r = try await send(transport, HTTPRequest(method: "GET", url: apiURL + "/1.0/account/credentials", headers: [("Authorization", "Bearer \(access)")]))
+            let r = try await send(
+                transport,
+                HTTPRequest(
+                    method: "GET", url: apiURL + "/1.0/account/credentials",
+                    headers: [("Authorization", "Bearer \(access)")]))
             if r.status == 401 {
                 state.withLock { $0.accessToken = nil }
                 continue
@@ -64,16 +68,22 @@ public final class HubicAuth: SwiftAuthenticator, Sendable {
     func newAccessToken(_ transport: any HTTPTransport) async throws(AuthError) -> String {
         if let refresh = state.withLock({ $0.refreshToken }) {
             let json = try await tokenRequest(transport, ["grant_type": "refresh_token", "refresh_token": refresh])
-            guard let access = json["access_token"] as? String else { throw .failed("no access_token in Hubic's refresh reply") }
+            guard let access = json["access_token"] as? String else {
+                throw .failed("no access_token in Hubic's refresh reply")
+            }
             state.withLock { $0.accessToken = access }
             return access
         }
         guard let username, let password else {
-            throw .rejected("Hubic needs HUBIC_REFRESH_TOKEN, or HUBIC_USERNAME and HUBIC_PASSWORD (or run: objmount login hubic)")
+            throw .rejected(
+                "Hubic needs HUBIC_REFRESH_TOKEN, or HUBIC_USERNAME and HUBIC_PASSWORD (or run: objmount login hubic)")
         }
         let code = try await authorizationCode(transport, username: username, password: password)
-        let json = try await tokenRequest(transport, ["grant_type": "authorization_code", "code": code, "redirect_uri": redirectURI])
-        guard let access = json["access_token"] as? String else { throw .failed("no access_token in Hubic's token reply") }
+        let json = try await tokenRequest(
+            transport, ["grant_type": "authorization_code", "code": code, "redirect_uri": redirectURI])
+        guard let access = json["access_token"] as? String else {
+            throw .failed("no access_token in Hubic's token reply")
+        }
         state.withLock {
             $0.accessToken = access
             if let r = json["refresh_token"] as? String { $0.refreshToken = r }
@@ -83,35 +93,48 @@ public final class HubicAuth: SwiftAuthenticator, Sendable {
 
     /// The authorization page's hidden `oauth` field, then the grant form; the code comes back
     /// in the 302's Location.
-    func authorizationCode(_ transport: any HTTPTransport, username: String, password: String) async throws(AuthError) -> String {
+    func authorizationCode(_ transport: any HTTPTransport, username: String, password: String) async throws(AuthError)
+        -> String
+    {
         let query = URLEncoding.query([
             ("client_id", clientID), ("redirect_uri", redirectURI), ("scope", scope), ("response_type", "code"),
             ("state", "objmount"),
         ])
         let page = try await send(transport, HTTPRequest(method: "GET", url: apiURL + "/oauth/auth/?" + query))
         guard page.status == 200 else { throw .rejected("Hubic refused client \(clientID) (HTTP \(page.status))") }
-        guard let oauth = Self.hiddenOAuthField(page.text) else { throw .failed("Hubic's authorization page has no oauth field") }
-        var form: [(String, String?)] = [("oauth", oauth), ("action", "accepted"), ("login", username), ("user_pwd", password)]
+        guard let oauth = Self.hiddenOAuthField(page.text) else {
+            throw .failed("Hubic's authorization page has no oauth field")
+        }
+        var form: [(String, String?)] = [
+            ("oauth", oauth), ("action", "accepted"), ("login", username), ("user_pwd", password),
+        ]
         for s in scope.split(separator: ",") {
             let parts = s.split(separator: ".")
             if parts.count == 2 { form.append((String(parts[0]), String(parts[1]))) }
         }
         let grant = try await send(
             transport,
-            HTTPRequest(method: "POST", url: apiURL + "/oauth/auth/", headers: [("Content-Type", "application/x-www-form-urlencoded")],
+            HTTPRequest(
+                method: "POST", url: apiURL + "/oauth/auth/",
+                headers: [("Content-Type", "application/x-www-form-urlencoded")],
                 body: Array(URLEncoding.query(form).utf8)))
-        guard grant.status == 302, let location = grant.header("Location"), let code = Self.queryValue("code", in: location) else {
+        guard grant.status == 302, let location = grant.header("Location"),
+            let code = Self.queryValue("code", in: location)
+        else {
             throw .rejected("Hubic did not accept the login of \(username)")
         }
         return code
     }
 
-    func tokenRequest(_ transport: any HTTPTransport, _ fields: [String: String]) async throws(AuthError) -> [String: Any] {
+    func tokenRequest(_ transport: any HTTPTransport, _ fields: [String: String]) async throws(AuthError) -> [String:
+        Any]
+    {
         let basic = Data("\(clientID):\(clientSecret)".utf8).base64EncodedString()
         let body = URLEncoding.query(fields.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
         let r = try await send(
             transport,
-            HTTPRequest(method: "POST", url: apiURL + "/oauth/token/",
+            HTTPRequest(
+                method: "POST", url: apiURL + "/oauth/token/",
                 headers: [("Authorization", "Basic \(basic)"), ("Content-Type", "application/x-www-form-urlencoded")],
                 body: Array(body.utf8)))
         let json = (try? JSONSerialization.jsonObject(with: Data(r.body)) as? [String: Any]) ?? [:]
@@ -124,7 +147,7 @@ public final class HubicAuth: SwiftAuthenticator, Sendable {
     }
 
     private func send(_ transport: any HTTPTransport, _ request: HTTPRequest) async throws(AuthError) -> HTTPResponse {
-        do { return try await transport.send(request) } catch { throw .failed("cannot reach \(apiURL): \(error)") }
+        do { return try await transport.send(request) } catch { throw .sending(to: apiURL, error) }
     }
 
     static func hiddenOAuthField(_ html: String) -> String? {

@@ -43,7 +43,9 @@ public struct KeystoneV3Auth: SwiftAuthenticator {
     func requestBody() -> [UInt8] {
         func domain(_ d: String) -> [String: Any] { d.lowercased() == "default" ? ["id": "default"] : ["name": d] }
         var project: [String: Any] = [:]
-        if let id = projectID { project["id"] = id } else if let name = projectName {
+        if let id = projectID {
+            project["id"] = id
+        } else if let name = projectName {
             project["name"] = name
             project["domain"] = domain(projectDomain)
         }
@@ -61,9 +63,11 @@ public struct KeystoneV3Auth: SwiftAuthenticator {
         let r: HTTPResponse
         do {
             r = try await transport.send(
-                HTTPRequest(method: "POST", url: tokensURL, headers: [("Content-Type", "application/json")], body: requestBody()))
+                HTTPRequest(
+                    method: "POST", url: tokensURL, headers: [("Content-Type", "application/json")], body: requestBody()
+                ))
         } catch {
-            throw .failed("cannot reach \(tokensURL): \(error)")
+            throw .sending(to: tokensURL, error)
         }
         if r.status == 401 || r.status == 403 { throw .rejected("wrong user, password or project for \(summary)") }
         guard r.status == 201 || r.status == 200 else { throw .failed("\(tokensURL) answered HTTP \(r.status)") }
@@ -72,7 +76,9 @@ public struct KeystoneV3Auth: SwiftAuthenticator {
     }
 
     /// The storage URL from a token reply's catalog.
-    static func credentials(token: String, body: [UInt8], region: String?, interface: String) throws(AuthError) -> SwiftCredentials {
+    static func credentials(token: String, body: [UInt8], region: String?, interface: String) throws(AuthError)
+        -> SwiftCredentials
+    {
         guard let json = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any],
             let tok = json["token"] as? [String: Any]
         else { throw .failed("the token reply is not the expected JSON") }
@@ -86,9 +92,13 @@ public struct KeystoneV3Auth: SwiftAuthenticator {
             }
         }
         guard let url = candidates.first else {
-            throw .failed("endpoint for object-store not found\(region.map { " in region \($0)" } ?? " - have you specified a region?")")
+            throw .failed(
+                "endpoint for object-store not found\(region.map { " in region \($0)" } ?? " - have you specified a region?")"
+            )
         }
-        let expires = (tok["expires_at"] as? String).flatMap { HTTPDate.parseISO8601($0.hasSuffix("Z") ? String($0.dropLast()) : $0) }
+        let expires = (tok["expires_at"] as? String).flatMap {
+            HTTPDate.parseISO8601($0.hasSuffix("Z") ? String($0.dropLast()) : $0)
+        }
         return SwiftCredentials(storageURL: url, token: token, expires: expires)
     }
 }

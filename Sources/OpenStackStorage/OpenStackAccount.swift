@@ -24,10 +24,11 @@ public final class OpenStackAccount: BucketService {
         let creds: SwiftCredentials
         do { creds = try await tokens.credentials() } catch { throw error.storageError }
         let cluster = await OpenStackStorage.readInfo(storageURL: creds.storageURL, transport: transport)
-        let account = OpenStackAccount(tokens: tokens, transport: transport, retry: retry, cluster: cluster)
-        let r = try await account.root.call("HEAD", "")
-        try account.root.check(r, "account")
-        return AccountStorage(account)
+        let probe = OpenStackStorage(
+            container: "", tokens: tokens, transport: transport, retry: retry.firstContact, cluster: cluster)
+        let r = try await probe.call("HEAD", "")
+        try probe.check(r, "account")
+        return AccountStorage(OpenStackAccount(tokens: tokens, transport: transport, retry: retry, cluster: cluster))
     }
 
     init(tokens: TokenCache, transport: any HTTPTransport, retry: RetryPolicy, cluster: OpenStackStorage.ClusterInfo) {
@@ -35,7 +36,8 @@ public final class OpenStackAccount: BucketService {
         self.transport = transport
         self.retry = retry
         self.cluster = cluster
-        self.root = OpenStackStorage(container: "", tokens: tokens, transport: transport, retry: retry, cluster: cluster)
+        self.root = OpenStackStorage(
+            container: "", tokens: tokens, transport: transport, retry: retry, cluster: cluster)
         self.capabilities = root.capabilities
     }
 
@@ -45,15 +47,22 @@ public final class OpenStackAccount: BucketService {
     func container(_ name: String) -> OpenStackStorage {
         containers.withLock { c in
             if let s = c[name] { return s }
-            let s = OpenStackStorage(container: name, tokens: tokens, transport: transport, retry: retry, cluster: cluster)
+            let s = OpenStackStorage(
+                container: name, tokens: tokens, transport: transport, retry: retry, cluster: cluster)
             c[name] = s
             return s
         }
     }
 
-    public func listBuckets(prefix: String, after marker: String?, limit: Int) async throws -> (names: [String], more: Bool) {
+    public func listBuckets(prefix: String, after marker: String?, limit: Int) async throws -> (
+        names: [String], more: Bool
+    ) {
         let r = try await root.call(
-            "GET", "", query: [("format", "json"), ("prefix", prefix.isEmpty ? nil : prefix), ("marker", marker), ("limit", String(limit))])
+            "GET", "",
+            query: [
+                ("format", "json"), ("prefix", prefix.isEmpty ? nil : prefix), ("marker", marker),
+                ("limit", String(limit)),
+            ])
         try root.check(r, "account listing")
         let names = try SwiftListing.parseContainers(r.body).map(\.name)
         return (names, names.count >= limit)

@@ -19,7 +19,7 @@ import ObjectStorage
 import StorageHTTP
 import Synchronization
 
-public final class OpenStackStorage: ObjectStorage {
+public final class OpenStackStorage: ObjectStorage, PresigningStorage {
     public let container: String
     public let segmentContainer: String
     public let capabilities: StorageCapabilities
@@ -56,7 +56,8 @@ public final class OpenStackStorage: ObjectStorage {
             userMetadataLimits: .swift)
     }
 
-    /// Authenticates, reads the cluster's capabilities and checks that the container exists.
+    /// Authenticates, reads the cluster's capabilities and checks that the container exists; a
+    /// server that cannot be reached fails this at once (no retries).
     public static func connect(
         container: String, authenticator: any SwiftAuthenticator, transport: any HTTPTransport,
         retry: RetryPolicy = RetryPolicy()
@@ -65,12 +66,15 @@ public final class OpenStackStorage: ObjectStorage {
         let creds: SwiftCredentials
         do { creds = try await tokens.credentials() } catch { throw error.storageError }
         let cluster = await readInfo(storageURL: creds.storageURL, transport: transport)
+        // The first requests to the storage URL: a server that cannot be reached fails them at once.
+        let probe = OpenStackStorage(
+            container: container, tokens: tokens, transport: transport, retry: retry.firstContact, cluster: cluster)
+        let r = try await probe.call("HEAD", containerPath(container))
+        if r.status == 404 { throw .notFound("container \(container)") }
+        try probe.check(r, "container \(container)")
+        let segments = try await probe.call("HEAD", containerPath(probe.segmentContainer))
         let storage = OpenStackStorage(
             container: container, tokens: tokens, transport: transport, retry: retry, cluster: cluster)
-        let r = try await storage.call("HEAD", containerPath(container))
-        if r.status == 404 { throw .notFound("container \(container)") }
-        try storage.check(r, "container \(container)")
-        let segments = try await storage.call("HEAD", containerPath(storage.segmentContainer))
         storage.segmentContainerExists.withLock { $0 = segments.status != 404 }
         return storage
     }
@@ -118,7 +122,17 @@ public final class OpenStackStorage: ObjectStorage {
         var attempt = 0
         while true {
             let creds: SwiftCredentials
-            do { creds = try await tokens.credentials() } catch { throw error.storageError }
+            do {
+                creds = try await tokens.credentials()
+            } catch {
+                // An auth service restarting while mounted is waited for, as the storage is.
+                if case .unreachable(let e) = error, retry.retries(e, after: attempt + 1) {
+                    attempt += 1
+                    try await pause(attempt)
+                    continue
+                }
+                throw error.storageError
+            }
             let q = URLEncoding.query(query)
             let url = creds.storageURL + path + (q.isEmpty ? "" : "?" + q)
             var h = headers
@@ -128,7 +142,7 @@ public final class OpenStackStorage: ObjectStorage {
                 response = try await transport.send(HTTPRequest(method: method, url: url, headers: h, body: body))
             } catch {
                 attempt += 1
-                if attempt >= retry.attempts { throw .unavailable("\(method) \(path): \(error)") }
+                if !retry.retries(error, after: attempt) { throw .transport(error, request: "\(method) \(path)") }
                 try await pause(attempt)
                 continue
             }
@@ -504,6 +518,11 @@ public final class OpenStackStorage: ObjectStorage {
             for: Array("GET\n\(expires)\n\(signedPath)".utf8), using: SymmetricKey(data: Array(secret.utf8)))
         let signature = mac.map { b in (b < 16 ? "0" : "") + String(b, radix: 16) }.joined()
         return creds.storageURL + objectPath(key) + "?temp_url_sig=\(signature)&temp_url_expires=\(expires)"
+    }
+
+    /// `PresigningStorage`: a TempURL that expires `seconds` from now.
+    public func presignedURL(for key: ObjectKey, expiresIn seconds: Int) async throws -> String {
+        try await temporaryURL(key, expires: Timestamp.now().seconds + Int64(seconds))
     }
 
     // MARK: - Helpers

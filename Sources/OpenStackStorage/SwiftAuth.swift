@@ -28,13 +28,16 @@ public struct SwiftCredentials: Sendable, Hashable {
 public enum AuthError: Error, CustomStringConvertible, Equatable {
     /// The service refused the credentials.
     case rejected(String)
-    /// The service could not be reached or answered something unusable.
+    /// The service answered something unusable, or failed below HTTP.
     case failed(String)
+    /// The service cannot be reached at all (connection refused, unknown host).
+    case unreachable(TransportError)
 
     public var description: String {
         switch self {
         case .rejected(let why): "authentication rejected: \(why)"
         case .failed(let why): "authentication failed: \(why)"
+        case .unreachable(let e): e.description
         }
     }
 
@@ -42,7 +45,14 @@ public enum AuthError: Error, CustomStringConvertible, Equatable {
         switch self {
         case .rejected(let why): .accessDenied(why)
         case .failed(let why): .unavailable(why)
+        case .unreachable(let e): .transport(e, request: "authentication")
         }
+    }
+
+    /// The error of an auth request to `url` that failed below HTTP.
+    static func sending(to url: String, _ error: any Error) -> AuthError {
+        if let e = error as? TransportError, e.isUnreachable { return .unreachable(e) }
+        return .failed("cannot reach \(url): \(error)")
     }
 }
 
@@ -69,13 +79,15 @@ public struct TempAuth: SwiftAuthenticator {
     public func authenticate(using transport: any HTTPTransport) async throws(AuthError) -> SwiftCredentials {
         let r: HTTPResponse
         do {
-            r = try await transport.send(HTTPRequest(method: "GET", url: authURL, headers: [("X-Auth-User", user), ("X-Auth-Key", key)]))
+            r = try await transport.send(
+                HTTPRequest(method: "GET", url: authURL, headers: [("X-Auth-User", user), ("X-Auth-Key", key)]))
         } catch {
-            throw .failed("cannot reach \(authURL): \(error)")
+            throw .sending(to: authURL, error)
         }
         if r.status == 401 || r.status == 403 { throw .rejected("wrong user or key for \(summary)") }
         guard (200..<300).contains(r.status) else { throw .failed("\(authURL) answered HTTP \(r.status)") }
-        guard let url = r.header("X-Storage-Url"), let token = r.header("X-Auth-Token") ?? r.header("X-Storage-Token") else {
+        guard let url = r.header("X-Storage-Url"), let token = r.header("X-Auth-Token") ?? r.header("X-Storage-Token")
+        else {
             throw .failed("\(authURL) gave no X-Storage-Url / X-Auth-Token")
         }
         var expires: Timestamp? = nil
@@ -137,4 +149,3 @@ public actor TokenCache {
         if current?.token == token { current = nil }
     }
 }
-

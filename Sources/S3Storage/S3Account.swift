@@ -17,15 +17,18 @@ public final class S3Account: BucketService {
         self.root = root
     }
 
-    /// Checks the credentials with one ListBuckets.
+    /// Checks the credentials with one ListBuckets (not retried when the server cannot be reached).
     public static func connect(
         provider: S3Provider, endpoint: S3Endpoint, credentials: SigningCredentials, storageClass: String? = nil,
         transport: any HTTPTransport, retry: RetryPolicy = RetryPolicy()
     ) async throws(StorageError) -> AccountStorage {
+        let probe = S3Storage(
+            bucket: "", provider: provider, endpoint: endpoint, credentials: credentials, storageClass: storageClass,
+            transport: transport, retry: retry.firstContact)
+        _ = try await probe.listBuckets()
         let root = S3Storage(
             bucket: "", provider: provider, endpoint: endpoint, credentials: credentials, storageClass: storageClass,
             transport: transport, retry: retry)
-        _ = try await root.listBuckets()
         return AccountStorage(S3Account(root: root))
     }
 
@@ -43,8 +46,11 @@ public final class S3Account: BucketService {
     }
 
     /// ListBuckets has no paging or prefix: one call, filtered here.
-    public func listBuckets(prefix: String, after marker: String?, limit: Int) async throws -> (names: [String], more: Bool) {
-        let all = try await root.listBuckets().filter { $0.hasPrefix(prefix) && (marker == nil || $0 > marker!) }.sorted()
+    public func listBuckets(prefix: String, after marker: String?, limit: Int) async throws -> (
+        names: [String], more: Bool
+    ) {
+        let all = try await root.listBuckets().filter { $0.hasPrefix(prefix) && (marker == nil || $0 > marker!) }
+            .sorted()
         return (Array(all.prefix(limit)), all.count > limit)
     }
 

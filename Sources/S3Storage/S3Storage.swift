@@ -23,7 +23,7 @@ import StorageHTTP
     import Foundation
 #endif
 
-public final class S3Storage: ObjectStorage, ObjectAttributeSource {
+public final class S3Storage: ObjectStorage, ObjectAttributeSource, PresigningStorage, IncompleteUploadListing {
     public let bucket: String
     public let provider: S3Provider
     public let endpoint: S3Endpoint
@@ -51,20 +51,25 @@ public final class S3Storage: ObjectStorage, ObjectAttributeSource {
     }
 
     /// Checks the credentials and that the bucket exists, with one listing request (a HEAD
-    /// would hide the reason of a 403: its reply has no body).
+    /// would hide the reason of a 403: its reply has no body), which is not retried when the
+    /// server cannot be reached at all.
     public static func connect(
         bucket: String, provider: S3Provider, endpoint: S3Endpoint, credentials: SigningCredentials,
         storageClass: String? = nil, transport: any HTTPTransport, retry: RetryPolicy = RetryPolicy()
     ) async throws(StorageError) -> S3Storage {
         if let storageClass, !provider.storageClasses.contains(storageClass) {
             throw .invalidArgument(
-                "storage class '\(storageClass)' is not one of \(provider.name)'s: \(provider.storageClasses.joined(separator: ", "))")
+                "storage class '\(storageClass)' is not one of \(provider.name)'s: \(provider.storageClasses.joined(separator: ", "))"
+            )
         }
-        let storage = S3Storage(
+        // The first request: a server that cannot be reached fails it at once.
+        let probe = S3Storage(
+            bucket: bucket, provider: provider, endpoint: endpoint, credentials: credentials,
+            storageClass: storageClass, transport: transport, retry: retry.firstContact)
+        _ = try await probe.listPage(prefix: "", delimiter: "/", continuation: nil, maxKeys: 1)
+        return S3Storage(
             bucket: bucket, provider: provider, endpoint: endpoint, credentials: credentials,
             storageClass: storageClass, transport: transport, retry: retry)
-        _ = try await storage.listPage(prefix: "", delimiter: "/", continuation: nil, maxKeys: 1)
-        return storage
     }
 
     // MARK: - Requests
@@ -78,13 +83,16 @@ public final class S3Storage: ObjectStorage, ObjectAttributeSource {
         let address = bucket == self.bucket ? endpoint : endpoint.addressing(bucket: bucket)
         var attempt = 0
         while true {
-            let request = sign(method, address: address, bucket: bucket, key: key, query: query, headers: headers, body: body)
+            let request = sign(
+                method, address: address, bucket: bucket, key: key, query: query, headers: headers, body: body)
             var response: HTTPResponse
             do {
                 response = try await transport.send(request)
             } catch {
                 attempt += 1
-                if attempt >= retry.attempts { throw .unavailable("\(method) \(describe(bucket, key)): \(error)") }
+                if !retry.retries(error, after: attempt) {
+                    throw .transport(error, request: "\(method) \(describe(bucket, key))")
+                }
                 try await pause(attempt)
                 continue
             }
@@ -174,10 +182,18 @@ public final class S3Storage: ObjectStorage, ObjectAttributeSource {
     }
 
     /// A URL anyone can GET `key` with for `seconds` from `now`.
-    public func presignedURL(_ key: ObjectKey, expiresIn seconds: Int, now: Date = Date()) throws(StorageError) -> String {
+    public func presignedURL(_ key: ObjectKey, expiresIn seconds: Int, now: Date = Date()) throws(StorageError)
+        -> String
+    {
         try Self.presignedURL(
-            bucket: bucket, key: key, provider: provider, endpoint: endpoint, credentials: credentials, expiresIn: seconds,
+            bucket: bucket, key: key, provider: provider, endpoint: endpoint, credentials: credentials,
+            expiresIn: seconds,
             now: now)
+    }
+
+    /// `PresigningStorage`: the URL is signed locally, nothing is sent.
+    public func presignedURL(for key: ObjectKey, expiresIn seconds: Int) async throws -> String {
+        try presignedURL(key, expiresIn: seconds)
     }
 
     /// A URL anyone can GET `bucket/key` with for `seconds` from `now` (SigV4 query auth, at
@@ -197,10 +213,13 @@ public final class S3Storage: ObjectStorage, ObjectAttributeSource {
                 throw .invalidArgument("a SigV4 presigned URL lasts 1 s to 7 days")
             }
             let request = SignableRequest(method: "GET", path: path, headers: [HTTPHeader("Host", host)])
-            query = SigV4.presign(request, credentials: credentials, region: address.region, date: now, expires: seconds)
+            query = SigV4.presign(
+                request, credentials: credentials, region: address.region, date: now, expires: seconds)
         case .kssV2:
             let expires = Int(now.timeIntervalSince1970) + seconds
-            query = KSSV2.presign(SignableRequest(method: "GET", path: path), resource: resource, credentials: credentials, expires: expires)
+            query = KSSV2.presign(
+                SignableRequest(method: "GET", path: path), resource: resource, credentials: credentials,
+                expires: expires)
         }
         return "\(address.scheme)://\(host)\(path)?" + URIEncoding.query(query)
     }
@@ -216,7 +235,8 @@ public final class S3Storage: ObjectStorage, ObjectAttributeSource {
         case "NoSuchKey", "NotFound", "NoSuchUpload": return .notFound(what)
         case "NoSuchBucket": return .notFound("bucket \(bucketName(in: e) ?? bucket)")
         case "SignatureDoesNotMatch": return .accessDenied("signature does not match — check the secret key")
-        case "InvalidAccessKeyId": return .accessDenied("the server does not know this access key ID — check the access key")
+        case "InvalidAccessKeyId":
+            return .accessDenied("the server does not know this access key ID — check the access key")
         case "RequestTimeTooSkewed": return .accessDenied("the clock differs from the server's by more than 15 minutes")
         case "ExpiredToken", "InvalidToken", "TokenRefreshRequired":
             return .accessDenied("the session token is expired or invalid")
@@ -260,7 +280,8 @@ public final class S3Storage: ObjectStorage, ObjectAttributeSource {
 
     // MARK: - Listing
 
-    public func list(prefix: String, delimiter: String?, continuation: String?, maxKeys: Int?) async throws -> ListPage {
+    public func list(prefix: String, delimiter: String?, continuation: String?, maxKeys: Int?) async throws -> ListPage
+    {
         try await listPage(prefix: prefix, delimiter: delimiter, continuation: continuation, maxKeys: maxKeys)
     }
 
@@ -282,7 +303,8 @@ public final class S3Storage: ObjectStorage, ObjectAttributeSource {
         let reply = try parsed("listing of \(bucket)") { () throws(XMLParseError) in try S3XML.listObjects(r.body) }
         let objects = reply.objects.map { o in
             ObjectInfo(
-                key: o.key, size: o.size, etag: o.etag.map(ETag.init), lastModified: HTTPDate.parseISO8601(o.lastModified) ?? .zero)
+                key: o.key, size: o.size, etag: o.etag.map(ETag.init),
+                lastModified: HTTPDate.parseISO8601(o.lastModified) ?? .zero)
         }
         var next: String? = nil
         if reply.isTruncated {
@@ -313,7 +335,8 @@ public final class S3Storage: ObjectStorage, ObjectAttributeSource {
             if n.hasPrefix(prefix) { meta[String(n.dropFirst(prefix.count))] = value }
         }
         return ObjectInfo(
-            key: key, size: r.header("Content-Length").flatMap { Int64($0) } ?? 0, etag: r.header("ETag").map(Self.etag),
+            key: key, size: r.header("Content-Length").flatMap { Int64($0) } ?? 0,
+            etag: r.header("ETag").map(Self.etag),
             lastModified: r.header("Last-Modified").flatMap(HTTPDate.parseRFC1123) ?? .zero,
             contentType: r.header("Content-Type"), metadata: meta)
     }
@@ -338,35 +361,40 @@ public final class S3Storage: ObjectStorage, ObjectAttributeSource {
     public func put(_ key: ObjectKey, payload: Payload, options: PutOptions) async throws -> ObjectInfo {
         let bytes = try payload.readBytes()
         let digest = Array(Insecure.MD5.hash(data: bytes))
-        var headers = metadataHeaders(options, storageClass: storageClass)
+        var headers = metadataHeaders(key, options, storageClass: storageClass)
         headers.append(HTTPHeader("Content-MD5", digest.base64))
         let r = try await send("PUT", bucket: bucket, key: key, headers: headers, body: bytes)
         try check(r, key)
         return ObjectInfo(
             key: key, size: Int64(bytes.count), etag: r.header("ETag").map(Self.etag) ?? ETag(hex(digest)),
             lastModified: r.header("Last-Modified").flatMap(HTTPDate.parseRFC1123) ?? Timestamp.now(),
-            contentType: options.contentType, metadata: options.metadata)
+            contentType: MediaType.of(key, requested: options.contentType), metadata: options.metadata)
     }
 
     /// Server-side copy; keeps the source's storage class (S3 would otherwise reset it).
-    public func copy(from source: ObjectKey, to destination: ObjectKey, replacing: PutOptions?) async throws -> ObjectInfo {
+    public func copy(from source: ObjectKey, to destination: ObjectKey, replacing: PutOptions?) async throws
+        -> ObjectInfo
+    {
         try await copy(from: source, inBucket: bucket, to: destination, replacing: replacing)
     }
 
     /// Server-side copy from any bucket of the account into this one.
-    public func copy(from source: ObjectKey, inBucket sourceBucket: String, to destination: ObjectKey, replacing: PutOptions?)
+    public func copy(
+        from source: ObjectKey, inBucket sourceBucket: String, to destination: ObjectKey, replacing: PutOptions?
+    )
         async throws -> ObjectInfo
     {
         let (info, sourceClass) = try await head(source, inBucket: sourceBucket)
         let options = replacing ?? PutOptions(contentType: info.contentType, metadata: info.metadata ?? [:])
         let copySource = "/" + sourceBucket + "/" + URIEncoding.encode(source, keepSlash: true)
         if info.size > provider.maximumCopySize {
-            return try await copyInParts(copySource, size: info.size, to: destination, options: options, storageClass: sourceClass)
+            return try await copyInParts(
+                copySource, size: info.size, to: destination, options: options, storageClass: sourceClass)
         }
         var headers = [HTTPHeader(provider.headerPrefix + "copy-source", copySource)]
         if let replacing {
             headers.append(HTTPHeader(provider.headerPrefix + "metadata-directive", "REPLACE"))
-            headers += metadataHeaders(replacing, storageClass: sourceClass)
+            headers += metadataHeaders(destination, replacing, storageClass: sourceClass)
         } else if let sourceClass {
             headers.append(HTTPHeader(provider.headerPrefix + "storage-class", sourceClass))
         }
@@ -377,7 +405,9 @@ public final class S3Storage: ObjectStorage, ObjectAttributeSource {
         return ObjectInfo(
             key: destination, size: info.size, etag: result.etag.map(Self.etag) ?? info.etag,
             lastModified: result.lastModified.flatMap(HTTPDate.parseISO8601) ?? Timestamp.now(),
-            contentType: options.contentType, metadata: options.metadata)
+            contentType: replacing == nil
+                ? info.contentType : MediaType.of(destination, requested: options.contentType),
+            metadata: options.metadata)
     }
 
     /// HEAD, with the storage class the server names (nil when it names none: the default).
@@ -389,7 +419,9 @@ public final class S3Storage: ObjectStorage, ObjectAttributeSource {
     }
 
     /// A copy above the single-request limit: a multipart upload of ranges of the source.
-    func copyInParts(_ copySource: String, size: Int64, to destination: ObjectKey, options: PutOptions, storageClass: String?)
+    func copyInParts(
+        _ copySource: String, size: Int64, to destination: ObjectKey, options: PutOptions, storageClass: String?
+    )
         async throws -> ObjectInfo
     {
         let maxParts = Int64(provider.maximumPartCount)
@@ -409,7 +441,9 @@ public final class S3Storage: ObjectStorage, ObjectAttributeSource {
                         HTTPHeader(self.provider.headerPrefix + "copy-source-range", "bytes=\(first)-\(last)"),
                     ], errorIn200: true)
                 try self.check(r, "copy of part \(number) to \(destination)")
-                let result = try self.parsed("copy of a part") { () throws(XMLParseError) in try S3XML.copyResult(r.body) }
+                let result = try self.parsed("copy of a part") { () throws(XMLParseError) in
+                    try S3XML.copyResult(r.body)
+                }
                 guard let etag = result.etag else { throw StorageError.malformedReply("part copy reply has no ETag") }
                 return UploadedPart(number: number, etag: Self.etag(etag))
             }
@@ -443,7 +477,8 @@ public final class S3Storage: ObjectStorage, ObjectAttributeSource {
         let reply = try parsed("delete reply") { () throws(XMLParseError) in try S3XML.deleteResult(r.body) }
         let failed = reply.errors.filter { $0.code != "NoSuchKey" }
         if let first = failed.first {
-            throw .other("delete failed for \(failed.count) object(s), e.g. \(first.key): \(first.code) \(first.message)")
+            throw .other(
+                "delete failed for \(failed.count) object(s), e.g. \(first.key): \(first.code) \(first.message)")
         }
     }
 
@@ -453,10 +488,12 @@ public final class S3Storage: ObjectStorage, ObjectAttributeSource {
         try await createUpload(key, options: options, storageClass: storageClass)
     }
 
-    func createUpload(_ key: ObjectKey, options: PutOptions, storageClass: String?) async throws(StorageError) -> MultipartUpload {
+    func createUpload(_ key: ObjectKey, options: PutOptions, storageClass: String?) async throws(StorageError)
+        -> MultipartUpload
+    {
         let r = try await send(
             "POST", bucket: bucket, key: key, query: [QueryItem("uploads", "")],
-            headers: metadataHeaders(options, storageClass: storageClass))
+            headers: metadataHeaders(key, options, storageClass: storageClass))
         try check(r, key)
         let id = try parsed("new upload of \(key)") { () throws(XMLParseError) in try S3XML.uploadID(r.body) }
         return MultipartUpload(key: key, uploadID: id)
@@ -474,22 +511,26 @@ public final class S3Storage: ObjectStorage, ObjectAttributeSource {
     }
 
     public func completeMultipartUpload(_ upload: MultipartUpload, parts: [UploadedPart]) async throws -> ObjectInfo {
+        // No Content-Type: the object's type was set when the upload was created, and a service
+        // that takes this request's type for the object's would make every large file
+        // `application/xml`. The body's type needs no saying (S3 requires none).
         let body = S3XML.completeRequest(parts: parts.map { (number: $0.number, etag: $0.etag.value) })
         let r = try await send(
-            "POST", bucket: bucket, key: upload.key, query: [QueryItem("uploadId", upload.uploadID)],
-            headers: [HTTPHeader("Content-Type", "application/xml")], body: body, errorIn200: true)
+            "POST", bucket: bucket, key: upload.key, query: [QueryItem("uploadId", upload.uploadID)], body: body,
+            errorIn200: true)
         try check(r, upload.key)
         return try await head(upload.key)
     }
 
     public func abortMultipartUpload(_ upload: MultipartUpload) async throws {
-        let r = try await send("DELETE", bucket: bucket, key: upload.key, query: [QueryItem("uploadId", upload.uploadID)])
+        let r = try await send(
+            "DELETE", bucket: bucket, key: upload.key, query: [QueryItem("uploadId", upload.uploadID)])
         if r.status != 404 { try check(r, upload.key) }
     }
 
     /// Multipart uploads not completed nor aborted (left by a crash), under `prefix`.
-    public func incompleteUploads(prefix: String) async throws -> [(upload: MultipartUpload, initiated: Timestamp)] {
-        var out: [(MultipartUpload, Timestamp)] = []
+    public func incompleteUploads(prefix: String) async throws -> [IncompleteUpload] {
+        var out: [IncompleteUpload] = []
         var keyMarker: String? = nil
         var idMarker: String? = nil
         repeat {
@@ -501,7 +542,9 @@ public final class S3Storage: ObjectStorage, ObjectAttributeSource {
             try check(r, "uploads of \(bucket)")
             let reply = try parsed("uploads of \(bucket)") { () throws(XMLParseError) in try S3XML.uploads(r.body) }
             out += reply.uploads.map {
-                (MultipartUpload(key: $0.key, uploadID: $0.uploadID), HTTPDate.parseISO8601($0.initiated) ?? .zero)
+                IncompleteUpload(
+                    upload: MultipartUpload(key: $0.key, uploadID: $0.uploadID),
+                    initiated: HTTPDate.parseISO8601($0.initiated) ?? .zero)
             }
             keyMarker = reply.isTruncated ? reply.nextKeyMarker : nil
             idMarker = reply.nextUploadIDMarker
@@ -556,9 +599,11 @@ public final class S3Storage: ObjectStorage, ObjectAttributeSource {
 
     // MARK: - Helpers
 
-    func metadataHeaders(_ options: PutOptions, storageClass: String?) -> [HTTPHeader] {
-        var h: [HTTPHeader] = []
-        if let t = options.contentType { h.append(HTTPHeader("Content-Type", t)) }
+    /// The headers that make an object what `options` say: its Content-Type (the one asked for,
+    /// else what `key`'s extension implies, else `application/octet-stream`: S3 would store
+    /// `binary/octet-stream`), its metadata and storage class.
+    func metadataHeaders(_ key: ObjectKey, _ options: PutOptions, storageClass: String?) -> [HTTPHeader] {
+        var h = [HTTPHeader("Content-Type", MediaType.of(key, requested: options.contentType))]
         for (k, v) in options.metadata.sorted(by: { $0.key < $1.key }) {
             h.append(HTTPHeader(provider.metadataPrefix + k.lowercased(), v))
         }

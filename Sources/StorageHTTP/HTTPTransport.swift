@@ -5,8 +5,13 @@
 import AsyncHTTPClient
 import NIOCore
 import NIOHTTP1
+import NIOPosix
 import ObjectStorage
 import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 public struct HTTPRequest: Sendable {
     public var method: String
@@ -44,9 +49,77 @@ public protocol HTTPTransport: Sendable {
     func send(_ request: HTTPRequest) async throws -> HTTPResponse
 }
 
-/// A transport failure below HTTP (connection refused or reset, timeout, TLS).
-public struct TransportError: Error, CustomStringConvertible {
-    public var description: String
+/// A transport failure below HTTP (connection refused or reset, timeout, TLS), with the server
+/// it concerns. Its description is one line a user can act on, e.g.
+/// `cannot connect to http://127.0.0.1:9: connection refused`.
+public struct TransportError: Error, CustomStringConvertible, Hashable, Sendable {
+    public enum Kind: Sendable, Hashable {
+        /// Nothing listens at the address (ECONNREFUSED).
+        case connectionRefused
+        /// The host name does not resolve.
+        case hostNotFound
+        /// No route to the host or its network.
+        case unreachable
+        /// Connecting or waiting for the reply took too long.
+        case timedOut
+        /// The connection was reset or closed before the reply was complete.
+        case connectionLost
+        /// The TLS handshake failed (certificate, protocol).
+        case tls
+        case other
+    }
+
+    public var kind: Kind
+    /// `scheme://host[:port]` of the request.
+    public var server: String
+    /// What the layer below said, where the kind alone does not tell enough.
+    public var detail: String
+
+    public init(kind: Kind, server: String, detail: String = "") {
+        self.kind = kind
+        self.server = server
+        self.detail = detail
+    }
+
+    /// The start of the description of a server that could not be reached at all.
+    public static let cannotConnect = "cannot connect to "
+
+    /// Nothing was sent: the server cannot be reached at all (refused, unknown host, no route).
+    /// Worth retrying while mounted (a server restarting), not at the first contact (a wrong
+    /// endpoint or a server that is down).
+    public var isUnreachable: Bool { kind == .connectionRefused || kind == .hostNotFound || kind == .unreachable }
+
+    public var description: String {
+        switch kind {
+        case .connectionRefused: Self.cannotConnect + "\(server): connection refused"
+        case .hostNotFound: Self.cannotConnect + "\(server): host not found"
+        case .unreachable: Self.cannotConnect + "\(server): no route to host"
+        case .timedOut: "\(server) did not answer in time"
+        case .connectionLost: "connection to \(server) lost" + (detail.isEmpty ? "" : ": " + detail)
+        case .tls: "TLS with \(server) failed" + (detail.isEmpty ? "" : ": " + detail)
+        case .other: "\(server): " + (detail.isEmpty ? "transport error" : detail)
+        }
+    }
+
+    /// `scheme://host[:port]` of a URL (the whole text if it has no `://`).
+    public static func server(of url: String) -> String {
+        guard let end = url.firstRange(of: "://") else { return url }
+        let authority = url[end.upperBound...].prefix { $0 != "/" && $0 != "?" && $0 != "#" }
+        // Credentials in a URL (user:password@host) never go into a message.
+        let host = authority.split(separator: "@").last.map(String.init) ?? ""
+        return String(url[..<end.upperBound]) + host
+    }
+
+    /// The kind of an errno from a socket.
+    public static func kind(errno code: Int32) -> Kind {
+        switch code {
+        case ECONNREFUSED: .connectionRefused
+        case ENETUNREACH, EHOSTUNREACH, EADDRNOTAVAIL: .unreachable
+        case ETIMEDOUT: .timedOut
+        case ECONNRESET, ECONNABORTED, EPIPE: .connectionLost
+        default: .other
+        }
+    }
 }
 
 public final class AHCTransport: HTTPTransport {
@@ -55,12 +128,15 @@ public final class AHCTransport: HTTPTransport {
     let maxBody: Int
 
     /// Redirects are not followed: the Hubic grant needs to read a 302's Location, and no
-    /// storage API redirects.
+    /// storage API redirects. A connection that cannot be made fails the request at once
+    /// (async-http-client would try again until its 10 s connect timeout): the drivers retry
+    /// by their `RetryPolicy`, which knows whether this is the first contact.
     public init(timeout: Duration = .seconds(120), maxBody: Int = 256 << 20) {
         var config = HTTPClient.Configuration()
         config.redirectConfiguration = .disallow
         config.decompression = .disabled
         config.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 16)
+        config.connectionPool.retryConnectionEstablishment = false
         client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: config)
         let c = timeout.components
         self.timeout = .nanoseconds(c.seconds * 1_000_000_000 + c.attoseconds / 1_000_000_000)
@@ -86,13 +162,62 @@ public final class AHCTransport: HTTPTransport {
             let bytes = buffer.readBytes(length: buffer.readableBytes) ?? []
             return HTTPResponse(
                 status: Int(response.status.code), headers: response.headers.map { ($0.name, $0.value) }, body: bytes)
-        } catch let e as HTTPClientError {
-            throw TransportError(description: "\(e)")
-        } catch let e as IOError {
-            throw TransportError(description: "\(e)")
-        } catch let e as ChannelError {
-            throw TransportError(description: "\(e)")
+        } catch is CancellationError {
+            throw CancellationError()
+        } catch {
+            throw Self.transportError(error, url: request.url)
         }
+    }
+
+    /// What async-http-client or NIO threw, as a `TransportError` of the request's server.
+    static func transportError(_ error: any Error, url: String) -> TransportError {
+        let server = TransportError.server(of: url)
+        switch error {
+        case let e as TransportError:
+            return e
+        case let e as NIOConnectionError:
+            // Every address tried failed: the first socket error says why; none means DNS.
+            for failure in e.connectionErrors {
+                if let io = failure.error as? IOError {
+                    return TransportError(
+                        kind: TransportError.kind(errno: io.errnoCode), server: server, detail: "\(io)")
+                }
+                if case ChannelError.connectTimeout = failure.error {
+                    return TransportError(kind: .timedOut, server: server)
+                }
+            }
+            if e.connectionErrors.isEmpty && (e.dnsAError != nil || e.dnsAAAAError != nil) {
+                return TransportError(kind: .hostNotFound, server: server)
+            }
+            return TransportError(kind: .other, server: server, detail: oneLine(e))
+        case let e as IOError:
+            return TransportError(kind: TransportError.kind(errno: e.errnoCode), server: server, detail: oneLine(e))
+        case let e as HTTPClientError:
+            switch e {
+            case .connectTimeout, .deadlineExceeded, .readTimeout, .writeTimeout:
+                return TransportError(kind: .timedOut, server: server)
+            case .remoteConnectionClosed:
+                return TransportError(kind: .connectionLost, server: server, detail: "closed by the server")
+            default:
+                return TransportError(kind: .other, server: server, detail: oneLine(e))
+            }
+        case let e as ChannelError:
+            switch e {
+            case .connectTimeout: return TransportError(kind: .timedOut, server: server)
+            case .eof, .ioOnClosedChannel, .alreadyClosed, .outputClosed, .inputClosed:
+                return TransportError(kind: .connectionLost, server: server, detail: "closed")
+            default: return TransportError(kind: .other, server: server, detail: oneLine(e))
+            }
+        default:
+            // NIOSSL's errors (no dependency on it just for their type).
+            let kind: TransportError.Kind = String(reflecting: type(of: error)).contains("SSL") ? .tls : .other
+            return TransportError(kind: kind, server: server, detail: oneLine(error))
+        }
+    }
+
+    /// The first line of an error's description.
+    static func oneLine(_ error: any Error) -> String {
+        String("\(error)".split(whereSeparator: \.isNewline).first ?? "")
     }
 }
 

@@ -308,6 +308,36 @@ func bytes(_ s: String) -> [UInt8] { Array(s.utf8) }
         #expect(try await st.get("large", range: nil, ifMatch: nil) == p1 + p2)
     }
 
+    /// A new object's Content-Type is the one asked for, else what its name implies, on a PUT
+    /// and on a multipart upload alike. Regression: s3api gave every multipart upload created
+    /// without a type the type of the CompleteMultipartUpload request (`application/xml`).
+    @Test(arguments: StorageUnderTest.all)
+    func newObjectsGetTheTypeAskedForOrTheirNames(_ s: StorageUnderTest) async throws {
+        // The in-process store keeps exactly what it is given (nil stays nil).
+        guard !s.name.hasPrefix("memory") else { return }
+        let st = try await s.make()
+        _ = try await st.put("page.html", payload: .bytes(bytes("<p>")), options: PutOptions())
+        _ = try await st.put(
+            "asked.html", payload: .bytes(bytes("x")), options: PutOptions(contentType: "text/x-asked"))
+        let min = Int(st.capabilities.minimumPartSize)
+        for (key, type) in [("clip.mp4", nil), ("blob.unknownext", nil), ("large.txt", "application/x-asked")] {
+            let up = try await st.createMultipartUpload(
+                key, options: PutOptions(contentType: type, metadata: ["mtime": "1"]))
+            let p1 = try await st.uploadPart(up, number: 1, payload: .bytes([UInt8](repeating: 7, count: min)))
+            let p2 = try await st.uploadPart(up, number: 2, payload: .bytes(bytes("end")))
+            _ = try await st.completeMultipartUpload(up, parts: [p1, p2])
+        }
+        var types: [String: String] = [:]
+        for key in ["page.html", "asked.html", "clip.mp4", "blob.unknownext", "large.txt"] {
+            types[key] = try await st.head(key).contentType.map { String($0.split(separator: ";")[0]) }
+        }
+        #expect(
+            types == [
+                "page.html": "text/html", "asked.html": "text/x-asked", "clip.mp4": "video/mp4",
+                "blob.unknownext": "application/octet-stream", "large.txt": "application/x-asked",
+            ])
+    }
+
     @Test(arguments: StorageUnderTest.all)
     func abortedMultipartLeavesNothing(_ s: StorageUnderTest) async throws {
         let st = try await s.make()

@@ -272,3 +272,67 @@ extension String {
         #expect(HubicAuth.queryValue("code", in: "http://localhost/?code=ab%2Fc&scope=x") == "ab/c")
     }
 }
+
+@Suite struct SwiftAbilityTests {
+    @Test func aTempURLComesThroughThePresigningProtocol() async throws {
+        let t = server { r in
+            if r.method == "HEAD" && r.url.hasSuffix("/AUTH_test") {
+                return HTTPResponse(status: 204, headers: [("X-Account-Meta-Temp-URL-Key", "k")])
+            }
+            return HTTPResponse(status: 404)
+        }
+        let presigner: any PresigningStorage = try await connect(t)
+        let before = Timestamp.now().seconds
+        let url = try await presigner.presignedURL(for: "a b.txt", expiresIn: 600)
+        #expect(url.hasPrefix("http://swift.test/v1/AUTH_test/c/a%20b.txt?temp_url_sig="))
+        let expires = try #require(url.split(separator: "=").last.flatMap { Int64($0) })
+        #expect(expires >= before + 600 && expires <= Timestamp.now().seconds + 600)
+    }
+
+    @Test func anUnreachableAuthServiceFailsTheFirstContactAtOnce() async throws {
+        let count = Mutex(0)
+        let failing = ClosureTransport { _ in
+            count.withLock { $0 += 1 }
+            throw TransportError(kind: .connectionRefused, server: "http://swift.test")
+        }
+        await #expect(throws: StorageError.unavailable("cannot connect to http://swift.test: connection refused")) {
+            _ = try await OpenStackStorage.connect(
+                container: "c", authenticator: TempAuth(authURL: "http://swift.test/auth/v1.0", user: "u", key: "k"),
+                transport: failing, retry: noSleep)
+        }
+        #expect(count.withLock { $0 } == 1)
+    }
+
+    @Test func onceMountedAnUnreachableAuthServiceIsWaitedFor() async throws {
+        // Connected; then the token is rejected and the auth service refuses connections twice.
+        let mounted = Mutex(false)
+        let authCalls = Mutex(0)
+        let inner = server(tokenValid: { $0 != "token-1" || !mounted.withLock { $0 } }) { _ in
+            HTTPResponse(status: 200, headers: [("Content-Length", "2")], body: Array("ok".utf8))
+        }
+        let transport = ClosureTransport { r in
+            if r.url.hasSuffix("/auth/v1.0") {
+                let n = authCalls.withLock {
+                    $0 += 1
+                    return $0
+                }
+                if n == 2 || n == 3 { throw TransportError(kind: .connectionRefused, server: "http://swift.test") }
+            }
+            return try await inner.send(r)
+        }
+        let s = try await OpenStackStorage.connect(
+            container: "c",
+            authenticator: TempAuth(authURL: "http://swift.test/auth/v1.0", user: "test:tester", key: "secret"),
+            transport: transport, retry: noSleep)
+        mounted.withLock { $0 = true }
+        #expect(try await s.get("k", range: nil, ifMatch: nil) == Array("ok".utf8))
+        #expect(authCalls.withLock { $0 } == 4)
+    }
+}
+
+/// A transport that answers with a function, which may throw.
+final class ClosureTransport: HTTPTransport {
+    let body: @Sendable (HTTPRequest) async throws -> HTTPResponse
+    init(_ body: @escaping @Sendable (HTTPRequest) async throws -> HTTPResponse) { self.body = body }
+    func send(_ request: HTTPRequest) async throws -> HTTPResponse { try await body(request) }
+}

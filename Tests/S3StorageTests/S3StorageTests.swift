@@ -7,11 +7,11 @@ import StorageHTTP
 import Synchronization
 import Testing
 
+@testable import S3Storage
+
 #if canImport(Glibc)
     import Glibc
 #endif
-
-@testable import S3Storage
 
 let noSleep = RetryPolicy(attempts: 4, sleep: { _ in })
 let keys = SigningCredentials(accessKeyID: "AK", secretAccessKey: "SK")
@@ -20,7 +20,8 @@ func storage(
     _ t: ScriptedTransport, provider: S3Provider = .aws, url: String = "http://127.0.0.1:9000", pathStyle: Bool = false
 ) throws -> S3Storage {
     let endpoint = try S3Endpoint(url: url, region: "us-east-1", forcePathStyle: pathStyle, provider: provider)
-    return S3Storage(bucket: "b", provider: provider, endpoint: endpoint, credentials: keys, transport: t, retry: noSleep)
+    return S3Storage(
+        bucket: "b", provider: provider, endpoint: endpoint, credentials: keys, transport: t, retry: noSleep)
 }
 
 func xml(_ status: Int, _ text: String, headers: [(String, String)] = []) -> HTTPResponse {
@@ -84,7 +85,10 @@ func errorBody(_ code: String) -> String {
         let u = ScriptedTransport { r, n in
             if r.method == "HEAD" { return HTTPResponse(status: 200, headers: [("Content-Length", "5")]) }
             if n == 2 { return xml(200, "  " + errorBody("InternalError")) }
-            return xml(200, "<CopyObjectResult><LastModified>2024-01-02T03:04:05.000Z</LastModified><ETag>\"e\"</ETag></CopyObjectResult>")
+            return xml(
+                200,
+                "<CopyObjectResult><LastModified>2024-01-02T03:04:05.000Z</LastModified><ETag>\"e\"</ETag></CopyObjectResult>"
+            )
         }
         let info = try await storage(u).copy(from: "a", to: "b", replacing: nil)
         #expect(info.etag == ETag("e"))
@@ -99,10 +103,11 @@ func errorBody(_ code: String) -> String {
         _ = try await storage(t).head("a b/c+d")
         _ = try await storage(t, url: "https://minio.example:9000", pathStyle: true).head("x")
         let urls = t.requests.map(\.url)
-        #expect(urls == [
-            "https://b.s3.eu-west-1.amazonaws.com/a%20b/c%2Bd", "http://127.0.0.1:9000/b/a%20b/c%2Bd",
-            "https://minio.example:9000/b/x",
-        ])
+        #expect(
+            urls == [
+                "https://b.s3.eu-west-1.amazonaws.com/a%20b/c%2Bd", "http://127.0.0.1:9000/b/a%20b/c%2Bd",
+                "https://minio.example:9000/b/x",
+            ])
         // SigV4 signs the host it sends to.
         let auth = try #require(t.requests[0].header("Authorization"))
         #expect(auth.hasPrefix("AWS4-HMAC-SHA256 Credential=AK/"))
@@ -126,14 +131,19 @@ func errorBody(_ code: String) -> String {
         v1.listVersion = 1
         let t = ScriptedTransport { r, n in
             if n == 1 {
-                return xml(200, """
+                return xml(
+                    200,
+                    """
                     <ListBucketResult><IsTruncated>true</IsTruncated><EncodingType>url</EncodingType>
                     <Contents><Key>a%20b</Key><Size>1</Size><LastModified>2024-01-02T03:04:05.000Z</LastModified></Contents>
                     <Contents><Key>c</Key><Size>2</Size><LastModified>2024-01-02T03:04:05.000Z</LastModified></Contents>
                     </ListBucketResult>
                     """)
             }
-            return xml(200, "<ListBucketResult><IsTruncated>false</IsTruncated><Contents><Key>d</Key><Size>3</Size><LastModified>2024-01-02T03:04:05.000Z</LastModified></Contents></ListBucketResult>")
+            return xml(
+                200,
+                "<ListBucketResult><IsTruncated>false</IsTruncated><Contents><Key>d</Key><Size>3</Size><LastModified>2024-01-02T03:04:05.000Z</LastModified></Contents></ListBucketResult>"
+            )
         }
         let all = try await storage(t, provider: v1).listAll(prefix: "", delimiter: nil)
         #expect(all.objects.map(\.key) == ["a b", "c", "d"])
@@ -143,8 +153,12 @@ func errorBody(_ code: String) -> String {
     }
 
     @Test func truncatedListingWithoutContinuationIsMalformed() async throws {
-        let t = ScriptedTransport { _, _ in xml(200, "<ListBucketResult><IsTruncated>true</IsTruncated></ListBucketResult>") }
-        await #expect(throws: StorageError.self) { try await storage(t).list(prefix: "", delimiter: "/", continuation: nil, maxKeys: nil) }
+        let t = ScriptedTransport { _, _ in
+            xml(200, "<ListBucketResult><IsTruncated>true</IsTruncated></ListBucketResult>")
+        }
+        await #expect(throws: StorageError.self) {
+            try await storage(t).list(prefix: "", delimiter: "/", continuation: nil, maxKeys: nil)
+        }
     }
 
     @Test func deleteOfManyKeysIsBatchedWithContentMD5() async throws {
@@ -161,7 +175,10 @@ func errorBody(_ code: String) -> String {
 
     @Test func perKeyDeleteErrorsFail() async throws {
         let t = ScriptedTransport { _, _ in
-            xml(200, "<DeleteResult><Error><Key>x</Key><Code>AccessDenied</Code><Message>no</Message></Error></DeleteResult>")
+            xml(
+                200,
+                "<DeleteResult><Error><Key>x</Key><Code>AccessDenied</Code><Message>no</Message></Error></DeleteResult>"
+            )
         }
         await #expect(throws: StorageError.self) { try await storage(t).delete(["x", "y"]) }
     }
@@ -186,25 +203,35 @@ func errorBody(_ code: String) -> String {
 
 @Suite struct S3EndpointTests {
     @Test func endpointsParse() throws {
-        let aws = try S3Endpoint(url: "https://s3.eu-west-3.amazonaws.com", region: "eu-west-3", forcePathStyle: false, provider: .aws)
+        let aws = try S3Endpoint(
+            url: "https://s3.eu-west-3.amazonaws.com", region: "eu-west-3", forcePathStyle: false, provider: .aws)
         #expect(aws.scheme == "https" && aws.host == "s3.eu-west-3.amazonaws.com" && aws.port == nil && !aws.pathStyle)
         #expect(aws.authority(bucket: "b") == "b.s3.eu-west-3.amazonaws.com")
         let ks3 = try S3Endpoint(url: "ks3-cn-beijing.ksyuncs.com", region: "", forcePathStyle: false, provider: .ks3)
         #expect(ks3.scheme == "https" && !ks3.pathStyle)
-        let local = try S3Endpoint(url: "http://127.0.0.1:8080/", region: "us-east-1", forcePathStyle: false, provider: .aws)
+        let local = try S3Endpoint(
+            url: "http://127.0.0.1:8080/", region: "us-east-1", forcePathStyle: false, provider: .aws)
         #expect(local.pathStyle && local.authority(bucket: "b") == "127.0.0.1:8080")
-        #expect(try S3Endpoint(url: "http://localhost:80", region: "", forcePathStyle: false, provider: .aws).authority(bucket: nil) == "localhost")
+        #expect(
+            try S3Endpoint(url: "http://localhost:80", region: "", forcePathStyle: false, provider: .aws).authority(
+                bucket: nil) == "localhost")
         // A dotted bucket cannot be a TLS host label.
         #expect(aws.addressing(bucket: "my.bucket").pathStyle)
-        #expect(throws: StorageError.self) { try S3Endpoint(url: "ftp://x", region: "", forcePathStyle: false, provider: .aws) }
-        #expect(throws: StorageError.self) { try S3Endpoint(url: "http://x:notaport", region: "", forcePathStyle: false, provider: .aws) }
+        #expect(throws: StorageError.self) {
+            try S3Endpoint(url: "ftp://x", region: "", forcePathStyle: false, provider: .aws)
+        }
+        #expect(throws: StorageError.self) {
+            try S3Endpoint(url: "http://x:notaport", region: "", forcePathStyle: false, provider: .aws)
+        }
     }
 
     @Test func presignedURLsAreSignedLocally() throws {
         let t = ScriptedTransport { _, _ in HTTPResponse(status: 500) }
         let s3 = try storage(t, url: "https://s3.amazonaws.com")
         let url = try s3.presignedURL("a b.txt", expiresIn: 3600)
-        #expect(url.hasPrefix("https://b.s3.amazonaws.com/a%20b.txt?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AK%2F"))
+        #expect(
+            url.hasPrefix(
+                "https://b.s3.amazonaws.com/a%20b.txt?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AK%2F"))
         #expect(url.contains("X-Amz-Expires=3600&X-Amz-SignedHeaders=host&X-Amz-Signature="))
         #expect(throws: StorageError.self) { try s3.presignedURL("k", expiresIn: 8 * 86400) }
         let ks3 = try storage(t, provider: .ks3, url: "http://127.0.0.1:9000")
@@ -217,17 +244,221 @@ func errorBody(_ code: String) -> String {
 @Suite struct S3RegionTests {
     @Test func aBucketInAnotherRegionSaysWhichRegion() async throws {
         let t = ScriptedTransport { _, _ in
-            xml(400, "<Error><Code>AuthorizationHeaderMalformed</Code><Message>the region 'us-east-1' is wrong; expecting 'eu-west-3'</Message><Region>eu-west-3</Region></Error>")
+            xml(
+                400,
+                "<Error><Code>AuthorizationHeaderMalformed</Code><Message>the region 'us-east-1' is wrong; expecting 'eu-west-3'</Message><Region>eu-west-3</Region></Error>"
+            )
         }
         await #expect(throws: StorageError.invalidArgument("bucket b is in another region: use --region eu-west-3")) {
             try await storage(t).list(prefix: "", delimiter: "/", continuation: nil, maxKeys: 1)
         }
         let u = ScriptedTransport { _, _ in
-            xml(301, "<Error><Code>PermanentRedirect</Code><Message>m</Message><Endpoint>b.s3.eu-west-3.amazonaws.com</Endpoint></Error>",
+            xml(
+                301,
+                "<Error><Code>PermanentRedirect</Code><Message>m</Message><Endpoint>b.s3.eu-west-3.amazonaws.com</Endpoint></Error>",
                 headers: [("x-amz-bucket-region", "eu-west-3")])
         }
-        await #expect(throws: StorageError.invalidArgument("bucket b is in another region: use --region eu-west-3 (endpoint b.s3.eu-west-3.amazonaws.com)")) {
+        await #expect(
+            throws: StorageError.invalidArgument(
+                "bucket b is in another region: use --region eu-west-3 (endpoint b.s3.eu-west-3.amazonaws.com)")
+        ) {
             try await storage(u).list(prefix: "", delimiter: "/", continuation: nil, maxKeys: 1)
         }
     }
+}
+
+/// The Content-Type of new objects: the one asked for, else the key's extension's, else
+/// `application/octet-stream`, on every upload path; never the type of a request's own body.
+@Suite struct S3ContentTypeTests {
+    /// Answers CreateMultipartUpload, UploadPart, CompleteMultipartUpload, PUT and HEAD.
+    static func server() -> ScriptedTransport {
+        ScriptedTransport { r, _ in
+            if r.method == "POST" && r.url.hasSuffix("?uploads=") {
+                return xml(200, "<InitiateMultipartUploadResult><UploadId>U</UploadId></InitiateMultipartUploadResult>")
+            }
+            if r.method == "POST" && r.url.contains("uploadId=") {
+                return xml(200, "<CompleteMultipartUploadResult><ETag>\"x-1\"</ETag></CompleteMultipartUploadResult>")
+            }
+            if r.method == "PUT" && (r.header("x-amz-copy-source") != nil || r.header("x-kss-copy-source") != nil) {
+                return xml(200, "<CopyObjectResult><ETag>\"c\"</ETag></CopyObjectResult>")
+            }
+            return HTTPResponse(
+                status: 200, headers: [("ETag", "\"e\""), ("Content-Length", "4"), ("Content-Type", "text/html")])
+        }
+    }
+
+    /// Regression: a large file's Content-Type went on CompleteMultipartUpload only (as
+    /// `application/xml`, the type of that request's body), which s3api and some services make
+    /// the object's type; CreateMultipartUpload carried none.
+    @Test(arguments: [S3Provider.aws, S3Provider.ks3])
+    func aMultipartUploadSaysTheTypeWhenCreatedAndNotWhenCompleted(_ provider: S3Provider) async throws {
+        let t = Self.server()
+        let s = try storage(t, provider: provider)
+        let up = try await s.createMultipartUpload("videos/clip.MP4", options: PutOptions(metadata: ["mtime": "1"]))
+        let part = try await s.uploadPart(up, number: 1, payload: .bytes([1, 2, 3, 4]))
+        _ = try await s.completeMultipartUpload(up, parts: [part])
+        let create = try #require(t.requests.first { $0.method == "POST" && $0.url.hasSuffix("?uploads=") })
+        let complete = try #require(t.requests.first { $0.method == "POST" && $0.url.contains("uploadId=U") })
+        #expect(create.header("Content-Type") == "video/mp4")
+        #expect(complete.header("Content-Type") == nil)
+        // A type asked for wins over the extension; no extension gives the fallback.
+        _ = try await s.createMultipartUpload(
+            "videos/clip.mp4", options: PutOptions(contentType: "application/x-asked"))
+        _ = try await s.createMultipartUpload("videos/README", options: PutOptions())
+        let creates = t.requests.filter { $0.method == "POST" && $0.url.hasSuffix("?uploads=") }
+        #expect(
+            creates.map { $0.header("Content-Type") } == [
+                "video/mp4", "application/x-asked", "application/octet-stream",
+            ])
+    }
+
+    @Test func aPutSaysTheTypeAskedForOrTheExtensions() async throws {
+        let t = Self.server()
+        let s = try storage(t)
+        let json = try await s.put("a/b.json", payload: .bytes([]), options: PutOptions())
+        _ = try await s.put("a/b.json", payload: .bytes([]), options: PutOptions(contentType: "text/plain"))
+        _ = try await s.put("a/archive.tar.gz", payload: .bytes([]), options: PutOptions())
+        _ = try await s.put("a/.hidden", payload: .bytes([]), options: PutOptions())
+        #expect(
+            t.requests.map { $0.header("Content-Type") } == [
+                "application/json", "text/plain", "application/gzip", "application/octet-stream",
+            ])
+        #expect(json.contentType == "application/json")
+    }
+
+    @Test func aCopyKeepsTheSourcesTypeOrSaysTheNewOne() async throws {
+        let t = Self.server()
+        let s = try storage(t)
+        // Kept: COPY directive, no type sent (the server keeps the source's).
+        let kept = try await s.copy(from: "page.html", to: "moved.txt", replacing: nil)
+        // Replaced metadata without a type: the destination's extension decides.
+        _ = try await s.copy(from: "page.html", to: "style.css", replacing: PutOptions(metadata: ["mtime": "2"]))
+        let copies = t.requests.filter { $0.method == "PUT" }
+        #expect(copies[0].header("Content-Type") == nil && copies[0].header("x-amz-metadata-directive") == nil)
+        #expect(kept.contentType == "text/html")
+        #expect(
+            copies[1].header("Content-Type") == "text/css" && copies[1].header("x-amz-metadata-directive") == "REPLACE")
+    }
+
+    @Test func aCopyInPartsCreatesItsUploadWithTheSourcesType() async throws {
+        var small = S3Provider.aws
+        small.maximumCopySize = 10 << 20
+        let t = ScriptedTransport { r, _ in
+            if r.method == "HEAD" {
+                return HTTPResponse(
+                    status: 200, headers: [("Content-Length", String(12 << 20)), ("Content-Type", "image/png")])
+            }
+            if r.method == "POST" && r.url.hasSuffix("?uploads=") {
+                return xml(200, "<InitiateMultipartUploadResult><UploadId>U</UploadId></InitiateMultipartUploadResult>")
+            }
+            if r.method == "PUT" { return xml(200, "<CopyPartResult><ETag>\"p\"</ETag></CopyPartResult>") }
+            return xml(200, "<CompleteMultipartUploadResult><ETag>\"x-2\"</ETag></CompleteMultipartUploadResult>")
+        }
+        _ = try await storage(t, provider: small).copy(from: "src", to: "dst.bin", replacing: nil)
+        let create = try #require(t.requests.first { $0.url.hasSuffix("?uploads=") })
+        #expect(create.header("Content-Type") == "image/png")
+        #expect(
+            t.requests.first { $0.url.contains("uploadId=U") && $0.method == "POST" }?.header("Content-Type") == nil)
+    }
+}
+
+/// A server that cannot be reached: one clear line, and no retries at the first contact.
+@Suite struct S3UnreachableTests {
+    static let refused = TransportError(kind: .connectionRefused, server: "http://127.0.0.1:9")
+
+    @Test func theFirstContactIsNotRetriedAndSaysWhy() async throws {
+        let failing = FailingTransport(Self.refused)
+        let endpoint = try S3Endpoint(
+            url: "http://127.0.0.1:9", region: "us-east-1", forcePathStyle: false, provider: .aws)
+        await #expect(throws: StorageError.unavailable("cannot connect to http://127.0.0.1:9: connection refused")) {
+            _ = try await S3Storage.connect(
+                bucket: "b", provider: .aws, endpoint: endpoint, credentials: keys, transport: failing, retry: noSleep)
+        }
+        #expect(failing.count == 1)
+        await #expect(throws: StorageError.unavailable("cannot connect to http://127.0.0.1:9: connection refused")) {
+            _ = try await S3Account.connect(
+                provider: .aws, endpoint: endpoint, credentials: keys, transport: failing, retry: noSleep)
+        }
+        #expect(failing.count == 2)
+    }
+
+    @Test func onceConnectedTransportFailuresAreRetried() async throws {
+        let failing = FailingTransport(Self.refused)
+        let s = S3Storage(
+            bucket: "b", provider: .aws,
+            endpoint: try S3Endpoint(
+                url: "http://127.0.0.1:9", region: "us-east-1", forcePathStyle: false, provider: .aws),
+            credentials: keys, transport: failing, retry: noSleep)
+        await #expect(throws: StorageError.unavailable("cannot connect to http://127.0.0.1:9: connection refused")) {
+            _ = try await s.head("k")
+        }
+        #expect(failing.count == noSleep.attempts)
+        // Other transport failures name the request.
+        let reset = FailingTransport(TransportError(kind: .connectionLost, server: "http://127.0.0.1:9"))
+        let r = S3Storage(
+            bucket: "b", provider: .aws, endpoint: s.endpoint, credentials: keys, transport: reset, retry: noSleep)
+        await #expect(throws: StorageError.unavailable("HEAD k: connection to http://127.0.0.1:9 lost")) {
+            _ = try await r.head("k")
+        }
+    }
+
+    @Test func theRealTransportFailsAtOnceOnAClosedPort() async throws {
+        let port = try closedPort()
+        let transport = AHCTransport()
+        let start = ContinuousClock.now
+        do {
+            _ = try await transport.send(HTTPRequest(method: "GET", url: "http://127.0.0.1:\(port)/b?list-type=2"))
+            Issue.record("a closed port answered")
+        } catch let e as TransportError {
+            #expect(e.kind == .connectionRefused)
+            #expect(e.description == "cannot connect to http://127.0.0.1:\(port): connection refused")
+        }
+        #expect(ContinuousClock.now - start < .seconds(3))
+        await transport.shutdown()
+    }
+
+    @Test func messagesNameTheServerOnly() {
+        #expect(
+            TransportError.server(of: "https://user:secret@s3.example.com:8443/b/k?x=1")
+                == "https://s3.example.com:8443")
+        #expect(TransportError.server(of: "http://127.0.0.1:9") == "http://127.0.0.1:9")
+        #expect(
+            TransportError(kind: .hostNotFound, server: "https://nope.invalid").description
+                == "cannot connect to https://nope.invalid: host not found")
+        #expect(TransportError.kind(errno: ECONNREFUSED) == .connectionRefused)
+        #expect(TransportError.kind(errno: ECONNRESET) == .connectionLost)
+        #expect(RetryPolicy().firstContact.retries(Self.refused, after: 1) == false)
+        #expect(RetryPolicy().retries(Self.refused, after: 1) == true)
+        #expect(RetryPolicy().firstContact.retries(TransportError(kind: .timedOut, server: "x"), after: 1) == true)
+    }
+}
+
+/// Throws `error` for every request, and counts them.
+final class FailingTransport: HTTPTransport {
+    let error: TransportError
+    let sent = Mutex(0)
+    init(_ error: TransportError) { self.error = error }
+    func send(_ request: HTTPRequest) async throws -> HTTPResponse {
+        sent.withLock { $0 += 1 }
+        throw error
+    }
+    var count: Int { sent.withLock { $0 } }
+}
+
+/// A TCP port on 127.0.0.1 that nothing listens on (bound, then closed).
+func closedPort() throws -> UInt16 {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { throw StorageError.localIO(errno, "socket") }
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let bound = withUnsafeMutablePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0
+        }
+    }
+    guard bound else { throw StorageError.localIO(errno, "bind") }
+    return UInt16(bigEndian: address.sin_port)
 }

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -105,3 +107,33 @@ def test_data_written_before_unmount_was_stored(mounter: Mounter, remote: Remote
     p = objmount("unmount", m.path, remote=remote)
     assert p.returncode == 0
     assert m.pid is None or wait_for(lambda: not pid_alive(m.pid), 10)
+
+
+@pytest.mark.parametrize("scheme", ["s3", "ks3", "swift"])
+def test_an_unreachable_server_fails_the_mount_at_once(mounter: Mounter, tmp_path: Path, scheme: str) -> None:
+    """A server that refuses connections (wrong port, server down) fails the mount within a few
+    seconds, with one line naming it — not after a minute of retries."""
+    # A port bound but not listening: connections to it are refused for as long as it is held.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as held:
+        held.bind(("127.0.0.1", 0))
+        server = f"http://127.0.0.1:{held.getsockname()[1]}"
+        mp = mounter.new_mountpoint()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "KS3_", "ST_", "OS_", "HUBIC_"))}
+        env.update({"LC_ALL": "C.UTF-8", "HOME": str(tmp_path)})
+        argv = [OBJMOUNT_BIN, "mount", f"{scheme}://b", str(mp), "--cache-dir", str(tmp_path / "cache")]
+        if scheme == "s3":
+            env.update({"AWS_ACCESS_KEY_ID": "AK", "AWS_SECRET_ACCESS_KEY": "SK"})
+            argv += ["--endpoint", server]
+        elif scheme == "ks3":
+            env.update({"KS3_ACCESS_KEY_ID": "AK", "KS3_SECRET_ACCESS_KEY": "SK"})
+            argv += ["--endpoint", server]
+        else:
+            env.update({"ST_AUTH": server + "/auth/v1.0", "ST_USER": "test:tester", "ST_KEY": "testing"})
+        t0 = time.monotonic()
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env)
+        elapsed = time.monotonic() - t0
+    err = r.stderr.strip()
+    assert r.returncode != 0, f"mounted an unreachable server: {err}"
+    assert err == f"objmount: cannot connect to {server}: connection refused", err
+    assert elapsed < 8, f"took {elapsed:.1f} s to give up"
+    assert not is_mounted(mp)
