@@ -68,11 +68,17 @@ public struct FuseDirectoryEntry: Sendable, Hashable {
     public var nextOffset: Int64
     /// False: the kernel must not cache this entry's attributes (readdirplus timeouts 0).
     public var cacheable: Bool
-    public init(name: String, attributes: FuseAttributes, nextOffset: Int64, cacheable: Bool = true) {
+    /// False: the entry's type is not known yet. It goes to the kernel as DT_UNKNOWN and, in
+    /// readdirplus, without an inode, so that the kernel looks the name up before using it.
+    public var typeKnown: Bool
+    public init(
+        name: String, attributes: FuseAttributes, nextOffset: Int64, cacheable: Bool = true, typeKnown: Bool = true
+    ) {
         self.name = name
         self.attributes = attributes
         self.nextOffset = nextOffset
         self.cacheable = cacheable
+        self.typeKnown = typeKnown
     }
 }
 

@@ -262,17 +262,21 @@ public final class FuseSession: @unchecked Sendable {
                                 e.entry_timeout = 0
                                 e.attr_timeout = 0
                             }
-                            let dotOrDotDot = entry.name == "." || entry.name == ".."
-                            if dotOrDotDot { e = fuse_entry_param(); e.attr = self.fillStat(entry.attributes) }
+                            // "." and "..", and entries of unknown type: a name only (inode 0 in
+                            // readdirplus means "no entry given", not ENOENT), no lookup counted.
+                            let nameOnly = entry.name == "." || entry.name == ".." || !entry.typeKnown
+                            if nameOnly { e = fuse_entry_param(); e.attr = self.fillStat(entry.attributes) }
+                            if !entry.typeKnown { e.attr.st_mode &= 0o7777 }
                             let n = fuse_add_direntry_plus(
                                 req.raw, buf.baseAddress! + used, left, cname, &e, off_t(entry.nextOffset))
-                            if n <= left && !dotOrDotDot {
+                            if n <= left && !nameOnly {
                                 self.lookups.add(entry.attributes.ino)
                                 counted.append(entry.attributes.ino)
                             }
                             return n
                         } else {
                             var st = self.fillStat(entry.attributes)
+                            if !entry.typeKnown { st.st_mode &= 0o7777 }
                             return fuse_add_direntry(
                                 req.raw, buf.baseAddress! + used, left, cname, &st, off_t(entry.nextOffset))
                         }

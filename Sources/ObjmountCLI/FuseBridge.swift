@@ -25,7 +25,7 @@ final class FuseBridge: FuseFilesystem {
             return try await body()
         } catch {
             switch error.errno {
-            case ENOENT, EEXIST, ENOTEMPTY, EISDIR, ENOTDIR, EROFS, ENAMETOOLONG, EINVAL, EBADF, ENODATA, ENOTSUP, EPERM:
+            case ENOENT, EEXIST, ENOTEMPTY, EISDIR, ENOTDIR, EROFS, ENAMETOOLONG, EINVAL, EBADF, ENODATA, ENOTSUP, EPERM, E2BIG, ELOOP:
                 logger.debug("\(what): \(error)")
             default:
                 logger.error("\(what): \(error)")
@@ -36,9 +36,17 @@ final class FuseBridge: FuseFilesystem {
 
     static func attributes(_ a: FileAttributes) -> FuseAttributes {
         FuseAttributes(
-            ino: a.ino, type: a.kind == .directory ? .directory : .regular, permissions: a.mode, size: a.size,
+            ino: a.ino, type: type(a.kind), permissions: a.mode, size: a.size,
             uid: a.uid, gid: a.gid, nlink: a.nlink, mtimeSeconds: a.mtime.seconds,
             mtimeNanoseconds: a.mtime.nanoseconds)
+    }
+
+    static func type(_ kind: FileKind) -> FuseFileType {
+        switch kind {
+        case .file: .regular
+        case .directory: .directory
+        case .symlink: .symlink
+        }
     }
 
     func lookup(parent: Inode, name: String) async throws -> FuseAttributes {
@@ -71,7 +79,7 @@ final class FuseBridge: FuseFilesystem {
         return slice.enumerated().map { i, e in
             FuseDirectoryEntry(
                 name: e.name, attributes: Self.attributes(e.attributes), nextOffset: offset + Int64(i) + 1,
-                cacheable: e.attributesComplete)
+                cacheable: e.attributesComplete, typeKnown: e.kindKnown)
         }
     }
 
@@ -155,5 +163,16 @@ final class FuseBridge: FuseFilesystem {
 
     func removexattr(_ ino: Inode, name: String) async throws {
         try await call("removexattr \(name)") { () async throws(FSError) in try await fs.changeExtendedAttribute(ino, name: name, value: nil) }
+    }
+
+    func symlink(parent: Inode, name: String, target: String) async throws -> FuseAttributes {
+        Self.attributes(
+            try await call("symlink \(name)") { () async throws(FSError) in
+                try await fs.symlink(parent: parent, name: name, target: target)
+            })
+    }
+
+    func readlink(_ ino: Inode) async throws -> String {
+        try await call("readlink") { () async throws(FSError) in try await fs.readlink(ino) }
     }
 }
