@@ -21,11 +21,13 @@ final class BufferPool: Sendable {
     }
 
     func give(_ box: UnsafeMutableRawBufferPointerBox) {
-        let kept = box.buffer.count == bufferSize && free.withLock { list in
-            guard list.count < keep else { return false }
-            list.append(box)
-            return true
-        }
+        let kept =
+            box.buffer.count == bufferSize
+            && free.withLock { list in
+                guard list.count < keep else { return false }
+                list.append(box)
+                return true
+            }
         if !kept { box.buffer.deallocate() }
     }
 

@@ -14,10 +14,11 @@
 // - Rename is copy + delete (the stores have no rename); directory rename copies every key under
 //   the prefix, then deletes the old ones — never the other way round.
 
+import ObjectStorage
+
 #if canImport(Glibc)
     import Glibc
 #endif
-import ObjectStorage
 
 public actor ObjectFS {
     public nonisolated let storage: any ObjectStorage
@@ -38,7 +39,9 @@ public actor ObjectFS {
     let prefix: String
     let staging: StagingDirectory
 
-    public init(storage: any ObjectStorage, configuration: ObjectFSConfiguration, clock: any TimeSource = SystemTimeSource()) throws(FSError) {
+    public init(
+        storage: any ObjectStorage, configuration: ObjectFSConfiguration, clock: any TimeSource = SystemTimeSource()
+    ) throws(FSError) {
         self.storage = storage
         self.configuration = configuration
         self.clock = clock
@@ -93,7 +96,8 @@ public actor ObjectFS {
         try checkWritable()
         if let size = changes.size {
             guard node.kind == .file else {
-                throw node.kind == .directory ? FSError(EISDIR, "cannot truncate a directory") : FSError(EINVAL, "not a file")
+                throw node.kind == .directory
+                    ? FSError(EISDIR, "cannot truncate a directory") : FSError(EINVAL, "not a file")
             }
             guard size >= 0 else { throw FSError(EINVAL, "negative size") }
             let staging = try await stagingFile(for: node, loadExisting: size > 0)
@@ -405,7 +409,7 @@ public actor ObjectFS {
         if h.flags.write { node.writers -= 1 }
         if node.openHandles == 0 && !node.dirty {
             node.staging = nil
-            if node.parent == nil && node.ino != rootInode { /* freed on forget */ }
+            if node.parent == nil && node.ino != rootInode { /* freed on forget */  }
         }
     }
 
@@ -422,7 +426,9 @@ public actor ObjectFS {
         detach(child, from: dir)
     }
 
-    public func rename(parent: InodeNumber, name: String, newParent: InodeNumber, newName: String, noReplace: Bool = false)
+    public func rename(
+        parent: InodeNumber, name: String, newParent: InodeNumber, newName: String, noReplace: Bool = false
+    )
         async throws(FSError)
     {
         try checkWritable()

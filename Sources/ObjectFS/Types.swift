@@ -1,7 +1,8 @@
+import ObjectStorage
+
 #if canImport(Glibc)
     import Glibc
 #endif
-import ObjectStorage
 
 public typealias InodeNumber = UInt64
 

@@ -169,7 +169,9 @@ public struct UserMetadataLimits: Sendable, Hashable {
     public var maximumTotalBytes: Int
     public var maximumNameBytes: Int?
     public var maximumValueBytes: Int?
-    public init(maximumCount: Int? = nil, maximumTotalBytes: Int, maximumNameBytes: Int? = nil, maximumValueBytes: Int? = nil) {
+    public init(
+        maximumCount: Int? = nil, maximumTotalBytes: Int, maximumNameBytes: Int? = nil, maximumValueBytes: Int? = nil
+    ) {
         self.maximumCount = maximumCount
         self.maximumTotalBytes = maximumTotalBytes
         self.maximumNameBytes = maximumNameBytes

@@ -25,7 +25,8 @@ final class FuseBridge: FuseFilesystem {
             return try await body()
         } catch {
             switch error.errno {
-            case ENOENT, EEXIST, ENOTEMPTY, EISDIR, ENOTDIR, EROFS, ENAMETOOLONG, EINVAL, EBADF, ENODATA, ENOTSUP, EPERM, E2BIG, ELOOP:
+            case ENOENT, EEXIST, ENOTEMPTY, EISDIR, ENOTDIR, EROFS, ENAMETOOLONG, EINVAL, EBADF, ENODATA, ENOTSUP,
+                EPERM, E2BIG, ELOOP:
                 logger.debug("\(what): \(error)")
             default:
                 logger.error("\(what): \(error)")
@@ -50,7 +51,10 @@ final class FuseBridge: FuseFilesystem {
     }
 
     func lookup(parent: Inode, name: String) async throws -> FuseAttributes {
-        Self.attributes(try await call("lookup \(name)") { () async throws(FSError) in try await fs.lookup(parent: parent, name: name) })
+        Self.attributes(
+            try await call("lookup \(name)") { () async throws(FSError) in
+                try await fs.lookup(parent: parent, name: name)
+            })
     }
 
     func forget(_ ino: Inode) async { await fs.forget(ino) }
@@ -67,7 +71,8 @@ final class FuseBridge: FuseFilesystem {
         case nil: break
         }
         let finalChanges = changes
-        return Self.attributes(try await call("setattr") { () async throws(FSError) in try await fs.setattr(ino, finalChanges) })
+        return Self.attributes(
+            try await call("setattr") { () async throws(FSError) in try await fs.setattr(ino, finalChanges) })
     }
 
     func opendir(_ ino: Inode) async throws -> UInt64 {
@@ -75,7 +80,9 @@ final class FuseBridge: FuseFilesystem {
     }
 
     func readdir(_ ino: Inode, handle: UInt64, offset: Int64) async throws -> [FuseDirectoryEntry] {
-        let slice = try await call("readdir") { () async throws(FSError) in try await fs.readdir(handle, offset: Int(offset)) }
+        let slice = try await call("readdir") { () async throws(FSError) in
+            try await fs.readdir(handle, offset: Int(offset))
+        }
         return slice.enumerated().map { i, e in
             FuseDirectoryEntry(
                 name: e.name, attributes: Self.attributes(e.attributes), nextOffset: offset + Int64(i) + 1,
@@ -86,7 +93,10 @@ final class FuseBridge: FuseFilesystem {
     func releasedir(_ ino: Inode, handle: UInt64) async { await fs.releasedir(handle) }
 
     func mkdir(parent: Inode, name: String, mode: UInt32) async throws -> FuseAttributes {
-        Self.attributes(try await call("mkdir \(name)") { () async throws(FSError) in try await fs.mkdir(parent: parent, name: name, mode: mode) })
+        Self.attributes(
+            try await call("mkdir \(name)") { () async throws(FSError) in
+                try await fs.mkdir(parent: parent, name: name, mode: mode)
+            })
     }
 
     func rmdir(parent: Inode, name: String) async throws {
@@ -99,11 +109,14 @@ final class FuseBridge: FuseFilesystem {
 
     func rename(parent: Inode, name: String, newParent: Inode, newName: String, noReplace: Bool) async throws {
         try await call("rename \(name) to \(newName)") { () async throws(FSError) in
-            try await fs.rename(parent: parent, name: name, newParent: newParent, newName: newName, noReplace: noReplace)
+            try await fs.rename(
+                parent: parent, name: name, newParent: newParent, newName: newName, noReplace: noReplace)
         }
     }
 
-    func create(parent: Inode, name: String, mode: UInt32, flags: Int32) async throws -> (FuseAttributes, FuseOpenResult) {
+    func create(parent: Inode, name: String, mode: UInt32, flags: Int32) async throws -> (
+        FuseAttributes, FuseOpenResult
+    ) {
         let (a, fh) = try await call("create \(name)") { () async throws(FSError) in
             try await fs.create(parent: parent, name: name, mode: mode, flags: OpenFlags(posix: flags))
         }
@@ -111,7 +124,9 @@ final class FuseBridge: FuseFilesystem {
     }
 
     func open(_ ino: Inode, flags: Int32) async throws -> FuseOpenResult {
-        let fh = try await call("open") { () async throws(FSError) in try await fs.open(ino, flags: OpenFlags(posix: flags)) }
+        let fh = try await call("open") { () async throws(FSError) in
+            try await fs.open(ino, flags: OpenFlags(posix: flags))
+        }
         return FuseOpenResult(handle: fh, keepCache: await fs.keepsPageCache(fh))
     }
 
@@ -121,7 +136,9 @@ final class FuseBridge: FuseFilesystem {
 
     func write(_ ino: Inode, handle: UInt64, offset: Int64, buffer: FuseWriteBuffer) async throws -> Int {
         let borrowed = BorrowedBytes(buffer.bytes)
-        return try await call("write") { () async throws(FSError) in try await fs.write(handle, offset: offset, borrowed: borrowed) }
+        return try await call("write") { () async throws(FSError) in
+            try await fs.write(handle, offset: offset, borrowed: borrowed)
+        }
     }
 
     func flush(_ ino: Inode, handle: UInt64) async throws {
@@ -154,15 +171,20 @@ final class FuseBridge: FuseFilesystem {
     }
 
     func getxattr(_ ino: Inode, name: String) async throws -> [UInt8] {
-        try await call("getxattr \(name)") { () async throws(FSError) in try await fs.extendedAttribute(ino, name: name) }
+        try await call("getxattr \(name)") { () async throws(FSError) in try await fs.extendedAttribute(ino, name: name)
+        }
     }
 
     func setxattr(_ ino: Inode, name: String, value: [UInt8], flags: Int32) async throws {
-        try await call("setxattr \(name)") { () async throws(FSError) in try await fs.changeExtendedAttribute(ino, name: name, value: value, flags: flags) }
+        try await call("setxattr \(name)") { () async throws(FSError) in
+            try await fs.changeExtendedAttribute(ino, name: name, value: value, flags: flags)
+        }
     }
 
     func removexattr(_ ino: Inode, name: String) async throws {
-        try await call("removexattr \(name)") { () async throws(FSError) in try await fs.changeExtendedAttribute(ino, name: name, value: nil) }
+        try await call("removexattr \(name)") { () async throws(FSError) in
+            try await fs.changeExtendedAttribute(ino, name: name, value: nil)
+        }
     }
 
     func symlink(parent: Inode, name: String, target: String) async throws -> FuseAttributes {

@@ -1,9 +1,9 @@
 // `objmount login hubic`: the OAuth2 dance once, with HUBIC_USERNAME/HUBIC_PASSWORD, and the
 // refresh token stored in the config directory (0600), so the password need not be kept.
 
-import StorageHTTP
 import ArgumentParser
 import OpenStackStorage
+import StorageHTTP
 
 #if canImport(Glibc)
     import Glibc
@@ -59,10 +59,12 @@ struct Login: ParsableCommand {
         guard let id = e("HUBIC_CLIENT_ID"), let secret = e("HUBIC_CLIENT_SECRET"), let user = e("HUBIC_USERNAME"),
             let password = e("HUBIC_PASSWORD")
         else {
-            throw CLIError("objmount login hubic needs HUBIC_CLIENT_ID, HUBIC_CLIENT_SECRET, HUBIC_USERNAME and HUBIC_PASSWORD")
+            throw CLIError(
+                "objmount login hubic needs HUBIC_CLIENT_ID, HUBIC_CLIENT_SECRET, HUBIC_USERNAME and HUBIC_PASSWORD")
         }
         let auth = HubicAuth(
-            apiURL: e("HUBIC_API_URL") ?? "https://api.hubic.com", clientID: id, clientSecret: secret, refreshToken: nil,
+            apiURL: e("HUBIC_API_URL") ?? "https://api.hubic.com", clientID: id, clientSecret: secret,
+            refreshToken: nil,
             username: user, password: password, redirectURI: e("HUBIC_REDIRECT_URI") ?? "http://localhost/")
         let token: String?
         do {

@@ -1,7 +1,8 @@
+import ArgumentParser
+
 #if canImport(Glibc)
     import Glibc
 #endif
-import ArgumentParser
 
 public enum LogLevel: String, Sendable, CaseIterable, Comparable, ExpressibleByArgument {
     case error, warning, info, debug

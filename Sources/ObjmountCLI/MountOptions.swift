@@ -34,9 +34,13 @@ public struct MountOptions: Sendable, Hashable {
                 case ("allow_other", _), ("ro", _), ("rw", _):
                     throw ParseError(description: "mount option '\(key)' takes no value")
                 case ("uid", nil), ("gid", nil), ("umask", nil):
-                    throw ParseError(description: "mount option '\(key)' needs a value, e.g. \(key)=\(key == "umask" ? "022" : "1000")")
+                    throw ParseError(
+                        description:
+                            "mount option '\(key)' needs a value, e.g. \(key)=\(key == "umask" ? "022" : "1000")")
                 default:
-                    throw ParseError(description: "unknown mount option '\(item)' (known: allow_other, ro, rw, uid=N, gid=N, umask=NNN)")
+                    throw ParseError(
+                        description:
+                            "unknown mount option '\(item)' (known: allow_other, ro, rw, uid=N, gid=N, umask=NNN)")
                 }
             }
         }
@@ -44,7 +48,8 @@ public struct MountOptions: Sendable, Hashable {
 
     static func number(_ text: String, _ key: String, radix: Int) throws(ParseError) -> UInt32 {
         guard let n = UInt32(text, radix: radix) else {
-            throw ParseError(description: "mount option \(key)=\(text) is not a valid \(radix == 8 ? "octal " : "")number")
+            throw ParseError(
+                description: "mount option \(key)=\(text) is not a valid \(radix == 8 ? "octal " : "")number")
         }
         return n
     }

@@ -11,7 +11,9 @@ enum Spawn {
 
     /// Starts `path` with `arguments` (argv[0] included). `fds` maps child descriptors to
     /// descriptors of this process; every other descriptor is closed in the child by CLOEXEC.
-    static func start(_ path: String, _ arguments: [String], fds: [Int32: Int32], newSession: Bool) throws(CLIError) -> pid_t {
+    static func start(_ path: String, _ arguments: [String], fds: [Int32: Int32], newSession: Bool) throws(CLIError)
+        -> pid_t
+    {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }

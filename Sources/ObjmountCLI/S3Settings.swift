@@ -21,31 +21,41 @@ struct S3Settings: Sendable {
     /// (`AWS_SHARED_CREDENTIALS_FILE`); region from the flag, `AWS_REGION`, `AWS_DEFAULT_REGION`
     /// or the profile in `~/.aws/config` (`AWS_CONFIG_FILE`), else us-east-1; endpoint from the
     /// flag, `AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`, else AWS's regional one.
-    static func s3(endpoint: String?, region: String?, pathStyle: Bool, storageClass: String?) throws(CLIError) -> S3Settings {
+    static func s3(endpoint: String?, region: String?, pathStyle: Bool, storageClass: String?) throws(CLIError)
+        -> S3Settings
+    {
         let e = Paths.environment
         let profile = e("AWS_PROFILE") ?? e("AWS_DEFAULT_PROFILE") ?? "default"
         let home = e("HOME") ?? "/root"
         var credentials: SigningCredentials? = nil
         if let ak = e("AWS_ACCESS_KEY_ID"), let sk = e("AWS_SECRET_ACCESS_KEY"), !ak.isEmpty {
-            credentials = SigningCredentials(accessKeyID: ak, secretAccessKey: sk, sessionToken: e("AWS_SESSION_TOKEN").flatMap { $0.isEmpty ? nil : $0 })
+            credentials = SigningCredentials(
+                accessKeyID: ak, secretAccessKey: sk,
+                sessionToken: e("AWS_SESSION_TOKEN").flatMap { $0.isEmpty ? nil : $0 })
         } else {
             let file = e("AWS_SHARED_CREDENTIALS_FILE") ?? home + "/.aws/credentials"
-            if let section = INIFile.read(file)?[profile], let ak = section["aws_access_key_id"], let sk = section["aws_secret_access_key"] {
-                credentials = SigningCredentials(accessKeyID: ak, secretAccessKey: sk, sessionToken: section["aws_session_token"])
+            if let section = INIFile.read(file)?[profile], let ak = section["aws_access_key_id"],
+                let sk = section["aws_secret_access_key"]
+            {
+                credentials = SigningCredentials(
+                    accessKeyID: ak, secretAccessKey: sk, sessionToken: section["aws_session_token"])
             }
         }
         guard let credentials else {
             throw CLIError(
-                "s3:// needs credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or add profile '\(profile)' to ~/.aws/credentials")
+                "s3:// needs credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or add profile '\(profile)' to ~/.aws/credentials"
+            )
         }
         let config = INIFile.read(e("AWS_CONFIG_FILE") ?? home + "/.aws/config")
         let profileConfig = config?[profile == "default" ? "default" : "profile " + profile]
         let region = region ?? e("AWS_REGION") ?? e("AWS_DEFAULT_REGION") ?? profileConfig?["region"] ?? "us-east-1"
-        let url = endpoint ?? e("AWS_ENDPOINT_URL_S3") ?? e("AWS_ENDPOINT_URL") ?? profileConfig?["endpoint_url"]
+        let url =
+            endpoint ?? e("AWS_ENDPOINT_URL_S3") ?? e("AWS_ENDPOINT_URL") ?? profileConfig?["endpoint_url"]
             ?? "https://s3.\(region).amazonaws.com"
         let provider = S3Provider.aws
         return S3Settings(
-            provider: provider, endpoint: try endpointValue(url, region: region, pathStyle: pathStyle, provider: provider),
+            provider: provider,
+            endpoint: try endpointValue(url, region: region, pathStyle: pathStyle, provider: provider),
             credentials: credentials, storageClass: try validated(storageClass, provider))
     }
 
@@ -58,16 +68,20 @@ struct S3Settings: Sendable {
             throw CLIError("ks3:// needs credentials: set KS3_ACCESS_KEY_ID and KS3_SECRET_ACCESS_KEY")
         }
         guard let url = endpoint ?? e("KS3_ENDPOINT"), !url.isEmpty else {
-            throw CLIError("ks3:// needs an endpoint: set KS3_ENDPOINT (e.g. ks3-cn-beijing.ksyuncs.com) or pass --endpoint")
+            throw CLIError(
+                "ks3:// needs an endpoint: set KS3_ENDPOINT (e.g. ks3-cn-beijing.ksyuncs.com) or pass --endpoint")
         }
         let provider = S3Provider.ks3
         return S3Settings(
             provider: provider, endpoint: try endpointValue(url, region: "", pathStyle: pathStyle, provider: provider),
-            credentials: SigningCredentials(accessKeyID: ak, secretAccessKey: sk, sessionToken: e("KS3_SECURITY_TOKEN")),
+            credentials: SigningCredentials(
+                accessKeyID: ak, secretAccessKey: sk, sessionToken: e("KS3_SECURITY_TOKEN")),
             storageClass: try validated(storageClass, provider))
     }
 
-    static func endpointValue(_ url: String, region: String, pathStyle: Bool, provider: S3Provider) throws(CLIError) -> S3Endpoint {
+    static func endpointValue(_ url: String, region: String, pathStyle: Bool, provider: S3Provider) throws(CLIError)
+        -> S3Endpoint
+    {
         do { return try S3Endpoint(url: url, region: region, forcePathStyle: pathStyle, provider: provider) } catch {
             throw CLIError(error.description)
         }
@@ -78,7 +92,8 @@ struct S3Settings: Sendable {
         let upper = storageClass.uppercased()
         guard provider.storageClasses.contains(upper) else {
             throw CLIError(
-                "--storage-class \(storageClass) is not a \(provider.name):// storage class (\(provider.storageClasses.joined(separator: ", ")))")
+                "--storage-class \(storageClass) is not a \(provider.name):// storage class (\(provider.storageClasses.joined(separator: ", ")))"
+            )
         }
         return upper
     }
@@ -104,7 +119,8 @@ enum INIFile {
                 continue
             }
             guard let section, let eq = line.firstIndex(of: "=") else { continue }
-            out[section, default: [:]][line[..<eq].trimmingWhitespace().lowercased()] = line[line.index(after: eq)...].trimmingWhitespace()
+            out[section, default: [:]][line[..<eq].trimmingWhitespace().lowercased()] = line[line.index(after: eq)...]
+                .trimmingWhitespace()
         }
         return out
     }

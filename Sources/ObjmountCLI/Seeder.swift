@@ -1,11 +1,12 @@
 // `--seed <dir>`: preload a memory:// store from a local tree, with the metadata a file written
 // through the mount would have (mtime, mode), and a directory marker for every directory.
 
+import ObjectFS
+import ObjectStorage
+
 #if canImport(Glibc)
     import Glibc
 #endif
-import ObjectFS
-import ObjectStorage
 
 enum Seeder {
     struct Counts {
@@ -20,7 +21,8 @@ enum Seeder {
         return counts
     }
 
-    private static func walk(_ storage: any ObjectStorage, path: String, key: String, counts: inout Counts) async throws {
+    private static func walk(_ storage: any ObjectStorage, path: String, key: String, counts: inout Counts) async throws
+    {
         guard let d = opendir(path) else { throw CLIError("cannot read seed directory \(path): \(errnoText(errno))") }
         var names: [String] = []
         while let e = readdir(d) {
@@ -33,11 +35,13 @@ enum Seeder {
             var st = stat()
             guard lstat(full, &st) == 0 else { continue }
             let metadata = PosixMetadata.encode(
-                mtime: Timestamp(seconds: Int64(st.st_mtim.tv_sec), nanoseconds: Int32(st.st_mtim.tv_nsec)), mode: st.st_mode)
+                mtime: Timestamp(seconds: Int64(st.st_mtim.tv_sec), nanoseconds: Int32(st.st_mtim.tv_nsec)),
+                mode: st.st_mode)
             switch st.st_mode & S_IFMT {
             case S_IFDIR:
                 _ = try await storage.put(
-                    key + name + "/", payload: .bytes([]), options: PutOptions(contentType: KeyPath.s3DirectoryContentType))
+                    key + name + "/", payload: .bytes([]),
+                    options: PutOptions(contentType: KeyPath.s3DirectoryContentType))
                 counts.directories += 1
                 try await walk(storage, path: full, key: key + name + "/", counts: &counts)
             case S_IFREG:

@@ -27,7 +27,9 @@ enum SwiftListing {
 
     /// A container listing page: objects and `subdir` roll-ups, and the last name (the next
     /// `marker`).
-    static func parse(_ body: [UInt8], container: String) throws(StorageError) -> (objects: [ObjectInfo], prefixes: [String], last: String?) {
+    static func parse(_ body: [UInt8], container: String) throws(StorageError) -> (
+        objects: [ObjectInfo], prefixes: [String], last: String?
+    ) {
         let entries: [Entry]
         do {
             entries = try JSONDecoder().decode([Entry].self, from: Data(body))

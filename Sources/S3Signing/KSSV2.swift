@@ -3,9 +3,9 @@
 // vectors produced by its own functions (Tests/S3SigningTests/generate_kss_vectors.py).
 
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+    import FoundationEssentials
 #else
-import Foundation
+    import Foundation
 #endif
 
 /// KS3 V2: `Authorization: KSS <AK>:base64(HMAC-SHA1(secret, StringToSign))`.
@@ -39,14 +39,18 @@ public enum KSSV2 {
     /// does), `x-kss-security-token` (with a session token; signed like any `x-kss-*` header) and
     /// `Authorization: KSS <AK>:<sig>`. `request.path` is not used: the resource is built from
     /// `resource` (send `KSSV2.path(resource, …)`); `request.query` is decoded.
-    public static func sign(_ request: SignableRequest, resource: S3Resource, credentials: SigningCredentials,
-                            date: Date) -> [HTTPHeader] {
+    public static func sign(
+        _ request: SignableRequest, resource: S3Resource, credentials: SigningCredentials,
+        date: Date
+    ) -> [HTTPHeader] {
         headerAuth(request, resource: resource, credentials: credentials, date: date).headers
     }
 
     /// `sign`, with the string to sign.
-    public static func headerAuth(_ request: SignableRequest, resource: S3Resource, credentials: SigningCredentials,
-                                  date: Date) -> SigningResult {
+    public static func headerAuth(
+        _ request: SignableRequest, resource: S3Resource, credentials: SigningCredentials,
+        date: Date
+    ) -> SigningResult {
         var signable = request
         signable.headers.removeAll { ["authorization", "x-kss-security-token"].contains($0.name.lowercased()) }
         var added: [HTTPHeader] = []
@@ -55,27 +59,35 @@ public enum KSSV2 {
         signable.headers += added
         let sts = stringToSign(signable, resource: resource, expires: nil)
         let signature = hmacSHA1Base64(secret: credentials.secretAccessKey, sts)
-        return SigningResult(canonicalRequest: "", stringToSign: sts, signature: signature,
-                             headers: added + [HTTPHeader("Authorization", "KSS \(credentials.accessKeyID):\(signature)")],
-                             query: [])
+        return SigningResult(
+            canonicalRequest: "", stringToSign: sts, signature: signature,
+            headers: added + [HTTPHeader("Authorization", "KSS \(credentials.accessKeyID):\(signature)")],
+            query: [])
     }
 
     /// Query items for a presigned URL, decoded, in ks3sdk's order: `Signature`, `Expires`
     /// (epoch seconds), `KSSAccessKeyId` (`Connection.generate_url`). Sub-resources in
     /// `request.query` (e.g. `response-content-type`) are signed and must be sent too.
-    public static func presign(_ request: SignableRequest, resource: S3Resource, credentials: SigningCredentials,
-                               expires: Int) -> [QueryItem] {
+    public static func presign(
+        _ request: SignableRequest, resource: S3Resource, credentials: SigningCredentials,
+        expires: Int
+    ) -> [QueryItem] {
         queryAuth(request, resource: resource, credentials: credentials, expires: expires).query
     }
 
     /// `presign`, with the string to sign.
-    public static func queryAuth(_ request: SignableRequest, resource: S3Resource, credentials: SigningCredentials,
-                                 expires: Int) -> SigningResult {
+    public static func queryAuth(
+        _ request: SignableRequest, resource: S3Resource, credentials: SigningCredentials,
+        expires: Int
+    ) -> SigningResult {
         let sts = stringToSign(request, resource: resource, expires: expires)
         let signature = hmacSHA1Base64(secret: credentials.secretAccessKey, sts)
-        return SigningResult(canonicalRequest: "", stringToSign: sts, signature: signature, headers: [],
-                             query: [QueryItem("Signature", signature), QueryItem("Expires", String(expires)),
-                                     QueryItem("KSSAccessKeyId", credentials.accessKeyID)])
+        return SigningResult(
+            canonicalRequest: "", stringToSign: sts, signature: signature, headers: [],
+            query: [
+                QueryItem("Signature", signature), QueryItem("Expires", String(expires)),
+                QueryItem("KSSAccessKeyId", credentials.accessKeyID),
+            ])
     }
 
     /// ks3sdk's `canonical_string(method, bucket, key, query_args, headers, expires)`.

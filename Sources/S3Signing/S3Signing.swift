@@ -77,8 +77,10 @@ public struct SignableRequest: Sendable, Hashable {
     /// the empty body's hash for header auth and `UNSIGNED-PAYLOAD` for presigning. Unused by V2.
     public var payloadHash: String?
 
-    public init(method: String, path: String, query: [QueryItem] = [], headers: [HTTPHeader] = [],
-                payloadHash: String? = nil) {
+    public init(
+        method: String, path: String, query: [QueryItem] = [], headers: [HTTPHeader] = [],
+        payloadHash: String? = nil
+    ) {
         self.method = method
         self.path = path
         self.query = query

@@ -4,9 +4,9 @@
 import Crypto
 
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+    import FoundationEssentials
 #else
-import Foundation
+    import Foundation
 #endif
 
 /// AWS S3 Signature Version 2: `Authorization: AWS <AK>:base64(HMAC-SHA1(secret, StringToSign))`.
@@ -27,14 +27,18 @@ public enum SigV2 {
     /// there), `x-amz-security-token` (with a session token) and `Authorization`.
     /// `virtualHostBucket` is the bucket when it is in the host name (its `/bucket` prefixes the
     /// resource); `nil` for path-style, where `request.path` already starts with `/bucket`.
-    public static func sign(_ request: SignableRequest, virtualHostBucket: String?, credentials: SigningCredentials,
-                            date: Date) -> [HTTPHeader] {
+    public static func sign(
+        _ request: SignableRequest, virtualHostBucket: String?, credentials: SigningCredentials,
+        date: Date
+    ) -> [HTTPHeader] {
         headerAuth(request, virtualHostBucket: virtualHostBucket, credentials: credentials, date: date).headers
     }
 
     /// `sign`, with the string to sign.
-    public static func headerAuth(_ request: SignableRequest, virtualHostBucket: String?,
-                                  credentials: SigningCredentials, date: Date) -> SigningResult {
+    public static func headerAuth(
+        _ request: SignableRequest, virtualHostBucket: String?,
+        credentials: SigningCredentials, date: Date
+    ) -> SigningResult {
         var signable = request
         signable.headers.removeAll {
             ["authorization", "x-amz-security-token"].contains($0.name.lowercased())
@@ -47,26 +51,34 @@ public enum SigV2 {
         signable.headers += added
         let sts = stringToSign(signable, virtualHostBucket: virtualHostBucket, expires: nil)
         let signature = hmacSHA1Base64(secret: credentials.secretAccessKey, sts)
-        return SigningResult(canonicalRequest: "", stringToSign: sts, signature: signature,
-                             headers: added + [HTTPHeader("Authorization", "AWS \(credentials.accessKeyID):\(signature)")],
-                             query: [])
+        return SigningResult(
+            canonicalRequest: "", stringToSign: sts, signature: signature,
+            headers: added + [HTTPHeader("Authorization", "AWS \(credentials.accessKeyID):\(signature)")],
+            query: [])
     }
 
     /// Query items for a presigned URL, decoded: `AWSAccessKeyId`, `Expires` (epoch seconds) and
     /// `Signature`. Session tokens are not supported here (use SigV4).
-    public static func presign(_ request: SignableRequest, virtualHostBucket: String?, credentials: SigningCredentials,
-                               expires: Int) -> [QueryItem] {
+    public static func presign(
+        _ request: SignableRequest, virtualHostBucket: String?, credentials: SigningCredentials,
+        expires: Int
+    ) -> [QueryItem] {
         queryAuth(request, virtualHostBucket: virtualHostBucket, credentials: credentials, expires: expires).query
     }
 
     /// `presign`, with the string to sign.
-    public static func queryAuth(_ request: SignableRequest, virtualHostBucket: String?,
-                                 credentials: SigningCredentials, expires: Int) -> SigningResult {
+    public static func queryAuth(
+        _ request: SignableRequest, virtualHostBucket: String?,
+        credentials: SigningCredentials, expires: Int
+    ) -> SigningResult {
         let sts = stringToSign(request, virtualHostBucket: virtualHostBucket, expires: expires)
         let signature = hmacSHA1Base64(secret: credentials.secretAccessKey, sts)
-        return SigningResult(canonicalRequest: "", stringToSign: sts, signature: signature, headers: [],
-                             query: [QueryItem("AWSAccessKeyId", credentials.accessKeyID),
-                                     QueryItem("Expires", String(expires)), QueryItem("Signature", signature)])
+        return SigningResult(
+            canonicalRequest: "", stringToSign: sts, signature: signature, headers: [],
+            query: [
+                QueryItem("AWSAccessKeyId", credentials.accessKeyID),
+                QueryItem("Expires", String(expires)), QueryItem("Signature", signature),
+            ])
     }
 
     /// The string to sign; `expires` (presigning) replaces the Date line.
@@ -105,7 +117,8 @@ public enum SigV2 {
 
 /// base64(HMAC-SHA1(secret, UTF-8(text))), the V2 signature.
 func hmacSHA1Base64(secret: String, _ text: String) -> String {
-    let mac = HMAC<Insecure.SHA1>.authenticationCode(for: Array(text.utf8),
-                                                    using: SymmetricKey(data: Array(secret.utf8)))
+    let mac = HMAC<Insecure.SHA1>.authenticationCode(
+        for: Array(text.utf8),
+        using: SymmetricKey(data: Array(secret.utf8)))
     return Data(mac).base64EncodedString()
 }

@@ -3,9 +3,9 @@
 import Crypto
 
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+    import FoundationEssentials
 #else
-import Foundation
+    import Foundation
 #endif
 
 /// AWS Signature Version 4, with S3's URI rule (the path encoded once).
@@ -33,16 +33,22 @@ public enum SigV4 {
     /// `contentSHA256Header` is false, as for non-S3 services), `x-amz-security-token` (with a
     /// session token) and `Authorization`. Every header of `request` except the hop-by-hop ones
     /// is signed; it must contain `Host`. Any of the added headers already in `request` are replaced.
-    public static func sign(_ request: SignableRequest, credentials: SigningCredentials, region: String,
-                            service: String = "s3", date: Date, contentSHA256Header: Bool = true) -> [HTTPHeader] {
-        headerAuth(request, credentials: credentials, region: region, service: service, date: date,
-                   contentSHA256Header: contentSHA256Header).headers
+    public static func sign(
+        _ request: SignableRequest, credentials: SigningCredentials, region: String,
+        service: String = "s3", date: Date, contentSHA256Header: Bool = true
+    ) -> [HTTPHeader] {
+        headerAuth(
+            request, credentials: credentials, region: region, service: service, date: date,
+            contentSHA256Header: contentSHA256Header
+        ).headers
     }
 
     /// `sign`, with the canonical request and string to sign.
-    public static func headerAuth(_ request: SignableRequest, credentials: SigningCredentials, region: String,
-                                  service: String = "s3", date: Date,
-                                  contentSHA256Header: Bool = true) -> SigningResult {
+    public static func headerAuth(
+        _ request: SignableRequest, credentials: SigningCredentials, region: String,
+        service: String = "s3", date: Date,
+        contentSHA256Header: Bool = true
+    ) -> SigningResult {
         let amzDate = SigningDate.amzDate(date)
         let payload = request.payloadHash ?? emptyPayloadHash
         var owned: Set<String> = ["authorization", "x-amz-date", "x-amz-security-token"]
@@ -55,12 +61,15 @@ public enum SigV4 {
         let scope = credentialScope(date: date, region: region, service: service)
         let (creq, signedHeaders) = canonicalRequest(signable, payloadHash: payload)
         let sts = stringToSign(canonicalRequest: creq, amzDate: amzDate, scope: scope)
-        let signature = self.signature(stringToSign: sts, secret: credentials.secretAccessKey, date: date,
-                                       region: region, service: service)
-        let authorization = "\(algorithm) Credential=\(credentials.accessKeyID)/\(scope), "
+        let signature = self.signature(
+            stringToSign: sts, secret: credentials.secretAccessKey, date: date,
+            region: region, service: service)
+        let authorization =
+            "\(algorithm) Credential=\(credentials.accessKeyID)/\(scope), "
             + "SignedHeaders=\(signedHeaders), Signature=\(signature)"
-        return SigningResult(canonicalRequest: creq, stringToSign: sts, signature: signature,
-                             headers: added + [HTTPHeader("Authorization", authorization)], query: [])
+        return SigningResult(
+            canonicalRequest: creq, stringToSign: sts, signature: signature,
+            headers: added + [HTTPHeader("Authorization", authorization)], query: [])
     }
 
     /// Query items to add for a presigned URL: `X-Amz-Algorithm`, `X-Amz-Credential`,
@@ -68,15 +77,21 @@ public enum SigV4 {
     /// token) and `X-Amz-Signature`, decoded (encode them with `URIEncoding.query`). The headers
     /// of `request` (normally just `Host`) are signed; the payload is `UNSIGNED-PAYLOAD` unless
     /// `request.payloadHash` says otherwise. `expires` is in seconds (S3: 1...604800).
-    public static func presign(_ request: SignableRequest, credentials: SigningCredentials, region: String,
-                               service: String = "s3", date: Date, expires: Int) -> [QueryItem] {
-        queryAuth(request, credentials: credentials, region: region, service: service, date: date,
-                  expires: expires).query
+    public static func presign(
+        _ request: SignableRequest, credentials: SigningCredentials, region: String,
+        service: String = "s3", date: Date, expires: Int
+    ) -> [QueryItem] {
+        queryAuth(
+            request, credentials: credentials, region: region, service: service, date: date,
+            expires: expires
+        ).query
     }
 
     /// `presign`, with the canonical request and string to sign.
-    public static func queryAuth(_ request: SignableRequest, credentials: SigningCredentials, region: String,
-                                 service: String = "s3", date: Date, expires: Int) -> SigningResult {
+    public static func queryAuth(
+        _ request: SignableRequest, credentials: SigningCredentials, region: String,
+        service: String = "s3", date: Date, expires: Int
+    ) -> SigningResult {
         let amzDate = SigningDate.amzDate(date)
         let scope = credentialScope(date: date, region: region, service: service)
         var signable = request
@@ -93,10 +108,12 @@ public enum SigV4 {
         signable.query = request.query + added
         let (creq, _) = canonicalRequest(signable, payloadHash: request.payloadHash ?? unsignedPayload)
         let sts = stringToSign(canonicalRequest: creq, amzDate: amzDate, scope: scope)
-        let signature = self.signature(stringToSign: sts, secret: credentials.secretAccessKey, date: date,
-                                       region: region, service: service)
-        return SigningResult(canonicalRequest: creq, stringToSign: sts, signature: signature, headers: [],
-                             query: added + [QueryItem("X-Amz-Signature", signature)])
+        let signature = self.signature(
+            stringToSign: sts, secret: credentials.secretAccessKey, date: date,
+            region: region, service: service)
+        return SigningResult(
+            canonicalRequest: creq, stringToSign: sts, signature: signature, headers: [],
+            query: added + [QueryItem("X-Amz-Signature", signature)])
     }
 
     /// `<yyyymmdd>/<region>/<service>/aws4_request`.
@@ -106,8 +123,10 @@ public enum SigV4 {
 
     /// `METHOD\nCanonicalURI\nCanonicalQuery\nCanonicalHeaders\n\nSignedHeaders\nPayloadHash`, over
     /// every header of `request`, and the `SignedHeaders` list.
-    public static func canonicalRequest(_ request: SignableRequest,
-                                        payloadHash: String) -> (canonicalRequest: String, signedHeaders: String) {
+    public static func canonicalRequest(
+        _ request: SignableRequest,
+        payloadHash: String
+    ) -> (canonicalRequest: String, signedHeaders: String) {
         let (headerBlock, signedHeaders) = canonicalHeaders(request.headers)
         let text = [
             request.method,
@@ -173,8 +192,10 @@ public enum SigV4 {
         return key
     }
 
-    static func signature(stringToSign: String, secret: String, date: Date, region: String,
-                          service: String) -> String {
+    static func signature(
+        stringToSign: String, secret: String, date: Date, region: String,
+        service: String
+    ) -> String {
         let key = signingKey(secret: secret, date: date, region: region, service: service)
         return hex(HMAC<SHA256>.authenticationCode(for: Array(stringToSign.utf8), using: key))
     }

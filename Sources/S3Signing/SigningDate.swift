@@ -2,9 +2,9 @@
 // object, no clock).
 
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+    import FoundationEssentials
 #else
-import Foundation
+    import Foundation
 #endif
 
 /// A UTC instant broken into its civil fields.

@@ -89,7 +89,8 @@ public struct S3Endpoint: Sendable, Hashable {
             port = nil
         }
         self.region = region
-        let isAddress = host == "localhost" || host.hasPrefix("[") || host.split(separator: ".").allSatisfy { Int($0) != nil }
+        let isAddress =
+            host == "localhost" || host.hasPrefix("[") || host.split(separator: ".").allSatisfy { Int($0) != nil }
         pathStyle = forcePathStyle || isAddress || !provider.virtualHostedByDefault
     }
 

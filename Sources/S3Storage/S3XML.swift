@@ -344,7 +344,8 @@ private struct XMLByteParser {
                 guard index < bytes.count, bytes[index] == Byte.gt else { throw failure("expected '>' in end tag") }
                 index += 1
                 guard let open = stack.popLast() else {
-                    throw failure("end tag </\(String(decoding: qualified, as: UTF8.self))> without a start tag", at: tagStart)
+                    throw failure(
+                        "end tag </\(String(decoding: qualified, as: UTF8.self))> without a start tag", at: tagStart)
                 }
                 guard open.qualifiedName == qualified else {
                     throw failure(
@@ -545,7 +546,9 @@ extension S3XML {
         let root = try document(bytes, expecting: "ListAllMyBucketsResult")
         var result: [S3Bucket] = []
         for bucket in root.child("Buckets")?.children(named: "Bucket") ?? [] {
-            guard let name = bucket.value("Name") else { throw XMLParseError("ListAllMyBucketsResult: Bucket without Name") }
+            guard let name = bucket.value("Name") else {
+                throw XMLParseError("ListAllMyBucketsResult: Bucket without Name")
+            }
             result.append(S3Bucket(name: trimmed(name), creationDate: trimmed(bucket.value("CreationDate") ?? "")))
         }
         return result
@@ -586,9 +589,11 @@ extension S3XML {
             case "Error":
                 guard let key = entry.value("Key") else { throw XMLParseError("DeleteResult: Error without Key") }
                 reply.errors.append(
-                    (key: decode ? percentDecode(key) : key,
-                     code: trimmed(entry.value("Code") ?? ""),
-                     message: entry.value("Message") ?? ""))
+                    (
+                        key: decode ? percentDecode(key) : key,
+                        code: trimmed(entry.value("Code") ?? ""),
+                        message: entry.value("Message") ?? ""
+                    ))
             default:
                 continue
             }
@@ -775,7 +780,8 @@ extension S3XML {
     /// CreateBucketConfiguration with the LocationConstraint.
     static func createBucketRequest(location: String?) -> [UInt8]? {
         guard let location, !location.isEmpty, location != "us-east-1" else { return nil }
-        let xml = declaration + #"<CreateBucketConfiguration xmlns="\#(namespace)">"#
+        let xml =
+            declaration + #"<CreateBucketConfiguration xmlns="\#(namespace)">"#
             + "<LocationConstraint>" + escape(location) + "</LocationConstraint></CreateBucketConfiguration>"
         return Array(xml.utf8)
     }

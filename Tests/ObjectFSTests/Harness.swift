@@ -68,7 +68,8 @@ struct Harness {
     @discardableResult
     func writeFile(_ path: String, _ bytes: [UInt8], mode: UInt32 = 0o644) async throws(FSError) -> FileAttributes {
         let (parent, name) = try await parentAndName(path)
-        let (attrs, fh) = try await fs.create(parent: parent, name: name, mode: mode, flags: OpenFlags(posix: O_WRONLY | O_CREAT | O_TRUNC))
+        let (attrs, fh) = try await fs.create(
+            parent: parent, name: name, mode: mode, flags: OpenFlags(posix: O_WRONLY | O_CREAT | O_TRUNC))
         if !bytes.isEmpty { _ = try await fs.write(fh, offset: 0, data: bytes) }
         do {
             try await fs.flush(fh)
@@ -105,7 +106,8 @@ struct Harness {
     func keys() async -> [String] { await memory.snapshot().map(\.key) }
 
     func put(_ key: String, _ content: String = "x", contentType: String? = nil) async throws {
-        _ = try await memory.put(key, payload: .bytes(Array(content.utf8)), options: PutOptions(contentType: contentType))
+        _ = try await memory.put(
+            key, payload: .bytes(Array(content.utf8)), options: PutOptions(contentType: contentType))
     }
 }
 

@@ -116,7 +116,9 @@ func runScenario(_ ops: [Int], verbose: Bool = false) async throws -> Bool {
                 description = "truncate \(path) to \(size)"
                 _ = try await h.fs.setattr(try await h.resolve(path).ino, AttributeChanges(size: Int64(size)))
                 var content = model.bucket[path]!
-                if content.count > size { content.removeLast(content.count - size) } else {
+                if content.count > size {
+                    content.removeLast(content.count - size)
+                } else {
                     content += [UInt8](repeating: 0, count: size - content.count)
                 }
                 model.bucket[path] = content
@@ -155,11 +157,15 @@ func runScenario(_ ops: [Int], verbose: Bool = false) async throws -> Bool {
                 let to = try await h.resolve(toDir)
                 if tree.directories.contains(target) {
                     await expectErrno(EISDIR) {
-                        try await h.fs.rename(parent: fromParent, name: fromName, newParent: to.ino, newName: target.split(separator: "/").last.map(String.init)!)
+                        try await h.fs.rename(
+                            parent: fromParent, name: fromName, newParent: to.ino,
+                            newName: target.split(separator: "/").last.map(String.init)!)
                     }
                     break
                 }
-                try await h.fs.rename(parent: fromParent, name: fromName, newParent: to.ino, newName: String(target.split(separator: "/").last!))
+                try await h.fs.rename(
+                    parent: fromParent, name: fromName, newParent: to.ino,
+                    newName: String(target.split(separator: "/").last!))
                 if target != path {
                     model.bucket[target] = model.bucket[path]
                     model.bucket[path] = nil
@@ -175,11 +181,19 @@ func runScenario(_ ops: [Int], verbose: Bool = false) async throws -> Bool {
                 let to = try await h.resolve(toDir)
                 if target == path { continue }
                 if toDir == path || toDir.hasPrefix(path + "/") {
-                    await expectErrno(EINVAL) { try await h.fs.rename(parent: fromParent, name: fromName, newParent: to.ino, newName: newName) }
+                    await expectErrno(EINVAL) {
+                        try await h.fs.rename(parent: fromParent, name: fromName, newParent: to.ino, newName: newName)
+                    }
                 } else if tree.files.contains(target) {
-                    await expectErrno(ENOTDIR) { try await h.fs.rename(parent: fromParent, name: fromName, newParent: to.ino, newName: newName) }
-                } else if tree.directories.contains(target) && !model.keys(under: target).filter({ $0 != target + "/" }).isEmpty {
-                    await expectErrno(ENOTEMPTY) { try await h.fs.rename(parent: fromParent, name: fromName, newParent: to.ino, newName: newName) }
+                    await expectErrno(ENOTDIR) {
+                        try await h.fs.rename(parent: fromParent, name: fromName, newParent: to.ino, newName: newName)
+                    }
+                } else if tree.directories.contains(target)
+                    && !model.keys(under: target).filter({ $0 != target + "/" }).isEmpty
+                {
+                    await expectErrno(ENOTEMPTY) {
+                        try await h.fs.rename(parent: fromParent, name: fromName, newParent: to.ino, newName: newName)
+                    }
                 } else {
                     try await h.fs.rename(parent: fromParent, name: fromName, newParent: to.ino, newName: newName)
                     model.bucket[target + "/"] = nil
@@ -233,7 +247,9 @@ func check(_ h: Harness, _ model: Model, step: Int, description: String) async t
                 seenFiles.insert(child)
                 let content = try await h.readFile(child)
                 if content != model.bucket[child] {
-                    Issue.record("step \(step) \(description): \(child) reads \(content.count) bytes, model has \(model.bucket[child]?.count ?? -1)")
+                    Issue.record(
+                        "step \(step) \(description): \(child) reads \(content.count) bytes, model has \(model.bucket[child]?.count ?? -1)"
+                    )
                     ok = false
                 }
             }
@@ -242,7 +258,9 @@ func check(_ h: Harness, _ model: Model, step: Int, description: String) async t
     try await walk("", rootInode)
     let tree = model.tree
     if seenDirs != tree.directories || seenFiles != tree.files {
-        Issue.record("step \(step) \(description): fs shows dirs \(seenDirs.sorted()) files \(seenFiles.sorted()); model dirs \(tree.directories.sorted()) files \(tree.files.sorted())")
+        Issue.record(
+            "step \(step) \(description): fs shows dirs \(seenDirs.sorted()) files \(seenFiles.sorted()); model dirs \(tree.directories.sorted()) files \(tree.files.sorted())"
+        )
         return false
     }
     return ok

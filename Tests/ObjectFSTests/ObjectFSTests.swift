@@ -106,7 +106,8 @@ import Testing
         _ = try await h.fs.setattr(a.ino, AttributeChanges(mode: 0o600, mtime: .set(t2)))
         #expect(h.storage.calls(.copy) == copies + 1)
         let info = try await h.memory.head("f")
-        #expect(Timestamp(metadataValue: info.metadata?["mtime"] ?? "") == t2 && info.metadata?["mode"] == String(0o100600))
+        #expect(
+            Timestamp(metadataValue: info.metadata?["mtime"] ?? "") == t2 && info.metadata?["mode"] == String(0o100600))
         #expect(info.metadata?["uid"] == "7")
     }
 
@@ -157,7 +158,9 @@ import Testing
     @Test func readOnlyMountsRefuseChanges() async throws {
         let h = try Harness(readOnly: true)
         try await h.put("f", "data")
-        await expectErrno(EROFS) { _ = try await h.fs.create(parent: rootInode, name: "g", mode: 0o644, flags: .writeOnly) }
+        await expectErrno(EROFS) {
+            _ = try await h.fs.create(parent: rootInode, name: "g", mode: 0o644, flags: .writeOnly)
+        }
         await expectErrno(EROFS) { _ = try await h.fs.mkdir(parent: rootInode, name: "d", mode: 0o755) }
         await expectErrno(EROFS) { try await h.fs.unlink(parent: rootInode, name: "f") }
         let a = try await h.resolve("f")
@@ -168,7 +171,9 @@ import Testing
     @Test func namesTooLongAreRefused() async throws {
         let h = try Harness()
         let long = String(repeating: "n", count: 256)
-        await expectErrno(ENAMETOOLONG) { _ = try await h.fs.create(parent: rootInode, name: long, mode: 0o644, flags: .writeOnly) }
+        await expectErrno(ENAMETOOLONG) {
+            _ = try await h.fs.create(parent: rootInode, name: long, mode: 0o644, flags: .writeOnly)
+        }
         await expectErrno(ENAMETOOLONG) { _ = try await h.fs.lookup(parent: rootInode, name: long) }
     }
 }
@@ -265,7 +270,8 @@ import Testing
         let h = try Harness()
         try await h.writeFile("a.txt", b("content"))
         try await h.mkdir("d")
-        try await h.fs.rename(parent: rootInode, name: "a.txt", newParent: try await h.resolve("d").ino, newName: "b.txt")
+        try await h.fs.rename(
+            parent: rootInode, name: "a.txt", newParent: try await h.resolve("d").ino, newName: "b.txt")
         #expect(await h.keys() == ["d/", "d/b.txt"])
         #expect(try await h.readFile("d/b.txt") == b("content"))
         await expectErrno(ENOENT) { _ = try await h.resolve("a.txt") }
@@ -285,7 +291,9 @@ import Testing
         for k in ["src/a", "src/b", "src/c"] { try await h.put(k, k) }
         _ = try await h.resolve("src")
         h.storage.fail(.copy, with: .unavailable("reset"), count: 1)
-        await expectErrno(EIO) { try await h.fs.rename(parent: rootInode, name: "src", newParent: rootInode, newName: "dst") }
+        await expectErrno(EIO) {
+            try await h.fs.rename(parent: rootInode, name: "src", newParent: rootInode, newName: "dst")
+        }
         let keys = await h.keys()
         #expect(keys.filter { $0.hasPrefix("src/") } == ["src/a", "src/b", "src/c"])
     }
@@ -297,15 +305,23 @@ import Testing
         try await h.writeFile("f", b("f"))
         try await h.writeFile("g", b("g"))
         let d = try await h.resolve("d")
-        await expectErrno(EINVAL) { try await h.fs.rename(parent: rootInode, name: "d", newParent: d.ino, newName: "x") }
-        await expectErrno(EISDIR) { try await h.fs.rename(parent: rootInode, name: "f", newParent: rootInode, newName: "d") }
-        await expectErrno(ENOTDIR) { try await h.fs.rename(parent: rootInode, name: "d", newParent: rootInode, newName: "f") }
+        await expectErrno(EINVAL) {
+            try await h.fs.rename(parent: rootInode, name: "d", newParent: d.ino, newName: "x")
+        }
+        await expectErrno(EISDIR) {
+            try await h.fs.rename(parent: rootInode, name: "f", newParent: rootInode, newName: "d")
+        }
+        await expectErrno(ENOTDIR) {
+            try await h.fs.rename(parent: rootInode, name: "d", newParent: rootInode, newName: "f")
+        }
         await expectErrno(EEXIST) {
             try await h.fs.rename(parent: rootInode, name: "f", newParent: rootInode, newName: "g", noReplace: true)
         }
         try await h.mkdir("e")
         try await h.writeFile("e/x", b("x"))
-        await expectErrno(ENOTEMPTY) { try await h.fs.rename(parent: rootInode, name: "d", newParent: rootInode, newName: "e") }
+        await expectErrno(ENOTEMPTY) {
+            try await h.fs.rename(parent: rootInode, name: "d", newParent: rootInode, newName: "e")
+        }
         // Replacing a file is allowed.
         try await h.fs.rename(parent: rootInode, name: "f", newParent: rootInode, newName: "g")
         #expect(try await h.readFile("g") == b("f"))
@@ -329,7 +345,8 @@ import Testing
     @Test func reportsQuotaAndUsage() async throws {
         let memory = MemoryStorage(quotaBytes: 4096 * 100)
         _ = try await memory.put("a", payload: .bytes([UInt8](repeating: 0, count: 4096 * 10)), options: PutOptions())
-        let fs = try ObjectFS(storage: memory, configuration: ObjectFSConfiguration(stagingDirectory: uniqueStagingDirectory()))
+        let fs = try ObjectFS(
+            storage: memory, configuration: ObjectFSConfiguration(stagingDirectory: uniqueStagingDirectory()))
         let s = await fs.statfs()
         #expect(s.totalBlocks == 100 && s.freeBlocks == 90 && s.blockSize == 4096)
     }
@@ -352,7 +369,8 @@ import Testing
     @Test func chmodKeepsTheContentTypeAndOtherMetadata() async throws {
         let h = try Harness()
         _ = try await h.memory.put(
-            "page.html", payload: .bytes(b("<p>")), options: PutOptions(contentType: "text/html", metadata: ["owner": "web"]))
+            "page.html", payload: .bytes(b("<p>")),
+            options: PutOptions(contentType: "text/html", metadata: ["owner": "web"]))
         let a = try await h.resolve("page.html")
         _ = try await h.fs.setattr(a.ino, AttributeChanges(mode: 0o600))
         let info = try await h.memory.head("page.html")
@@ -367,7 +385,8 @@ import Testing
         h.expireCaches()
         h.storage.fail(.head, with: .unavailable("timeout"), count: 1)
         await expectErrno(EIO) {
-            _ = try await h.fs.create(parent: rootInode, name: "f", mode: 0o644, flags: OpenFlags(posix: O_WRONLY | O_CREAT | O_EXCL))
+            _ = try await h.fs.create(
+                parent: rootInode, name: "f", mode: 0o644, flags: OpenFlags(posix: O_WRONLY | O_CREAT | O_EXCL))
         }
         #expect(try await h.readFile("f") == b("keep me"))
     }
@@ -410,7 +429,8 @@ struct MetadataFreeListings: ObjectStorage {
     var s3Like = false
     var capabilities: StorageCapabilities { base.capabilities }
     func list(prefix: String, delimiter: String?, continuation: String?, maxKeys: Int?) async throws -> ListPage {
-        var page = try await base.list(prefix: prefix, delimiter: delimiter, continuation: continuation, maxKeys: maxKeys)
+        var page = try await base.list(
+            prefix: prefix, delimiter: delimiter, continuation: continuation, maxKeys: maxKeys)
         for i in page.objects.indices {
             page.objects[i].metadata = nil
             if s3Like { page.objects[i].contentType = nil }
@@ -418,13 +438,19 @@ struct MetadataFreeListings: ObjectStorage {
         return page
     }
     func head(_ key: ObjectKey) async throws -> ObjectInfo { try await base.head(key) }
-    func get(_ key: ObjectKey, range: ByteRange?, ifMatch: ETag?) async throws -> [UInt8] { try await base.get(key, range: range, ifMatch: ifMatch) }
-    func put(_ key: ObjectKey, payload: Payload, options: PutOptions) async throws -> ObjectInfo { try await base.put(key, payload: payload, options: options) }
+    func get(_ key: ObjectKey, range: ByteRange?, ifMatch: ETag?) async throws -> [UInt8] {
+        try await base.get(key, range: range, ifMatch: ifMatch)
+    }
+    func put(_ key: ObjectKey, payload: Payload, options: PutOptions) async throws -> ObjectInfo {
+        try await base.put(key, payload: payload, options: options)
+    }
     func copy(from source: ObjectKey, to destination: ObjectKey, replacing: PutOptions?) async throws -> ObjectInfo {
         try await base.copy(from: source, to: destination, replacing: replacing)
     }
     func delete(_ keys: [ObjectKey]) async throws { try await base.delete(keys) }
-    func createMultipartUpload(_ key: ObjectKey, options: PutOptions) async throws -> MultipartUpload { try await base.createMultipartUpload(key, options: options) }
+    func createMultipartUpload(_ key: ObjectKey, options: PutOptions) async throws -> MultipartUpload {
+        try await base.createMultipartUpload(key, options: options)
+    }
     func uploadPart(_ upload: MultipartUpload, number: Int, payload: Payload) async throws -> UploadedPart {
         try await base.uploadPart(upload, number: number, payload: payload)
     }
@@ -438,8 +464,12 @@ struct MetadataFreeListings: ObjectStorage {
 @Suite struct MetadataFromHeadTests {
     @Test func statShowsTheStoredMtimeWhenListingsCarryNoMetadata() async throws {
         let memory = MemoryStorage()
-        _ = try await memory.put("f", payload: .bytes([1]), options: PutOptions(metadata: ["mtime": "1500000000.5", "mode": String(0o100600)]))
-        let fs = try ObjectFS(storage: MetadataFreeListings(base: memory), configuration: ObjectFSConfiguration(stagingDirectory: uniqueStagingDirectory()))
+        _ = try await memory.put(
+            "f", payload: .bytes([1]),
+            options: PutOptions(metadata: ["mtime": "1500000000.5", "mode": String(0o100600)]))
+        let fs = try ObjectFS(
+            storage: MetadataFreeListings(base: memory),
+            configuration: ObjectFSConfiguration(stagingDirectory: uniqueStagingDirectory()))
         let listed = try await fs.list(rootInode)
         #expect(listed.map(\.name) == ["f"])
         #expect(listed[0].attributesComplete == false)
@@ -454,7 +484,8 @@ struct MetadataFreeListings: ObjectStorage {
     @Test func ownersStoredByOtherToolsAreShownAndChownIsStored() async throws {
         let h = try Harness()
         // s3fs and rclone store the owner as uid/gid metadata.
-        _ = try await h.memory.put("theirs", payload: .bytes(b("x")), options: PutOptions(metadata: ["uid": "33", "gid": "34"]))
+        _ = try await h.memory.put(
+            "theirs", payload: .bytes(b("x")), options: PutOptions(metadata: ["uid": "33", "gid": "34"]))
         var a = try await h.resolve("theirs")
         #expect(a.uid == 33 && a.gid == 34)
         // Files without an owner in metadata are the mount's; new files store none.
@@ -473,7 +504,8 @@ struct MetadataFreeListings: ObjectStorage {
 
     @Test func aFixedOwnerHidesStoredOwners() async throws {
         let h = try Harness(fixedOwner: true)
-        _ = try await h.memory.put("theirs", payload: .bytes(b("x")), options: PutOptions(metadata: ["uid": "33", "gid": "34"]))
+        _ = try await h.memory.put(
+            "theirs", payload: .bytes(b("x")), options: PutOptions(metadata: ["uid": "33", "gid": "34"]))
         let a = try await h.resolve("theirs")
         #expect(a.uid == 1000 && a.gid == 1000)
     }
@@ -525,7 +557,9 @@ struct MetadataFreeListings: ObjectStorage {
         // Another client replaces the object: the chunks not fetched yet must not mix versions.
         _ = try await h.memory.put("f", payload: .bytes([UInt8](repeating: 9, count: 1000)), options: PutOptions())
         await #expect(throws: FSError.self) {
-            for offset in stride(from: 100, to: 1000, by: 50) { _ = try await h.fs.read(fh, offset: Int64(offset), count: 50) }
+            for offset in stride(from: 100, to: 1000, by: 50) {
+                _ = try await h.fs.read(fh, offset: Int64(offset), count: 50)
+            }
         }
         await h.fs.release(fh)
     }
@@ -536,7 +570,8 @@ struct MetadataFreeListings: ObjectStorage {
         let memory = MemoryStorage()
         for i in 0..<40 {
             let name = "d/f" + (i < 10 ? "0\(i)" : "\(i)")
-            _ = try await memory.put(name, payload: .bytes([UInt8(i)]), options: PutOptions(metadata: ["mtime": "\(1_500_000_000 + i)"]))
+            _ = try await memory.put(
+                name, payload: .bytes([UInt8(i)]), options: PutOptions(metadata: ["mtime": "\(1_500_000_000 + i)"]))
         }
         let storage = FaultInjectingStorage(MetadataFreeListings(base: memory), latency: .milliseconds(20))
         var config = ObjectFSConfiguration(stagingDirectory: uniqueStagingDirectory())

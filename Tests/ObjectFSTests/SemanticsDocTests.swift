@@ -50,7 +50,10 @@ struct KeysExample: CustomTestStringConvertible, Sendable {
                 }
                 let bucket = list("bucket").map { item -> (String, String?) in
                     if item.hasSuffix("]"), let open = item.firstIndex(of: "[") {
-                        return (expand(String(item[..<open])), String(item[item.index(after: open)..<item.index(before: item.endIndex)]))
+                        return (
+                            expand(String(item[..<open])),
+                            String(item[item.index(after: open)..<item.index(before: item.endIndex)])
+                        )
                     }
                     return (expand(item), nil)
                 }

@@ -27,7 +27,8 @@ import Testing
     @Test func s3fsSymlinksAreSymlinksEvenWhenTheListingCannotTell() async throws {
         let memory = MemoryStorage()
         // What s3fs writes: the target as body, mode S_IFLNK|0777, no particular content type.
-        _ = try await memory.put("d/l", payload: .bytes(b("/etc/hostname")), options: PutOptions(metadata: ["mode": "41471"]))
+        _ = try await memory.put(
+            "d/l", payload: .bytes(b("/etc/hostname")), options: PutOptions(metadata: ["mode": "41471"]))
         _ = try await memory.put("d/small", payload: .bytes(b("hello")), options: PutOptions())
         let fs = try ObjectFS(
             storage: MetadataFreeListings(base: memory, s3Like: true),
@@ -178,9 +179,15 @@ import Testing
         try await h.writeFile("f", b("x"))
         let f = try await h.resolve("f")
         try await h.fs.changeExtendedAttribute(f.ino, name: "user.a", value: b("1"), flags: 1)
-        await expectErrno(EEXIST) { try await h.fs.changeExtendedAttribute(f.ino, name: "user.a", value: b("2"), flags: 1) }
-        await expectErrno(ENODATA) { try await h.fs.changeExtendedAttribute(f.ino, name: "user.b", value: b("2"), flags: 2) }
-        await expectErrno(ENOTSUP) { try await h.fs.changeExtendedAttribute(f.ino, name: "security.selinux", value: b("x")) }
+        await expectErrno(EEXIST) {
+            try await h.fs.changeExtendedAttribute(f.ino, name: "user.a", value: b("2"), flags: 1)
+        }
+        await expectErrno(ENODATA) {
+            try await h.fs.changeExtendedAttribute(f.ino, name: "user.b", value: b("2"), flags: 2)
+        }
+        await expectErrno(ENOTSUP) {
+            try await h.fs.changeExtendedAttribute(f.ino, name: "security.selinux", value: b("x"))
+        }
         await expectErrno(ENOTSUP) { try await h.fs.changeExtendedAttribute(f.ino, name: "trusted.x", value: b("x")) }
         // S3's 2 KB: over it, ENOSPC, and nothing is stored.
         await expectErrno(ENOSPC) {
@@ -195,7 +202,8 @@ import Testing
     @Test func theEncodingRoundTrips() {
         for name in ["color", "Color", "a_b", "xdg.origin.url", "mtime", "xattr-foo", "é", "-x", "a b"] {
             let stored = UserMetadata.metadataName(for: name)
-            #expect(stored.utf8.allSatisfy { ($0 >= 97 && $0 <= 122) || ($0 >= 48 && $0 <= 57) || $0 == 45 || $0 == 46 })
+            #expect(
+                stored.utf8.allSatisfy { ($0 >= 97 && $0 <= 122) || ($0 >= 48 && $0 <= 57) || $0 == 45 || $0 == 46 })
             #expect(UserMetadata.attributeName(for: stored) == name, "\(name) -> \(stored)")
         }
         #expect(UserMetadata.metadataName(for: "xdg.origin.url") == "xdg.origin.url")
@@ -249,7 +257,8 @@ import Testing
     /// unmount (and so lost to a kill -9).
     @Test func aFileCreatedReadOnlyIsStoredAtClose() async throws {
         let h = try Harness()
-        let (_, fh) = try await h.fs.create(parent: rootInode, name: "lock", mode: 0o644, flags: OpenFlags(posix: O_RDONLY | O_CREAT))
+        let (_, fh) = try await h.fs.create(
+            parent: rootInode, name: "lock", mode: 0o644, flags: OpenFlags(posix: O_RDONLY | O_CREAT))
         try await h.fs.flush(fh)
         await h.fs.release(fh)
         #expect(await h.keys() == ["lock"])

@@ -27,7 +27,8 @@ import Testing
     @Test func roundTripsThroughTheMetadataString() {
         for t in [
             Timestamp(seconds: 0), Timestamp(seconds: 1_700_000_000, nanoseconds: 1),
-            Timestamp(seconds: 1_700_000_000, nanoseconds: 999_999_999), Timestamp(seconds: -2, nanoseconds: 500_000_000),
+            Timestamp(seconds: 1_700_000_000, nanoseconds: 999_999_999),
+            Timestamp(seconds: -2, nanoseconds: 500_000_000),
         ] {
             #expect(Timestamp(metadataValue: t.metadataValue) == t)
         }

@@ -1,5 +1,6 @@
-@testable import ObjmountCLI
 import Testing
+
+@testable import ObjmountCLI
 
 @Suite struct RemoteParsingTests {
     @Test(arguments: [

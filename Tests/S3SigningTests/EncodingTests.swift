@@ -10,7 +10,8 @@ import Testing
         #expect(URIEncoding.encode("a b+c*d/e=f&g%") == "a%20b%2Bc%2Ad%2Fe%3Df%26g%25")
         #expect(URIEncoding.encode("a/b c", keepSlash: true) == "a/b%20c")
         #expect(URIEncoding.encode("ሴ😀") == "%E1%88%B4%F0%9F%98%80")
-        #expect(URIEncoding.query([QueryItem("uploads", nil), QueryItem("prefix", "a b/"), QueryItem("e", "")])
+        #expect(
+            URIEncoding.query([QueryItem("uploads", nil), QueryItem("prefix", "a b/"), QueryItem("e", "")])
                 == "uploads&prefix=a%20b%2F&e=")
     }
 

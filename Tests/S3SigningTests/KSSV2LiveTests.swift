@@ -34,7 +34,8 @@ import Testing
             let resource = S3Resource(bucket: bucket.isEmpty ? nil : bucket, key: c["key"] as! String)
             let query = (c["query"] as! [[Any]]).map { QueryItem($0[0] as! String, $0[1] as? String) }
             let headers = (c["headers"] as! [[String]]).map { HTTPHeader($0[0], $0[1]) }
-            let request = SignableRequest(method: c["method"] as! String, path: c["path"] as! String, query: query, headers: headers)
+            let request = SignableRequest(
+                method: c["method"] as! String, path: c["path"] as! String, query: query, headers: headers)
             let result = KSSV2.headerAuth(request, resource: resource, credentials: kssCredentials, date: kssInstant)
             #expect(result.stringToSign == c["stringToSign"] as! String, "\(name) (seed \(seed))")
             #expect(result.signature == c["signature"] as! String, "\(name) (seed \(seed))")

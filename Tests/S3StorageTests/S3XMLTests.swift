@@ -30,19 +30,24 @@ private struct SeededGenerator: RandomNumberGenerator {
 
 @Suite struct S3XMLParserTests {
     @Test func elementsAttributesAndText() throws {
-        let root = try S3XML.parse(bytes("""
-            <?xml version="1.0" encoding="UTF-8"?>
-            <!-- a comment -->
-            <s3:Root xmlns:s3="http://s3.amazonaws.com/doc/2006-03-01/" a='single' b="double &amp; &quot;q&quot;">
-              <s3:Key>one</s3:Key>
-              <Empty/>
-              <Empty />
-              <Key>two</Key>
-              <?pi inside?>
-            </s3:Root>
-            """))
+        let root = try S3XML.parse(
+            bytes(
+                """
+                <?xml version="1.0" encoding="UTF-8"?>
+                <!-- a comment -->
+                <s3:Root xmlns:s3="http://s3.amazonaws.com/doc/2006-03-01/" a='single' b="double &amp; &quot;q&quot;">
+                  <s3:Key>one</s3:Key>
+                  <Empty/>
+                  <Empty />
+                  <Key>two</Key>
+                  <?pi inside?>
+                </s3:Root>
+                """))
         #expect(root.name == "Root")
-        #expect(root.attributes == ["xmlns:s3": "http://s3.amazonaws.com/doc/2006-03-01/", "a": "single", "b": #"double & "q""#])
+        #expect(
+            root.attributes == [
+                "xmlns:s3": "http://s3.amazonaws.com/doc/2006-03-01/", "a": "single", "b": #"double & "q""#,
+            ])
         #expect(root.children.map(\.name) == ["Key", "Empty", "Empty", "Key"])
         #expect(root.value("Key") == "one")
         #expect(root.children(named: "Key").map(\.text) == ["one", "two"])
@@ -57,8 +62,11 @@ private struct SeededGenerator: RandomNumberGenerator {
     @Test func entities() throws {
         let root = try S3XML.parse(bytes("<a>&amp;&lt;&gt;&quot;&apos;&#65;&#x42;&#xe9;&#233;&#x1F600;&#10;&#13;</a>"))
         #expect(root.text == "&<>\"'ABéé😀\n\r")
-        #expect(Array(root.text.utf8) == [0x26, 0x3C, 0x3E, 0x22, 0x27, 0x41, 0x42, 0xC3, 0xA9, 0xC3, 0xA9,
-                                          0xF0, 0x9F, 0x98, 0x80, 0x0A, 0x0D])
+        #expect(
+            Array(root.text.utf8) == [
+                0x26, 0x3C, 0x3E, 0x22, 0x27, 0x41, 0x42, 0xC3, 0xA9, 0xC3, 0xA9,
+                0xF0, 0x9F, 0x98, 0x80, 0x0A, 0x0D,
+            ])
         #expect(try S3XML.parse(bytes("<a b='&lt;&#x263A;&apos;'/>")).attributes["b"] == "<☺'")
     }
 
@@ -113,31 +121,35 @@ private struct SeededGenerator: RandomNumberGenerator {
 @Suite struct S3XMLReplyTests {
     // ListObjectsV2 with a delimiter (AWS API reference example).
     @Test func listObjectsV2WithCommonPrefixes() throws {
-        let reply = try S3XML.listObjects(bytes("""
-            <?xml version="1.0" encoding="UTF-8"?>
-            <ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
-              <Name>example-bucket</Name>
-              <Prefix></Prefix>
-              <KeyCount>2</KeyCount>
-              <MaxKeys>1000</MaxKeys>
-              <Delimiter>/</Delimiter>
-              <IsTruncated>false</IsTruncated>
-              <Contents>
-                <Key>sample.jpg</Key>
-                <LastModified>2011-02-26T01:56:20.000Z</LastModified>
-                <ETag>&quot;bf1d737a4d46a19f3bced6905cc8b902&quot;</ETag>
-                <Size>142863</Size>
-                <StorageClass>STANDARD</StorageClass>
-              </Contents>
-              <CommonPrefixes>
-                <Prefix>photos/</Prefix>
-              </CommonPrefixes>
-            </ListBucketResult>
-            """))
-        #expect(reply.objects == [
-            S3ListedObject(key: "sample.jpg", size: 142863, etag: "bf1d737a4d46a19f3bced6905cc8b902",
-                           lastModified: "2011-02-26T01:56:20.000Z", storageClass: "STANDARD")
-        ])
+        let reply = try S3XML.listObjects(
+            bytes(
+                """
+                <?xml version="1.0" encoding="UTF-8"?>
+                <ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
+                  <Name>example-bucket</Name>
+                  <Prefix></Prefix>
+                  <KeyCount>2</KeyCount>
+                  <MaxKeys>1000</MaxKeys>
+                  <Delimiter>/</Delimiter>
+                  <IsTruncated>false</IsTruncated>
+                  <Contents>
+                    <Key>sample.jpg</Key>
+                    <LastModified>2011-02-26T01:56:20.000Z</LastModified>
+                    <ETag>&quot;bf1d737a4d46a19f3bced6905cc8b902&quot;</ETag>
+                    <Size>142863</Size>
+                    <StorageClass>STANDARD</StorageClass>
+                  </Contents>
+                  <CommonPrefixes>
+                    <Prefix>photos/</Prefix>
+                  </CommonPrefixes>
+                </ListBucketResult>
+                """))
+        #expect(
+            reply.objects == [
+                S3ListedObject(
+                    key: "sample.jpg", size: 142863, etag: "bf1d737a4d46a19f3bced6905cc8b902",
+                    lastModified: "2011-02-26T01:56:20.000Z", storageClass: "STANDARD")
+            ])
         #expect(reply.commonPrefixes == ["photos/"])
         #expect(reply.isTruncated == false)
         #expect(reply.nextContinuationToken == nil)
@@ -147,30 +159,32 @@ private struct SeededGenerator: RandomNumberGenerator {
 
     // ListObjectsV2, truncated, with a continuation token (AWS API reference example).
     @Test func listObjectsV2Truncated() throws {
-        let reply = try S3XML.listObjects(bytes("""
-            <ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
-              <Name>bucket</Name>
-              <Prefix></Prefix>
-              <NextContinuationToken>1ueGcxLPRx1Tr/XYExHnhbYLgveDs2J/wm36Hy4vbOwM=</NextContinuationToken>
-              <KeyCount>1000</KeyCount>
-              <MaxKeys>1000</MaxKeys>
-              <IsTruncated>true</IsTruncated>
-              <Contents>
-                <Key>happyface.jpg</Key>
-                <LastModified>2014-11-21T19:40:05.000Z</LastModified>
-                <ETag>"70ee1738b6b21e2c8a43f3a5ab0eee71"</ETag>
-                <Size>11</Size>
-                <StorageClass>STANDARD</StorageClass>
-              </Contents>
-              <Contents>
-                <Key>ExampleObject.txt</Key>
-                <LastModified>2013-09-17T18:07:53.000Z</LastModified>
-                <ETag>"599bab3ed2c697f1d26842727561fd94"</ETag>
-                <Size>857</Size>
-                <StorageClass>REDUCED_REDUNDANCY</StorageClass>
-              </Contents>
-            </ListBucketResult>
-            """))
+        let reply = try S3XML.listObjects(
+            bytes(
+                """
+                <ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
+                  <Name>bucket</Name>
+                  <Prefix></Prefix>
+                  <NextContinuationToken>1ueGcxLPRx1Tr/XYExHnhbYLgveDs2J/wm36Hy4vbOwM=</NextContinuationToken>
+                  <KeyCount>1000</KeyCount>
+                  <MaxKeys>1000</MaxKeys>
+                  <IsTruncated>true</IsTruncated>
+                  <Contents>
+                    <Key>happyface.jpg</Key>
+                    <LastModified>2014-11-21T19:40:05.000Z</LastModified>
+                    <ETag>"70ee1738b6b21e2c8a43f3a5ab0eee71"</ETag>
+                    <Size>11</Size>
+                    <StorageClass>STANDARD</StorageClass>
+                  </Contents>
+                  <Contents>
+                    <Key>ExampleObject.txt</Key>
+                    <LastModified>2013-09-17T18:07:53.000Z</LastModified>
+                    <ETag>"599bab3ed2c697f1d26842727561fd94"</ETag>
+                    <Size>857</Size>
+                    <StorageClass>REDUCED_REDUNDANCY</StorageClass>
+                  </Contents>
+                </ListBucketResult>
+                """))
         #expect(reply.isTruncated)
         #expect(reply.nextContinuationToken == "1ueGcxLPRx1Tr/XYExHnhbYLgveDs2J/wm36Hy4vbOwM=")
         #expect(reply.objects.map(\.key) == ["happyface.jpg", "ExampleObject.txt"])
@@ -182,24 +196,26 @@ private struct SeededGenerator: RandomNumberGenerator {
 
     // ListObjects (v1) with a delimiter: CommonPrefixes only, truncated, NextMarker.
     @Test func listObjectsV1WithNextMarker() throws {
-        let reply = try S3XML.listObjects(bytes("""
-            <?xml version="1.0" encoding="UTF-8"?>
-            <ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
-              <Name>example-bucket</Name>
-              <Prefix>photos/2006/</Prefix>
-              <Marker></Marker>
-              <NextMarker>photos/2006/February/</NextMarker>
-              <MaxKeys>2</MaxKeys>
-              <Delimiter>/</Delimiter>
-              <IsTruncated>true</IsTruncated>
-              <CommonPrefixes>
-                <Prefix>photos/2006/February/</Prefix>
-              </CommonPrefixes>
-              <CommonPrefixes>
-                <Prefix>photos/2006/January/</Prefix>
-              </CommonPrefixes>
-            </ListBucketResult>
-            """))
+        let reply = try S3XML.listObjects(
+            bytes(
+                """
+                <?xml version="1.0" encoding="UTF-8"?>
+                <ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
+                  <Name>example-bucket</Name>
+                  <Prefix>photos/2006/</Prefix>
+                  <Marker></Marker>
+                  <NextMarker>photos/2006/February/</NextMarker>
+                  <MaxKeys>2</MaxKeys>
+                  <Delimiter>/</Delimiter>
+                  <IsTruncated>true</IsTruncated>
+                  <CommonPrefixes>
+                    <Prefix>photos/2006/February/</Prefix>
+                  </CommonPrefixes>
+                  <CommonPrefixes>
+                    <Prefix>photos/2006/January/</Prefix>
+                  </CommonPrefixes>
+                </ListBucketResult>
+                """))
         #expect(reply.objects.isEmpty)
         #expect(reply.commonPrefixes == ["photos/2006/February/", "photos/2006/January/"])
         #expect(reply.isTruncated)
@@ -210,68 +226,74 @@ private struct SeededGenerator: RandomNumberGenerator {
 
     // ListObjects (v1) example with Owner inside Contents and self-closing Prefix/Marker.
     @Test func listObjectsV1WithOwner() throws {
-        let reply = try S3XML.listObjects(bytes("""
-            <?xml version="1.0" encoding="UTF-8"?>
-            <ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
-                <Name>bucket</Name>
-                <Prefix/>
-                <Marker/>
-                <MaxKeys>1000</MaxKeys>
-                <IsTruncated>false</IsTruncated>
-                <Contents>
-                    <Key>my-image.jpg</Key>
-                    <LastModified>2009-10-12T17:50:30.000Z</LastModified>
-                    <ETag>&quot;fba9dede5f27731c9771645a39863328&quot;</ETag>
-                    <Size>434234</Size>
-                    <StorageClass>STANDARD</StorageClass>
-                    <Owner>
-                        <ID>75aa57f09aa0c8caeab4f8c24e99d10f8e7faeebf76c078efc7c6caea54ba06a</ID>
-                        <DisplayName>mtd@amazon.com</DisplayName>
-                    </Owner>
-                </Contents>
-            </ListBucketResult>
-            """))
-        #expect(reply.objects == [
-            S3ListedObject(key: "my-image.jpg", size: 434234, etag: "fba9dede5f27731c9771645a39863328",
-                           lastModified: "2009-10-12T17:50:30.000Z", storageClass: "STANDARD")
-        ])
+        let reply = try S3XML.listObjects(
+            bytes(
+                """
+                <?xml version="1.0" encoding="UTF-8"?>
+                <ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
+                    <Name>bucket</Name>
+                    <Prefix/>
+                    <Marker/>
+                    <MaxKeys>1000</MaxKeys>
+                    <IsTruncated>false</IsTruncated>
+                    <Contents>
+                        <Key>my-image.jpg</Key>
+                        <LastModified>2009-10-12T17:50:30.000Z</LastModified>
+                        <ETag>&quot;fba9dede5f27731c9771645a39863328&quot;</ETag>
+                        <Size>434234</Size>
+                        <StorageClass>STANDARD</StorageClass>
+                        <Owner>
+                            <ID>75aa57f09aa0c8caeab4f8c24e99d10f8e7faeebf76c078efc7c6caea54ba06a</ID>
+                            <DisplayName>mtd@amazon.com</DisplayName>
+                        </Owner>
+                    </Contents>
+                </ListBucketResult>
+                """))
+        #expect(
+            reply.objects == [
+                S3ListedObject(
+                    key: "my-image.jpg", size: 434234, etag: "fba9dede5f27731c9771645a39863328",
+                    lastModified: "2009-10-12T17:50:30.000Z", storageClass: "STANDARD")
+            ])
         #expect(reply.isTruncated == false)
         #expect(reply.nextMarker == nil)
     }
 
     // encoding-type=url: S3 percent-encodes with '+' for space; botocore decodes with unquote_plus.
     @Test func listObjectsURLEncoded() throws {
-        let reply = try S3XML.listObjects(bytes("""
-            <?xml version="1.0" encoding="UTF-8"?>
-            <ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
-              <Name>bucket</Name>
-              <Prefix>%C3%A9%2F</Prefix>
-              <StartAfter>%C3%A9%2Fa+b</StartAfter>
-              <Marker>m%2Bn</Marker>
-              <NextMarker>%C3%A9%2F%C3%BC+x%2By%25z.txt</NextMarker>
-              <KeyCount>3</KeyCount>
-              <MaxKeys>3</MaxKeys>
-              <Delimiter>%2F</Delimiter>
-              <EncodingType>url</EncodingType>
-              <IsTruncated>true</IsTruncated>
-              <Contents>
-                <Key>%C3%A9%2F%C3%BC+x%2By%25z.txt</Key>
-                <LastModified>2024-05-01T10:00:00.000Z</LastModified>
-                <ETag>"d41d8cd98f00b204e9800998ecf8427e"</ETag>
-                <Size>0</Size>
-                <StorageClass>STANDARD</StorageClass>
-              </Contents>
-              <Contents>
-                <Key>%C3%A9/100%25+sure%21</Key>
-                <LastModified>2024-05-01T10:00:01.000Z</LastModified>
-                <ETag>"d41d8cd98f00b204e9800998ecf8427e"</ETag>
-                <Size>5</Size>
-              </Contents>
-              <CommonPrefixes>
-                <Prefix>%C3%A9%2Fdir+with+spaces%2F</Prefix>
-              </CommonPrefixes>
-            </ListBucketResult>
-            """))
+        let reply = try S3XML.listObjects(
+            bytes(
+                """
+                <?xml version="1.0" encoding="UTF-8"?>
+                <ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
+                  <Name>bucket</Name>
+                  <Prefix>%C3%A9%2F</Prefix>
+                  <StartAfter>%C3%A9%2Fa+b</StartAfter>
+                  <Marker>m%2Bn</Marker>
+                  <NextMarker>%C3%A9%2F%C3%BC+x%2By%25z.txt</NextMarker>
+                  <KeyCount>3</KeyCount>
+                  <MaxKeys>3</MaxKeys>
+                  <Delimiter>%2F</Delimiter>
+                  <EncodingType>url</EncodingType>
+                  <IsTruncated>true</IsTruncated>
+                  <Contents>
+                    <Key>%C3%A9%2F%C3%BC+x%2By%25z.txt</Key>
+                    <LastModified>2024-05-01T10:00:00.000Z</LastModified>
+                    <ETag>"d41d8cd98f00b204e9800998ecf8427e"</ETag>
+                    <Size>0</Size>
+                    <StorageClass>STANDARD</StorageClass>
+                  </Contents>
+                  <Contents>
+                    <Key>%C3%A9/100%25+sure%21</Key>
+                    <LastModified>2024-05-01T10:00:01.000Z</LastModified>
+                    <ETag>"d41d8cd98f00b204e9800998ecf8427e"</ETag>
+                    <Size>5</Size>
+                  </Contents>
+                  <CommonPrefixes>
+                    <Prefix>%C3%A9%2Fdir+with+spaces%2F</Prefix>
+                  </CommonPrefixes>
+                </ListBucketResult>
+                """))
         #expect(reply.objects.map(\.key) == ["é/ü x+y%z.txt", "é/100% sure!"])
         #expect(reply.objects[1].storageClass == nil)
         #expect(reply.commonPrefixes == ["é/dir with spaces/"])
@@ -282,11 +304,13 @@ private struct SeededGenerator: RandomNumberGenerator {
     }
 
     @Test func withoutEncodingTypeKeysAreLiteral() throws {
-        let reply = try S3XML.listObjects(bytes("""
-            <ListBucketResult><IsTruncated>false</IsTruncated>
-            <Contents><Key>a+b%20c</Key><LastModified>2024-05-01T10:00:00.000Z</LastModified><Size>1</Size></Contents>
-            <CommonPrefixes><Prefix>x+y/</Prefix></CommonPrefixes></ListBucketResult>
-            """))
+        let reply = try S3XML.listObjects(
+            bytes(
+                """
+                <ListBucketResult><IsTruncated>false</IsTruncated>
+                <Contents><Key>a+b%20c</Key><LastModified>2024-05-01T10:00:00.000Z</LastModified><Size>1</Size></Contents>
+                <CommonPrefixes><Prefix>x+y/</Prefix></CommonPrefixes></ListBucketResult>
+                """))
         #expect(reply.objects.map(\.key) == ["a+b%20c"])
         #expect(reply.objects[0].etag == nil)
         #expect(reply.commonPrefixes == ["x+y/"])
@@ -342,41 +366,46 @@ private struct SeededGenerator: RandomNumberGenerator {
     }
 
     @Test func listAllMyBuckets() throws {
-        let buckets = try S3XML.buckets(bytes("""
-            <?xml version="1.0" encoding="UTF-8"?>
-            <ListAllMyBucketsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01">
-              <Owner>
-                <ID>bcaf1ffd86f461ca5fb16fd081034f</ID>
-                <DisplayName>webfile</DisplayName>
-              </Owner>
-              <Buckets>
-                <Bucket>
-                  <Name>quotes</Name>
-                  <CreationDate>2006-02-03T16:45:09.000Z</CreationDate>
-                </Bucket>
-                <Bucket>
-                  <Name>samples</Name>
-                  <CreationDate>2006-02-03T16:41:58.000Z</CreationDate>
-                </Bucket>
-              </Buckets>
-            </ListAllMyBucketsResult>
-            """))
-        #expect(buckets == [
-            S3Bucket(name: "quotes", creationDate: "2006-02-03T16:45:09.000Z"),
-            S3Bucket(name: "samples", creationDate: "2006-02-03T16:41:58.000Z"),
-        ])
+        let buckets = try S3XML.buckets(
+            bytes(
+                """
+                <?xml version="1.0" encoding="UTF-8"?>
+                <ListAllMyBucketsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01">
+                  <Owner>
+                    <ID>bcaf1ffd86f461ca5fb16fd081034f</ID>
+                    <DisplayName>webfile</DisplayName>
+                  </Owner>
+                  <Buckets>
+                    <Bucket>
+                      <Name>quotes</Name>
+                      <CreationDate>2006-02-03T16:45:09.000Z</CreationDate>
+                    </Bucket>
+                    <Bucket>
+                      <Name>samples</Name>
+                      <CreationDate>2006-02-03T16:41:58.000Z</CreationDate>
+                    </Bucket>
+                  </Buckets>
+                </ListAllMyBucketsResult>
+                """))
+        #expect(
+            buckets == [
+                S3Bucket(name: "quotes", creationDate: "2006-02-03T16:45:09.000Z"),
+                S3Bucket(name: "samples", creationDate: "2006-02-03T16:41:58.000Z"),
+            ])
         #expect(try S3XML.buckets(bytes("<ListAllMyBucketsResult><Buckets/></ListAllMyBucketsResult>")) == [])
     }
 
     @Test func initiateMultipartUpload() throws {
-        let id = try S3XML.uploadID(bytes("""
-            <?xml version="1.0" encoding="UTF-8"?>
-            <InitiateMultipartUploadResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
-              <Bucket>example-bucket</Bucket>
-              <Key>example-object</Key>
-              <UploadId>VXBsb2FkIElEIGZvciA2aWWpbmcncyBteS1tb3ZpZS5tMnRzIHVwbG9hZA</UploadId>
-            </InitiateMultipartUploadResult>
-            """))
+        let id = try S3XML.uploadID(
+            bytes(
+                """
+                <?xml version="1.0" encoding="UTF-8"?>
+                <InitiateMultipartUploadResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
+                  <Bucket>example-bucket</Bucket>
+                  <Key>example-object</Key>
+                  <UploadId>VXBsb2FkIElEIGZvciA2aWWpbmcncyBteS1tb3ZpZS5tMnRzIHVwbG9hZA</UploadId>
+                </InitiateMultipartUploadResult>
+                """))
         #expect(id == "VXBsb2FkIElEIGZvciA2aWWpbmcncyBteS1tb3ZpZS5tMnRzIHVwbG9hZA")
         #expect(throws: XMLParseError.self) {
             try S3XML.uploadID(bytes("<InitiateMultipartUploadResult><Key>k</Key></InitiateMultipartUploadResult>"))
@@ -385,31 +414,33 @@ private struct SeededGenerator: RandomNumberGenerator {
 
     // S3 may send whitespace while it assembles the parts, before the actual document.
     @Test func completeMultipartUploadAfterKeepAliveWhitespace() throws {
-        let body = String(repeating: " ", count: 40) + "\n" + String(repeating: " ", count: 40) + """
-            <?xml version="1.0" encoding="UTF-8"?>
-            <CompleteMultipartUploadResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
-              <Location>http://Example-Bucket.s3.us-east-1.amazonaws.com/Example-Object</Location>
-              <Bucket>Example-Bucket</Bucket>
-              <Key>Example-Object</Key>
-              <ETag>"3858f62230ac3c915f300c664312c11f-9"</ETag>
-            </CompleteMultipartUploadResult>
-            """
+        let body =
+            String(repeating: " ", count: 40) + "\n" + String(repeating: " ", count: 40) + """
+                <?xml version="1.0" encoding="UTF-8"?>
+                <CompleteMultipartUploadResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
+                  <Location>http://Example-Bucket.s3.us-east-1.amazonaws.com/Example-Object</Location>
+                  <Bucket>Example-Bucket</Bucket>
+                  <Key>Example-Object</Key>
+                  <ETag>"3858f62230ac3c915f300c664312c11f-9"</ETag>
+                </CompleteMultipartUploadResult>
+                """
         #expect(try S3XML.completedETag(bytes(body)) == "3858f62230ac3c915f300c664312c11f-9")
         #expect(S3XML.error(bytes(body)) == nil)
     }
 
     // A 200 reply to CompleteMultipartUpload that is an error after keep-alive whitespace.
     @Test func completeMultipartUploadFailingLate() throws {
-        let body = "          \n          " + """
-            <?xml version="1.0" encoding="UTF-8"?>
+        let body =
+            "          \n          " + """
+                <?xml version="1.0" encoding="UTF-8"?>
 
-            <Error>
-              <Code>InternalError</Code>
-              <Message>We encountered an internal error. Please try again.</Message>
-              <RequestId>656c76696e6727732072657175657374</RequestId>
-              <HostId>Uuag1LuByRx9e6j5Onimru9pO4ZVKnJ2Qz7/C1NPcfTWAtRPfTaOFg==</HostId>
-            </Error>
-            """
+                <Error>
+                  <Code>InternalError</Code>
+                  <Message>We encountered an internal error. Please try again.</Message>
+                  <RequestId>656c76696e6727732072657175657374</RequestId>
+                  <HostId>Uuag1LuByRx9e6j5Onimru9pO4ZVKnJ2Qz7/C1NPcfTWAtRPfTaOFg==</HostId>
+                </Error>
+                """
         let error = try #require(S3XML.error(bytes(body)))
         #expect(error.code == "InternalError")
         #expect(error.requestID == "656c76696e6727732072657175657374")
@@ -418,28 +449,33 @@ private struct SeededGenerator: RandomNumberGenerator {
     }
 
     @Test func copyObjectAndCopyPartResults() throws {
-        let object = try S3XML.copyResult(bytes("""
-            <?xml version="1.0" encoding="UTF-8"?>
-            <CopyObjectResult>
-               <LastModified>2009-10-28T22:32:00</LastModified>
-               <ETag>"9b2cf535f27731c974343645a3985328"</ETag>
-            </CopyObjectResult>
-            """))
+        let object = try S3XML.copyResult(
+            bytes(
+                """
+                <?xml version="1.0" encoding="UTF-8"?>
+                <CopyObjectResult>
+                   <LastModified>2009-10-28T22:32:00</LastModified>
+                   <ETag>"9b2cf535f27731c974343645a3985328"</ETag>
+                </CopyObjectResult>
+                """))
         #expect(object.etag == "9b2cf535f27731c974343645a3985328")
         #expect(object.lastModified == "2009-10-28T22:32:00")
-        let part = try S3XML.copyResult(bytes("""
-            <CopyPartResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
-               <LastModified>2011-04-11T20:34:56.000Z</LastModified>
-               <ETag>"9b2cf535f27731c974343645a3985328"</ETag>
-            </CopyPartResult>
-            """))
+        let part = try S3XML.copyResult(
+            bytes(
+                """
+                <CopyPartResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
+                   <LastModified>2011-04-11T20:34:56.000Z</LastModified>
+                   <ETag>"9b2cf535f27731c974343645a3985328"</ETag>
+                </CopyPartResult>
+                """))
         #expect(part.etag == "9b2cf535f27731c974343645a3985328")
         #expect(part.lastModified == "2011-04-11T20:34:56.000Z")
     }
 
     // CopyObject can fail after answering 200: the body is then an <Error>.
     @Test func copyObjectErrorIn200Body() throws {
-        let body = bytes("""
+        let body = bytes(
+            """
             <?xml version="1.0" encoding="UTF-8"?>
             <Error>
               <Code>SlowDown</Code>
@@ -450,48 +486,56 @@ private struct SeededGenerator: RandomNumberGenerator {
             </Error>
             """)
         let error = try #require(S3XML.error(body))
-        #expect(error == S3ErrorReply(
-            code: "SlowDown", message: "Please reduce your request rate.", resource: "/mybucket/target.txt",
-            requestID: "4442587FB7D0A2F9",
-            fields: ["Code": "SlowDown", "Message": "Please reduce your request rate.",
-                     "Resource": "/mybucket/target.txt", "RequestId": "4442587FB7D0A2F9",
-                     "HostId": "Uuag1LuByRx9e6j5Onimru9pO4ZVKnJ2Qz7/C1NPcfTWAtRPfTaOFg=="]))
+        #expect(
+            error
+                == S3ErrorReply(
+                    code: "SlowDown", message: "Please reduce your request rate.", resource: "/mybucket/target.txt",
+                    requestID: "4442587FB7D0A2F9",
+                    fields: [
+                        "Code": "SlowDown", "Message": "Please reduce your request rate.",
+                        "Resource": "/mybucket/target.txt", "RequestId": "4442587FB7D0A2F9",
+                        "HostId": "Uuag1LuByRx9e6j5Onimru9pO4ZVKnJ2Qz7/C1NPcfTWAtRPfTaOFg==",
+                    ]))
         let thrown = #expect(throws: XMLParseError.self) { try S3XML.copyResult(body) }
         #expect(thrown?.description.contains("SlowDown") == true)
     }
 
     @Test func errorWithStringToSign() throws {
-        let error = try #require(S3XML.error(bytes("""
-            <?xml version="1.0" encoding="UTF-8"?>
-            <Error>
-              <Code>SignatureDoesNotMatch</Code>
-              <Message>The request signature we calculated does not match the signature you provided. Check your key and signing method.</Message>
-              <AWSAccessKeyId>AKIAIOSFODNN7EXAMPLE</AWSAccessKeyId>
-              <StringToSign>AWS4-HMAC-SHA256
-            20130524T000000Z
-            20130524/us-east-1/s3/aws4_request
-            7344ae5b7ee6c3e7e6b0fe0640412a37625d1fbfff95c48bbb2dc43964946972</StringToSign>
-              <SignatureProvided>f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41</SignatureProvided>
-              <StringToSignBytes>41 57 53 34 2d 48 4d 41 43</StringToSignBytes>
-              <CanonicalRequest>GET
-            /test.txt
+        let error = try #require(
+            S3XML.error(
+                bytes(
+                    """
+                    <?xml version="1.0" encoding="UTF-8"?>
+                    <Error>
+                      <Code>SignatureDoesNotMatch</Code>
+                      <Message>The request signature we calculated does not match the signature you provided. Check your key and signing method.</Message>
+                      <AWSAccessKeyId>AKIAIOSFODNN7EXAMPLE</AWSAccessKeyId>
+                      <StringToSign>AWS4-HMAC-SHA256
+                    20130524T000000Z
+                    20130524/us-east-1/s3/aws4_request
+                    7344ae5b7ee6c3e7e6b0fe0640412a37625d1fbfff95c48bbb2dc43964946972</StringToSign>
+                      <SignatureProvided>f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41</SignatureProvided>
+                      <StringToSignBytes>41 57 53 34 2d 48 4d 41 43</StringToSignBytes>
+                      <CanonicalRequest>GET
+                    /test.txt
 
-            host:examplebucket.s3.amazonaws.com
-            range:bytes=0-9</CanonicalRequest>
-              <RequestId>8C9BD4D2C9A2A7E1</RequestId>
-              <HostId>aGVsbG8=</HostId>
-            </Error>
-            """)))
+                    host:examplebucket.s3.amazonaws.com
+                    range:bytes=0-9</CanonicalRequest>
+                      <RequestId>8C9BD4D2C9A2A7E1</RequestId>
+                      <HostId>aGVsbG8=</HostId>
+                    </Error>
+                    """)))
         #expect(error.code == "SignatureDoesNotMatch")
         #expect(error.message.hasPrefix("The request signature we calculated"))
         #expect(error.resource == nil)
         #expect(error.requestID == "8C9BD4D2C9A2A7E1")
-        #expect(error.fields["StringToSign"] == """
-            AWS4-HMAC-SHA256
-            20130524T000000Z
-            20130524/us-east-1/s3/aws4_request
-            7344ae5b7ee6c3e7e6b0fe0640412a37625d1fbfff95c48bbb2dc43964946972
-            """)
+        #expect(
+            error.fields["StringToSign"] == """
+                AWS4-HMAC-SHA256
+                20130524T000000Z
+                20130524/us-east-1/s3/aws4_request
+                7344ae5b7ee6c3e7e6b0fe0640412a37625d1fbfff95c48bbb2dc43964946972
+                """)
         #expect(error.fields["CanonicalRequest"]?.contains("\n\nhost:examplebucket") == true)
         #expect(error.fields["AWSAccessKeyId"] == "AKIAIOSFODNN7EXAMPLE")
         #expect(error.fields.count == 9)
@@ -502,115 +546,133 @@ private struct SeededGenerator: RandomNumberGenerator {
         #expect(S3XML.error(bytes("not xml at all")) == nil)
         #expect(S3XML.error(bytes("<Error><Code>x</Code>")) == nil)
         #expect(S3XML.error(bytes("<ListBucketResult/>")) == nil)
-        #expect(S3XML.error(bytes("<Error/>")) == S3ErrorReply(code: "", message: "", resource: nil, requestID: nil, fields: [:]))
+        #expect(
+            S3XML.error(bytes("<Error/>"))
+                == S3ErrorReply(code: "", message: "", resource: nil, requestID: nil, fields: [:]))
     }
 
     @Test func deleteResultWithDeletedAndErrors() throws {
-        let reply = try S3XML.deleteResult(bytes("""
-            <?xml version="1.0" encoding="UTF-8"?>
-            <DeleteResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
-              <Deleted>
-                <Key>sample1.txt</Key>
-              </Deleted>
-              <Error>
-                <Key>sample2.txt</Key>
-                <Code>AccessDenied</Code>
-                <Message>Access Denied</Message>
-              </Error>
-              <Deleted>
-                <Key>a &amp; b.txt</Key>
-                <DeleteMarker>true</DeleteMarker>
-                <DeleteMarkerVersionId>NeQt5xeFTfgPJD8B4CGWnkSLtluMr11s</DeleteMarkerVersionId>
-              </Deleted>
-            </DeleteResult>
-            """))
+        let reply = try S3XML.deleteResult(
+            bytes(
+                """
+                <?xml version="1.0" encoding="UTF-8"?>
+                <DeleteResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
+                  <Deleted>
+                    <Key>sample1.txt</Key>
+                  </Deleted>
+                  <Error>
+                    <Key>sample2.txt</Key>
+                    <Code>AccessDenied</Code>
+                    <Message>Access Denied</Message>
+                  </Error>
+                  <Deleted>
+                    <Key>a &amp; b.txt</Key>
+                    <DeleteMarker>true</DeleteMarker>
+                    <DeleteMarkerVersionId>NeQt5xeFTfgPJD8B4CGWnkSLtluMr11s</DeleteMarkerVersionId>
+                  </Deleted>
+                </DeleteResult>
+                """))
         #expect(reply.deleted == ["sample1.txt", "a & b.txt"])
         #expect(reply.errors.count == 1)
         #expect(reply.errors.first?.key == "sample2.txt")
         #expect(reply.errors.first?.code == "AccessDenied")
         #expect(reply.errors.first?.message == "Access Denied")
-        #expect(reply == S3DeleteReply(deleted: ["sample1.txt", "a & b.txt"],
-                                       errors: [(key: "sample2.txt", code: "AccessDenied", message: "Access Denied")]))
-        #expect(reply != S3DeleteReply(deleted: ["sample1.txt", "a & b.txt"],
-                                       errors: [(key: "sample2.txt", code: "InternalError", message: "Access Denied")]))
+        #expect(
+            reply
+                == S3DeleteReply(
+                    deleted: ["sample1.txt", "a & b.txt"],
+                    errors: [(key: "sample2.txt", code: "AccessDenied", message: "Access Denied")]))
+        #expect(
+            reply
+                != S3DeleteReply(
+                    deleted: ["sample1.txt", "a & b.txt"],
+                    errors: [(key: "sample2.txt", code: "InternalError", message: "Access Denied")]))
         #expect(try S3XML.deleteResult(bytes("<DeleteResult/>")) == S3DeleteReply(deleted: [], errors: []))
     }
 
     @Test func listMultipartUploads() throws {
-        let reply = try S3XML.uploads(bytes("""
-            <?xml version="1.0" encoding="UTF-8"?>
-            <ListMultipartUploadsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
-              <Bucket>bucket</Bucket>
-              <KeyMarker></KeyMarker>
-              <UploadIdMarker></UploadIdMarker>
-              <NextKeyMarker>my-movie.m2ts</NextKeyMarker>
-              <NextUploadIdMarker>YW55IGlkZWEgd2h5IGVsdmluZydzIHVwbG9hZCBmYWlsZWQ</NextUploadIdMarker>
-              <MaxUploads>3</MaxUploads>
-              <IsTruncated>true</IsTruncated>
-              <Upload>
-                <Key>my-divisor</Key>
-                <UploadId>XMgbGlrZSBlbHZpbmcncyBub3QgaGF2aW5nIG11Y2ggbHVjaw</UploadId>
-                <Initiator>
-                  <ID>arn:aws:iam::111122223333:user/user1-11111a31-17b5-4fb7-9df5-b111111f13de</ID>
-                  <DisplayName>user1-11111a31-17b5-4fb7-9df5-b111111f13de</DisplayName>
-                </Initiator>
-                <Owner>
-                  <ID>75aa57f09aa0c8caeab4f8c24e99d10f8e7faeebf76c078efc7c6caea54ba06a</ID>
-                  <DisplayName>OwnerDisplayName</DisplayName>
-                </Owner>
-                <StorageClass>REDUCED_REDUNDANCY</StorageClass>
-                <Initiated>2010-11-10T20:48:33.000Z</Initiated>
-              </Upload>
-              <Upload>
-                <Key>my-movie.m2ts</Key>
-                <UploadId>VXBsb2FkIElEIGZvciBlbHZpbmcncyBteS1tb3ZpZS5tMnRzIHVwbG9hZA</UploadId>
-                <Initiator>
-                  <ID>b1d16700c70b0b05597d7acd6a3f92be</ID>
-                  <DisplayName>InitiatorDisplayName</DisplayName>
-                </Initiator>
-                <Owner>
-                  <ID>b1d16700c70b0b05597d7acd6a3f92be</ID>
-                  <DisplayName>OwnerDisplayName</DisplayName>
-                </Owner>
-                <StorageClass>STANDARD</StorageClass>
-                <Initiated>2010-11-10T20:48:33.000Z</Initiated>
-              </Upload>
-              <Upload>
-                <Key>my-movie.m2ts</Key>
-                <UploadId>YW55IGlkZWEgd2h5IGVsdmluZydzIHVwbG9hZCBmYWlsZWQ</UploadId>
-                <Initiator>
-                  <ID>arn:aws:iam::444455556666:user/user1-22222a31-17b5-4fb7-9df5-b222222f13de</ID>
-                  <DisplayName>user1-22222a31-17b5-4fb7-9df5-b222222f13de</DisplayName>
-                </Initiator>
-                <Owner>
-                  <ID>b1d16700c70b0b05597d7acd6a3f92be</ID>
-                  <DisplayName>OwnerDisplayName</DisplayName>
-                </Owner>
-                <StorageClass>STANDARD</StorageClass>
-                <Initiated>2010-11-10T20:49:33.000Z</Initiated>
-              </Upload>
-            </ListMultipartUploadsResult>
-            """))
-        #expect(reply.uploads == [
-            S3Upload(key: "my-divisor", uploadID: "XMgbGlrZSBlbHZpbmcncyBub3QgaGF2aW5nIG11Y2ggbHVjaw",
-                     initiated: "2010-11-10T20:48:33.000Z"),
-            S3Upload(key: "my-movie.m2ts", uploadID: "VXBsb2FkIElEIGZvciBlbHZpbmcncyBteS1tb3ZpZS5tMnRzIHVwbG9hZA",
-                     initiated: "2010-11-10T20:48:33.000Z"),
-            S3Upload(key: "my-movie.m2ts", uploadID: "YW55IGlkZWEgd2h5IGVsdmluZydzIHVwbG9hZCBmYWlsZWQ",
-                     initiated: "2010-11-10T20:49:33.000Z"),
-        ])
+        let reply = try S3XML.uploads(
+            bytes(
+                """
+                <?xml version="1.0" encoding="UTF-8"?>
+                <ListMultipartUploadsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
+                  <Bucket>bucket</Bucket>
+                  <KeyMarker></KeyMarker>
+                  <UploadIdMarker></UploadIdMarker>
+                  <NextKeyMarker>my-movie.m2ts</NextKeyMarker>
+                  <NextUploadIdMarker>YW55IGlkZWEgd2h5IGVsdmluZydzIHVwbG9hZCBmYWlsZWQ</NextUploadIdMarker>
+                  <MaxUploads>3</MaxUploads>
+                  <IsTruncated>true</IsTruncated>
+                  <Upload>
+                    <Key>my-divisor</Key>
+                    <UploadId>XMgbGlrZSBlbHZpbmcncyBub3QgaGF2aW5nIG11Y2ggbHVjaw</UploadId>
+                    <Initiator>
+                      <ID>arn:aws:iam::111122223333:user/user1-11111a31-17b5-4fb7-9df5-b111111f13de</ID>
+                      <DisplayName>user1-11111a31-17b5-4fb7-9df5-b111111f13de</DisplayName>
+                    </Initiator>
+                    <Owner>
+                      <ID>75aa57f09aa0c8caeab4f8c24e99d10f8e7faeebf76c078efc7c6caea54ba06a</ID>
+                      <DisplayName>OwnerDisplayName</DisplayName>
+                    </Owner>
+                    <StorageClass>REDUCED_REDUNDANCY</StorageClass>
+                    <Initiated>2010-11-10T20:48:33.000Z</Initiated>
+                  </Upload>
+                  <Upload>
+                    <Key>my-movie.m2ts</Key>
+                    <UploadId>VXBsb2FkIElEIGZvciBlbHZpbmcncyBteS1tb3ZpZS5tMnRzIHVwbG9hZA</UploadId>
+                    <Initiator>
+                      <ID>b1d16700c70b0b05597d7acd6a3f92be</ID>
+                      <DisplayName>InitiatorDisplayName</DisplayName>
+                    </Initiator>
+                    <Owner>
+                      <ID>b1d16700c70b0b05597d7acd6a3f92be</ID>
+                      <DisplayName>OwnerDisplayName</DisplayName>
+                    </Owner>
+                    <StorageClass>STANDARD</StorageClass>
+                    <Initiated>2010-11-10T20:48:33.000Z</Initiated>
+                  </Upload>
+                  <Upload>
+                    <Key>my-movie.m2ts</Key>
+                    <UploadId>YW55IGlkZWEgd2h5IGVsdmluZydzIHVwbG9hZCBmYWlsZWQ</UploadId>
+                    <Initiator>
+                      <ID>arn:aws:iam::444455556666:user/user1-22222a31-17b5-4fb7-9df5-b222222f13de</ID>
+                      <DisplayName>user1-22222a31-17b5-4fb7-9df5-b222222f13de</DisplayName>
+                    </Initiator>
+                    <Owner>
+                      <ID>b1d16700c70b0b05597d7acd6a3f92be</ID>
+                      <DisplayName>OwnerDisplayName</DisplayName>
+                    </Owner>
+                    <StorageClass>STANDARD</StorageClass>
+                    <Initiated>2010-11-10T20:49:33.000Z</Initiated>
+                  </Upload>
+                </ListMultipartUploadsResult>
+                """))
+        #expect(
+            reply.uploads == [
+                S3Upload(
+                    key: "my-divisor", uploadID: "XMgbGlrZSBlbHZpbmcncyBub3QgaGF2aW5nIG11Y2ggbHVjaw",
+                    initiated: "2010-11-10T20:48:33.000Z"),
+                S3Upload(
+                    key: "my-movie.m2ts", uploadID: "VXBsb2FkIElEIGZvciBlbHZpbmcncyBteS1tb3ZpZS5tMnRzIHVwbG9hZA",
+                    initiated: "2010-11-10T20:48:33.000Z"),
+                S3Upload(
+                    key: "my-movie.m2ts", uploadID: "YW55IGlkZWEgd2h5IGVsdmluZydzIHVwbG9hZCBmYWlsZWQ",
+                    initiated: "2010-11-10T20:49:33.000Z"),
+            ])
         #expect(reply.isTruncated)
         #expect(reply.nextKeyMarker == "my-movie.m2ts")
         #expect(reply.nextUploadIDMarker == "YW55IGlkZWEgd2h5IGVsdmluZydzIHVwbG9hZCBmYWlsZWQ")
     }
 
     @Test func listMultipartUploadsURLEncoded() throws {
-        let reply = try S3XML.uploads(bytes("""
-            <ListMultipartUploadsResult><EncodingType>url</EncodingType><IsTruncated>false</IsTruncated>
-            <NextKeyMarker>%C3%A9+x%2By</NextKeyMarker>
-            <Upload><Key>%C3%A9+x%2By</Key><UploadId>id1</UploadId><Initiated>2024-01-01T00:00:00.000Z</Initiated></Upload>
-            </ListMultipartUploadsResult>
-            """))
+        let reply = try S3XML.uploads(
+            bytes(
+                """
+                <ListMultipartUploadsResult><EncodingType>url</EncodingType><IsTruncated>false</IsTruncated>
+                <NextKeyMarker>%C3%A9+x%2By</NextKeyMarker>
+                <Upload><Key>%C3%A9+x%2By</Key><UploadId>id1</UploadId><Initiated>2024-01-01T00:00:00.000Z</Initiated></Upload>
+                </ListMultipartUploadsResult>
+                """))
         #expect(reply.uploads.map(\.key) == ["é x+y"])
         #expect(reply.nextKeyMarker == "é x+y")
         #expect(reply.isTruncated == false)
@@ -631,11 +693,12 @@ private struct SeededGenerator: RandomNumberGenerator {
 
             """
         for grant in grants {
-            let inner = switch grant.type {
-            case "Group": "<URI>\(grant.grantee)</URI>"
-            case "AmazonCustomerByEmail": "<EmailAddress>\(grant.grantee)</EmailAddress>"
-            default: "<ID>\(grant.grantee)</ID><DisplayName>CustomersName@amazon.com</DisplayName>"
-            }
+            let inner =
+                switch grant.type {
+                case "Group": "<URI>\(grant.grantee)</URI>"
+                case "AmazonCustomerByEmail": "<EmailAddress>\(grant.grantee)</EmailAddress>"
+                default: "<ID>\(grant.grantee)</ID><DisplayName>CustomersName@amazon.com</DisplayName>"
+                }
             xml += """
                     <Grant>
                       <Grantee xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"
@@ -651,8 +714,11 @@ private struct SeededGenerator: RandomNumberGenerator {
 
     @Test func privateACL() throws {
         let acl = try S3XML.acl(Self.policy([("CanonicalUser", Self.owner, "FULL_CONTROL")]))
-        #expect(acl == S3ACL(owner: Self.owner, grants: [S3Grant(grantee: Self.owner, permission: "FULL_CONTROL")],
-                             cannedName: "private"))
+        #expect(
+            acl
+                == S3ACL(
+                    owner: Self.owner, grants: [S3Grant(grantee: Self.owner, permission: "FULL_CONTROL")],
+                    cannedName: "private"))
         // The Grantee element keeps its xsi:type attribute.
         let grantee = try S3XML.parse(Self.policy([("CanonicalUser", Self.owner, "FULL_CONTROL")]))
             .child("AccessControlList")?.child("Grant")?.child("Grantee")
@@ -666,34 +732,42 @@ private struct SeededGenerator: RandomNumberGenerator {
         let authenticated = groups + "AuthenticatedUsers"
         let publicRead = try S3XML.acl(Self.policy([ownerGrant, ("Group", allUsers, "READ")]))
         #expect(publicRead.cannedName == "public-read")
-        #expect(publicRead.grants == [S3Grant(grantee: Self.owner, permission: "FULL_CONTROL"),
-                                      S3Grant(grantee: allUsers, permission: "READ")])
+        #expect(
+            publicRead.grants == [
+                S3Grant(grantee: Self.owner, permission: "FULL_CONTROL"),
+                S3Grant(grantee: allUsers, permission: "READ"),
+            ])
         #expect(try S3XML.acl(Self.policy([("Group", allUsers, "READ"), ownerGrant])).cannedName == "public-read")
-        #expect(try S3XML.acl(Self.policy([ownerGrant, ("Group", allUsers, "READ"), ("Group", allUsers, "WRITE")]))
+        #expect(
+            try S3XML.acl(Self.policy([ownerGrant, ("Group", allUsers, "READ"), ("Group", allUsers, "WRITE")]))
                 .cannedName == "public-read-write")
-        #expect(try S3XML.acl(Self.policy([ownerGrant, ("Group", authenticated, "READ")])).cannedName
+        #expect(
+            try S3XML.acl(Self.policy([ownerGrant, ("Group", authenticated, "READ")])).cannedName
                 == "authenticated-read")
         // Anything else is custom.
         #expect(try S3XML.acl(Self.policy([ownerGrant, ("Group", allUsers, "WRITE")])).cannedName == "custom")
         #expect(try S3XML.acl(Self.policy([ownerGrant, ("Group", allUsers, "FULL_CONTROL")])).cannedName == "custom")
-        #expect(try S3XML.acl(Self.policy([ownerGrant, ("Group", allUsers, "READ"), ("Group", authenticated, "READ")]))
+        #expect(
+            try S3XML.acl(Self.policy([ownerGrant, ("Group", allUsers, "READ"), ("Group", authenticated, "READ")]))
                 .cannedName == "custom")
         #expect(try S3XML.acl(Self.policy([("Group", allUsers, "READ")])).cannedName == "custom")
         #expect(try S3XML.acl(Self.policy([])).cannedName == "custom")
     }
 
     @Test func customACLWithOtherGrantees() throws {
-        let acl = try S3XML.acl(Self.policy([
-            ("CanonicalUser", Self.owner, "FULL_CONTROL"),
-            ("AmazonCustomerByEmail", "xyz@amazon.com", "READ"),
-            ("CanonicalUser", "79a59df900b949e55d96a1e698fbacedfd6e09d98eacf8f8d5218e7cd47ef2be", "WRITE_ACP"),
-            ("Group", "http://acs.amazonaws.com/groups/s3/LogDelivery", "WRITE"),
-        ]))
+        let acl = try S3XML.acl(
+            Self.policy([
+                ("CanonicalUser", Self.owner, "FULL_CONTROL"),
+                ("AmazonCustomerByEmail", "xyz@amazon.com", "READ"),
+                ("CanonicalUser", "79a59df900b949e55d96a1e698fbacedfd6e09d98eacf8f8d5218e7cd47ef2be", "WRITE_ACP"),
+                ("Group", "http://acs.amazonaws.com/groups/s3/LogDelivery", "WRITE"),
+            ]))
         #expect(acl.cannedName == "custom")
-        #expect(acl.grants.map(\.grantee) == [
-            Self.owner, "xyz@amazon.com", "79a59df900b949e55d96a1e698fbacedfd6e09d98eacf8f8d5218e7cd47ef2be",
-            "http://acs.amazonaws.com/groups/s3/LogDelivery",
-        ])
+        #expect(
+            acl.grants.map(\.grantee) == [
+                Self.owner, "xyz@amazon.com", "79a59df900b949e55d96a1e698fbacedfd6e09d98eacf8f8d5218e7cd47ef2be",
+                "http://acs.amazonaws.com/groups/s3/LogDelivery",
+            ])
         #expect(acl.grants.map(\.permission) == ["FULL_CONTROL", "READ", "WRITE_ACP", "WRITE"])
     }
 
@@ -721,27 +795,32 @@ private struct SeededGenerator: RandomNumberGenerator {
 
     @Test func deleteRequest() throws {
         let body = S3XML.deleteRequest(keys: ["sample1.txt", "a & <b>.txt"], quiet: true)
-        #expect(String(decoding: body, as: UTF8.self) == """
-            <?xml version="1.0" encoding="UTF-8"?><Delete xmlns="http://s3.amazonaws.com/doc/2006-03-01/">\
-            <Quiet>true</Quiet><Object><Key>sample1.txt</Key></Object><Object><Key>a &amp; &lt;b&gt;.txt</Key></Object>\
-            </Delete>
-            """)
+        #expect(
+            String(decoding: body, as: UTF8.self) == """
+                <?xml version="1.0" encoding="UTF-8"?><Delete xmlns="http://s3.amazonaws.com/doc/2006-03-01/">\
+                <Quiet>true</Quiet><Object><Key>sample1.txt</Key></Object><Object><Key>a &amp; &lt;b&gt;.txt</Key></Object>\
+                </Delete>
+                """)
         let loud = try S3XML.parse(S3XML.deleteRequest(keys: ["k"], quiet: false))
         #expect(loud.child("Quiet") == nil)
         #expect(loud.children(named: "Object").compactMap { $0.value("Key") } == ["k"])
     }
 
     @Test func completeRequest() throws {
-        let body = S3XML.completeRequest(parts: [(number: 1, etag: "a54357aff0632cce46d942af68356b38"),
-                                                 (number: 2, etag: "\"0c78aef83f66abc1fa1e8477f296d394\"")])
-        #expect(String(decoding: body, as: UTF8.self) == """
-            <?xml version="1.0" encoding="UTF-8"?><CompleteMultipartUpload>\
-            <Part><PartNumber>1</PartNumber><ETag>"a54357aff0632cce46d942af68356b38"</ETag></Part>\
-            <Part><PartNumber>2</PartNumber><ETag>"0c78aef83f66abc1fa1e8477f296d394"</ETag></Part>\
-            </CompleteMultipartUpload>
-            """)
+        let body = S3XML.completeRequest(parts: [
+            (number: 1, etag: "a54357aff0632cce46d942af68356b38"),
+            (number: 2, etag: "\"0c78aef83f66abc1fa1e8477f296d394\""),
+        ])
+        #expect(
+            String(decoding: body, as: UTF8.self) == """
+                <?xml version="1.0" encoding="UTF-8"?><CompleteMultipartUpload>\
+                <Part><PartNumber>1</PartNumber><ETag>"a54357aff0632cce46d942af68356b38"</ETag></Part>\
+                <Part><PartNumber>2</PartNumber><ETag>"0c78aef83f66abc1fa1e8477f296d394"</ETag></Part>\
+                </CompleteMultipartUpload>
+                """)
         let parsed = try S3XML.parse(body)
-        #expect(parsed.children(named: "Part").compactMap { $0.value("ETag") }
+        #expect(
+            parsed.children(named: "Part").compactMap { $0.value("ETag") }
                 == ["\"a54357aff0632cce46d942af68356b38\"", "\"0c78aef83f66abc1fa1e8477f296d394\""])
     }
 
@@ -749,10 +828,11 @@ private struct SeededGenerator: RandomNumberGenerator {
         #expect(S3XML.createBucketRequest(location: nil) == nil)
         #expect(S3XML.createBucketRequest(location: "us-east-1") == nil)
         let body = try #require(S3XML.createBucketRequest(location: "eu-west-1"))
-        #expect(String(decoding: body, as: UTF8.self) == """
-            <?xml version="1.0" encoding="UTF-8"?><CreateBucketConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/">\
-            <LocationConstraint>eu-west-1</LocationConstraint></CreateBucketConfiguration>
-            """)
+        #expect(
+            String(decoding: body, as: UTF8.self) == """
+                <?xml version="1.0" encoding="UTF-8"?><CreateBucketConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/">\
+                <LocationConstraint>eu-west-1</LocationConstraint></CreateBucketConfiguration>
+                """)
         #expect(try S3XML.parse(body).value("LocationConstraint") == "eu-west-1")
     }
 
@@ -761,7 +841,9 @@ private struct SeededGenerator: RandomNumberGenerator {
     /// that can be written as references.
     @Test func deleteRequestRoundTrip() throws {
         var random = SeededGenerator(state: 0x5EED_0BAD_F00D)
-        let special: [Unicode.Scalar] = ["&", "<", ">", "\"", "'", ";", "#", "%", "+", " ", "/", "]", "\u{A0}", "\t", "\n", "\r"]
+        let special: [Unicode.Scalar] = [
+            "&", "<", ">", "\"", "'", ";", "#", "%", "+", " ", "/", "]", "\u{A0}", "\t", "\n", "\r",
+        ]
         let ranges: [ClosedRange<UInt32>] = [
             0x20...0x7E, 0xA0...0x24F, 0x370...0x3FF, 0x300...0x36F, 0x4E00...0x9FFF, 0xAC00...0xD7A3,
             0xE000...0xF8FF, 0xFE00...0xFFFD, 0x1F300...0x1FAFF, 0x10000...0x10FFFD,

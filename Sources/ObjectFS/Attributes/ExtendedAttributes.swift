@@ -2,10 +2,11 @@
 // UserMetadata describes), and the driver's read-only object attributes are `user.objmount.*`.
 // Other namespaces (security, system, trusted) are not supported.
 
+import ObjectStorage
+
 #if canImport(Glibc)
     import Glibc
 #endif
-import ObjectStorage
 
 extension ObjectFS {
     /// The driver's read-only object attributes (ObjectAttributeSource) are the extended

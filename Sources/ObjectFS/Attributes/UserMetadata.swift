@@ -9,10 +9,11 @@
 // no padding) of its UTF-8 bytes. Values that are printable ASCII without leading or trailing
 // blanks are stored as they are; any other value (binary, UTF-8, empty) as `base64:` + base64.
 
+import ObjectStorage
+
 #if canImport(Glibc)
     import Glibc
 #endif
-import ObjectStorage
 
 public enum UserMetadata {
     /// Metadata names that are not extended attributes: POSIX metadata of objmount, s3fs and

@@ -20,7 +20,8 @@ extension ObjectFS {
         let fh = newHandleNumber()
         let reader: any ObjectReader =
             configuration.readAheadChunks > 0
-            ? PrefetchingReader(storage: storage, chunkSize: configuration.readAheadChunkSize, chunks: configuration.readAheadChunks)
+            ? PrefetchingReader(
+                storage: storage, chunkSize: configuration.readAheadChunkSize, chunks: configuration.readAheadChunks)
             : RangedReader(storage: storage)
         handles[fh] = Handle(ino: node.ino, flags: flags, reader: reader)
         node.openHandles += 1

@@ -1,10 +1,11 @@
 // Directory markers: `dir/` (S3) or `dir` + application/directory (Swift) keep a directory
 // that has no other object; emptiness checks and the marker written before a last entry goes.
 
+import ObjectStorage
+
 #if canImport(Glibc)
     import Glibc
 #endif
-import ObjectStorage
 
 extension ObjectFS {
     /// Checks that a directory is empty on the server and locally; returns its marker keys

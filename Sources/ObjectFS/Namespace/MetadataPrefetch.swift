@@ -1,10 +1,11 @@
 // Metadata prefetch: a listing without metadata (Swift, S3) gives sizes but not mtime/mode;
 // the first stat in a directory starts HEADs of its next siblings, a batch at a time.
 
+import ObjectStorage
+
 #if canImport(Glibc)
     import Glibc
 #endif
-import ObjectStorage
 
 extension ObjectFS {
     /// Reads a file's metadata (mtime, mode) with a HEAD when its listing did not carry it.

@@ -2,10 +2,11 @@
 // cache, listings, and attaching/detaching nodes. Pinned nodes (open, dirty, new) are never
 // replaced by a server view.
 
+import ObjectStorage
+
 #if canImport(Glibc)
     import Glibc
 #endif
-import ObjectStorage
 
 extension ObjectFS {
     // MARK: - Namespace internals
@@ -71,7 +72,9 @@ extension ObjectFS {
         if name.utf8.count > KeyPath.maximumNameLength { throw FSError(ENAMETOOLONG, "name too long") }
         guard KeyPath.isRepresentable(name) else { throw FSError(ENOENT, "no such entry") }
         let t = now
-        if let ino = dir.children[name], let n = nodes[ino], n.isPinned || n.validUntil >= t || n.kind == .directory && dir.listedUntil >= t {
+        if let ino = dir.children[name], let n = nodes[ino],
+            n.isPinned || n.validUntil >= t || n.kind == .directory && dir.listedUntil >= t
+        {
             if n.kind.isObject && !n.metadataKnown && !n.isPinned { try await completeMetadata(n) }
             if n.kind == .directory && !n.metadataKnown { try await completeDirectoryMetadata(n) }
             return n

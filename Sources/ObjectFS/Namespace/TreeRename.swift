@@ -1,10 +1,11 @@
 // Rename of a directory tree: copy every key under the old prefix, then (caller) delete the
 // originals; open handles under the moved tree adopt the copies' versions.
 
+import ObjectStorage
+
 #if canImport(Glibc)
     import Glibc
 #endif
-import ObjectStorage
 
 extension ObjectFS {
     /// Copies every object under `from` (a directory prefix ending in "/") to the directory key

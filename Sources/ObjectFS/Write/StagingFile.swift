@@ -3,10 +3,11 @@
 // every descriptor sees the others' writes. (The journaled write-back buffer replaces this
 // in a later issue behind the same small interface.)
 
+import ObjectStorage
+
 #if canImport(Glibc)
     import Glibc
 #endif
-import ObjectStorage
 
 /// The directory of one filesystem's staging files. The filesystem owns it: created here,
 /// removed (when empty) once the filesystem and its last staging file are gone.

@@ -1,10 +1,11 @@
 // Upload: the inode's staging file (created on first write, loaded from the stored object
 // when an existing file is changed) and its upload as one PUT or a multipart upload.
 
+import ObjectStorage
+
 #if canImport(Glibc)
     import Glibc
 #endif
-import ObjectStorage
 
 extension ObjectFS {
     func newStagingFile() throws(FSError) -> StagingFile {
