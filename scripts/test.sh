@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds objmount once and runs both test tiers:
-#   1. hermetic: `swift test` (no FUSE needed; reuses the same .build)
+#   1. scripts/check.sh: format lint, the build with warnings as errors, declared imports, and
+#      the hermetic tier (`swift test`, no FUSE needed; reuses the same .build)
 #   2. FUSE:     `python3 -m pytest -q Tests/fuse` against the built binary (needs root + /dev/fuse)
 # Installs what is missing first (Debian packages fuse3 libfuse3-dev pkg-config rsync curl attr;
 # pytest; a virtualenv with ks3sdk and boto3, see Tests/fuse/testvenv.py).
@@ -20,7 +21,8 @@ cd "$ROOT"
 . "$ROOT/scripts/lib.sh"
 
 SWIFT="${SWIFT:-/opt/swift/usr/bin/swift}"
-BUILD_FLAGS=(--explicit-target-dependency-import-check error)
+# The same flags as scripts/check.sh, so that its build is this build.
+BUILD_FLAGS=(--explicit-target-dependency-import-check error -Xswiftc -warnings-as-errors)
 
 warn() { printf 'WARNING: %s\n' "$*" >&2; }
 
@@ -86,9 +88,9 @@ fi
 BIN="$("$SWIFT" build "${BUILD_FLAGS[@]}" --show-bin-path)/objmount"
 [ -x "$BIN" ] || { echo "build: no binary at $BIN" >&2; exit 1; }
 
-log "hermetic tier: swift test ${BUILD_FLAGS[*]}"
-"$SWIFT" test "${BUILD_FLAGS[@]}" || hermetic_rc=$?
-[ "$hermetic_rc" -eq 0 ] || FAILED+=("hermetic tier (swift test, exit $hermetic_rc)")
+log "scripts/check.sh: format lint, build with warnings as errors, declared imports, hermetic tier"
+SWIFT="$SWIFT" "$ROOT/scripts/check.sh" || hermetic_rc=$?
+[ "$hermetic_rc" -eq 0 ] || FAILED+=("scripts/check.sh (format lint, warnings, imports or hermetic tier; exit $hermetic_rc)")
 
 # Starts the KS3 emulator (Tests/emulators/ks3_emulator.py, default KS3 keys) in front of the
 # Swift server's s3api with python $1. Sets KS3_PID, and KS3_URL to its base URL once it reports
