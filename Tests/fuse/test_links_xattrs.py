@@ -162,3 +162,21 @@ def test_user_xattrs(mounter: Mounter, remote: Remote) -> None:
     out = run(["getfattr", "-d", f]).stdout.decode()
     assert 'user.color="blue"' in out, out
     assert f.read_bytes() == b"content"
+
+
+def test_directory_modes_and_mtimes_survive_a_remount(mounter: Mounter, remote: Remote, tmp_path: Path) -> None:
+    """Directories keep mode and mtime on their marker: after a remount `rsync -a` finds
+    nothing to change (no itemized line at all)."""
+    src = make_linked_tree(tmp_path / "src")
+    os.chmod(src / "dir/sub", 0o750)
+    os.chmod(src / "dir", 0o711)
+    os.utime(src / "dir/sub", (1_200_000_000, 1_200_000_000))
+    m = mounter.mount(remote)
+    run(["rsync", "-a", f"{src}/", f"{m.path}/r/"])
+    if remote.scheme != "memory":
+        m = remount(mounter, m, remote)
+    assert (os.stat(m.path / "r/dir/sub").st_mode & 0o7777) == 0o750
+    assert (os.stat(m.path / "r/dir").st_mode & 0o7777) == 0o711
+    assert os.stat(m.path / "r/dir/sub").st_mtime == 1_200_000_000
+    out = run(["rsync", "-a", "-i", f"{src}/", f"{m.path}/r/"]).stdout.decode()
+    assert out.strip() == "", f"second pass after a remount changed:\n{out}"
