@@ -108,12 +108,15 @@ def test_rsync_a_with_symlinks_twice_and_cp_a(mount: Mounted, tmp_path: Path) ->
     assert p.returncode == 0, p.stdout.decode() + p.stderr.decode()
 
 
-def test_rsync_a_usr_share_doc_twice(mount: Mounted) -> None:
+def test_rsync_a_usr_share_doc_twice(mount: Mounted, remote: Remote) -> None:
     src = Path("/usr/share/doc")
     dst = mount.path / "doc"
-    # Not the whole of /usr/share/doc on the slow remotes: the packages whose names start with
-    # a to l (symlinked changelogs included), enough for hundreds of entries and symlinks.
-    selection = sorted(e for e in os.listdir(src) if e[0] in "abcdefghijkl")
+    # All of /usr/share/doc (~5,500 entries) on memory://; on the server remotes (one upload
+    # and a copy + delete per file, ~15 files/s on this 2-core machine) the packages from a to
+    # c, a few hundred entries with symlinked changelogs, so the FUSE tier fits CI's time.
+    # (The issue note gives a full run per remote, made by hand.)
+    first = "abcdefghijklmnopqrstuvwxyz" if remote.scheme == "memory" else "abc"
+    selection = sorted(e for e in os.listdir(src) if e[0] in first)
     args = [f"{src}/{e}" for e in selection]
     run(["rsync", "-a", *args, f"{dst}/"], timeout=900)
     again = run(["rsync", "-a", "--stats", *args, f"{dst}/"], timeout=900).stdout.decode()
