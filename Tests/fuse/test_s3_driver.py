@@ -688,13 +688,12 @@ def test_user_xattrs_are_user_metadata_for_the_sdk(mounter: Mounter, backend: Ba
     assert (m.path / "g.txt").read_bytes() == b"through the mount\n"
 
 
-def _s3fs_mount(backend: Backend, prefix: str, mp: Path, work: Path) -> None:
-    pw = work / "s3fs-passwd"
-    pw.write_text(f"{backend.access_key}:{backend.secret_key}\n")
-    os.chmod(pw, 0o600)
+def _s3fs_mount(backend: Backend, prefix: str, mp: Path) -> None:
+    # The keys go in s3fs's environment variables: its passwd file splits at ":", and the
+    # Swift server's S3 access key is `account:user`.
     run(["s3fs", f"{backend.bucket}:/{prefix}", mp, "-o",
-         f"url={backend.endpoint},use_path_request_style,passwd_file={pw},endpoint={backend.region or 'us-east-1'},"
-         "stat_cache_expire=1"], timeout=60)
+         f"url={backend.endpoint},use_path_request_style,endpoint={backend.region or 'us-east-1'},stat_cache_expire=1"],
+        timeout=60, env={"AWSACCESSKEYID": backend.access_key, "AWSSECRETACCESSKEY": backend.secret_key})
     deadline = time.monotonic() + 30
     while not is_mounted(mp):
         assert time.monotonic() < deadline, "s3fs did not mount"
@@ -714,7 +713,7 @@ def test_symlinks_are_shared_with_s3fs(mounter: Mounter, s3: Backend, tmp_path: 
     os.symlink("/absolute/dangling", m.path / "ours-abs")
     mp = tmp_path / "s3fs"
     mp.mkdir()
-    _s3fs_mount(s3, prefix, mp, tmp_path)
+    _s3fs_mount(s3, prefix, mp)
     try:
         assert os.readlink(mp / "ours") == "target.txt"
         assert os.readlink(mp / "ours-abs") == "/absolute/dangling"
