@@ -119,7 +119,7 @@ def test_rsync_a_usr_share_doc_twice(mount: Mounted, remote: Remote) -> None:
     first = "abcdefghijklmnopqrstuvwxyz" if full else "abc"
     selection = sorted(e for e in os.listdir(src) if e[0] in first)
     args = [f"{src}/{e}" for e in selection]
-    run(["rsync", "-a", *args, f"{dst}/"], timeout=900)
+    run(["rsync", "-a", *args, f"{dst}/"], timeout=1800)
     again = run(["rsync", "-a", "--stats", *args, f"{dst}/"], timeout=900).stdout.decode()
     assert re.search(r"Number of regular files transferred: 0\b", again), again
     for e in selection[:20]:
