@@ -31,11 +31,8 @@ extension ObjectFS {
             throw FSError.from(error, "symlink \(key)")
         }
         let node = addChild(to: dir, name: name, kind: .symlink)
-        var stored = info
-        if stored.contentType == nil { stored.contentType = options.contentType }
-        if stored.metadata == nil { stored.metadata = options.metadata }
         node.mtime = mtime
-        apply(stored, to: node)
+        apply(stored(info, with: options), to: node)
         node.size = Int64(target.utf8.count)
         node.target = target
         return attributes(node)

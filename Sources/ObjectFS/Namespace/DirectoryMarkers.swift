@@ -75,13 +75,7 @@ extension ObjectFS {
     /// marker keeps the defaults).
     func completeDirectoryMetadata(_ dir: Node) async throws(FSError) {
         guard dir.ino != rootInode, dir.parent != nil, !dir.metadataKnown else { return }
-        if configuration.metadataPrefetch > 0 {
-            if metadataFetches[dir.ino] == nil { prefetchMetadata(from: dir) }
-            if let fetch = metadataFetches[dir.ino] {
-                await fetch.value
-                if dir.metadataKnown { return }
-            }
-        }
+        if await prefetchedMetadata(dir) { return }
         let key = markerKey(dir)
         do {
             let info = try await storage.head(key)

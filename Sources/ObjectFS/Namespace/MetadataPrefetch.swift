@@ -14,13 +14,7 @@ extension ObjectFS {
     /// batch rather than one per file.
     func completeMetadata(_ n: Node) async throws(FSError) {
         if n.kind == .directory { return try await completeDirectoryMetadata(n) }
-        if configuration.metadataPrefetch > 0 {
-            if metadataFetches[n.ino] == nil { prefetchMetadata(from: n) }
-            if let fetch = metadataFetches[n.ino] {
-                await fetch.value
-                if n.metadataKnown || n.isPinned { return }
-            }
-        }
+        if await prefetchedMetadata(n) { return }
         let key = fileKey(n)
         do {
             let info = try await storage.head(key)
@@ -31,6 +25,16 @@ extension ObjectFS {
         } catch {
             throw FSError.from(error, "lookup \(key)")
         }
+    }
+
+    /// Whether the batch HEAD of `n` (started here with its siblings' if none is in flight)
+    /// answered; false: the caller asks the server itself.
+    func prefetchedMetadata(_ n: Node) async -> Bool {
+        guard configuration.metadataPrefetch > 0 else { return false }
+        if metadataFetches[n.ino] == nil { prefetchMetadata(from: n) }
+        guard let fetch = metadataFetches[n.ino] else { return false }
+        await fetch.value
+        return n.metadataKnown || n.isPinned
     }
 
     /// Starts HEADs of `n` and of up to `metadataPrefetchBatch` siblings after it whose
