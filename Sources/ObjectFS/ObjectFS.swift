@@ -6,8 +6,9 @@
 //   and when their listing was last complete (`listedUntil`); file nodes keep the last server
 //   version seen. All of it is trusted for `metadataTTL`, then asked again (lookup: a HEAD and a
 //   1-key LIST in parallel; readdir: a full delimiter listing).
-// - Reads go to the handle's ObjectReader (ranged GETs, never a whole-object download at open),
-//   or to the inode's staging file once the file is being written.
+// - Reads of stored versions go through the block cache (Read/): the handle's ReadWindow says
+//   what to fetch, the shared Prefetcher fetches each missing block once (never a whole-object
+//   download at open). A file being written is read from its staging file.
 // - Writes go to a per-inode StagingFile; flush/fsync/release upload it (multipart above
 //   `multipartThreshold`). A node that is open, dirty, or new is "pinned": listings and lookups
 //   never replace it, so local work is never lost to a stale server view.
@@ -38,6 +39,10 @@ public actor ObjectFS {
     let instanceID = UInt32.random(in: 0...UInt32.max)
     let prefix: String
     let staging: StagingDirectory
+    let prefetcher: Prefetcher
+    let budget: MemoryBudget
+    /// Why the disk block cache could not be opened (reads then go through memory only).
+    public nonisolated let blockCacheProblem: String?
 
     public init(
         storage: any ObjectStorage, configuration: ObjectFSConfiguration, clock: any TimeSource = SystemTimeSource()
@@ -48,10 +53,35 @@ public actor ObjectFS {
         self.prefix = KeyPath.normalizedPrefix(configuration.prefix)
         self.staging = try StagingDirectory(configuration.stagingDirectory)
         self.metadataLimiter = AsyncLimiter(limit: configuration.metadataPrefetch)
+        budget = MemoryBudget(limit: configuration.memoryLimit)
+        var cache: any BlockCache = MemoryBlockCache(
+            blockSize: configuration.blockSize, capacity: max(configuration.blockSize, configuration.memoryLimit / 4))
+        var problem: String? = nil
+        if let directory = configuration.blockCacheDirectory, configuration.blockCacheSize > 0 {
+            do {
+                cache = try DiskBlockCache(
+                    directory: directory, blockSize: configuration.blockSize, capacity: configuration.blockCacheSize,
+                    freeSpaceFloor: configuration.blockCacheFreeSpaceFloor)
+            } catch {
+                problem = error.message
+            }
+        }
+        blockCacheProblem = problem
+        // A randomly read file is filled in the background when it takes at most a quarter of
+        // the disk cache.
+        prefetcher = Prefetcher(
+            storage: storage, cache: cache, budget: budget,
+            fillLimit: cache is DiskBlockCache ? cache.capacity / 4 : 0)
         let root = Node(
             ino: rootInode, kind: .directory, parent: nil, name: "",
             mode: 0o777 & ~configuration.umask, mtime: clock.wallClock())
         nodes[rootInode] = root
+    }
+
+    /// The block cache directory under `cacheDirectory` for the remote that `identity` names
+    /// (server, account, bucket; no secret).
+    public static func blockCacheDirectory(under cacheDirectory: String, for identity: String) -> String {
+        DiskBlockCache.directory(under: cacheDirectory, for: identity)
     }
 
     // MARK: - Lookup and attributes
@@ -283,8 +313,10 @@ public actor ObjectFS {
         }
         guard let remote = node.remote, offset < node.size else { return [] }
         let version = ObjectVersion(key: fileKey(node), etag: remote.etag, size: node.size)
+        handles[fh]?.window.maximumWindow = prefetcher.windowLimit
+        let actions = handles[fh]?.window.read(offset: offset, length: Int64(count), size: node.size) ?? []
         do {
-            return try await h.reader.read(version, range: ByteRange(offset: offset, length: Int64(count)))
+            return try await prefetcher.read(version, offset: offset, count: count, actions: actions)
         } catch {
             throw FSError.from(error, "read \(version.key)")
         }

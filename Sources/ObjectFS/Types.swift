@@ -162,9 +162,18 @@ public struct ObjectFSConfiguration: Sendable {
     /// HEAD per file, when it is asked for), and how many siblings one stat starts.
     public var metadataPrefetch = 0
     public var metadataPrefetchBatch = 1000
-    /// Sequential reads fetch this many chunks ahead, in parallel (0: one ranged GET per read).
-    public var readAheadChunks = 0
-    public var readAheadChunkSize: Int64 = 8 << 20
+    /// Where the block cache keeps its files (one directory per remote), or `nil` for none:
+    /// blocks then pass through a small memory cache only.
+    public var blockCacheDirectory: String? = nil
+    /// Bytes the block cache may take on disk (0: no disk cache).
+    public var blockCacheSize: Int64 = 0
+    /// The block cache gives blocks back when its filesystem has less free space than this.
+    public var blockCacheFreeSpaceFloor: Int64 = 1 << 30
+    /// Bytes per cached block and per ranged GET of a read.
+    public var blockSize: Int64 = 1 << 20
+    /// Bytes in flight at once: blocks being fetched (read-ahead, background fills) and upload
+    /// parts (DESIGN.md §9).
+    public var memoryLimit: Int64 = 64 << 20
 
     public init(
         prefix: String = "", uid: UInt32 = getuid(), gid: UInt32 = getgid(), umask: UInt32 = 0o022,

@@ -81,8 +81,20 @@ struct Mount: ParsableCommand {
     @Option(help: "memory:// only: preload the store from this local directory.")
     var seed: String?
 
-    @Option(help: "Where staging files and the background log live (default: ~/.cache/objmount).")
+    @Option(help: "Where the block cache, staging files and the background log live (default: ~/.cache/objmount).")
     var cacheDir: String?
+
+    @Option(
+        help: ArgumentHelp(
+            "Disk space the block cache may use, e.g. 2G or 500M; 0 turns it off (default: the smaller of 10G and 10% of the cache directory's filesystem; memory:// 0).",
+            valueName: "size"))
+    var cacheSize: ByteSize?
+
+    @Option(
+        help: ArgumentHelp(
+            "Memory for data in flight (read-ahead, fetched blocks, upload parts), e.g. 64M (default).",
+            valueName: "size"))
+    var memoryLimit = ByteSize(bytes: 64 << 20)
 
     // `.unconditional`: `--metadata-ttl -5` is a (wrong) value, not an option named `-5`.
     @Option(
@@ -122,6 +134,9 @@ struct Mount: ParsableCommand {
             guard s >= 1 else { throw ValidationError("--segment-size must be a positive number of MiB (got \(s))") }
             guard s <= 5120 else { throw ValidationError("--segment-size must be at most 5120 MiB (got \(s))") }
         }
+        guard memoryLimit.bytes >= 8 << 20 else {
+            throw ValidationError("--memory-limit must be at least 8M (got \(memoryLimit))")
+        }
         guard metadataTTL >= 0 else {
             throw ValidationError(
                 "--metadata-ttl must be a non-negative number of seconds (got \(Self.number(metadataTTL)))")
@@ -159,7 +174,9 @@ struct Mount: ParsableCommand {
         if foreground || Paths.environment(Daemon.readyFDVariable) != nil {
             try Daemon.serve(
                 remote: remote, driver: driver, mountpoint: mountpoint, options: mountOptions, seed: seed,
-                cacheDirectory: cacheDirectory, metadataTTL: metadataTTL, segmentMiB: segmentSize,
+                cacheDirectory: cacheDirectory,
+                cache: CacheSettings(cacheSize: cacheSize?.bytes, memoryLimit: memoryLimit.bytes),
+                metadataTTL: metadataTTL, segmentMiB: segmentSize,
                 logger: Logger(level: logLevel))
         } else {
             // A key given as a flag goes to the daemon through its environment, not its argv

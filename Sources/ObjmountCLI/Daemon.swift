@@ -65,7 +65,7 @@ enum Daemon {
     /// Serves the mount in this process until it is unmounted or signalled.
     static func serve(
         remote: Remote, driver: DriverSettings, mountpoint: String, options: MountOptions, seed: String?,
-        cacheDirectory: String,
+        cacheDirectory: String, cache: CacheSettings,
         metadataTTL: Double, segmentMiB: Int?, logger: Logger
     ) throws(CLIError) {
         let readyFD = Paths.environment(readyFDVariable).flatMap { Int32($0) }
@@ -110,12 +110,16 @@ enum Daemon {
         let stagingDirectory = cacheDirectory + "/staging-\(getpid())"
         var configuration = ObjectFSConfiguration(prefix: remote.prefix, stagingDirectory: stagingDirectory)
         configuration.fixedOwner = options.uid != nil || options.gid != nil
-        // Over the network, sequential reads fetch 4 chunks of 8 MiB ahead in parallel; the
-        // in-process store answers faster than copying through chunks would.
         // A directory's file metadata (HEADs, when listings carry none) is fetched 16 at a time.
-        if remote.scheme != .memory {
-            configuration.readAheadChunks = 4
-            configuration.metadataPrefetch = 16
+        if remote.scheme != .memory { configuration.metadataPrefetch = 16 }
+        configuration.memoryLimit = cache.memoryLimit
+        let cacheSize =
+            cache.cacheSize ?? (remote.scheme == .memory ? 0 : CacheSettings.defaultSize(of: cacheDirectory))
+        if cacheSize > 0 {
+            configuration.blockCacheDirectory = ObjectFS.blockCacheDirectory(
+                under: cacheDirectory, for: "\(remote.scheme.rawValue) \(driver.location) \(remote.container ?? "")")
+            configuration.blockCacheSize = cacheSize
+            configuration.blockCacheFreeSpaceFloor = CacheSettings.freeSpaceFloor(of: cacheDirectory)
         }
         if let uid = options.uid { configuration.uid = uid }
         if let gid = options.gid { configuration.gid = gid }
@@ -128,6 +132,11 @@ enum Daemon {
         }
         let fs: ObjectFS
         do { fs = try ObjectFS(storage: storage, configuration: configuration) } catch { throw fail(error.message) }
+        if let problem = fs.blockCacheProblem {
+            logger.warning("\(problem): reads go through memory only")
+        } else if let directory = configuration.blockCacheDirectory {
+            logger.info("block cache \(directory), up to \(ByteSize(bytes: configuration.blockCacheSize))")
+        }
         defer { rmdir(stagingDirectory) }
 
         var fuseOptions = FuseMountOptions(fsName: "objmount:\(remote)")
@@ -202,4 +211,26 @@ func blockingAwait<T: Sendable>(_ body: @escaping @Sendable () async throws -> T
     }
     done.wait()
     return try box.get()
+}
+
+/// Where the block cache goes and how big it and the memory budget are.
+struct CacheSettings: Sendable {
+    /// `nil`: the default of `defaultSize(of:)`.
+    var cacheSize: Int64?
+    var memoryLimit: Int64
+
+    /// The smaller of 10 GiB and a tenth of the filesystem that holds `directory`.
+    static func defaultSize(of directory: String) -> Int64 {
+        var fs = statvfs()
+        guard statvfs(directory, &fs) == 0 else { return 1 << 30 }
+        return min(10 << 30, Int64(fs.f_blocks) * Int64(fs.f_frsize) / 10)
+    }
+
+    /// The cache gives blocks back when its filesystem has less free space than the smaller of
+    /// 1 GiB and 5 % of its size.
+    static func freeSpaceFloor(of directory: String) -> Int64 {
+        var fs = statvfs()
+        guard statvfs(directory, &fs) == 0 else { return 1 << 30 }
+        return min(1 << 30, Int64(fs.f_blocks) * Int64(fs.f_frsize) / 20)
+    }
 }

@@ -91,6 +91,17 @@ enum DriverSettings: Sendable {
     case swift(SwiftAuthSettings)
     case s3(S3Settings)
 
+    /// Where the data lives, without secrets: names the remote's block cache.
+    var location: String {
+        switch self {
+        case .memory: "memory"
+        case .swift(.v1(let url, let user, _)): "\(url) \(user)"
+        case .swift(.keystone(let k)): "\(k.authURL) \(k.projectID ?? k.projectName ?? "") \(k.region ?? "")"
+        case .swift(.hubic(let api, let id, _, _, let user, _, _)): "\(api) \(id) \(user ?? "")"
+        case .s3(let s): "\(s.endpoint.scheme)://\(s.endpoint.host):\(s.endpoint.port ?? 0) \(s.endpoint.region)"
+        }
+    }
+
     static func resolve(
         _ remote: Remote, authURL: String? = nil, user: String? = nil, key: String? = nil,
         address: S3AddressOptions? = nil,

@@ -26,7 +26,7 @@ struct Harness {
     init(
         prefix: String = "", markerStyle: DirectoryMarkerStyle = .trailingSlash, ttl: Double = 10,
         readOnly: Bool = false, multipartThreshold: Int64 = 64 << 20, partSize: Int64 = 16 << 20,
-        fixedOwner: Bool = false, readAheadChunks: Int = 0, readAheadChunkSize: Int64 = 8 << 20,
+        fixedOwner: Bool = false, blockSize: Int64 = 1 << 20,
         metadataPrefetch: Int = 0, storeMetadataInListings: Bool = true
     ) throws {
         memory = MemoryStorage(markerStyle: markerStyle, pageSize: 5, minimumPartSize: 8)
@@ -38,9 +38,8 @@ struct Harness {
         config.metadataTTL = .milliseconds(Int64(ttl * 1000))
         config.readOnly = readOnly
         config.fixedOwner = fixedOwner
-        config.readAheadChunks = readAheadChunks
+        config.blockSize = blockSize
         config.metadataPrefetch = metadataPrefetch
-        config.readAheadChunkSize = readAheadChunkSize
         config.multipartThreshold = multipartThreshold
         config.partSize = partSize
         fs = try ObjectFS(storage: storage, configuration: config, clock: clock)

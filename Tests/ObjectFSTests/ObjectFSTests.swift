@@ -511,60 +511,6 @@ struct MetadataFreeListings: ObjectStorage {
     }
 }
 
-@Suite struct ReadAheadTests {
-    func content(_ n: Int) -> [UInt8] { (0..<n).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ $0 / 251) } }
-
-    @Test func sequentialReadsAreServedFromChunksFetchedAhead() async throws {
-        let h = try Harness(readAheadChunks: 3, readAheadChunkSize: 100)
-        let data = content(1000)
-        _ = try await h.memory.put("f", payload: .bytes(data), options: PutOptions())
-        let a = try await h.resolve("f")
-        let fh = try await h.fs.open(a.ino, flags: .readOnly)
-        var out: [UInt8] = []
-        while out.count < data.count {
-            let chunk = try await h.fs.read(fh, offset: Int64(out.count), count: 30)
-            #expect(!chunk.isEmpty)
-            out += chunk
-        }
-        #expect(out == data)
-        // Until the run covers two chunks, plain GETs (7 reads of 30 bytes); then the rest in
-        // chunks of 100 bytes, each fetched once (chunks 2 to 9).
-        #expect(h.storage.calls(.get) == 7 + 8)
-        await h.fs.release(fh)
-    }
-
-    @Test func randomReadsAreSingleRangedGets() async throws {
-        let h = try Harness(readAheadChunks: 4, readAheadChunkSize: 100)
-        let data = content(100_000)
-        _ = try await h.memory.put("f", payload: .bytes(data), options: PutOptions())
-        let a = try await h.resolve("f")
-        let fh = try await h.fs.open(a.ino, flags: .readOnly)
-        for offset in [90_000, 10_000, 50_000, 70_000, 20_000] {
-            // Far apart (more than half a chunk from the previous read): no window starts.
-            #expect(try await h.fs.read(fh, offset: Int64(offset), count: 10) == Array(data[offset..<offset + 10]))
-        }
-        #expect(h.storage.calls(.get) == 5)
-        await h.fs.release(fh)
-    }
-
-    @Test func aChangedObjectIsStaleNotMixed() async throws {
-        let h = try Harness(readAheadChunks: 2, readAheadChunkSize: 100)
-        _ = try await h.memory.put("f", payload: .bytes(content(1000)), options: PutOptions())
-        let a = try await h.resolve("f")
-        let fh = try await h.fs.open(a.ino, flags: .readOnly)
-        _ = try await h.fs.read(fh, offset: 0, count: 50)
-        _ = try await h.fs.read(fh, offset: 50, count: 50)
-        // Another client replaces the object: the chunks not fetched yet must not mix versions.
-        _ = try await h.memory.put("f", payload: .bytes([UInt8](repeating: 9, count: 1000)), options: PutOptions())
-        await #expect(throws: FSError.self) {
-            for offset in stride(from: 100, to: 1000, by: 50) {
-                _ = try await h.fs.read(fh, offset: Int64(offset), count: 50)
-            }
-        }
-        await h.fs.release(fh)
-    }
-}
-
 @Suite struct MetadataPrefetchTests {
     @Test func theFirstStatOfADirectoryFetchesItsSiblingsMetadataInParallel() async throws {
         let memory = MemoryStorage()

@@ -7,7 +7,8 @@ extension ObjectFS {
     struct Handle {
         let ino: InodeNumber
         let flags: OpenFlags
-        let reader: any ObjectReader
+        /// How this handle reads: sequential runs, jumps (Read/ReadWindow.swift).
+        var window: ReadWindow
     }
 
     func newHandleNumber() -> UInt64 {
@@ -18,12 +19,7 @@ extension ObjectFS {
 
     func openHandle(_ node: Node, flags: OpenFlags) -> UInt64 {
         let fh = newHandleNumber()
-        let reader: any ObjectReader =
-            configuration.readAheadChunks > 0
-            ? PrefetchingReader(
-                storage: storage, chunkSize: configuration.readAheadChunkSize, chunks: configuration.readAheadChunks)
-            : RangedReader(storage: storage)
-        handles[fh] = Handle(ino: node.ino, flags: flags, reader: reader)
+        handles[fh] = Handle(ino: node.ino, flags: flags, window: ReadWindow(blockSize: prefetcher.blockSize))
         node.openHandles += 1
         if flags.write { node.writers += 1 }
         return fh

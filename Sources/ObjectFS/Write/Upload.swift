@@ -27,9 +27,11 @@ extension ObjectFS {
             var offset: Int64 = 0
             do {
                 while offset < remote.size {
+                    let length = min(chunk, remote.size - offset)
+                    await budget.reserve(length)
+                    defer { budget.release(length) }
                     let bytes = try await storage.get(
-                        key, range: ByteRange(offset: offset, length: min(chunk, remote.size - offset)),
-                        ifMatch: remote.etag)
+                        key, range: ByteRange(offset: offset, length: length), ifMatch: remote.etag)
                     guard !bytes.isEmpty else { throw StorageError.malformedReply("short read of \(key)") }
                     try bytes.withUnsafeBytes { buffer in try staging.write(buffer, at: offset) }
                     offset += Int64(bytes.count)
@@ -66,7 +68,10 @@ extension ObjectFS {
                 if staging.size > configuration.multipartThreshold {
                     info = try await multipartUpload(key, staging: staging, options: options)
                 } else {
-                    info = try await storage.put(key, payload: staging.payload(), options: options)
+                    let payload = staging.payload()
+                    await budget.reserve(payload.length)
+                    defer { budget.release(payload.length) }
+                    info = try await storage.put(key, payload: payload, options: options)
                 }
             } catch {
                 throw FSError.from(error, "upload \(key)")
@@ -117,7 +122,14 @@ extension ObjectFS {
                     let number = next + 1
                     let offset = Int64(next) * partSize
                     let payload = staging.payload(offset: offset, length: min(partSize, size - offset))
-                    group.addTask { try await storage.uploadPart(upload, number: number, payload: payload) }
+                    // A part is read whole into memory before it is sent (streamed from the
+                    // file in the write-path issue): it takes its bytes from the budget.
+                    let budget = self.budget
+                    group.addTask {
+                        await budget.reserve(payload.length)
+                        defer { budget.release(payload.length) }
+                        return try await storage.uploadPart(upload, number: number, payload: payload)
+                    }
                     next += 1
                 }
                 while next < min(count, configuration.uploadConcurrency) { add() }

@@ -1,0 +1,390 @@
+// BlockCache: fixed-size blocks of stored object versions, kept locally so that no byte is
+// fetched twice. Blocks are named by (object key, ETag, size, block index): a changed object
+// has another ETag, so its old blocks are never served; they age out of the LRU.
+// `DiskBlockCache` keeps them under the cache directory across remounts; `MemoryBlockCache` is
+// the small in-memory form used when the disk cache is off (`--cache-size 0`).
+
+import ObjectStorage
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The cache's name for one stored version of an object.
+public struct CachedObject: Sendable, Hashable {
+    /// 32 hex digits, from `identity`.
+    public let name: String
+    /// Key, ETag and size: stored in every block file's header and compared on read.
+    let identity: [UInt8]
+    public let size: Int64
+
+    init(_ version: ObjectVersion) {
+        var identity = Array(version.key.utf8)
+        identity.append(0)
+        identity += Array((version.etag?.value ?? "").utf8)
+        identity.append(0)
+        identity += Array(String(version.size).utf8)
+        self.identity = identity
+        self.name = Checksum.name(identity)
+        self.size = version.size
+    }
+
+    public static func == (lhs: CachedObject, rhs: CachedObject) -> Bool { lhs.identity == rhs.identity }
+    public func hash(into hasher: inout Hasher) { hasher.combine(name) }
+}
+
+struct BlockID: Hashable, Sendable {
+    let object: String
+    let index: Int64
+}
+
+protocol BlockCache: Sendable {
+    var blockSize: Int64 { get }
+    /// Whether the block is there (it may still turn out damaged when read).
+    func contains(_ object: CachedObject, block: Int64) -> Bool
+    /// `count` bytes from `from` inside the block, or `nil` when it is not cached — or was
+    /// damaged, in which case it is dropped and the caller fetches it again.
+    func read(_ object: CachedObject, block: Int64, from: Int, count: Int) async -> [UInt8]?
+    /// Keeps a whole block (the last one of an object may be short). Never fails: a block that
+    /// cannot be kept (full disk) is simply not cached.
+    func store(_ object: CachedObject, block: Int64, data: [UInt8]) async
+    /// Bytes the cache may hold.
+    var capacity: Int64 { get }
+}
+
+extension BlockCache {
+    /// The length of block `index` of an object of `size` bytes.
+    func length(of index: Int64, in size: Int64) -> Int {
+        Int(max(0, min(blockSize, size - index * blockSize)))
+    }
+}
+
+/// Blocks in memory, least recently used dropped first.
+final class MemoryBlockCache: BlockCache {
+    let blockSize: Int64
+    let capacity: Int64
+    private struct State {
+        var blocks: [BlockID: (data: [UInt8], tick: UInt64)] = [:]
+        var bytes: Int64 = 0
+        var tick: UInt64 = 0
+    }
+    private let state = Mutex(State())
+
+    init(blockSize: Int64, capacity: Int64) {
+        self.blockSize = blockSize
+        self.capacity = capacity
+    }
+
+    func contains(_ object: CachedObject, block: Int64) -> Bool {
+        state.withLock { $0.blocks[BlockID(object: object.name, index: block)] != nil }
+    }
+
+    func read(_ object: CachedObject, block: Int64, from: Int, count: Int) async -> [UInt8]? {
+        state.withLock { s -> [UInt8]? in
+            let id = BlockID(object: object.name, index: block)
+            guard let entry = s.blocks[id] else { return nil }
+            s.tick += 1
+            s.blocks[id]!.tick = s.tick
+            let end = min(entry.data.count, from + count)
+            return from < end ? Array(entry.data[from..<end]) : []
+        }
+    }
+
+    func store(_ object: CachedObject, block: Int64, data: [UInt8]) async {
+        guard Int64(data.count) <= capacity else { return }
+        state.withLock { s in
+            let id = BlockID(object: object.name, index: block)
+            if let old = s.blocks.removeValue(forKey: id) { s.bytes -= Int64(old.data.count) }
+            while s.bytes + Int64(data.count) > capacity,
+                let oldest = s.blocks.min(by: { $0.value.tick < $1.value.tick })
+            {
+                s.blocks[oldest.key] = nil
+                s.bytes -= Int64(oldest.value.data.count)
+            }
+            s.tick += 1
+            s.blocks[id] = (data, s.tick)
+            s.bytes += Int64(data.count)
+        }
+    }
+}
+
+/// Blocks in files under a directory, bounded in bytes (LRU) and by a floor of free space on its
+/// filesystem, kept across remounts. One mount owns a directory at a time (a lock file).
+final class DiskBlockCache: BlockCache {
+    let blockSize: Int64
+    let capacity: Int64
+    let freeSpaceFloor: Int64
+    let directory: String
+    private let io: BlockingIOPool
+    private let lockFD: Int32
+
+    private struct Entry {
+        var bytes: Int64
+        var tick: UInt64
+    }
+    private struct State {
+        var entries: [BlockID: Entry] = [:]
+        /// Bytes of the files in `entries` plus those being written.
+        var bytes: Int64 = 0
+        var tick: UInt64 = 0
+        var serial: UInt64 = 0
+    }
+    private let state = Mutex(State())
+
+    /// What a directory's files take beyond their blocks (the directory itself, the lock file).
+    static let overhead: Int64 = 64 << 10
+
+    struct Busy: Error, CustomStringConvertible {
+        let directory: String
+        var description: String { "the block cache \(directory) is in use by another mount" }
+    }
+
+    /// Opens (or creates) the cache in `directory`, reading what an earlier mount left there.
+    /// Throws `Busy` when another process holds it, or the errno of what failed.
+    init(
+        directory: String, blockSize: Int64, capacity: Int64, freeSpaceFloor: Int64,
+        io: BlockingIOPool = .shared
+    ) throws(FSError) {
+        self.directory = directory
+        self.blockSize = blockSize
+        self.capacity = capacity
+        self.freeSpaceFloor = freeSpaceFloor
+        self.io = io
+        if mkdir(directory, 0o700) != 0 && errno != EEXIST {
+            throw FSError(errno, "cannot create the block cache \(directory)")
+        }
+        let fd = open(directory + "/lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw FSError(errno, "cannot open \(directory)/lock") }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            close(fd)
+            throw FSError(EBUSY, Busy(directory: directory).description)
+        }
+        lockFD = fd
+        loadIndex()
+    }
+
+    deinit { close(lockFD) }
+
+    /// The directory under `cacheDirectory` for the blocks of one remote (`identity`: where its
+    /// data lives — server, account, bucket — never a secret).
+    static func directory(under cacheDirectory: String, for identity: String) -> String {
+        "\(cacheDirectory)/blocks-\(Checksum.name(Array(identity.utf8)).prefix(16))"
+    }
+
+    static func fileBytes(_ length: Int) -> Int64 { Int64((length + 4095) & ~4095) }
+
+    func path(_ id: BlockID) -> String { "\(directory)/\(id.object).\(id.index)" }
+
+    /// Reads the names and sizes of the files an earlier mount kept, oldest first; removes
+    /// temporary files a crash left behind; trims to the capacity.
+    private func loadIndex() {
+        guard let dir = opendir(directory) else { return }
+        var found: [(BlockID, Int64, Int64)] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafePointer(to: entry.pointee.d_name) {
+                $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
+            }
+            if name == "." || name == ".." || name == "lock" { continue }
+            let full = directory + "/" + name
+            let parts = name.split(separator: ".")
+            guard parts.count == 2, parts[0].utf8.count == 32, let index = Int64(parts[1]) else {
+                unlink(full)  // temporary files of an interrupted write, and strays
+                continue
+            }
+            var st = stat()
+            guard stat(full, &st) == 0 else { continue }
+            found.append(
+                (BlockID(object: String(parts[0]), index: index), Int64(st.st_blocks) * 512, Int64(st.st_mtim.tv_sec)))
+        }
+        closedir(dir)
+        found.sort { $0.2 < $1.2 }
+        let victims = state.withLock { s -> [BlockID] in
+            for (id, bytes, _) in found {
+                s.tick += 1
+                s.entries[id] = Entry(bytes: bytes, tick: s.tick)
+                s.bytes += bytes
+            }
+            return evict(&s, toFit: 0)
+        }
+        for id in victims { unlink(path(id)) }
+    }
+
+    /// Takes least recently used entries out of the index until `extra` more bytes fit below
+    /// the capacity (with some room to spare, so eviction is not done block by block); the
+    /// caller removes their files.
+    private func evict(_ s: inout State, toFit extra: Int64) -> [BlockID] {
+        let limit = capacity - Self.overhead
+        guard s.bytes + extra > limit else { return [] }
+        let target = max(0, limit - extra - capacity / 16)
+        var victims: [BlockID] = []
+        for (id, entry) in s.entries.sorted(by: { $0.value.tick < $1.value.tick }) {
+            if s.bytes <= target { break }
+            s.entries[id] = nil
+            s.bytes -= entry.bytes
+            victims.append(id)
+        }
+        return victims
+    }
+
+    /// Takes the least recently used entries out of the index until `bytes` are freed.
+    private func evict(_ s: inout State, bytes: Int64) -> [BlockID] {
+        var freed: Int64 = 0
+        var victims: [BlockID] = []
+        for (id, entry) in s.entries.sorted(by: { $0.value.tick < $1.value.tick }) {
+            if freed >= bytes { break }
+            s.entries[id] = nil
+            s.bytes -= entry.bytes
+            freed += entry.bytes
+            victims.append(id)
+        }
+        return victims
+    }
+
+    func contains(_ object: CachedObject, block: Int64) -> Bool {
+        state.withLock { $0.entries[BlockID(object: object.name, index: block)] != nil }
+    }
+
+    func read(_ object: CachedObject, block: Int64, from: Int, count: Int) async -> [UInt8]? {
+        let id = BlockID(object: object.name, index: block)
+        let known = state.withLock { s -> Bool in
+            guard s.entries[id] != nil else { return false }
+            s.tick += 1
+            s.entries[id]!.tick = s.tick
+            return true
+        }
+        guard known else { return nil }
+        let layout = BlockFile.Layout(identity: object.identity, dataLength: length(of: block, in: object.size))
+        let path = self.path(id)
+        let result = await io.run { () -> [UInt8]?? in Self.readFile(path, layout, from: from, count: count) }
+        switch result {
+        case .some(let bytes): return bytes
+        case .none:
+            // Damaged or gone: forget it, remove what is there, let the caller fetch it again.
+            let dropped = state.withLock { s -> Bool in
+                guard let entry = s.entries.removeValue(forKey: id) else { return false }
+                s.bytes -= entry.bytes
+                return true
+            }
+            if dropped { await io.run { _ = unlink(path) } }
+            return nil
+        }
+    }
+
+    /// The bytes, `.some(nil)` never; `nil` when the file is missing, short or fails a check.
+    private static func readFile(_ path: String, _ layout: BlockFile.Layout, from: Int, count: Int) -> [UInt8]?? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0, Int(st.st_size) == layout.fileLength else { return nil }
+        var header = [UInt8](repeating: 0, count: layout.headerLength)
+        guard readFully(fd, &header, at: 0),
+            let sums = header.withUnsafeBytes({ BlockFile.sectorChecksums(header: $0, layout) })
+        else { return nil }
+        let end = min(layout.dataLength, from + count)
+        guard from < end else { return .some([]) }
+        let first = from / BlockFile.sectorSize
+        let last = (end - 1) / BlockFile.sectorSize
+        let spanStart = first * BlockFile.sectorSize
+        let spanEnd = min(layout.dataLength, (last + 1) * BlockFile.sectorSize)
+        var span = [UInt8](repeating: 0, count: spanEnd - spanStart)
+        guard readFully(fd, &span, at: layout.dataOffset + spanStart) else { return nil }
+        let intact = span.withUnsafeBytes { raw -> Bool in
+            for s in first...last {
+                let a = s * BlockFile.sectorSize - spanStart
+                let b = min(raw.count, a + BlockFile.sectorSize)
+                if Checksum.of(UnsafeRawBufferPointer(rebasing: raw[a..<b])) != sums[s] { return false }
+            }
+            return true
+        }
+        guard intact else { return nil }
+        return .some(Array(span[(from - spanStart)..<(end - spanStart)]))
+    }
+
+    private static func readFully(_ fd: Int32, _ buffer: inout [UInt8], at offset: Int) -> Bool {
+        buffer.withUnsafeMutableBytes { raw in
+            var done = 0
+            while done < raw.count {
+                let n = pread(fd, raw.baseAddress! + done, raw.count - done, off_t(offset + done))
+                if n < 0 && errno == EINTR { continue }
+                if n <= 0 { return false }
+                done += n
+            }
+            return true
+        }
+    }
+
+    private static func writeFully(_ fd: Int32, _ raw: UnsafeRawBufferPointer, at offset: Int) -> Bool {
+        var done = 0
+        while done < raw.count {
+            let n = pwrite(fd, raw.baseAddress! + done, raw.count - done, off_t(offset + done))
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { return false }
+            done += n
+        }
+        return true
+    }
+
+    func store(_ object: CachedObject, block: Int64, data: [UInt8]) async {
+        let id = BlockID(object: object.name, index: block)
+        let layout = BlockFile.Layout(identity: object.identity, dataLength: data.count)
+        let bytes = Self.fileBytes(layout.fileLength)
+        guard bytes <= capacity - Self.overhead else { return }
+        let (fits, serial, victims) = state.withLock { s -> (Bool, UInt64, [BlockID]) in
+            if s.entries[id] != nil { return (false, 0, []) }
+            let victims = evict(&s, toFit: bytes)
+            s.bytes += bytes  // counted while being written
+            s.serial += 1
+            return (true, s.serial, victims)
+        }
+        guard fits else { return }
+        let final = path(id)
+        let temporary = "\(final).\(serial).tmp"
+        let directory = self.directory
+        let floor = freeSpaceFloor
+        let written = await io.run { () -> Bool in
+            for victim in victims { unlink("\(directory)/\(victim.object).\(victim.index)") }
+            var fs = statvfs()
+            if statvfs(directory, &fs) == 0, Int64(fs.f_bavail) * Int64(fs.f_frsize) - bytes < floor { return false }
+            let header = data.withUnsafeBytes { BlockFile.header(layout, data: $0) }
+            let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+            guard fd >= 0 else { return false }
+            let ok =
+                header.withUnsafeBytes { Self.writeFully(fd, $0, at: 0) }
+                && data.withUnsafeBytes { Self.writeFully(fd, $0, at: layout.dataOffset) }
+            close(fd)
+            guard ok, rename(temporary, final) == 0 else {
+                unlink(temporary)
+                return false
+            }
+            return true
+        }
+        var lowOnSpace = false
+        state.withLock { s in
+            if written {
+                s.tick += 1
+                // Two writers of one block: the second file replaced the first.
+                if let old = s.entries.updateValue(Entry(bytes: bytes, tick: s.tick), forKey: id) {
+                    s.bytes -= old.bytes
+                }
+            } else {
+                s.bytes -= bytes
+                lowOnSpace = true
+            }
+        }
+        if lowOnSpace { await makeRoom() }
+    }
+
+    /// Below the free-space floor (or a write failed): give back the least recently used
+    /// eighth of the cache, so that the filesystem keeps its floor.
+    private func makeRoom() async {
+        let victims = state.withLock { s in evict(&s, bytes: max(blockSize, s.bytes / 8)) }
+        guard !victims.isEmpty else { return }
+        let directory = self.directory
+        await io.run { for v in victims { unlink("\(directory)/\(v.object).\(v.index)") } }
+    }
+
+    /// Bytes held (for status and tests).
+    var usedBytes: Int64 { state.withLock { $0.bytes } }
+}

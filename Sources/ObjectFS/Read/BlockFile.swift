@@ -1,0 +1,130 @@
+// BlockFile: how one cached block lies on disk, and the checks that keep a torn, truncated or
+// corrupted file from ever being returned.
+//
+// Layout (integers little-endian):
+//   0   "OMBLOCK1"                      magic and format version
+//   8   UInt32 data length              bytes of the block (the last block of an object is short)
+//   12  UInt32 sector size              the checksum granularity (16 KiB)
+//   16  UInt32 identity length
+//   20  UInt32 sector count
+//   24  identity                        object key, ETag, size and block index, as text
+//   ..  UInt64 × sector count           checksum of each sector of the data
+//   ..  UInt64                          checksum of everything above
+//   data, at the header's end rounded up to 4 KiB
+// A block is written under a temporary name and renamed into place, so a reader sees a whole
+// file or none; the checksums catch what a crash, a full disk or another program did to it
+// later. Each read checks the header and the sectors it returns — a 4 KiB read costs one
+// 16 KiB checksum, not the whole block's.
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+enum BlockFile {
+    static let magic: [UInt8] = Array("OMBLOCK1".utf8)
+    static let sectorSize = 16 << 10
+
+    struct Layout {
+        let identity: [UInt8]
+        let dataLength: Int
+        var sectorCount: Int { (dataLength + BlockFile.sectorSize - 1) / BlockFile.sectorSize }
+        var headerLength: Int { 24 + identity.count + 8 * sectorCount + 8 }
+        var dataOffset: Int { (headerLength + 4095) & ~4095 }
+        var fileLength: Int { dataOffset + dataLength }
+    }
+
+    /// The header for `data`, padded to where the data starts.
+    static func header(_ layout: Layout, data: UnsafeRawBufferPointer) -> [UInt8] {
+        precondition(data.count == layout.dataLength)
+        var out = [UInt8](repeating: 0, count: layout.dataOffset)
+        out.withUnsafeMutableBytes { file in
+            for (i, byte) in magic.enumerated() { file[i] = byte }
+            file.storeBytes(of: UInt32(layout.dataLength).littleEndian, toByteOffset: 8, as: UInt32.self)
+            file.storeBytes(of: UInt32(sectorSize).littleEndian, toByteOffset: 12, as: UInt32.self)
+            file.storeBytes(of: UInt32(layout.identity.count).littleEndian, toByteOffset: 16, as: UInt32.self)
+            file.storeBytes(of: UInt32(layout.sectorCount).littleEndian, toByteOffset: 20, as: UInt32.self)
+            for (i, byte) in layout.identity.enumerated() { file[24 + i] = byte }
+            var at = 24 + layout.identity.count
+            for s in 0..<layout.sectorCount {
+                let from = s * sectorSize
+                let sector = UnsafeRawBufferPointer(rebasing: data[from..<min(data.count, from + sectorSize)])
+                file.storeBytes(of: Checksum.of(sector).littleEndian, toByteOffset: at, as: UInt64.self)
+                at += 8
+            }
+            let header = Checksum.of(UnsafeRawBufferPointer(rebasing: file[0..<at]))
+            file.storeBytes(of: header.littleEndian, toByteOffset: at, as: UInt64.self)
+        }
+        return out
+    }
+
+    /// The sector checksums of a header read from a file, or `nil` when it is not the header
+    /// `layout` expects (another object's block, a torn or corrupted file).
+    static func sectorChecksums(header: UnsafeRawBufferPointer, _ layout: Layout) -> [UInt64]? {
+        guard header.count == layout.headerLength,
+            header.prefix(8).elementsEqual(magic),
+            header.loadUnaligned(fromByteOffset: 8, as: UInt32.self).littleEndian == UInt32(layout.dataLength),
+            header.loadUnaligned(fromByteOffset: 12, as: UInt32.self).littleEndian == UInt32(sectorSize),
+            header.loadUnaligned(fromByteOffset: 16, as: UInt32.self).littleEndian == UInt32(layout.identity.count),
+            header.loadUnaligned(fromByteOffset: 20, as: UInt32.self).littleEndian == UInt32(layout.sectorCount),
+            header[24..<(24 + layout.identity.count)].elementsEqual(layout.identity)
+        else { return nil }
+        let end = layout.headerLength - 8
+        let stored = header.loadUnaligned(fromByteOffset: end, as: UInt64.self).littleEndian
+        guard stored == Checksum.of(UnsafeRawBufferPointer(rebasing: header[0..<end])) else { return nil }
+        let base = 24 + layout.identity.count
+        return (0..<layout.sectorCount).map {
+            header.loadUnaligned(fromByteOffset: base + 8 * $0, as: UInt64.self).littleEndian
+        }
+    }
+}
+
+/// A fast 64-bit checksum (four multiply–xor lanes over 8-byte words): it detects changed,
+/// missing and extra bytes, not tampering; a cache file is not a security boundary.
+enum Checksum {
+    static func of(_ bytes: UnsafeRawBufferPointer) -> UInt64 {
+        let k: UInt64 = 0x9E37_79B9_7F4A_7C15
+        var a: UInt64 = 0x243F_6A88_85A3_08D3
+        var b: UInt64 = 0x1319_8A2E_0370_7344
+        var c: UInt64 = 0xA409_3822_299F_31D0
+        var d: UInt64 = 0x082E_FA98_EC4E_6C89
+        let count = bytes.count
+        var i = 0
+        while i + 32 <= count {
+            a = (a ^ bytes.loadUnaligned(fromByteOffset: i, as: UInt64.self)) &* k
+            b = (b ^ bytes.loadUnaligned(fromByteOffset: i + 8, as: UInt64.self)) &* k
+            c = (c ^ bytes.loadUnaligned(fromByteOffset: i + 16, as: UInt64.self)) &* k
+            d = (d ^ bytes.loadUnaligned(fromByteOffset: i + 24, as: UInt64.self)) &* k
+            a = (a << 31) | (a >> 33)
+            b = (b << 29) | (b >> 35)
+            c = (c << 27) | (c >> 37)
+            d = (d << 25) | (d >> 39)
+            i += 32
+        }
+        // Rotations, not shifts: a change in any lane changes the sum.
+        var h = a ^ ((b << 1) | (b >> 63)) ^ ((c << 2) | (c >> 62)) ^ ((d << 3) | (d >> 61)) ^ UInt64(count)
+        while i < count {
+            h = (h ^ UInt64(bytes[i])) &* 0x100_0000_01B3
+            i += 1
+        }
+        h ^= h >> 33
+        h &*= 0xFF51_AFD7_ED55_8CCD
+        h ^= h >> 33
+        return h
+    }
+
+    /// A 128-bit name for a text (FNV-1a twice, different bases), as 32 hex digits.
+    static func name(_ text: [UInt8]) -> String {
+        var x: UInt64 = 0xCBF2_9CE4_8422_2325
+        var y: UInt64 = 0x6C62_272E_07BB_0142
+        for byte in text {
+            x = (x ^ UInt64(byte)) &* 0x100_0000_01B3
+            y = (y ^ UInt64(byte)) &* 0x100_0000_01B3
+            y = (y << 7) | (y >> 57)
+        }
+        func hex(_ v: UInt64) -> String {
+            let s = String(v, radix: 16)
+            return String(repeating: "0", count: 16 - s.count) + s
+        }
+        return hex(x) + hex(y)
+    }
+}

@@ -1,0 +1,427 @@
+// The read path (Read/): the ReadWindow's transitions, the block cache on disk (bound,
+// persistence, damaged files, changed objects), one fetch per block for concurrent readers,
+// the background fill of randomly read files, and the memory budget.
+
+import MemoryStorage
+import ObjectStorage
+import Synchronization
+import Testing
+
+@testable import ObjectFS
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+private let block: Int64 = 64 << 10
+
+private func content(_ n: Int, seed: Int = 1) -> [UInt8] {
+    (0..<n).map { UInt8(truncatingIfNeeded: ($0 &* 7 &+ $0 / 251) ^ seed) }
+}
+
+/// An ObjectFS over `storage` with a disk block cache in `cache` (or none).
+private func filesystem(
+    _ storage: any ObjectStorage, cache: String?, cacheSize: Int64 = 64 << 20, memoryLimit: Int64 = 64 << 20,
+    clock: ManualClock = ManualClock()
+) throws -> ObjectFS {
+    var config = ObjectFSConfiguration(uid: 1000, gid: 1000, stagingDirectory: uniqueStagingDirectory())
+    config.blockSize = block
+    config.blockCacheDirectory = cache
+    config.blockCacheSize = cache == nil ? 0 : cacheSize
+    config.blockCacheFreeSpaceFloor = 0
+    config.memoryLimit = memoryLimit
+    return try ObjectFS(storage: storage, configuration: config, clock: clock)
+}
+
+/// The whole file through one handle, in reads of `chunk` bytes, as `cat` does.
+private func readAll(_ fs: ObjectFS, _ name: String, chunk: Int = 32 << 10) async throws -> [UInt8] {
+    let a = try await fs.lookup(parent: rootInode, name: name)
+    let fh = try await fs.open(a.ino, flags: .readOnly)
+    var out: [UInt8] = []
+    while true {
+        let bytes = try await fs.read(fh, offset: Int64(out.count), count: chunk)
+        if bytes.isEmpty { break }
+        out += bytes
+    }
+    await fs.release(fh)
+    return out
+}
+
+/// A second filesystem on the same cache directory, once the first has let go of it (its
+/// last tasks may still hold it for a moment).
+private func remount(_ storage: any ObjectStorage, cache: String, cacheSize: Int64 = 64 << 20) async throws
+    -> ObjectFS
+{
+    for _ in 0..<200 {
+        let fs = try filesystem(storage, cache: cache, cacheSize: cacheSize)
+        if fs.blockCacheProblem == nil { return fs }
+        try await Task.sleep(for: .milliseconds(10))
+    }
+    throw FSError(EBUSY, "the cache directory stayed locked")
+}
+
+private func blockFiles(_ cache: String) -> [String] {
+    var out: [String] = []
+    guard let dir = opendir(cache) else { return [] }
+    while let e = readdir(dir) {
+        let name = withUnsafePointer(to: e.pointee.d_name) {
+            $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
+        }
+        if name != "." && name != ".." && name != "lock" { out.append(cache + "/" + name) }
+    }
+    closedir(dir)
+    return out.sorted()
+}
+
+/// What `du` counts: the allocated bytes of the directory and everything in it.
+private func diskUsage(_ cache: String) -> Int64 {
+    var total: Int64 = 0
+    for path in blockFiles(cache) + [cache, cache + "/lock"] {
+        var st = stat()
+        if stat(path, &st) == 0 { total += Int64(st.st_blocks) * 512 }
+    }
+    return total
+}
+
+private func cacheDirectory() -> String { uniqueStagingDirectory() + "-blocks" }
+
+@Suite struct ReadWindowTests {
+    let size: Int64 = 100 << 20
+
+    @Test func aFirstReadFetchesOnlyItsBlocks() {
+        var w = ReadWindow(blockSize: 1 << 20)
+        #expect(w.read(offset: 0, length: 4096, size: size) == [.fetch(0..<1, .demand)])
+        #expect(w.window == 0)
+    }
+
+    @Test func aSequentialRunOpensAWindowThatDoublesUpToTheCap() {
+        var w = ReadWindow(blockSize: 1 << 20)
+        w.maximumWindow = 8 << 20
+        _ = w.read(offset: 0, length: 128 << 10, size: size)
+        // The second read continues the first: 1 MiB ahead.
+        #expect(
+            w.read(offset: 128 << 10, length: 128 << 10, size: size) == [
+                .fetch(0..<1, .demand), .fetch(1..<2, .prefetch),
+            ])
+        #expect(w.window == 1 << 20)
+        // Within the same block: nothing new is asked for, the window stays.
+        #expect(w.read(offset: 256 << 10, length: 128 << 10, size: size) == [.fetch(0..<1, .demand)])
+        // Each new block doubles the window; blocks already asked for are not asked again.
+        #expect(
+            w.read(offset: 1 << 20, length: 128 << 10, size: size) == [
+                .fetch(1..<2, .demand), .fetch(2..<4, .prefetch),
+            ])
+        #expect(w.window == 2 << 20)
+        #expect(
+            w.read(offset: 2 << 20, length: 128 << 10, size: size) == [
+                .fetch(2..<3, .demand), .fetch(4..<7, .prefetch),
+            ])
+        #expect(
+            w.read(offset: 3 << 20, length: 128 << 10, size: size) == [
+                .fetch(3..<4, .demand), .fetch(7..<12, .prefetch),
+            ])
+        #expect(w.window == 8 << 20)
+        #expect(
+            w.read(offset: 4 << 20, length: 128 << 10, size: size) == [
+                .fetch(4..<5, .demand), .fetch(12..<13, .prefetch),
+            ])
+        #expect(w.window == 8 << 20)
+    }
+
+    @Test func readsSlightlyOutOfOrderStillCountAsSequential() {
+        var w = ReadWindow(blockSize: 1 << 20)
+        _ = w.read(offset: 0, length: 128 << 10, size: size)
+        _ = w.read(offset: 256 << 10, length: 128 << 10, size: size)  // the kernel's next request overtook
+        #expect(w.read(offset: 128 << 10, length: 128 << 10, size: size) == [.fetch(0..<1, .demand)])
+        #expect(w.window == 1 << 20)
+        #expect(w.randomReads == 0)
+    }
+
+    @Test func aJumpClosesTheWindowAndCancelsWhatWasAhead() {
+        var w = ReadWindow(blockSize: 1 << 20)
+        _ = w.read(offset: 0, length: 128 << 10, size: size)
+        _ = w.read(offset: 128 << 10, length: 128 << 10, size: size)
+        _ = w.read(offset: 1 << 20, length: 128 << 10, size: size)  // blocks 2..<4 asked ahead
+        #expect(w.read(offset: 50 << 20, length: 4096, size: size) == [.fetch(50..<51, .demand), .cancel(2..<4)])
+        #expect(w.window == 0)
+        #expect(w.randomReads == 1)
+    }
+
+    @Test func randomReadsAskForAFillOnce() {
+        var w = ReadWindow(blockSize: 1 << 20)
+        var fills = 0
+        for offset: Int64 in [90, 10, 50, 70, 20, 80, 30] {
+            fills += w.read(offset: offset << 20, length: 4096, size: size).filter { $0 == .fill }.count
+        }
+        #expect(w.randomReads == 6)
+        #expect(fills == 1)
+    }
+
+    @Test func theWindowStopsAtTheEndOfTheFile() {
+        var w = ReadWindow(blockSize: 1 << 20)
+        let small: Int64 = (3 << 20) + 100
+        _ = w.read(offset: 0, length: 128 << 10, size: small)
+        _ = w.read(offset: 128 << 10, length: 128 << 10, size: small)
+        #expect(
+            w.read(offset: 1 << 20, length: 128 << 10, size: small) == [
+                .fetch(1..<2, .demand), .fetch(2..<4, .prefetch),
+            ])
+        #expect(w.read(offset: 2 << 20, length: 128 << 10, size: small) == [.fetch(2..<3, .demand)])
+        #expect(w.read(offset: small, length: 4096, size: small) == [])
+    }
+}
+
+@Suite struct BlockCacheTests {
+    @Test func aSequentialReadFetchesEveryBlockOnceAndReadsRight() async throws {
+        let storage = FaultInjectingStorage(MemoryStorage())
+        let data = content(Int(block) * 20 + 123)
+        _ = try await storage.put("f", payload: .bytes(data), options: PutOptions())
+        let fs = try filesystem(storage, cache: cacheDirectory())
+        #expect(try await readAll(fs, "f") == data)
+        #expect(storage.calls(.get) == 21)
+    }
+
+    @Test func aReadThatStartsFurtherOnDoesNotFetchTheFirstBlockAgain() async throws {
+        let storage = FaultInjectingStorage(MemoryStorage())
+        let data = content(Int(block) * 8)
+        _ = try await storage.put("f", payload: .bytes(data), options: PutOptions())
+        let fs = try filesystem(storage, cache: nil)
+        let a = try await fs.lookup(parent: rootInode, name: "f")
+        let fh = try await fs.open(a.ino, flags: .readOnly)
+        let start = Int(block) * 4
+        #expect(try await fs.read(fh, offset: 0, count: 100) == Array(data[0..<100]))
+        var offset = start
+        while offset < data.count {
+            #expect(
+                try await fs.read(fh, offset: Int64(offset), count: 16 << 10)
+                    == Array(data[offset..<offset + (16 << 10)]))
+            offset += 16 << 10
+        }
+        await fs.release(fh)
+        // Block 0, then blocks 4 to 7: each once.
+        #expect(storage.calls(.get) == 5)
+    }
+
+    @Test func aRemountServesCachedBlocksWithoutAGet() async throws {
+        let storage = FaultInjectingStorage(MemoryStorage())
+        let data = content(Int(block) * 6 + 5)
+        _ = try await storage.put("f", payload: .bytes(data), options: PutOptions())
+        let cache = cacheDirectory()
+        do {
+            let fs = try filesystem(storage, cache: cache)
+            #expect(try await readAll(fs, "f") == data)
+        }
+        let before = storage.calls(.get)
+        #expect(before == 7)
+        let fs = try await remount(storage, cache: cache)
+        #expect(try await readAll(fs, "f") == data)
+        #expect(storage.calls(.get) == before)
+    }
+
+    @Test func aDamagedBlockFileIsDroppedAndFetchedAgain() async throws {
+        let storage = FaultInjectingStorage(MemoryStorage())
+        let data = content(Int(block) * 4)
+        _ = try await storage.put("f", payload: .bytes(data), options: PutOptions())
+        let cache = cacheDirectory()
+        do {
+            let fs = try filesystem(storage, cache: cache)
+            #expect(try await readAll(fs, "f") == data)
+        }
+        let files = blockFiles(cache)
+        #expect(files.count == 4)
+        // Flip one byte of the first block's data; cut the second short; empty the third.
+        let f0 = open(files[0], O_RDWR)
+        var byte: UInt8 = 0
+        #expect(pread(f0, &byte, 1, 4096 + 1000) == 1)
+        byte ^= 0x40
+        #expect(pwrite(f0, &byte, 1, 4096 + 1000) == 1)
+        close(f0)
+        #expect(truncate(files[1], 4096 + 100) == 0)
+        #expect(truncate(files[2], 0) == 0)
+        let before = storage.calls(.get)
+        let fs = try await remount(storage, cache: cache)
+        #expect(try await readAll(fs, "f") == data)
+        #expect(storage.calls(.get) == before + 3)
+        // Fetched again, the blocks are whole: a third mount needs no GET.
+        let again = storage.calls(.get)
+        _ = consume fs
+        let third = try await remount(storage, cache: cache)
+        #expect(try await readAll(third, "f") == data)
+        #expect(storage.calls(.get) == again)
+    }
+
+    @Test func theCacheNeverGrowsAboveItsBound() async throws {
+        let storage = FaultInjectingStorage(MemoryStorage())
+        let bound: Int64 = 12 * (block + 4096) + DiskBlockCache.overhead
+        var files: [[UInt8]] = []
+        for i in 0..<6 {
+            let data = content(Int(block) * 6, seed: i)
+            files.append(data)
+            _ = try await storage.put("f\(i)", payload: .bytes(data), options: PutOptions())
+        }
+        let cache = cacheDirectory()
+        let fs = try filesystem(storage, cache: cache, cacheSize: bound)
+        let dir = cache
+        // 36 blocks read through a cache of 12: three times the bound.
+        for (i, data) in files.enumerated() {
+            #expect(try await readAll(fs, "f\(i)") == data)
+            #expect(diskUsage(dir) <= bound)
+        }
+        #expect(blockFiles(dir).count <= 12)
+        // The last file's blocks are the ones kept.
+        let before = storage.calls(.get)
+        #expect(try await readAll(fs, "f5") == files[5])
+        #expect(storage.calls(.get) == before)
+    }
+
+    @Test func anObjectChangedByAnotherClientIsNeverServedFromOldBlocks() async throws {
+        let memory = MemoryStorage()
+        let storage = FaultInjectingStorage(memory)
+        let old = content(Int(block) * 3, seed: 1)
+        _ = try await storage.put("f", payload: .bytes(old), options: PutOptions())
+        let clock = ManualClock()
+        let fs = try filesystem(storage, cache: cacheDirectory(), clock: clock)
+        #expect(try await readAll(fs, "f") == old)
+        // Same size, other bytes: only the ETag tells them apart.
+        let new = content(Int(block) * 3, seed: 2)
+        _ = try await memory.put("f", payload: .bytes(new), options: PutOptions())
+        clock.advance(seconds: 11)
+        #expect(try await readAll(fs, "f") == new)
+    }
+
+    @Test func sixteenConcurrentReadersShareOneFetchPerBlock() async throws {
+        let storage = FaultInjectingStorage(MemoryStorage(), latency: .milliseconds(20))
+        let data = content(Int(block) * 10 + 7)
+        _ = try await storage.put("f", payload: .bytes(data), options: PutOptions())
+        let fs = try filesystem(storage, cache: cacheDirectory())
+        _ = try await fs.lookup(parent: rootInode, name: "f")
+        let results = try await withThrowingTaskGroup(of: [UInt8].self) { group in
+            for _ in 0..<16 { group.addTask { try await readAll(fs, "f", chunk: 16 << 10) } }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(results.count == 16)
+        #expect(results.allSatisfy { $0 == data })
+        #expect(storage.calls(.get) == 11)
+    }
+
+    @Test func randomReadsFillTheRestOfTheFileInTheBackgroundOnce() async throws {
+        let storage = FaultInjectingStorage(MemoryStorage())
+        let data = content(Int(block) * 16)
+        _ = try await storage.put("f", payload: .bytes(data), options: PutOptions())
+        let fs = try filesystem(storage, cache: cacheDirectory())
+        let a = try await fs.lookup(parent: rootInode, name: "f")
+        let fh = try await fs.open(a.ino, flags: .readOnly)
+        for b: Int in [9, 2, 14, 5] {
+            let offset = b * Int(block) + 100
+            #expect(try await fs.read(fh, offset: Int64(offset), count: 4096) == Array(data[offset..<offset + 4096]))
+        }
+        // The fill fetches the other 12 blocks, each once.
+        for _ in 0..<500 where storage.calls(.get) < 16 { try await Task.sleep(for: .milliseconds(10)) }
+        try await Task.sleep(for: .milliseconds(50))
+        #expect(storage.calls(.get) == 16)
+        for b in 0..<16 {
+            let offset = b * Int(block)
+            #expect(try await fs.read(fh, offset: Int64(offset), count: 4096) == Array(data[offset..<offset + 4096]))
+        }
+        #expect(storage.calls(.get) == 16)
+        await fs.release(fh)
+    }
+
+    @Test func withoutADiskCacheReadsStillWorkAndRandomReadsFetchOnlyTheirBlocks() async throws {
+        let storage = FaultInjectingStorage(MemoryStorage())
+        let data = content(Int(block) * 16)
+        _ = try await storage.put("f", payload: .bytes(data), options: PutOptions())
+        #expect(try await readAll(try filesystem(storage, cache: nil), "f") == data)
+        let fs = try filesystem(storage, cache: nil)
+        let a = try await fs.lookup(parent: rootInode, name: "f")
+        let fh = try await fs.open(a.ino, flags: .readOnly)
+        let before = storage.calls(.get)
+        for b: Int in [9, 2, 14, 5, 11, 0] {
+            let offset = b * Int(block) + 100
+            #expect(try await fs.read(fh, offset: Int64(offset), count: 4096) == Array(data[offset..<offset + 4096]))
+        }
+        try await Task.sleep(for: .milliseconds(50))
+        // No fill without a disk cache: one GET per block read, nothing else.
+        #expect(storage.calls(.get) - before == 6)
+        await fs.release(fh)
+    }
+
+    @Test func aSecondMountOfTheSameCacheDirectoryRunsWithoutIt() async throws {
+        let storage = MemoryStorage()
+        let cache = cacheDirectory()
+        let first = try filesystem(storage, cache: cache)
+        let second = try filesystem(storage, cache: cache)
+        #expect(first.blockCacheProblem == nil)
+        #expect(second.blockCacheProblem?.contains("in use by another mount") == true)
+    }
+}
+
+@Suite struct BlockFileTests {
+    @Test func aHeaderReadsBackAndRejectsAnotherObjectsBlock() {
+        let data = content(40_000)
+        let layout = BlockFile.Layout(identity: Array("key\u{0}etag\u{0}40000".utf8), dataLength: data.count)
+        let header = data.withUnsafeBytes { BlockFile.header(layout, data: $0) }
+        #expect(header.count == 4096)
+        let sums = header.withUnsafeBytes {
+            BlockFile.sectorChecksums(header: UnsafeRawBufferPointer(rebasing: $0[0..<layout.headerLength]), layout)
+        }
+        #expect(sums?.count == 3)
+        let other = BlockFile.Layout(identity: Array("key\u{0}etag2\u{0}40000".utf8), dataLength: data.count)
+        let wrong = header.withUnsafeBytes {
+            BlockFile.sectorChecksums(header: UnsafeRawBufferPointer(rebasing: $0[0..<other.headerLength]), other)
+        }
+        #expect(wrong == nil)
+    }
+
+    @Test func theChecksumSeesEveryChangedByte() {
+        var data = content(16 << 10)
+        let reference = data.withUnsafeBytes { Checksum.of($0) }
+        for i in stride(from: 0, to: data.count, by: 997) {
+            data[i] ^= 1
+            #expect(data.withUnsafeBytes { Checksum.of($0) } != reference)
+            data[i] ^= 1
+        }
+        #expect(data.withUnsafeBytes { Checksum.of(UnsafeRawBufferPointer(rebasing: $0.dropLast())) } != reference)
+    }
+}
+
+@Suite struct MemoryBudgetTests {
+    @Test func readsThatWaitComeBeforeBackgroundWork() async throws {
+        let budget = MemoryBudget(limit: 100)
+        await budget.reserve(100)
+        #expect(!budget.tryReserve(1))
+        let order = Recorder()
+        let background = Task {
+            await budget.reserve(60, .background)
+            order.add("background")
+        }
+        try await Task.sleep(for: .milliseconds(20))
+        let demand = Task {
+            await budget.reserve(60)
+            order.add("demand")
+        }
+        try await Task.sleep(for: .milliseconds(20))
+        budget.release(100)
+        await demand.value
+        #expect(order.items == ["demand"])
+        budget.release(60)
+        await background.value
+        #expect(order.items == ["demand", "background"])
+        budget.release(60)
+        #expect(budget.used == 0)
+        #expect(budget.peak == 100)
+    }
+
+    @Test func aRequestLargerThanTheBudgetGoesAlone() async {
+        let budget = MemoryBudget(limit: 10)
+        await budget.reserve(50)
+        #expect(budget.used == 50)
+        budget.release(50)
+    }
+}
+
+private final class Recorder: Sendable {
+    private let log = Mutex<[String]>([])
+    func add(_ s: String) { log.withLock { $0.append(s) } }
+    var items: [String] { log.withLock { $0 } }
+}
