@@ -367,11 +367,13 @@ class Mounter:
         self.tracked.append((str(mountpoint), mounted))
 
     def mount(self, remote: Remote, *, options: str | None = None, seed: str | os.PathLike | None = None,
-              extra: Sequence[str] = (), mountpoint: Path | None = None) -> Mounted:
+              extra: Sequence[str] = (), mountpoint: Path | None = None, cache: Path | None = None) -> Mounted:
+        """`cache`: the --cache-dir to use (a remount that should find the block cache of an
+        earlier mount passes that mount's `cache_dir`); a new one by default."""
         mp = mountpoint or self.new_mountpoint()
         if mountpoint is not None:
             self.track(mp)
-        cache = self.factory.mktemp("cache", numbered=True)
+        cache = cache or self.factory.mktemp("cache", numbered=True)
         argv = [OBJMOUNT_BIN, "mount", remote.url, str(mp), "--cache-dir", str(cache)]
         if options:
             argv += ["-o", options]
