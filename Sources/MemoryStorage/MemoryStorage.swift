@@ -141,7 +141,7 @@ public actor MemoryStorage: ObjectStorage {
     public nonisolated func put(_ key: ObjectKey, payload: Payload, options: PutOptions) async throws
         -> ObjectInfo
     {
-        try await putBytes(key, try payload.readBytes(), options: options)
+        try await putBytes(key, try await payload.loadBytes(), options: options)
     }
 
     private func putBytes(_ key: ObjectKey, _ bytes: [UInt8], options: PutOptions) throws -> ObjectInfo {
@@ -180,7 +180,7 @@ public actor MemoryStorage: ObjectStorage {
     public nonisolated func uploadPart(_ upload: MultipartUpload, number: Int, payload: Payload) async throws
         -> UploadedPart
     {
-        try await storePart(upload, number: number, try payload.readBytes())
+        try await storePart(upload, number: number, try await payload.loadBytes())
     }
 
     private func storePart(_ upload: MultipartUpload, number: Int, _ bytes: [UInt8]) throws -> UploadedPart {

@@ -309,7 +309,7 @@ public actor ObjectFS {
         guard let h = handles[fh] else { throw FSError(EBADF, "bad file handle") }
         let node = try self.node(h.ino)
         if let staging = node.staging {
-            return try staging.read(at: offset, count: count)
+            return try await staging.readOffPool(at: offset, count: count)
         }
         guard let remote = node.remote, offset < node.size else { return [] }
         let version = ObjectVersion(key: fileKey(node), etag: remote.etag, size: node.size)

@@ -221,9 +221,9 @@ public final class OpenStackStorage: ObjectStorage, PresigningStorage {
     }
 
     public func put(_ key: ObjectKey, payload: Payload, options: PutOptions) async throws -> ObjectInfo {
-        let bytes = try payload.readBytes()
+        let bytes = try await payload.loadBytes()
         let previous = options.isNew ? nil : try await largeObject(key)
-        let md5 = Self.md5(bytes)
+        let md5 = await BlockingIOPool.shared.run(over: bytes.count) { Self.md5(bytes) }
         var headers = metadataHeaders(options)
         headers.append(("ETag", md5))
         let r = try await call("PUT", objectPath(key), headers: headers, body: bytes)
@@ -338,8 +338,8 @@ public final class OpenStackStorage: ObjectStorage, PresigningStorage {
     func segmentPrefix(_ upload: MultipartUpload) -> String { "\(upload.key)/slo/\(upload.uploadID)/" }
 
     public func uploadPart(_ upload: MultipartUpload, number: Int, payload: Payload) async throws -> UploadedPart {
-        let bytes = try payload.readBytes()
-        let md5 = Self.md5(bytes)
+        let bytes = try await payload.loadBytes()
+        let md5 = await BlockingIOPool.shared.run(over: bytes.count) { Self.md5(bytes) }
         let name = segmentPrefix(upload) + padded8(number)
         let r = try await call(
             "PUT", objectPath(name, in: segmentContainer),

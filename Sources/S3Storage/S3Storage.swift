@@ -359,8 +359,8 @@ public final class S3Storage: ObjectStorage, ObjectAttributeSource, PresigningSt
     }
 
     public func put(_ key: ObjectKey, payload: Payload, options: PutOptions) async throws -> ObjectInfo {
-        let bytes = try payload.readBytes()
-        let digest = Array(Insecure.MD5.hash(data: bytes))
+        let bytes = try await payload.loadBytes()
+        let digest = await BlockingIOPool.shared.run(over: bytes.count) { Array(Insecure.MD5.hash(data: bytes)) }
         var headers = metadataHeaders(key, options, storageClass: storageClass)
         headers.append(HTTPHeader("Content-MD5", digest.base64))
         let r = try await send("PUT", bucket: bucket, key: key, headers: headers, body: bytes)
@@ -500,8 +500,8 @@ public final class S3Storage: ObjectStorage, ObjectAttributeSource, PresigningSt
     }
 
     public func uploadPart(_ upload: MultipartUpload, number: Int, payload: Payload) async throws -> UploadedPart {
-        let bytes = try payload.readBytes()
-        let digest = Array(Insecure.MD5.hash(data: bytes))
+        let bytes = try await payload.loadBytes()
+        let digest = await BlockingIOPool.shared.run(over: bytes.count) { Array(Insecure.MD5.hash(data: bytes)) }
         let r = try await send(
             "PUT", bucket: bucket, key: upload.key,
             query: [QueryItem("partNumber", String(number)), QueryItem("uploadId", upload.uploadID)],

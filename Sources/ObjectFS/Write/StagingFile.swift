@@ -26,7 +26,9 @@ final class StagingDirectory: Sendable {
     }
 }
 
-final class StagingFile {
+/// `@unchecked Sendable`: `size` changes only on the ObjectFS actor; work on the I/O pool gets
+/// a snapshot of it, and holds the file (so its descriptor stays open) until it is done.
+final class StagingFile: @unchecked Sendable {
     let path: String
     private let fd: Int32
     private(set) var size: Int64 = 0
@@ -58,7 +60,23 @@ final class StagingFile {
         size = max(size, offset + Int64(bytes.count))
     }
 
+    /// `read(at:count:)` on the I/O pool, so that a disk read never holds a cooperative thread.
+    func readOffPool(at offset: Int64, count: Int) async throws(FSError) -> [UInt8] {
+        let size = self.size
+        do {
+            return try await BlockingIOPool.shared.run { () throws(FSError) -> [UInt8] in
+                try self.read(at: offset, count: count, size: size)
+            }
+        } catch {
+            throw FSError.from(error, "staging file")
+        }
+    }
+
     func read(at offset: Int64, count: Int) throws(FSError) -> [UInt8] {
+        try read(at: offset, count: count, size: size)
+    }
+
+    private func read(at offset: Int64, count: Int, size: Int64) throws(FSError) -> [UInt8] {
         let n = Int(max(0, min(Int64(count), size - offset)))
         guard n > 0 else { return [] }
         var out = [UInt8](repeating: 0, count: n)

@@ -1,5 +1,5 @@
-// BlockingIO: threads of their own for work that blocks — reads and writes of cache files,
-// renames, unlinks, directory scans — so that the cooperative pool (one thread per core, two
+// BlockingIO: threads of their own for work that blocks or takes long — reads and writes of
+// cache and staging files, renames, unlinks, directory scans, checksums of large bodies — so that the cooperative pool (one thread per core, two
 // here) never waits on a disk (DESIGN.md §9). Async code awaits `run`; the threads live as long
 // as the process.
 
@@ -9,17 +9,17 @@ import Synchronization
     import Glibc
 #endif
 
-final class BlockingIOPool: @unchecked Sendable {
-    typealias Job = @Sendable () -> Void
+public final class BlockingIOPool: @unchecked Sendable {
+    public typealias Job = @Sendable () -> Void
 
     /// The pool every ObjectFS in the process shares: four threads (two cores; a disk or a
     /// page-cache miss is waited on, not computed).
-    static let shared = BlockingIOPool(threads: 4)
+    public static let shared = BlockingIOPool(threads: 4)
 
     private let queue = Mutex<(jobs: [Job], head: Int)>(([], 0))
     private let available: UnsafeMutablePointer<sem_t>
 
-    init(threads: Int) {
+    public init(threads: Int) {
         available = .allocate(capacity: 1)
         sem_init(available, 0, 0)
         for _ in 0..<max(1, threads) {
@@ -38,20 +38,28 @@ final class BlockingIOPool: @unchecked Sendable {
     }
 
     /// Runs `body` on one of the pool's threads and returns what it returns.
-    func run<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    public func run<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
             submit { continuation.resume(with: Result(catching: body)) }
         }
     }
 
     /// Runs `body` on one of the pool's threads; for work that cannot fail.
-    func run<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+    public func run<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
         await withCheckedContinuation { (continuation: CheckedContinuation<T, Never>) in
             submit { continuation.resume(returning: body()) }
         }
     }
 
-    func submit(_ job: @escaping Job) {
+    /// `body` on a pool thread when it works on `bytes` bytes or more (a checksum of a large
+    /// body), inline otherwise: a thread hop costs more than hashing a few KiB.
+    public func run<T: Sendable>(over bytes: Int, _ body: @escaping @Sendable () -> T) async -> T {
+        bytes < Self.inlineLimit ? body() : await run(body)
+    }
+
+    public static let inlineLimit = 256 << 10
+
+    public func submit(_ job: @escaping Job) {
         queue.withLock { $0.jobs.append(job) }
         sem_post(available)
     }
@@ -70,6 +78,16 @@ final class BlockingIOPool: @unchecked Sendable {
                 return job
             }
             job()
+        }
+    }
+}
+
+extension Payload {
+    /// The payload's bytes, a file region read on the I/O pool (never on the cooperative pool).
+    public func loadBytes() async throws -> [UInt8] {
+        switch self {
+        case .bytes(let b): return b
+        case .file: return try await BlockingIOPool.shared.run { try self.readBytes() }
         }
     }
 }
