@@ -373,6 +373,21 @@ private func cacheDirectory() -> String { uniqueStagingDirectory() + "-blocks" }
         #expect(wrong == nil)
     }
 
+    @Test func aReadFromThePageCacheNeedsNoIOThread() throws {
+        let path = uniqueStagingDirectory() + ".probe"
+        let fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0o600)
+        defer {
+            close(fd)
+            unlink(path)
+        }
+        let data = content(8192)
+        #expect(data.withUnsafeBytes { pwrite(fd, $0.baseAddress!, $0.count, 0) } == 8192)
+        var back = [UInt8](repeating: 0, count: 8192)
+        // Just written, so in the page cache: preadv2(RWF_NOWAIT) answers at once.
+        #expect(back.withUnsafeMutableBytes { OpenBlock.read(fd, $0, at: 0, nowait: true) } == .done)
+        #expect(back == data)
+    }
+
     @Test func theChecksumSeesEveryChangedByte() {
         var data = content(16 << 10)
         let reference = data.withUnsafeBytes { Checksum.of($0) }

@@ -129,6 +129,8 @@ final class DiskBlockCache: BlockCache {
         var bytes: Int64 = 0
         var tick: UInt64 = 0
         var serial: UInt64 = 0
+        /// Verified block files kept open, most recently used last.
+        var open: [BlockID: (block: OpenBlock, tick: UInt64)] = [:]
     }
     private let state = Mutex(State())
 
@@ -221,6 +223,7 @@ final class DiskBlockCache: BlockCache {
         for (id, entry) in s.entries.sorted(by: { $0.value.tick < $1.value.tick }) {
             if s.bytes <= target { break }
             s.entries[id] = nil
+            s.open[id] = nil
             s.bytes -= entry.bytes
             victims.append(id)
         }
@@ -234,6 +237,7 @@ final class DiskBlockCache: BlockCache {
         for (id, entry) in s.entries.sorted(by: { $0.value.tick < $1.value.tick }) {
             if freed >= bytes { break }
             s.entries[id] = nil
+            s.open[id] = nil
             s.bytes -= entry.bytes
             freed += entry.bytes
             victims.append(id)
@@ -247,73 +251,71 @@ final class DiskBlockCache: BlockCache {
 
     func read(_ object: CachedObject, block: Int64, from: Int, count: Int) async -> [UInt8]? {
         let id = BlockID(object: object.name, index: block)
-        let known = state.withLock { s -> Bool in
-            guard s.entries[id] != nil else { return false }
+        let (known, opened) = state.withLock { s -> (Bool, OpenBlock?) in
+            guard s.entries[id] != nil else { return (false, nil) }
             s.tick += 1
             s.entries[id]!.tick = s.tick
-            return true
+            s.open[id]?.tick = s.tick
+            return (true, s.open[id]?.block)
         }
         guard known else { return nil }
+        // The usual case: the file is open and its pages are in the page cache — read it here,
+        // without waiting for an I/O thread; anything that would wait on the disk goes there.
+        if let opened {
+            switch opened.read(from: from, count: count, nowait: true) {
+            case .bytes(let bytes): return bytes
+            case .damaged: return await drop(id)
+            case .wouldBlock: break
+            }
+        }
         let layout = BlockFile.Layout(identity: object.identity, dataLength: length(of: block, in: object.size))
         let path = self.path(id)
-        let result = await io.run { () -> [UInt8]?? in Self.readFile(path, layout, from: from, count: count) }
+        let result = await io.run { () -> (OpenBlock.Outcome, OpenBlock?) in
+            guard let block = opened ?? OpenBlock(path: path, layout: layout) else { return (.damaged, nil) }
+            return (block.read(from: from, count: count, nowait: false), block)
+        }
         switch result {
-        case .some(let bytes): return bytes
-        case .none:
-            // Damaged or gone: forget it, remove what is there, let the caller fetch it again.
-            let dropped = state.withLock { s -> Bool in
-                guard let entry = s.entries.removeValue(forKey: id) else { return false }
-                s.bytes -= entry.bytes
-                return true
-            }
-            if dropped { await io.run { _ = unlink(path) } }
-            return nil
+        case (.bytes(let bytes), let block?):
+            if opened == nil { keepOpen(id, block) }
+            return bytes
+        default:
+            return await drop(id)
         }
     }
 
-    /// The bytes, `.some(nil)` never; `nil` when the file is missing, short or fails a check.
-    private static func readFile(_ path: String, _ layout: BlockFile.Layout, from: Int, count: Int) -> [UInt8]?? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0, Int(st.st_size) == layout.fileLength else { return nil }
-        var header = [UInt8](repeating: 0, count: layout.headerLength)
-        guard readFully(fd, &header, at: 0),
-            let sums = header.withUnsafeBytes({ BlockFile.sectorChecksums(header: $0, layout) })
-        else { return nil }
-        let end = min(layout.dataLength, from + count)
-        guard from < end else { return .some([]) }
-        let first = from / BlockFile.sectorSize
-        let last = (end - 1) / BlockFile.sectorSize
-        let spanStart = first * BlockFile.sectorSize
-        let spanEnd = min(layout.dataLength, (last + 1) * BlockFile.sectorSize)
-        var span = [UInt8](repeating: 0, count: spanEnd - spanStart)
-        guard readFully(fd, &span, at: layout.dataOffset + spanStart) else { return nil }
-        let intact = span.withUnsafeBytes { raw -> Bool in
-            for s in first...last {
-                let a = s * BlockFile.sectorSize - spanStart
-                let b = min(raw.count, a + BlockFile.sectorSize)
-                if Checksum.of(UnsafeRawBufferPointer(rebasing: raw[a..<b])) != sums[s] { return false }
-            }
+    /// Damaged or gone: forget the block, remove its file, let the caller fetch it again.
+    private func drop(_ id: BlockID) async -> [UInt8]? {
+        let dropped = state.withLock { s -> Bool in
+            s.open[id] = nil
+            guard let entry = s.entries.removeValue(forKey: id) else { return false }
+            s.bytes -= entry.bytes
             return true
         }
-        guard intact else { return nil }
-        return .some(Array(span[(from - spanStart)..<(end - spanStart)]))
+        let path = self.path(id)
+        if dropped { await io.run { _ = unlink(path) } }
+        return nil
     }
 
-    private static func readFully(_ fd: Int32, _ buffer: inout [UInt8], at offset: Int) -> Bool {
-        buffer.withUnsafeMutableBytes { raw in
-            var done = 0
-            while done < raw.count {
-                let n = pread(fd, raw.baseAddress! + done, raw.count - done, off_t(offset + done))
-                if n < 0 && errno == EINTR { continue }
-                if n <= 0 { return false }
-                done += n
+    /// Keeps a verified block file open for the next reads, at most `openLimit` of them.
+    private func keepOpen(_ id: BlockID, _ block: OpenBlock) {
+        // A block's descriptor closes when the last reader lets go of it (OpenBlock's deinit):
+        // for those let go here, when `closing` goes away, outside the lock.
+        var closing: [OpenBlock] = []
+        state.withLock { s in
+            guard s.entries[id] != nil else { return }
+            s.tick += 1
+            s.open[id] = (block, s.tick)
+            if s.open.count > Self.openLimit {
+                for (victim, _) in s.open.sorted(by: { $0.value.tick < $1.value.tick }).prefix(Self.openLimit / 4) {
+                    if let v = s.open.removeValue(forKey: victim) { closing.append(v.block) }
+                }
             }
-            return true
         }
+        _ = closing
     }
+
+    /// Block files kept open (with their verified headers) for reads.
+    static let openLimit = 128
 
     private static func writeFully(_ fd: Int32, _ raw: UnsafeRawBufferPointer, at offset: Int) -> Bool {
         var done = 0
@@ -363,6 +365,7 @@ final class DiskBlockCache: BlockCache {
         var lowOnSpace = false
         state.withLock { s in
             if written {
+                s.open[id] = nil  // a file it replaced
                 s.tick += 1
                 // Two writers of one block: the second file replaced the first.
                 if let old = s.entries.updateValue(Entry(bytes: bytes, tick: s.tick), forKey: id) {
@@ -387,4 +390,96 @@ final class DiskBlockCache: BlockCache {
 
     /// Bytes held (for status and tests).
     var usedBytes: Int64 { state.withLock { $0.bytes } }
+}
+
+/// An open, verified block file: its descriptor (closed when the last reader lets go) and the
+/// checksums of its sectors, read once from its header.
+final class OpenBlock: @unchecked Sendable {
+    enum Outcome {
+        case bytes([UInt8])
+        /// The data is not in the page cache (only with `nowait`).
+        case wouldBlock
+        /// Short, or a sector fails its checksum.
+        case damaged
+    }
+
+    let fd: Int32
+    let layout: BlockFile.Layout
+    let sums: [UInt64]
+
+    /// Opens and checks the file; `nil` when it is missing, of the wrong length or its header
+    /// is not the one expected.
+    init?(path: String, layout: BlockFile.Layout) {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        var st = stat()
+        var header = [UInt8](repeating: 0, count: layout.headerLength)
+        guard fstat(fd, &st) == 0, Int(st.st_size) == layout.fileLength,
+            header.withUnsafeMutableBytes({ Self.read(fd, $0, at: 0, nowait: false) }) == .done,
+            let sums = header.withUnsafeBytes({ BlockFile.sectorChecksums(header: $0, layout) })
+        else {
+            close(fd)
+            return nil
+        }
+        self.fd = fd
+        self.layout = layout
+        self.sums = sums
+    }
+
+    deinit { close(fd) }
+
+    /// `count` bytes from `from` of the block's data, each 16 KiB sector they touch checked.
+    func read(from: Int, count: Int, nowait: Bool) -> Outcome {
+        let end = min(layout.dataLength, from + count)
+        guard from < end else { return .bytes([]) }
+        let first = from / BlockFile.sectorSize
+        let last = (end - 1) / BlockFile.sectorSize
+        let spanStart = first * BlockFile.sectorSize
+        let spanEnd = min(layout.dataLength, (last + 1) * BlockFile.sectorSize)
+        var span = [UInt8](unsafeUninitializedCapacity: spanEnd - spanStart) { _, n in n = spanEnd - spanStart }
+        let got = span.withUnsafeMutableBytes { Self.read(fd, $0, at: layout.dataOffset + spanStart, nowait: nowait) }
+        switch got {
+        case .wouldBlock: return .wouldBlock
+        case .failed: return .damaged
+        case .done: break
+        }
+        let intact = span.withUnsafeBytes { raw -> Bool in
+            for s in first...last {
+                let a = s * BlockFile.sectorSize - spanStart
+                let b = min(raw.count, a + BlockFile.sectorSize)
+                if Checksum.of(UnsafeRawBufferPointer(rebasing: raw[a..<b])) != sums[s] { return false }
+            }
+            return true
+        }
+        guard intact else { return .damaged }
+        return .bytes(Array(span[(from - spanStart)..<(end - spanStart)]))
+    }
+
+    enum ReadResult { case done, wouldBlock, failed }
+
+    /// Fills `buffer` from `offset`. With `nowait`, only from the page cache (preadv2 with
+    /// RWF_NOWAIT), `.wouldBlock` otherwise.
+    static func read(_ fd: Int32, _ buffer: UnsafeMutableRawBufferPointer, at offset: Int, nowait: Bool) -> ReadResult {
+        var done = 0
+        while done < buffer.count {
+            let n: Int
+            if nowait {
+                guard let preadv2 = Self.preadv2 else { return .wouldBlock }
+                var iov = iovec(iov_base: buffer.baseAddress! + done, iov_len: buffer.count - done)
+                n = preadv2(fd, &iov, 1, off_t(offset + done), Self.rwfNoWait)
+                if n < 0 && (errno == EAGAIN || errno == EOPNOTSUPP) { return .wouldBlock }
+            } else {
+                n = pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done))
+            }
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { return .failed }
+            done += n
+        }
+        return .done
+    }
+
+    private typealias PReadV2 = @convention(c) (Int32, UnsafePointer<iovec>?, Int32, off_t, Int32) -> Int
+    /// glibc has preadv2 (2.26+), but its header hides it from Swift: found at run time.
+    private static let preadv2: PReadV2? = dlsym(nil, "preadv2").map { unsafeBitCast($0, to: PReadV2.self) }
+    private static let rwfNoWait: Int32 = 0x8
 }
