@@ -114,7 +114,7 @@ public final class OpenStackStorage: ObjectStorage, PresigningStorage {
     /// Sends a request to the storage URL + `path`, with the token, the 401 re-auth and retries.
     func call(
         _ method: String, _ path: String, query: [(String, String?)] = [], headers: [(String, String)] = [],
-        body: [UInt8]? = nil
+        body: [UInt8]? = nil, file: FileRegion? = nil
     )
         async throws(StorageError) -> HTTPResponse
     {
@@ -139,7 +139,8 @@ public final class OpenStackStorage: ObjectStorage, PresigningStorage {
             h.append(("X-Auth-Token", creds.token))
             let response: HTTPResponse
             do {
-                response = try await transport.send(HTTPRequest(method: method, url: url, headers: h, body: body))
+                response = try await transport.send(
+                    HTTPRequest(method: method, url: url, headers: h, body: body, file: file))
             } catch {
                 attempt += 1
                 if !retry.retries(error, after: attempt) { throw .transport(error, request: "\(method) \(path)") }
@@ -221,16 +222,16 @@ public final class OpenStackStorage: ObjectStorage, PresigningStorage {
     }
 
     public func put(_ key: ObjectKey, payload: Payload, options: PutOptions) async throws -> ObjectInfo {
-        let bytes = try await payload.loadBytes()
+        let body = try await PreparedBody.prepare(payload)
         let previous = options.isNew ? nil : try await largeObject(key)
-        let md5 = await BlockingIOPool.shared.run(over: bytes.count) { Self.md5(bytes) }
+        let md5 = body.md5Hex
         var headers = metadataHeaders(options)
         headers.append(("ETag", md5))
-        let r = try await call("PUT", objectPath(key), headers: headers, body: bytes)
+        let r = try await call("PUT", objectPath(key), headers: headers, body: body.bytes, file: body.file)
         try check(r, key)
         if let previous { try await deleteSegments(of: previous) }
         return ObjectInfo(
-            key: key, size: Int64(bytes.count), etag: ETag(md5), lastModified: Timestamp.now(),
+            key: key, size: body.length, etag: ETag(md5), lastModified: Timestamp.now(),
             contentType: options.contentType, metadata: options.metadata)
     }
 
@@ -338,14 +339,15 @@ public final class OpenStackStorage: ObjectStorage, PresigningStorage {
     func segmentPrefix(_ upload: MultipartUpload) -> String { "\(upload.key)/slo/\(upload.uploadID)/" }
 
     public func uploadPart(_ upload: MultipartUpload, number: Int, payload: Payload) async throws -> UploadedPart {
-        let bytes = try await payload.loadBytes()
-        let md5 = await BlockingIOPool.shared.run(over: bytes.count) { Self.md5(bytes) }
+        let body = try await PreparedBody.prepare(payload)
+        let md5 = body.md5Hex
         let name = segmentPrefix(upload) + padded8(number)
         let r = try await call(
             "PUT", objectPath(name, in: segmentContainer),
-            headers: [("ETag", md5), ("Content-Type", "application/swiftclient-segment")], body: bytes)
+            headers: [("ETag", md5), ("Content-Type", "application/swiftclient-segment")], body: body.bytes,
+            file: body.file)
         try check(r, "segment \(name)")
-        return UploadedPart(number: number, etag: ETag("\(md5):\(bytes.count)"))
+        return UploadedPart(number: number, etag: ETag("\(md5):\(body.length)"))
     }
 
     public func completeMultipartUpload(_ upload: MultipartUpload, parts: [UploadedPart]) async throws -> ObjectInfo {
@@ -551,13 +553,6 @@ public final class OpenStackStorage: ObjectStorage, PresigningStorage {
             }
             try await group.waitForAll()
         }
-    }
-
-    static func md5(_ bytes: [UInt8]) -> String {
-        Insecure.MD5.hash(data: bytes).map { b in
-            let s = String(b, radix: 16)
-            return s.count == 1 ? "0" + s : s
-        }.joined()
     }
 }
 

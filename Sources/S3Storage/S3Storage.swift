@@ -78,13 +78,14 @@ public final class S3Storage: ObjectStorage, ObjectAttributeSource, PresigningSt
     /// retries. `errorIn200`: the reply may be a 200 whose body is an `<Error>`.
     func send(
         _ method: String, bucket: String?, key: String = "", query: [QueryItem] = [], headers: [HTTPHeader] = [],
-        body: [UInt8]? = nil, errorIn200: Bool = false
+        body: [UInt8]? = nil, file: FileRegion? = nil, errorIn200: Bool = false
     ) async throws(StorageError) -> HTTPResponse {
         let address = bucket == self.bucket ? endpoint : endpoint.addressing(bucket: bucket)
         var attempt = 0
         while true {
             let request = sign(
-                method, address: address, bucket: bucket, key: key, query: query, headers: headers, body: body)
+                method, address: address, bucket: bucket, key: key, query: query, headers: headers, body: body,
+                file: file)
             var response: HTTPResponse
             do {
                 response = try await transport.send(request)
@@ -135,7 +136,7 @@ public final class S3Storage: ObjectStorage, ObjectAttributeSource, PresigningSt
     /// The URL and signed headers of a request.
     func sign(
         _ method: String, address: S3Endpoint, bucket: String?, key: String, query: [QueryItem], headers: [HTTPHeader],
-        body: [UInt8]?
+        body: [UInt8]?, file: FileRegion? = nil
     ) -> HTTPRequest {
         let resource = S3Resource(bucket: bucket, key: key)
         let path = self.path(resource, address: address)
@@ -146,9 +147,12 @@ public final class S3Storage: ObjectStorage, ObjectAttributeSource, PresigningSt
         var all = headers
         switch provider.signature {
         case .sigV4:
-            // Large bodies carry Content-MD5 and are not hashed a second time.
+            // Large bodies and bodies streamed from a file carry Content-MD5 and are not hashed
+            // a second time.
             let payloadHash: String
-            if let body, !body.isEmpty {
+            if let file, file.length > 0 {
+                payloadHash = SigV4.unsignedPayload
+            } else if let body, !body.isEmpty {
                 payloadHash = body.count > (1 << 20) ? SigV4.unsignedPayload : SigV4.payloadHash(body)
             } else {
                 payloadHash = SigV4.emptyPayloadHash
@@ -161,7 +165,7 @@ public final class S3Storage: ObjectStorage, ObjectAttributeSource, PresigningSt
             let signable = SignableRequest(method: method, path: path, query: query, headers: headers)
             all += KSSV2.sign(signable, resource: resource, credentials: credentials, date: now)
         }
-        return HTTPRequest(method: method, url: url, headers: all.map { ($0.name, $0.value) }, body: body)
+        return HTTPRequest(method: method, url: url, headers: all.map { ($0.name, $0.value) }, body: body, file: file)
     }
 
     /// The URL path of a bucket and key, as the provider's signer expects it.
@@ -359,14 +363,13 @@ public final class S3Storage: ObjectStorage, ObjectAttributeSource, PresigningSt
     }
 
     public func put(_ key: ObjectKey, payload: Payload, options: PutOptions) async throws -> ObjectInfo {
-        let bytes = try await payload.loadBytes()
-        let digest = await BlockingIOPool.shared.run(over: bytes.count) { Array(Insecure.MD5.hash(data: bytes)) }
+        let body = try await PreparedBody.prepare(payload)
         var headers = metadataHeaders(key, options, storageClass: storageClass)
-        headers.append(HTTPHeader("Content-MD5", digest.base64))
-        let r = try await send("PUT", bucket: bucket, key: key, headers: headers, body: bytes)
+        headers.append(HTTPHeader("Content-MD5", body.md5.base64))
+        let r = try await send("PUT", bucket: bucket, key: key, headers: headers, body: body.bytes, file: body.file)
         try check(r, key)
         return ObjectInfo(
-            key: key, size: Int64(bytes.count), etag: r.header("ETag").map(Self.etag) ?? ETag(hex(digest)),
+            key: key, size: body.length, etag: r.header("ETag").map(Self.etag) ?? ETag(body.md5Hex),
             lastModified: r.header("Last-Modified").flatMap(HTTPDate.parseRFC1123) ?? Timestamp.now(),
             contentType: MediaType.of(key, requested: options.contentType), metadata: options.metadata)
     }
@@ -500,14 +503,13 @@ public final class S3Storage: ObjectStorage, ObjectAttributeSource, PresigningSt
     }
 
     public func uploadPart(_ upload: MultipartUpload, number: Int, payload: Payload) async throws -> UploadedPart {
-        let bytes = try await payload.loadBytes()
-        let digest = await BlockingIOPool.shared.run(over: bytes.count) { Array(Insecure.MD5.hash(data: bytes)) }
+        let body = try await PreparedBody.prepare(payload)
         let r = try await send(
             "PUT", bucket: bucket, key: upload.key,
             query: [QueryItem("partNumber", String(number)), QueryItem("uploadId", upload.uploadID)],
-            headers: [HTTPHeader("Content-MD5", digest.base64)], body: bytes)
+            headers: [HTTPHeader("Content-MD5", body.md5.base64)], body: body.bytes, file: body.file)
         try check(r, "part \(number) of \(upload.key)")
-        return UploadedPart(number: number, etag: r.header("ETag").map(Self.etag) ?? ETag(hex(digest)))
+        return UploadedPart(number: number, etag: r.header("ETag").map(Self.etag) ?? ETag(body.md5Hex))
     }
 
     public func completeMultipartUpload(_ upload: MultipartUpload, parts: [UploadedPart]) async throws -> ObjectInfo {

@@ -18,11 +18,17 @@ public struct HTTPRequest: Sendable {
     public var url: String
     public var headers: [(String, String)]
     public var body: [UInt8]?
-    public init(method: String, url: String, headers: [(String, String)] = [], body: [UInt8]? = nil) {
+    /// A body streamed from a region of a local file as it is sent (upload parts, staged
+    /// files): never held whole in memory. `body` is `nil` then.
+    public var file: FileRegion?
+    public init(
+        method: String, url: String, headers: [(String, String)] = [], body: [UInt8]? = nil, file: FileRegion? = nil
+    ) {
         self.method = method
         self.url = url
         self.headers = headers
         self.body = body
+        self.file = file
     }
 }
 
@@ -153,6 +159,8 @@ public final class AHCTransport: HTTPTransport {
         for (k, v) in request.headers { r.headers.add(name: k, value: v) }
         if let body = request.body {
             r.body = .bytes(ByteBuffer(bytes: body))
+        } else if let file = request.file {
+            r.body = .stream(FileChunks(file), length: .known(file.length))
         } else if request.method == "PUT" || request.method == "POST" {
             r.headers.replaceOrAdd(name: "Content-Length", value: "0")
         }

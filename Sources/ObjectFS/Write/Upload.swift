@@ -69,8 +69,9 @@ extension ObjectFS {
                     info = try await multipartUpload(key, staging: staging, options: options)
                 } else {
                     let payload = staging.payload()
-                    await budget.reserve(payload.length)
-                    defer { budget.release(payload.length) }
+                    let inFlight = Self.streamingFootprint(payload)
+                    await budget.reserve(inFlight)
+                    defer { budget.release(inFlight) }
                     info = try await storage.put(key, payload: payload, options: options)
                 }
             } catch {
@@ -103,6 +104,10 @@ extension ObjectFS {
         if !node.dirty && node.openHandles == 0 { node.staging = nil }
     }
 
+    /// Memory an upload of `payload` holds at once: the HTTP client reads a staged file in
+    /// 256 KiB chunks as it sends them (StorageHTTP's FileBody); a few are in flight.
+    static func streamingFootprint(_ payload: Payload) -> Int64 { min(payload.length, 1 << 20) }
+
     func multipartUpload(_ key: ObjectKey, staging: StagingFile, options: PutOptions) async throws
         -> ObjectInfo
     {
@@ -122,12 +127,13 @@ extension ObjectFS {
                     let number = next + 1
                     let offset = Int64(next) * partSize
                     let payload = staging.payload(offset: offset, length: min(partSize, size - offset))
-                    // A part is read whole into memory before it is sent (streamed from the
-                    // file in the write-path issue): it takes its bytes from the budget.
+                    // A part streams from the staging file: what it holds in memory at once
+                    // (chunks being read and sent) is taken from the budget.
                     let budget = self.budget
+                    let inFlight = Self.streamingFootprint(payload)
                     group.addTask {
-                        await budget.reserve(payload.length)
-                        defer { budget.release(payload.length) }
+                        await budget.reserve(inFlight)
+                        defer { budget.release(inFlight) }
                         return try await storage.uploadPart(upload, number: number, payload: payload)
                     }
                     next += 1

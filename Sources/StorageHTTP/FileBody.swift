@@ -1,0 +1,92 @@
+// FileBody: request bodies read from a local file while they are sent, in chunks read on the
+// I/O pool, and their MD5 computed the same way — so an upload part or a staged file is never
+// held whole in memory (DESIGN.md §9).
+
+import Crypto
+import NIOCore
+import ObjectStorage
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// `length` bytes of the file at `path` from `offset`.
+public struct FileRegion: Sendable, Hashable {
+    public var path: String
+    public var offset: Int64
+    public var length: Int64
+    public init(path: String, offset: Int64, length: Int64) {
+        self.path = path
+        self.offset = offset
+        self.length = length
+    }
+
+    /// Bytes read per chunk.
+    static let chunk = 256 << 10
+
+    /// Reads `count` bytes from `at` (relative to the region), on the calling thread.
+    func read(at position: Int64, count: Int) throws(StorageError) -> [UInt8] {
+        try Payload.file(path: path, offset: offset + position, length: Int64(count)).readBytes()
+    }
+}
+
+/// The chunks of a file region, each read on the I/O pool when the HTTP client asks for it.
+struct FileChunks: AsyncSequence, Sendable {
+    typealias Element = ByteBuffer
+    let region: FileRegion
+    init(_ region: FileRegion) { self.region = region }
+
+    struct AsyncIterator: AsyncIteratorProtocol {
+        let region: FileRegion
+        var position: Int64 = 0
+        mutating func next() async throws -> ByteBuffer? {
+            guard position < region.length else { return nil }
+            let count = Int(Swift.min(Int64(FileRegion.chunk), region.length - position))
+            let (region, at) = (self.region, position)
+            let bytes = try await BlockingIOPool.shared.run { try region.read(at: at, count: count) }
+            position += Int64(count)
+            return ByteBuffer(bytes: bytes)
+        }
+    }
+
+    func makeAsyncIterator() -> AsyncIterator { AsyncIterator(region: region) }
+}
+
+/// What a driver sends for a payload: the bytes, or the file region to stream, and its MD5.
+public struct PreparedBody: Sendable {
+    public var bytes: [UInt8]?
+    public var file: FileRegion?
+    public var md5: [UInt8]
+    public var length: Int64
+
+    /// Reads nothing into memory for a file payload: its MD5 is computed chunk by chunk on the
+    /// I/O pool (large in-memory bodies are hashed there too).
+    public static func prepare(_ payload: Payload) async throws -> PreparedBody {
+        switch payload {
+        case .bytes(let b):
+            let md5 = await BlockingIOPool.shared.run(over: b.count) { Array(Insecure.MD5.hash(data: b)) }
+            return PreparedBody(bytes: b, file: nil, md5: md5, length: Int64(b.count))
+        case .file(let path, let offset, let length):
+            let region = FileRegion(path: path, offset: offset, length: length)
+            let md5 = try await BlockingIOPool.shared.run { () throws -> [UInt8] in
+                var hash = Insecure.MD5()
+                var position: Int64 = 0
+                while position < length {
+                    let count = Int(min(Int64(FileRegion.chunk), length - position))
+                    hash.update(data: try region.read(at: position, count: count))
+                    position += Int64(count)
+                }
+                return Array(hash.finalize())
+            }
+            return PreparedBody(bytes: nil, file: region, md5: md5, length: length)
+        }
+    }
+
+    /// The MD5 as 32 lower-case hex digits (Swift's ETag header).
+    public var md5Hex: String {
+        md5.map { b in
+            let s = String(b, radix: 16)
+            return s.count == 1 ? "0" + s : s
+        }.joined()
+    }
+}
