@@ -5,6 +5,7 @@ Run it through scripts/bench.sh, which installs the peers and passes their paths
 
     python3 bench/bench.py --objmount BIN --rclone RCLONE [--moto MOTO_SERVER] [--quick]
                            [--json OUT.json] [--envs loopback,20ms] [--systems ...]
+                           [--objmount-args="--memory-limit 32M"]
     python3 bench/bench.py --cleanup WORKDIR      (what bench.sh's EXIT trap runs)
 
 What one run does (doc/BENCHMARKS.md has the method in prose):
@@ -33,6 +34,7 @@ import os
 import platform
 import random
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -70,6 +72,8 @@ class Sizes:
     rsync_files: int    # about this many entries (files + symlinks) of /usr/share/doc
     tar_mb: float       # tarball size (uncompressed tar of source files)
     step_timeout: float  # default timeout of one step
+    cat_mib: int = 20   # `cat` of one API-made object of this size, cold
+    par_mib: int = 64   # PAR_FILES API-made objects of this size, read at the same time, cold
 
 
 # Sizes per environment and API. On s3:// at loopback they are the issue's. The Swift test
@@ -77,24 +81,29 @@ class Sizes:
 # costs ten times what it costs on the S3 server: the swift:// columns use a fifth of the
 # counts (the ceiling table shows the server's rate). At 20 ms every created file costs several
 # round trips: that environment uses a 256 MiB file, 30 files, 300 objects, about 30 rsync
-# entries, a 1 MB tarball and 10 s of random reads. With those, a full run (both environments,
-# six systems each) takes about 18 minutes on the 2-core VM, and bench.sh on a fresh clone
-# (installs and release build included) under 30. Every table label says which sizes its
-# columns used.
+# entries, a 1 MB tarball and 10 s of random reads. The `cat` file is 20 MiB everywhere; the
+# 8 files read in parallel are 64 MiB each on loopback, 16 MiB at 20 ms and in --quick (a
+# sixteenth of the sequential file, but not less than 16 MiB, so that read-ahead has room). With
+# those, a full run (both environments, six systems each) takes about 21 minutes on the 2-core
+# VM, and bench.sh on a fresh clone (installs and release build included) about 29. Every table
+# label says which sizes its columns used.
 PROFILES = {
     "full": {
-        "loopback": {"s3": Sizes(1024, 30, 20, 1000, 10000, 1500, 30, 240),
-                     "swift": Sizes(1024, 30, 20, 200, 2000, 300, 6, 240)},
-        "20ms": {"s3": Sizes(256, 15, 10, 30, 300, 30, 1, 120),
-                 "swift": Sizes(256, 15, 10, 30, 300, 30, 1, 120)},
+        "loopback": {"s3": Sizes(1024, 30, 20, 1000, 10000, 1500, 30, 240, cat_mib=20, par_mib=64),
+                     "swift": Sizes(1024, 30, 20, 200, 2000, 300, 6, 240, cat_mib=20, par_mib=64)},
+        "20ms": {"s3": Sizes(256, 15, 10, 30, 300, 30, 1, 120, cat_mib=20, par_mib=16),
+                 "swift": Sizes(256, 15, 10, 30, 300, 30, 1, 120, cat_mib=20, par_mib=16)},
     },
     "quick": {
-        "loopback": {"s3": Sizes(64, 10, 5, 200, 1000, 300, 5, 120),
-                     "swift": Sizes(64, 10, 5, 100, 500, 150, 2.5, 120)},
-        "20ms": {"s3": Sizes(64, 10, 5, 30, 200, 30, 0.5, 90),
-                 "swift": Sizes(64, 10, 5, 30, 200, 30, 0.5, 90)},
+        "loopback": {"s3": Sizes(64, 10, 5, 200, 1000, 300, 5, 120, cat_mib=20, par_mib=16),
+                     "swift": Sizes(64, 10, 5, 100, 500, 150, 2.5, 120, cat_mib=20, par_mib=16)},
+        "20ms": {"s3": Sizes(64, 10, 5, 30, 200, 30, 0.5, 90, cat_mib=20, par_mib=16),
+                 "swift": Sizes(64, 10, 5, 30, 200, 30, 0.5, 90, cat_mib=20, par_mib=16)},
     },
 }
+PAR_FILES = 8          # files read at the same time in the parallel-read step
+RAND_SEED = 42         # both random-read passes use this seed: the 2nd pass asks for the same offsets
+RSS_INTERVAL = 0.2     # seconds between two samples of the daemon's VmRSS
 BACKENDS = ("s3", "swift")
 ENV_RTT = {"loopback": 0.0, "20ms": 20.0}
 
@@ -290,15 +299,88 @@ def is_mounted(mp: str) -> bool:
     return mp in fuse_mounts_under(mp)
 
 
-def vm_hwm_mib(pid: int):
+def proc_status_mib(pid: int, field: str):
+    """A kB field of /proc/<pid>/status (VmHWM, VmRSS) in MiB, or None (no such process)."""
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) / 1024
-    except OSError:
+    except (OSError, ValueError, IndexError):
         return None
     return None
+
+
+def vm_hwm_mib(pid: int):
+    return proc_status_mib(pid, "VmHWM")
+
+
+def dir_usage_mib(path) -> float:
+    """Disk space the files under path take (allocated blocks: a sparse cache file counts for
+    what it holds, not for its length)."""
+    total = 0
+    for r, _, fs in os.walk(path):
+        for x in fs:
+            try:
+                total += os.lstat(os.path.join(r, x)).st_blocks * 512
+            except OSError:
+                pass
+    return total / MiB
+
+
+class RssSampler:
+    """Samples the FUSE daemon's VmRSS every RSS_INTERVAL s in a background thread while a step
+    runs (mount.pid, which follows the remounts a step makes; nothing while unmounted), and
+    keeps the largest value per step. VmHWM is a high-water mark over the daemon's whole life;
+    these samples say what each step took, to within the sampling interval."""
+
+    def __init__(self, mount):
+        self.m = mount
+        self.lock = threading.Lock()
+        self.step = None
+        self.samples: list = []   # (monotonic time, MiB) of the current step
+        self.by_step: dict = {}   # step -> {"max_rss_mib", "samples"}
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="rss-sampler", daemon=True)
+
+    def start(self):
+        self.thread.start()
+
+    def stop(self):
+        self.stopped.set()
+        self.thread.join(5)
+
+    def _loop(self):
+        while not self.stopped.wait(RSS_INTERVAL):
+            self.sample()
+
+    def sample(self):
+        pid = self.m.pid
+        v = proc_status_mib(pid, "VmRSS") if pid else None
+        if v is not None:
+            with self.lock:
+                if self.step is not None:
+                    self.samples.append((time.monotonic(), v))
+
+    def begin(self, step: str):
+        with self.lock:
+            self.step, self.samples = step, []
+        self.sample()
+
+    def end(self):
+        self.sample()
+        with self.lock:
+            step, samples = self.step, self.samples
+            self.step, self.samples = None, []
+        if step is not None:
+            self.by_step[step] = {"max_rss_mib": max((v for _, v in samples), default=None),
+                                  "samples": len(samples)}
+
+    def max_since(self, t0: float) -> tuple:
+        """(largest sample taken since t0 in the current step, number of such samples)."""
+        with self.lock:
+            vals = [v for t, v in self.samples if t >= t0]
+        return max(vals, default=None), len(vals)
 
 
 class Registry:
@@ -815,6 +897,7 @@ class Mount:
                 for k in ("OS_AUTH_URL", "OS_USERNAME", "OS_PASSWORD"):
                     env.pop(k, None)
                 cmd = [self.ctx.args.objmount, "mount", f"swift://{BUCKET}", self.mp, "--cache-dir", str(self.cache)]
+            cmd += self.ctx.args.objmount_extra
             run(cmd, 120, env=env, check=True, logfile=self.ctx.work / f"mount-{self.system}.log")
         elif self.kind == "s3fs":
             pw = self.ctx.work / "s3fs-passwd"
@@ -944,6 +1027,15 @@ class Mount:
         self.clear_cache()
         self.up()
 
+    def remount_keeping_cache(self) -> float:
+        """Unmount, drop the page cache, mount again; the system's cache directory stays as the
+        daemon left it. Returns the disk space that directory took while unmounted (MiB)."""
+        self.down()
+        drop_caches()
+        used = dir_usage_mib(self.cache)
+        self.up()
+        return used
+
 
 # =============================================================================================
 # Environments
@@ -1004,6 +1096,21 @@ def ensure_fixtures(ctx, backend: str, sizes_list, mib: int) -> None:
     if h is None or int(h.get("content-length", -1)) != mib * MiB:
         log(f"{backend}: uploading {key}")
         c.put(key, path=str(ctx.sources.big(mib)), size=mib * MiB)
+    # the `cat` object and the files read in parallel: incompressible, no two MiB alike
+    wanted = [(f"fixtures/cat-{m}M", m) for m in sorted({s.cat_mib for s in sizes_list})]
+    wanted += [(f"fixtures/par-{m}M-{i}", m) for m in sorted({s.par_mib for s in sizes_list}) for i in range(PAR_FILES)]
+    made = []
+    t0 = time.monotonic()
+    for key_, m in wanted:
+        h = c.head(key_)
+        if h is not None and int(h.get("content-length", -1)) == m * MiB:
+            continue
+        block = os.urandom(MiB)
+        c.put(key_, b"".join(os.urandom(16) + block[16:] for _ in range(m)))
+        made.append(key_)
+    if made:
+        log(f"{backend}: uploaded {len(made)} objects ({', '.join(made[:3])}{', ...' if len(made) > 3 else ''}) "
+            f"through the API in {time.monotonic() - t0:.1f} s")
     for n in sorted({s.list_objects for s in sizes_list}):
         prefix = f"list{n}/"
         have = c.list_keys(prefix)
@@ -1057,6 +1164,15 @@ FIGURES = [
     ("rand_p50_ms", "random 4 KiB reads: p50", "ms", False),
     ("rand_p99_ms", "random 4 KiB reads: p99", "ms", False),
     ("rand_server_mib", "random 4 KiB reads: bytes the server sent", "MiB", False),
+    ("rand2_iops", "random 4 KiB reads, 2nd pass after remount ({rand:g} s): IOPS", "IOPS", True),
+    ("rand2_p50_ms", "random 4 KiB reads, 2nd pass: p50", "ms", False),
+    ("rand2_p99_ms", "random 4 KiB reads, 2nd pass: p99", "ms", False),
+    ("rand2_server_mib", "random 4 KiB reads, 2nd pass: bytes the server sent", "MiB", False),
+    ("cat_s", "cat of a {cat} MiB file, cold", "s", False),
+    ("cat_ratio", "cat: bytes the server sent ÷ file size", "×", False),
+    ("par_mbps", "8 files × {par} MiB read in parallel, cold: total", "MB/s", True),
+    ("par_rss_mib", "8 files in parallel: daemon VmRSS, max (sampled every 0.2 s)", "MiB", False),
+    ("par_hwm_mib", "8 files in parallel: daemon VmHWM after it (fresh mount)", "MiB", False),
     ("cp_s", "cp -r {small}×4 KiB files (until stored)", "s", False),
     ("mv_s", "mv of that directory", "s", False),
     ("ls_cold_s", "ls -l {list} objects, cold", "s", False),
@@ -1070,6 +1186,7 @@ FIGURES = [
     ("sha_s", "sha256sum every file after remount", "s", False),
     ("sha_bad", "sha256 mismatches or missing files", "files", False),
     ("rss_mib", "peak RSS of the FUSE daemon", "MiB", False),
+    ("rss_sampled_mib", "max RSS during any step (VmRSS every 0.2 s)", "MiB", False),
 ]
 
 
@@ -1087,6 +1204,8 @@ class SystemRun:
         self.prefix = f"w-{env.name}-{system}"
         self.res: dict = {}
         self.failed = set()
+        self.rss = RssSampler(self.m)
+        self.step_secs: dict = {}  # step -> seconds it took (remounts included)
 
     @property
     def w(self) -> str:
@@ -1095,8 +1214,9 @@ class SystemRun:
     def api(self):
         return self.env.api(self.backend, direct=True)
 
-    def step(self, names, fn, timeout=None, needs=()):
-        """Runs fn(timeout) -> {figure: result}; on timeout/error marks names and recovers."""
+    def step(self, sid, names, fn, timeout=None, needs=()):
+        """Runs fn(timeout) -> {figure: result}; on timeout/error marks names and recovers.
+        sid names the step in the JSON's per-step RSS (rss_by_step)."""
         names = [names] if isinstance(names, str) else names
         if any(n in self.failed for n in needs):
             for n in names:
@@ -1105,6 +1225,14 @@ class SystemRun:
             return
         timeout = timeout or self.s.step_timeout
         t0 = time.monotonic()
+        self.rss.begin(sid)
+        try:
+            self._step(names, fn, timeout, t0)
+        finally:
+            self.rss.end()
+            self.step_secs[sid] = time.monotonic() - t0
+
+    def _step(self, names, fn, timeout, t0):
         try:
             if not is_mounted(self.m.mp):
                 raise StepError("the mount is gone (lost after an earlier failure)")
@@ -1176,19 +1304,74 @@ class SystemRun:
             out[name] = ok(r["bytes"] / 1e6 / r["secs"], partial=r["partial"], bytes=r["bytes"], secs=r["secs"])
         return out
 
-    def s_random(self, timeout):
-        self.m.cold()
+    def randread(self) -> tuple:
+        """The random 4 KiB read probe on the big object: (iohelper's result, bytes the server
+        sent meanwhile)."""
         path = os.path.join(self.m.mp, self.fx["big_key"])
         proxy = self.env.proxy(self.backend)
         before = proxy.counters()["down"]
-        _, o, _, _ = run([sys.executable, str(HERE / "iohelper.py"), "randread", path, str(self.s.rand_s), "42"],
-                         self.s.rand_s + 120, check=True)
+        _, o, _, _ = run([sys.executable, str(HERE / "iohelper.py"), "randread", path, str(self.s.rand_s),
+                          str(RAND_SEED)], self.s.rand_s + 120, check=True)
         time.sleep(0.3)  # let read-ahead in flight land in the count
         sent = proxy.counters()["down"] - before
-        r = json.loads(o)
+        return json.loads(o), sent
+
+    def s_random(self, timeout):
+        self.m.cold()
+        r, sent = self.randread()
         return {"rand_iops": ok(r["ops"] / r["secs"], ops=r["ops"], secs=r["secs"]),
                 "rand_p50_ms": ok(r["p50_ms"]), "rand_p99_ms": ok(r["p99_ms"]),
                 "rand_server_mib": ok(sent / MiB, kib_per_read=sent / 1024 / max(1, r["ops"]))}
+
+    def s_random2(self, timeout):
+        """The same probe (same seed: the same offsets, in the same order) after an unmount, a
+        drop of the page cache and a mount again, the system's cache directory kept: what a
+        persistent cache keeps across a remount."""
+        cache_mib = self.m.remount_keeping_cache()
+        r, sent = self.randread()
+        return {"rand2_iops": ok(r["ops"] / r["secs"], ops=r["ops"], secs=r["secs"], seed=RAND_SEED,
+                                 cache_dir_mib=cache_mib),
+                "rand2_p50_ms": ok(r["p50_ms"]), "rand2_p99_ms": ok(r["p99_ms"]),
+                "rand2_server_mib": ok(sent / MiB, kib_per_read=sent / 1024 / max(1, r["ops"]))}
+
+    def s_cat(self, timeout):
+        self.m.cold()
+        path = os.path.join(self.m.mp, self.fx["cat_key"])
+        size = self.fx["cat_bytes"]
+        proxy = self.env.proxy(self.backend)
+        before = proxy.counters()["down"]
+        rc, _, err, secs = run(f"cat {shlex.quote(path)} > /dev/null", timeout)
+        if rc != 0:
+            raise StepError(f"cat rc {rc}: {err.strip()[-300:]}")
+        time.sleep(0.3)  # let read-ahead in flight land in the count
+        sent = proxy.counters()["down"] - before
+        return {"cat_s": ok(secs, mbps=size / 1e6 / secs, bytes=size),
+                "cat_ratio": ok(sent / size, server_bytes=sent)}
+
+    def s_parallel(self, timeout):
+        self.m.cold()
+        paths = [os.path.join(self.m.mp, k) for k in self.fx["par_keys"]]
+        proxy = self.env.proxy(self.backend)
+        before = proxy.counters()["down"]
+        t_read = time.monotonic()
+        self.rss.sample()
+        cap = self.s.read_cap_s
+        _, o, _, _ = run([sys.executable, str(HERE / "iohelper.py"), "parread", str(cap)] + paths,
+                         cap + 60, check=True)
+        self.rss.sample()
+        hwm = vm_hwm_mib(self.m.pid) if self.m.pid else None
+        rss_max, n = self.rss.max_since(t_read)
+        time.sleep(0.3)
+        sent = proxy.counters()["down"] - before
+        r = json.loads(o)
+        out = {"par_mbps": ok(r["bytes"] / 1e6 / r["secs"], partial=r["partial"], bytes=r["bytes"], secs=r["secs"],
+                              files=len(paths), slowest_file_s=max(f["secs"] for f in r["files"]),
+                              fastest_file_s=min(f["secs"] for f in r["files"]), server_mib=sent / MiB)}
+        out["par_rss_mib"] = ok(rss_max, samples=n, interval_s=RSS_INTERVAL) if rss_max is not None else \
+            {"status": "error", "note": "no VmRSS sample of the daemon"}
+        out["par_hwm_mib"] = ok(hwm, pid=self.m.pid) if hwm is not None else \
+            {"status": "error", "note": "daemon pid not found"}
+        return out
 
     def stored_count(self, prefix: str) -> int:
         api = self.api()
@@ -1302,6 +1485,7 @@ class SystemRun:
     def run_all(self):
         t0 = time.monotonic()
         log(f"== {self.env.name}: {self.system}")
+        self.rss.start()
         try:
             self.m.up()
         except Exception as e:
@@ -1309,22 +1493,28 @@ class SystemRun:
             self.m.force_down()
             for key, *_ in FIGURES:
                 self.res[key] = {"status": "error", "note": f"mount failed: {e}"[:300]}
+            self.rss.stop()
             return self.finish(t0)
         try:
             os.makedirs(self.w, exist_ok=True)
-            self.step(["write_close_mbps", "write_stored_mbps"], self.s_write,
+            self.step("write", ["write_close_mbps", "write_stored_mbps"], self.s_write,
                       timeout=max(self.s.step_timeout, self.s.big_mib / 8))
-            self.step(["read_cold_mbps", "read_warm_mbps"], self.s_reads)
-            self.step(["rand_iops", "rand_p50_ms", "rand_p99_ms", "rand_server_mib"], self.s_random)
-            self.step("cp_s", self.s_cp)
-            self.step("mv_s", self.s_mv, needs=("cp_s",))
-            self.step(["ls_cold_s", "ls_warm_s"], lambda t: self.s_list(t, "ls"))
-            self.step(["find_cold_s", "find_warm_s"], lambda t: self.s_list(t, "find"))
-            self.step("rsync1_s", self.s_rsync1)
-            self.step(["rsync2_s", "rsync2_resent"], self.s_rsync2, needs=("rsync1_s",))
-            self.step("tar_s", self.s_tar)
-            self.step(["sha_s", "sha_bad"], self.s_sha, needs=("tar_s",))
+            self.step("read", ["read_cold_mbps", "read_warm_mbps"], self.s_reads)
+            self.step("random", ["rand_iops", "rand_p50_ms", "rand_p99_ms", "rand_server_mib"], self.s_random)
+            self.step("random2", ["rand2_iops", "rand2_p50_ms", "rand2_p99_ms", "rand2_server_mib"], self.s_random2,
+                      needs=("rand_iops",))
+            self.step("cat", ["cat_s", "cat_ratio"], self.s_cat)
+            self.step("parallel", ["par_mbps", "par_rss_mib", "par_hwm_mib"], self.s_parallel)
+            self.step("cp", "cp_s", self.s_cp)
+            self.step("mv", "mv_s", self.s_mv, needs=("cp_s",))
+            self.step("ls", ["ls_cold_s", "ls_warm_s"], lambda t: self.s_list(t, "ls"))
+            self.step("find", ["find_cold_s", "find_warm_s"], lambda t: self.s_list(t, "find"))
+            self.step("rsync1", "rsync1_s", self.s_rsync1)
+            self.step("rsync2", ["rsync2_s", "rsync2_resent"], self.s_rsync2, needs=("rsync1_s",))
+            self.step("tar", "tar_s", self.s_tar)
+            self.step("sha", ["sha_s", "sha_bad"], self.s_sha, needs=("tar_s",))
         finally:
+            self.rss.stop()
             self.m.down()
         return self.finish(t0)
 
@@ -1333,6 +1523,15 @@ class SystemRun:
             self.res["rss_mib"] = ok(self.m.peak_rss)
         elif "rss_mib" not in self.res:
             self.res["rss_mib"] = {"status": "error", "note": "daemon pid not found"}
+        # the largest VmRSS sample of each step, and of all of them
+        self.res["rss_by_step"] = self.rss.by_step
+        self.res["step_s"] = self.step_secs
+        sampled = [(v["max_rss_mib"], k) for k, v in self.rss.by_step.items() if v["max_rss_mib"] is not None]
+        if sampled:
+            top, where = max(sampled)
+            self.res["rss_sampled_mib"] = ok(top, step=where, interval_s=RSS_INTERVAL)
+        elif "rss_sampled_mib" not in self.res:
+            self.res["rss_sampled_mib"] = {"status": "error", "note": "no VmRSS sample of the daemon"}
         # the system's objects go, so the next system starts from the same server state
         try:
             api = self.api()
@@ -1395,7 +1594,8 @@ def fmt_result(r) -> str:
 def labels(sizes: Sizes, fx: dict) -> dict:
     return {"big": sizes.big_mib, "rand": sizes.rand_s, "small": f"{sizes.small_files:,}",
             "list": f"{sizes.list_objects:,}", "rsync": f"{fx['doc_entries']:,}",
-            "tar": f"{fx['tar_bytes'] / 1e6:.0f} MB, {fx['tar_files']:,} files"}
+            "tar": f"{fx['tar_bytes'] / 1e6:.0f} MB, {fx['tar_files']:,} files",
+            "cat": sizes.cat_mib, "par": sizes.par_mib}
 
 
 def ratio(results: dict, om: str, peers: list, key: str, higher: bool):
@@ -1440,7 +1640,11 @@ def table(env_name: str, results: dict, sizes: dict, fx: dict, systems: list) ->
         for group in (s3, sw):
             if not group:
                 continue
-            row += [fmt_result(results.get(s, {}).get(key)) for s in group]
+            cells = [fmt_result(results.get(s, {}).get(key)) for s in group]
+            if unit == "×":
+                cells = [c + "×" if results.get(s, {}).get(key, {}).get("status") == "ok" else c
+                         for s, c in zip(group, cells)]
+            row += cells
             om = [s for s in group if SYSTEMS[s][1] == "objmount"]
             peers = [s for s in group if SYSTEMS[s][1] != "objmount"]
             row.append(ratio(results, om[0], peers, key, higher) if om and peers and key != "sha_bad" else "—")
@@ -1546,7 +1750,14 @@ def parse_args(argv):
     ap.add_argument("--swift-user", default=os.environ.get("ST_USER", "test:tester"))
     ap.add_argument("--swift-key", default=os.environ.get("ST_KEY", "testing"))
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every count and size (trials)")
+    ap.add_argument("--objmount-args", default="", metavar="ARGS",
+                    help="extra arguments appended to every `objmount mount` command, as one shell-quoted "
+                    "string, e.g. --objmount-args='--memory-limit 32M' (recorded in the JSON and the header)")
     a = ap.parse_args(argv)
+    try:
+        a.objmount_extra = shlex.split(a.objmount_args)
+    except ValueError as e:
+        ap.error(f"--objmount-args: {e}")
     a.candidates = [c for c in a.candidates.split(",") if c]
     a.envs = [e for e in a.envs.split(",") if e]
     a.systems = [s for s in a.systems.split(",") if s]
@@ -1587,17 +1798,21 @@ def main(argv=None) -> int:
                 sizes[e][b] = Sizes(max(8, int(s.big_mib * args.scale)), s.read_cap_s, max(2, s.rand_s * args.scale),
                                     max(10, int(s.small_files * args.scale)), max(10, int(s.list_objects * args.scale)),
                                     max(10, int(s.rsync_files * args.scale)), max(0.5, s.tar_mb * args.scale),
-                                    s.step_timeout)
+                                    s.step_timeout, cat_mib=max(1, int(s.cat_mib * args.scale)),
+                                    par_mib=max(1, int(s.par_mib * args.scale)))
     ctx = Ctx()
     ctx.args, ctx.work = args, work
     ctx.reg = Registry(work)
     result = {"machine": machine_info(), "versions": versions(args), "profile": "quick" if args.quick else "full",
-              "command": " ".join([os.path.basename(sys.argv[0])] + (argv if argv is not None else sys.argv[1:])),
+              "command": " ".join([os.path.basename(sys.argv[0])] + [shlex.quote(a) for a in
+                                                                      (argv if argv is not None else sys.argv[1:])]),
+              "objmount_args": args.objmount_args, "objmount_args_split": args.objmount_extra,
               "sizes": {e: {b: dataclasses.asdict(s) for b, s in by.items()} for e, by in sizes.items()}, "envs": {}}
     json_path = Path(args.json) if args.json else work / "results.json"
     log(f"work directory {work}; S3 server data in {args.server_dir}; results -> {json_path}")
     log(f"machine: {result['machine']}")
     log(f"versions: {result['versions']}")
+    log(f"objmount mount extra arguments (--objmount-args): {args.objmount_args or 'none'}")
 
     def on_signal(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
@@ -1621,7 +1836,10 @@ def main(argv=None) -> int:
                     "big_src": ctx.sources.big(s.big_mib), "small_src": ctx.sources.small(s.small_files),
                     "doc_src": doc, "doc_entries": files + links, "doc_files": files, "doc_links": links,
                     "doc_bytes": doc_bytes, "tarball": tarball, "tar_sums": sums, "tar_files": tar_files,
-                    "tar_bytes": tar_bytes, "big_key": f"fixtures/big-{biggest}M", "list_prefix": f"list{s.list_objects}"}
+                    "tar_bytes": tar_bytes, "big_key": f"fixtures/big-{biggest}M", "list_prefix": f"list{s.list_objects}",
+                    "cat_key": f"fixtures/cat-{s.cat_mib}M", "cat_bytes": s.cat_mib * MiB,
+                    "par_keys": [f"fixtures/par-{s.par_mib}M-{i}" for i in range(PAR_FILES)],
+                    "par_bytes": s.par_mib * MiB}
                 log(f"{e}, {b}: rsync tree {files} files + {links} symlinks ({doc_bytes / 1e6:.0f} MB); "
                     f"tarball {tar_bytes / 1e6:.1f} MB, {tar_files} files")
         ctx.s3, probe = choose_s3_server(args, ctx.reg, work, ctx.sources)
@@ -1702,6 +1920,9 @@ def render(result: dict, systems: list) -> str:
                f"{m.get('cpu', '')}, {m.get('mem_gib')} GiB, kernel {m.get('kernel')}, load at start "
                f"{' '.join(m.get('load_at_start', []))}\n")
     out.append("Versions: " + ", ".join(f"{k} {v}" for k, v in result["versions"].items()))
+    if "objmount_args" in result:
+        extra = result["objmount_args"]
+        out.append(f"\nobjmount mount extra arguments (--objmount-args): {f'`{extra}`' if extra else 'none'}")
     if "s3_server" in result:
         out.append("\nS3 server candidates (127.0.0.1, plain client, 64 MiB / 100 objects):\n")
         out.append(probe_table(result["s3_server"]))

@@ -6,12 +6,20 @@
     iohelper.py randread PATH SECONDS SEED random 4 KiB preads at 4 KiB-aligned offsets, one at a
                                            time, for SECONDS; prints {"ops", "secs", "p50_ms",
                                            "p99_ms", "mean_ms", "max_ms"}
+    iohelper.py parread CAP_SECONDS PATH...
+                                           the files read at the same time, one thread each
+                                           (started together), 1 MiB blocks to EOF or CAP_SECONDS;
+                                           prints {"bytes", "secs" (first start to last end),
+                                           "partial", "files": [{"path", "bytes", "size", "secs",
+                                           "partial"}]}; a read error or a file read short (EOF
+                                           before its size, no cap) exits non-zero
 """
 
 import json
 import os
 import random
 import sys
+import threading
 import time
 
 BLOCK = 1 << 20
@@ -71,11 +79,69 @@ def rand_read(path: str, seconds: float, seed: int) -> dict:
             "mean_ms": sum(lat) / len(lat) * 1000, "max_ms": lat[-1] * 1000}
 
 
+def par_read(paths: list, cap: float) -> dict:
+    n = len(paths)
+    start = threading.Barrier(n + 1)
+    out: list = [None] * n
+
+    def worker(i):
+        try:
+            fd = os.open(paths[i], os.O_RDONLY)
+        except OSError as e:
+            out[i] = {"path": paths[i], "error": f"open: {e}"}
+            start.wait()
+            return
+        size = os.fstat(fd).st_size
+        buf = bytearray(BLOCK)
+        view = memoryview(buf)
+        total = 0
+        partial = False
+        start.wait()
+        t0 = time.monotonic()
+        deadline = t0 + cap
+        try:
+            with os.fdopen(fd, "rb", buffering=0) as f:
+                while True:
+                    k = f.readinto(view)
+                    if not k:
+                        break
+                    total += k
+                    if time.monotonic() > deadline:
+                        partial = True
+                        break
+        except OSError as e:
+            out[i] = {"path": paths[i], "error": f"read at {total}: {e}"}
+            return
+        t1 = time.monotonic()
+        out[i] = {"path": paths[i], "bytes": total, "size": size, "secs": t1 - t0, "end": t1,
+                  "partial": partial}
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(n)]
+    for t in threads:
+        t.start()
+    start.wait()
+    t0 = time.monotonic()
+    for t in threads:
+        t.join()
+    errors = [f"{o['path']}: {o['error']}" for o in out if "error" in o]
+    if errors:
+        raise SystemExit("; ".join(errors))
+    short = [f"{o['path']}: {o['bytes']} of {o['size']} bytes" for o in out
+             if not o["partial"] and o["bytes"] != o["size"]]
+    if short:
+        raise SystemExit("short read: " + "; ".join(short))
+    secs = max(o.pop("end") for o in out) - t0
+    return {"bytes": sum(o["bytes"] for o in out), "secs": secs,
+            "partial": any(o["partial"] for o in out), "files": out}
+
+
 def main(argv):
     if len(argv) >= 3 and argv[0] == "read":
         out = seq_read(argv[1], float(argv[2]))
     elif len(argv) >= 4 and argv[0] == "randread":
         out = rand_read(argv[1], float(argv[2]), int(argv[3]))
+    elif len(argv) >= 3 and argv[0] == "parread":
+        out = par_read(argv[2:], float(argv[1]))
     else:
         sys.stderr.write(__doc__)
         return 2

