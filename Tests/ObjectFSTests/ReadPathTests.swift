@@ -134,6 +134,10 @@ private func cacheDirectory() -> String { uniqueStagingDirectory() + "-blocks" }
         _ = w.read(offset: 256 << 10, length: 128 << 10, size: size)  // the kernel's next request overtook
         #expect(w.read(offset: 128 << 10, length: 128 << 10, size: size) == [.fetch(0..<1, .demand)])
         #expect(w.window == 1 << 20)
+        // The run reaches block 3; a request for block 1, sent earlier by the kernel, arrives late.
+        _ = w.read(offset: 1 << 20, length: 1 << 20, size: size)
+        _ = w.read(offset: 3 << 20, length: 1 << 20, size: size)
+        #expect(w.read(offset: 2 << 20, length: 1 << 20, size: size) == [.fetch(2..<3, .demand)])
         #expect(w.randomReads == 0)
     }
 

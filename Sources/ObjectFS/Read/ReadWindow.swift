@@ -3,8 +3,8 @@
 // (Tests/ObjectFSTests/ReadPathTests.swift).
 //
 // - A read fetches the blocks it covers ("demand").
-// - Reads that follow each other (within `slack`: the kernel's read-ahead requests arrive
-//   concurrently and a little out of order) are a sequential run: the window of blocks fetched
+// - Reads that follow each other (within `slack` ahead, or up to a window behind: the kernel's
+//   read-ahead requests arrive concurrently and out of order) are a sequential run: the window of blocks fetched
 //   ahead starts at `initialWindow` and doubles with every new block the run reaches, up to
 //   `maximumWindow` (which the memory budget may lower).
 // - A read elsewhere is a jump: the window closes (what was fetched ahead and is not yet there
@@ -57,7 +57,11 @@ struct ReadWindow: Sendable {
         let first = offset / blockSize
         let last = (end - 1) / blockSize
         var actions: [Action] = [.fetch(first..<(last + 1), .demand)]
-        let sequential = lastEnd >= 0 && offset >= lastEnd - slack && offset <= lastEnd + slack
+        // The kernel sends its read-ahead as several requests at once, and they may be served
+        // in another order: a read up to a window (plus `slack`) behind the furthest one seen
+        // still belongs to the run.
+        let sequential =
+            lastEnd >= 0 && offset >= lastEnd - max(window, slack) - slack && offset <= lastEnd + slack
         if sequential {
             if window == 0 {
                 window = initialWindow
