@@ -17,6 +17,7 @@ public final class FaultInjectingStorage<Base: ObjectStorage>: ObjectStorage, Se
         var latency: Duration = .zero
         var faults: [StorageOperation: [StorageError]] = [:]
         var calls: [StorageOperation: Int] = [:]
+        var bytesRead: Int64 = 0
     }
 
     public init(_ base: Base, latency: Duration = .zero) {
@@ -39,6 +40,9 @@ public final class FaultInjectingStorage<Base: ObjectStorage>: ObjectStorage, Se
     public func calls(_ operation: StorageOperation) -> Int {
         state.withLock { $0.calls[operation, default: 0] }
     }
+
+    /// Bytes returned by `get` so far: what a server would have sent.
+    public var bytesRead: Int64 { state.withLock { $0.bytesRead } }
 
     private func enter(_ op: StorageOperation) async throws {
         let (delay, fault) = state.withLock { s -> (Duration, StorageError?) in
@@ -67,7 +71,9 @@ public final class FaultInjectingStorage<Base: ObjectStorage>: ObjectStorage, Se
 
     public func get(_ key: ObjectKey, range: ByteRange?, ifMatch: ETag?) async throws -> [UInt8] {
         try await enter(.get)
-        return try await base.get(key, range: range, ifMatch: ifMatch)
+        let bytes = try await base.get(key, range: range, ifMatch: ifMatch)
+        state.withLock { $0.bytesRead += Int64(bytes.count) }
+        return bytes
     }
 
     public func put(_ key: ObjectKey, payload: Payload, options: PutOptions) async throws

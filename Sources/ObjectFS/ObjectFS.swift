@@ -470,6 +470,12 @@ public actor ObjectFS {
     }
 
     /// Uploads every dirty file (unmount, `objmount unmount`). Returns the failures.
+    /// Lets the reads in flight finish filling the block cache (at most a few seconds), so that
+    /// a remount finds what was read; stops background fills.
+    public func settleReads() async {
+        await prefetcher.settle(timeout: .seconds(5))
+    }
+
     public func flushAll() async -> [FSError] {
         var failures: [FSError] = []
         for node in nodes.values where node.dirty && node.parent != nil {

@@ -164,6 +164,7 @@ final class FuseBridge: FuseFilesystem {
         for failure in await fs.flushAll() {
             logger.error("could not store pending data: \(failure)")
         }
+        await fs.settleReads()
     }
 
     func listxattr(_ ino: Inode) async throws -> [String] {

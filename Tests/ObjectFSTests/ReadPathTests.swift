@@ -182,7 +182,9 @@ private func cacheDirectory() -> String { uniqueStagingDirectory() + "-blocks" }
         _ = try await storage.put("f", payload: .bytes(data), options: PutOptions())
         let fs = try filesystem(storage, cache: cacheDirectory())
         #expect(try await readAll(fs, "f") == data)
-        #expect(storage.calls(.get) == 21)
+        // Every byte once; blocks read ahead go several to a GET.
+        #expect(storage.bytesRead == Int64(data.count))
+        #expect(storage.calls(.get) < 21)
     }
 
     @Test func aReadThatStartsFurtherOnDoesNotFetchTheFirstBlockAgain() async throws {
@@ -203,7 +205,7 @@ private func cacheDirectory() -> String { uniqueStagingDirectory() + "-blocks" }
         }
         await fs.release(fh)
         // Block 0, then blocks 4 to 7: each once.
-        #expect(storage.calls(.get) == 5)
+        #expect(storage.bytesRead == 5 * block)
     }
 
     @Test func aRemountServesCachedBlocksWithoutAGet() async throws {
@@ -216,7 +218,7 @@ private func cacheDirectory() -> String { uniqueStagingDirectory() + "-blocks" }
             #expect(try await readAll(fs, "f") == data)
         }
         let before = storage.calls(.get)
-        #expect(before == 7)
+        #expect(storage.bytesRead == Int64(data.count))
         let fs = try await remount(storage, cache: cache)
         #expect(try await readAll(fs, "f") == data)
         #expect(storage.calls(.get) == before)
@@ -230,6 +232,7 @@ private func cacheDirectory() -> String { uniqueStagingDirectory() + "-blocks" }
         do {
             let fs = try filesystem(storage, cache: cache)
             #expect(try await readAll(fs, "f") == data)
+            await fs.settleReads()
         }
         let files = blockFiles(cache)
         #expect(files.count == 4)
@@ -242,10 +245,10 @@ private func cacheDirectory() -> String { uniqueStagingDirectory() + "-blocks" }
         close(f0)
         #expect(truncate(files[1], 4096 + 100) == 0)
         #expect(truncate(files[2], 0) == 0)
-        let before = storage.calls(.get)
+        let before = storage.bytesRead
         let fs = try await remount(storage, cache: cache)
         #expect(try await readAll(fs, "f") == data)
-        #expect(storage.calls(.get) == before + 3)
+        #expect(storage.bytesRead == before + 3 * block)
         // Fetched again, the blocks are whole: a third mount needs no GET.
         let again = storage.calls(.get)
         _ = consume fs
@@ -305,7 +308,7 @@ private func cacheDirectory() -> String { uniqueStagingDirectory() + "-blocks" }
         }
         #expect(results.count == 16)
         #expect(results.allSatisfy { $0 == data })
-        #expect(storage.calls(.get) == 11)
+        #expect(storage.bytesRead == Int64(data.count))
     }
 
     @Test func randomReadsFillTheRestOfTheFileInTheBackgroundOnce() async throws {
@@ -320,14 +323,14 @@ private func cacheDirectory() -> String { uniqueStagingDirectory() + "-blocks" }
             #expect(try await fs.read(fh, offset: Int64(offset), count: 4096) == Array(data[offset..<offset + 4096]))
         }
         // The fill fetches the other 12 blocks, each once.
-        for _ in 0..<500 where storage.calls(.get) < 16 { try await Task.sleep(for: .milliseconds(10)) }
+        for _ in 0..<500 where storage.bytesRead < 16 * block { try await Task.sleep(for: .milliseconds(10)) }
         try await Task.sleep(for: .milliseconds(50))
-        #expect(storage.calls(.get) == 16)
+        #expect(storage.bytesRead == 16 * block)
         for b in 0..<16 {
             let offset = b * Int(block)
             #expect(try await fs.read(fh, offset: Int64(offset), count: 4096) == Array(data[offset..<offset + 4096]))
         }
-        #expect(storage.calls(.get) == 16)
+        #expect(storage.bytesRead == 16 * block)
         await fs.release(fh)
     }
 

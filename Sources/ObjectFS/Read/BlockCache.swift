@@ -48,7 +48,7 @@ protocol BlockCache: Sendable {
     func read(_ object: CachedObject, block: Int64, from: Int, count: Int) async -> [UInt8]?
     /// Keeps a whole block (the last one of an object may be short). Never fails: a block that
     /// cannot be kept (full disk) is simply not cached.
-    func store(_ object: CachedObject, block: Int64, data: [UInt8]) async
+    func store(_ object: CachedObject, block: Int64, data: ArraySlice<UInt8>) async
     /// Bytes the cache may hold.
     var capacity: Int64 { get }
 }
@@ -91,7 +91,8 @@ final class MemoryBlockCache: BlockCache {
         }
     }
 
-    func store(_ object: CachedObject, block: Int64, data: [UInt8]) async {
+    func store(_ object: CachedObject, block: Int64, data slice: ArraySlice<UInt8>) async {
+        let data = Array(slice)
         guard Int64(data.count) <= capacity else { return }
         state.withLock { s in
             let id = BlockID(object: object.name, index: block)
@@ -328,7 +329,7 @@ final class DiskBlockCache: BlockCache {
         return true
     }
 
-    func store(_ object: CachedObject, block: Int64, data: [UInt8]) async {
+    func store(_ object: CachedObject, block: Int64, data: ArraySlice<UInt8>) async {
         let id = BlockID(object: object.name, index: block)
         let layout = BlockFile.Layout(identity: object.identity, dataLength: data.count)
         let bytes = Self.fileBytes(layout.fileLength)

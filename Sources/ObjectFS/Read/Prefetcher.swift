@@ -1,12 +1,14 @@
 // Prefetcher: runs the actions of each handle's ReadWindow against the block cache and the
 // storage. One per filesystem, shared by every handle and reader of every file:
-// - a block is fetched once (one ranged GET, pinned to the version's ETag) however many readers
-//   want it; the others wait for that fetch;
+// - a block is fetched once however many readers want it; the others wait for that fetch.
+//   Contiguous blocks fetched ahead go in one ranged GET ("run") of up to `maximumRunBlocks`
+//   blocks, pinned to the version's ETag; each block of a run is handed to its readers as soon
+//   as the run's body is there, then kept in the cache;
 // - demand reads take memory from the budget first; read-ahead only takes what is free (the
 //   window shrinks when memory is short); a background fill of a randomly read file waits
-//   behind both, with a few GETs in flight, and a read that misses never waits for it;
-// - every fetched block goes to the cache before the fetch is forgotten, so no byte crosses
-//   the network twice while the cache holds it.
+//   behind both, and a read that misses never waits for it;
+// - a block is in the cache before its fetch is forgotten, so no byte crosses the network
+//   twice while the cache holds it.
 
 import ObjectStorage
 import Synchronization
@@ -26,29 +28,67 @@ final class Prefetcher: Sendable {
     /// (0: never).
     let fillLimit: Int64
     let fillConcurrency: Int
+    /// Blocks one read-ahead GET may cover.
+    let maximumRunBlocks: Int64
+
+    /// The bytes of one block being fetched, for everyone who waits for them.
+    final class Pending: Sendable {
+        private struct State {
+            var result: Result<ArraySlice<UInt8>, any Error>?
+            var waiters: [CheckedContinuation<ArraySlice<UInt8>, any Error>] = []
+        }
+        private let state = Mutex(State())
+
+        func value() async throws -> ArraySlice<UInt8> {
+            try await withCheckedThrowingContinuation { continuation in
+                let done = state.withLock { s -> Result<ArraySlice<UInt8>, any Error>? in
+                    if s.result == nil { s.waiters.append(continuation) }
+                    return s.result
+                }
+                if let done { continuation.resume(with: done) }
+            }
+        }
+
+        func finish(_ result: Result<ArraySlice<UInt8>, any Error>) {
+            let waiters = state.withLock { s in
+                s.result = result
+                defer { s.waiters = [] }
+                return s.waiters
+            }
+            for w in waiters { w.resume(with: result) }
+        }
+    }
 
     private struct Fetch {
-        let serial: UInt64
-        let task: Task<[UInt8], any Error>
-        /// A read waits for it: it is not cancelled when a window closes.
+        let run: UInt64
+        let pending: Pending
+    }
+    private struct Run {
+        let task: Task<Void, Never>
+        let blocks: [BlockID]
+        /// A read waits for one of its blocks: a closing read-ahead window does not cancel it.
         var demanded: Bool
     }
     private struct State {
         var fetches: [BlockID: Fetch] = [:]
+        var runs: [UInt64: Run] = [:]
         var filling: Set<String> = []
         var serial: UInt64 = 0
+        /// The filesystem is going away: no new background fill work.
+        var closing = false
     }
     private let state = Mutex(State())
 
     init(
         storage: any ObjectStorage, cache: any BlockCache, budget: MemoryBudget, fillLimit: Int64,
-        fillConcurrency: Int = 8
+        fillConcurrency: Int = 8, maximumRunBlocks: Int64 = 4
     ) {
         self.storage = storage
         self.cache = cache
         self.budget = budget
         self.fillLimit = fillLimit
         self.fillConcurrency = fillConcurrency
+        self.maximumRunBlocks = max(1, maximumRunBlocks)
     }
 
     var blockSize: Int64 { cache.blockSize }
@@ -65,29 +105,30 @@ final class Prefetcher: Sendable {
         let end = min(offset + Int64(count), version.size)
         guard end > offset else { return [] }
         let object = CachedObject(version)
+        let first = offset / blockSize
+        let last = (end - 1) / blockSize
+        // What the read waits for goes out first, in one GET when it spans blocks.
+        let missing = (first...last).filter { !cache.contains(object, block: $0) }
+        if let low = missing.first, let high = missing.last {
+            _ = start(object, version, low..<(high + 1), reservation: .wait(.demand), demanded: true)
+        }
         for action in actions {
             switch action {
-            case .fetch(let blocks, .prefetch):
-                for index in blocks { prefetch(object, version, index) }
-            case .cancel(let blocks):
-                cancel(object, blocks)
-            case .fill:
-                fill(object, version)
-            case .fetch(_, .demand):
-                break  // below
+            case .fetch(let blocks, .prefetch): prefetch(object, version, blocks)
+            case .cancel(let blocks): cancel(object, blocks)
+            case .fill: fill(object, version)
+            case .fetch(_, .demand): break  // above
             }
         }
         var out: [UInt8] = []
         out.reserveCapacity(Int(end - offset))
-        var index = offset / blockSize
-        while index * blockSize < end {
+        for index in first...last {
             let start = index * blockSize
             let from = Int(max(offset, start) - start)
             let to = Int(min(end, start + blockSize) - start)
             let bytes = try await block(object, version, index, from: from, count: to - from)
             out += bytes
             if bytes.count < to - from { break }  // the object is shorter than its size said
-            index += 1
         }
         return out
     }
@@ -99,13 +140,9 @@ final class Prefetcher: Sendable {
     {
         let id = BlockID(object: object.name, index: index)
         for _ in 0..<3 {
-            let inFlight = state.withLock { s -> Task<[UInt8], any Error>? in
-                s.fetches[id]?.demanded = true
-                return s.fetches[id]?.task
-            }
-            if let task = inFlight {
+            if let pending = waitFor(id) {
                 do {
-                    return Self.slice(try await task.value, from: from, count: count)
+                    return Self.slice(try await pending.value(), from: from, count: count)
                 } catch is CancellationError where !Task.isCancelled {
                     continue  // a read-ahead cancelled just before this read wanted it
                 }
@@ -115,93 +152,164 @@ final class Prefetcher: Sendable {
             {
                 return bytes
             }
-            let task = fetch(object, version, index, reserved: false, priority: .demand)
-            return Self.slice(try await task.value, from: from, count: count)
+            let started = start(object, version, index..<(index + 1), reservation: .wait(.demand), demanded: true)
+            if let pending = started[id] {
+                return Self.slice(try await pending.value(), from: from, count: count)
+            }
         }
         throw CancellationError()
     }
 
-    private static func slice(_ bytes: [UInt8], from: Int, count: Int) -> [UInt8] {
-        let end = min(bytes.count, from + count)
-        return from < end ? Array(bytes[from..<end]) : []
+    /// The fetch in flight of block `id`, marked as waited for.
+    private func waitFor(_ id: BlockID) -> Pending? {
+        state.withLock { s -> Pending? in
+            guard let fetch = s.fetches[id] else { return nil }
+            s.runs[fetch.run]?.demanded = true
+            return fetch.pending
+        }
     }
 
-    /// The fetch of block `index`: the one in flight, or a new one. `reserved`: the caller
-    /// already took the block's bytes from the budget; `demanded`: something waits for it, so a
-    /// closing read-ahead window does not cancel it.
+    private static func slice(_ bytes: ArraySlice<UInt8>, from: Int, count: Int) -> [UInt8] {
+        let start = bytes.startIndex + from
+        let end = min(bytes.endIndex, start + count)
+        return start < end ? Array(bytes[start..<end]) : []
+    }
+
+    enum Reservation {
+        /// Wait for the memory (a read waits, or a background fill).
+        case wait(MemoryBudget.Priority)
+        /// Take it only if it is free now (read-ahead), else fetch nothing.
+        case ifFree
+    }
+
+    /// Starts fetching the blocks of `blocks` that are not in flight yet, in runs of at most
+    /// `maximumRunBlocks` (one ranged GET each); returns the fetch of every block of `blocks`
+    /// that is in flight now, old or new.
     @discardableResult
-    private func fetch(
-        _ object: CachedObject, _ version: ObjectVersion, _ index: Int64, reserved: Bool,
-        priority: MemoryBudget.Priority, demanded: Bool = true
-    ) -> Task<[UInt8], any Error> {
-        let id = BlockID(object: object.name, index: index)
-        let length = Int64(cache.length(of: index, in: version.size))
-        let (task, alreadyThere) = state.withLock { s -> (Task<[UInt8], any Error>, Bool) in
-            if let existing = s.fetches[id] {
-                if demanded { s.fetches[id]!.demanded = true }
-                return (existing.task, true)
-            }
-            s.serial += 1
-            let serial = s.serial
-            let task = Task { () async throws -> [UInt8] in
-                if !reserved { await self.budget.reserve(length, priority) }
-                defer { self.budget.release(length) }
-                do {
-                    let bytes = try await self.storage.get(
-                        version.key, range: ByteRange(offset: index * self.blockSize, length: length),
-                        ifMatch: version.etag)
-                    if Int64(bytes.count) == length { await self.cache.store(object, block: index, data: bytes) }
-                    self.forget(id, serial)
-                    return bytes
-                } catch {
-                    self.forget(id, serial)
-                    throw error
+    private func start(
+        _ object: CachedObject, _ version: ObjectVersion, _ blocks: Range<Int64>, reservation: Reservation,
+        demanded: Bool
+    ) -> [BlockID: Pending] {
+        state.withLock { s -> [BlockID: Pending] in
+            var found: [BlockID: Pending] = [:]
+            var run: [Int64] = []
+            func launch() {
+                guard let low = run.first, let high = run.last else { return }
+                run = []
+                let range = ByteRange(
+                    offset: low * blockSize, length: min(version.size, (high + 1) * blockSize) - low * blockSize)
+                guard range.length > 0 else { return }
+                if case .ifFree = reservation, !budget.tryReserve(range.length) { return }
+                s.serial += 1
+                let serial = s.serial
+                let ids = (low...high).map { BlockID(object: object.name, index: $0) }
+                let pendings = ids.map { _ in Pending() }
+                let waitFor: MemoryBudget.Priority? = if case .wait(let p) = reservation { p } else { nil }
+                let task = Task {
+                    await self.runFetch(object, version, range, ids, pendings, serial: serial, waitFor: waitFor)
                 }
+                for (id, pending) in zip(ids, pendings) {
+                    s.fetches[id] = Fetch(run: serial, pending: pending)
+                    found[id] = pending
+                }
+                s.runs[serial] = Run(task: task, blocks: ids, demanded: demanded)
             }
-            s.fetches[id] = Fetch(serial: serial, task: task, demanded: demanded)
-            return (task, false)
+            for index in blocks where index * blockSize < version.size {
+                let id = BlockID(object: object.name, index: index)
+                if let fetch = s.fetches[id] {
+                    launch()
+                    if demanded { s.runs[fetch.run]?.demanded = true }
+                    found[id] = fetch.pending
+                    continue
+                }
+                if let last = run.last, last + 1 != index || Int64(run.count) >= maximumRunBlocks { launch() }
+                run.append(index)
+            }
+            launch()
+            return found
         }
-        if alreadyThere && reserved { budget.release(length) }
-        return task
     }
 
-    private func forget(_ id: BlockID, _ serial: UInt64) {
+    /// One ranged GET for the blocks `ids`; hands each block to its waiters, keeps it in the
+    /// cache, then forgets the fetch.
+    private func runFetch(
+        _ object: CachedObject, _ version: ObjectVersion, _ range: ByteRange, _ ids: [BlockID], _ pendings: [Pending],
+        serial: UInt64, waitFor: MemoryBudget.Priority?
+    ) async {
+        if let priority = waitFor { await budget.reserve(range.length, priority) }
+        defer { budget.release(range.length) }
+        do {
+            let data = try await storage.get(version.key, range: range, ifMatch: version.etag)
+            var blocks: [ArraySlice<UInt8>] = []
+            for (k, pending) in pendings.enumerated() {
+                let low = min(data.count, k * Int(blockSize))
+                let high = min(data.count, low + Int(blockSize))
+                blocks.append(data[low..<high])
+                pending.finish(.success(blocks[k]))
+            }
+            for (k, id) in ids.enumerated() where blocks[k].count == cache.length(of: id.index, in: version.size) {
+                await cache.store(object, block: id.index, data: blocks[k])
+            }
+        } catch {
+            for pending in pendings { pending.finish(.failure(error)) }
+        }
+        forget(serial)
+    }
+
+    private func forget(_ serial: UInt64) {
         state.withLock { s in
-            if s.fetches[id]?.serial == serial { s.fetches[id] = nil }
+            guard let run = s.runs.removeValue(forKey: serial) else { return }
+            for id in run.blocks where s.fetches[id]?.run == serial { s.fetches[id] = nil }
         }
     }
 
-    private func isWanted(_ object: CachedObject, _ index: Int64) -> Bool {
-        state.withLock { $0.fetches[BlockID(object: object.name, index: index)] == nil }
-            && !cache.contains(object, block: index)
+    /// Read-ahead of the blocks that are neither cached nor in flight, while memory is free.
+    private func prefetch(_ object: CachedObject, _ version: ObjectVersion, _ blocks: Range<Int64>) {
+        var low = blocks.lowerBound
+        while low < blocks.upperBound {
+            // Runs of blocks not in the cache; those in flight are skipped by `start`.
+            while low < blocks.upperBound && cache.contains(object, block: low) { low += 1 }
+            var high = low
+            while high < blocks.upperBound && !cache.contains(object, block: high) { high += 1 }
+            if high > low { start(object, version, low..<high, reservation: .ifFree, demanded: false) }
+            low = high
+        }
     }
 
-    /// Read-ahead of one block, if it is neither cached nor in flight and memory is free now.
-    private func prefetch(_ object: CachedObject, _ version: ObjectVersion, _ index: Int64) {
-        guard index * blockSize < version.size, isWanted(object, index) else { return }
-        let length = Int64(cache.length(of: index, in: version.size))
-        guard budget.tryReserve(length) else { return }
-        fetch(object, version, index, reserved: true, priority: .demand, demanded: false)
-    }
-
-    /// Cancels read-ahead fetches of `blocks` that no read waits for.
+    /// Cancels read-ahead runs over `blocks` that no read waits for.
     private func cancel(_ object: CachedObject, _ blocks: Range<Int64>) {
-        let tasks = state.withLock { s -> [Task<[UInt8], any Error>] in
-            var tasks: [Task<[UInt8], any Error>] = []
+        let tasks = state.withLock { s -> [Task<Void, Never>] in
+            var tasks: [Task<Void, Never>] = []
             for index in blocks {
                 let id = BlockID(object: object.name, index: index)
-                if let f = s.fetches[id], !f.demanded {
-                    s.fetches[id] = nil
-                    tasks.append(f.task)
-                }
+                guard let fetch = s.fetches[id], let run = s.runs[fetch.run], !run.demanded else { continue }
+                s.runs[fetch.run] = nil
+                for b in run.blocks where s.fetches[b]?.run == fetch.run { s.fetches[b] = nil }
+                tasks.append(run.task)
             }
             return tasks
         }
         for t in tasks { t.cancel() }
     }
 
+    private func isWanted(_ object: CachedObject, _ index: Int64) -> Bool {
+        state.withLock { !$0.closing && $0.fetches[BlockID(object: object.name, index: index)] == nil }
+            && !cache.contains(object, block: index)
+    }
+
+    /// Stops background fills and waits (at most `timeout`) until the fetches in flight have
+    /// put their blocks in the cache: what was read before an unmount is there after it.
+    func settle(timeout: Duration) async {
+        state.withLock { $0.closing = true }
+        let clock = ContinuousClock()
+        let deadline = clock.now + timeout
+        while state.withLock({ !$0.runs.isEmpty }) && clock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+    }
+
     /// Fetches every block of a randomly read file that is not there yet, `fillConcurrency`
-    /// at a time, behind every read; once per file version, and only if the file fits
+    /// blocks at a time, behind every read; once per file version, and only if the file fits
     /// comfortably in the cache.
     private func fill(_ object: CachedObject, _ version: ObjectVersion) {
         guard fillLimit > 0, version.size <= fillLimit, version.etag != nil else { return }
@@ -221,10 +329,11 @@ final class Prefetcher: Sendable {
                         running -= 1
                     }
                     running += 1
+                    let started = self.start(
+                        object, version, index..<(index + 1), reservation: .wait(.background), demanded: true)
                     group.addTask {
                         do {
-                            _ = try await self.fetch(object, version, index, reserved: false, priority: .background)
-                                .value
+                            for pending in started.values { _ = try await pending.value() }
                             return true
                         } catch {
                             return false  // the object changed or the server failed: stop filling
