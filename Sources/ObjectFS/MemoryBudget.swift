@@ -52,10 +52,12 @@ final class MemoryBudget: Sendable {
         }
     }
 
-    /// Takes `bytes` if they are free now, without waiting (read-ahead).
-    func tryReserve(_ bytes: Int64) -> Bool {
+    /// Takes `bytes` if they are free now and the budget stays within `share` of its limit,
+    /// without waiting (read-ahead takes at most half, so that reads and uploads that wait
+    /// always find room).
+    func tryReserve(_ bytes: Int64, share: Double = 0.5) -> Bool {
         state.withLock { s in
-            guard s.waiters.allSatisfy(\.isEmpty), s.used + bytes <= limit else { return false }
+            guard s.waiters.allSatisfy(\.isEmpty), Double(s.used + bytes) <= Double(limit) * share else { return false }
             s.used += bytes
             s.peak = max(s.peak, s.used)
             return true
