@@ -53,9 +53,10 @@ public actor ObjectFS {
         self.prefix = KeyPath.normalizedPrefix(configuration.prefix)
         self.staging = try StagingDirectory(configuration.stagingDirectory)
         self.metadataLimiter = AsyncLimiter(limit: configuration.metadataPrefetch)
-        budget = MemoryBudget(limit: configuration.memoryLimit)
+        budget = MemoryBudget(limit: configuration.dataMemoryLimit)
         var cache: any BlockCache = MemoryBlockCache(
-            blockSize: configuration.blockSize, capacity: max(configuration.blockSize, configuration.memoryLimit / 4))
+            blockSize: configuration.blockSize,
+            capacity: max(configuration.blockSize, configuration.dataMemoryLimit / 2))
         var problem: String? = nil
         if let directory = configuration.blockCacheDirectory, configuration.blockCacheSize > 0 {
             do {

@@ -171,9 +171,13 @@ public struct ObjectFSConfiguration: Sendable {
     public var blockCacheFreeSpaceFloor: Int64 = 1 << 30
     /// Bytes per cached block and per ranged GET of a read.
     public var blockSize: Int64 = 1 << 20
-    /// Bytes in flight at once: blocks being fetched (read-ahead, background fills) and upload
-    /// parts (DESIGN.md §9).
+    /// The daemon's memory target (`--memory-limit`): `programMemory` of it is the program's
+    /// own (code, runtime, HTTP client, inode table); the rest bounds the data in flight —
+    /// blocks being fetched (read-ahead, background fills) and upload parts (DESIGN.md §9).
     public var memoryLimit: Int64 = 64 << 20
+    public static let programMemory: Int64 = 32 << 20
+    /// What the memory budget may hand out: `memoryLimit` less `programMemory`, at least 8 MiB.
+    public var dataMemoryLimit: Int64 { max(8 << 20, memoryLimit - Self.programMemory) }
 
     public init(
         prefix: String = "", uid: UInt32 = getuid(), gid: UInt32 = getgid(), umask: UInt32 = 0o022,

@@ -69,6 +69,7 @@ public final class BlockingIOPool: @unchecked Sendable {
             while sem_wait(available) != 0 {}
             let job = queue.withLock { q -> Job in
                 let job = q.jobs[q.head]
+                q.jobs[q.head] = {}  // let go of what the job holds (a block's bytes) now
                 q.head += 1
                 // Drop the done part of the array now and then, not on every job.
                 if q.head >= 64 && q.head * 2 >= q.jobs.count {

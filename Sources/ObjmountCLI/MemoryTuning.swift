@@ -17,7 +17,6 @@ enum MemoryTuning {
         guard let symbol = dlsym(nil, "mallopt") else { return }
         let mallopt = unsafeBitCast(symbol, to: MallOpt.self)
         _ = mallopt(-8, 2)  // M_ARENA_MAX
-        _ = mallopt(-3, 256 << 10)  // M_MMAP_THRESHOLD: buffers from 256 KiB are mapped and unmapped
         _ = mallopt(-1, 1 << 20)  // M_TRIM_THRESHOLD: give back heap tops above 1 MiB
     }
 }

@@ -453,6 +453,8 @@ final class OpenBlock: @unchecked Sendable {
             return true
         }
         guard intact else { return .damaged }
+        // A read of whole sectors (the kernel's 128 KiB – 1 MiB requests) is the span itself.
+        if from == spanStart && end == spanEnd { return .bytes(span) }
         return .bytes(Array(span[(from - spanStart)..<(end - spanStart)]))
     }
 

@@ -95,7 +95,7 @@ final class Prefetcher: Sendable {
 
     /// The largest read-ahead window the budget allows now.
     var windowLimit: Int64 {
-        max(blockSize, min(16 << 20, budget.limit / 4, budget.available / 2))
+        max(blockSize, min(16 << 20, budget.limit / 2, budget.available / 2))
     }
 
     /// Carries out `actions` (from the handle's ReadWindow) and returns the bytes of the read.
@@ -119,6 +119,10 @@ final class Prefetcher: Sendable {
             case .fill: fill(object, version)
             case .fetch(_, .demand): break  // above
             }
+        }
+        if first == last {  // the usual case: no second copy
+            return try await block(
+                object, version, first, from: Int(offset - first * blockSize), count: Int(end - offset))
         }
         var out: [UInt8] = []
         out.reserveCapacity(Int(end - offset))
