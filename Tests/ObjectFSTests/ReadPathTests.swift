@@ -97,6 +97,7 @@ private func cacheDirectory() -> String { uniqueStagingDirectory() + "-blocks" }
     @Test func aSequentialRunOpensAWindowThatDoublesUpToTheCap() {
         var w = ReadWindow(blockSize: 1 << 20)
         w.maximumWindow = 8 << 20
+        w.batch = 1
         _ = w.read(offset: 0, length: 128 << 10, size: size)
         // The second read continues the first: 1 MiB ahead.
         #expect(
@@ -126,6 +127,22 @@ private func cacheDirectory() -> String { uniqueStagingDirectory() + "-blocks" }
                 .fetch(4..<5, .demand), .fetch(12..<13, .prefetch),
             ])
         #expect(w.window == 8 << 20)
+    }
+
+    @Test func readAheadIsAskedForInBatchesOfBlocks() {
+        var w = ReadWindow(blockSize: 1 << 20)
+        w.maximumWindow = 16 << 20
+        var asked: [Range<Int64>] = []
+        for i: Int64 in 0..<40 {
+            for case .fetch(let r, .prefetch) in w.read(offset: i << 20, length: 1 << 20, size: size) {
+                asked.append(r)
+            }
+        }
+        // Once the window is wide, each request covers 4 blocks (never fewer than half the
+        // window's blocks), and together they cover every block after the two read first, once.
+        #expect(asked.filter { $0.count < 4 }.allSatisfy { $0.lowerBound < 8 })
+        #expect(asked.map(\.lowerBound) == asked.indices.map { $0 == 0 ? 2 : asked[$0 - 1].upperBound })
+        #expect(asked.last!.upperBound >= 40)
     }
 
     @Test func readsSlightlyOutOfOrderStillCountAsSequential() {

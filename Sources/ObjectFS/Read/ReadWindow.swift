@@ -4,9 +4,10 @@
 //
 // - A read fetches the blocks it covers ("demand").
 // - Reads that follow each other (within `slack` ahead, or up to a window behind: the kernel's
-//   read-ahead requests arrive concurrently and out of order) are a sequential run: the window of blocks fetched
-//   ahead starts at `initialWindow` and doubles with every new block the run reaches, up to
-//   `maximumWindow` (which the memory budget may lower).
+//   read-ahead requests arrive concurrently and out of order) are a sequential run: the
+//   window of blocks fetched ahead starts at `initialWindow` and doubles with every new block
+//   the run reaches, up to `maximumWindow` (which the memory budget may lower). Blocks ahead
+//   are asked for in batches (`batch`), so that one GET covers several.
 // - A read elsewhere is a jump: the window closes (what was fetched ahead and is not yet there
 //   is cancelled) and the read fetches only its own blocks. After `randomReadsBeforeFill`
 //   jumps the file counts as randomly accessed: `.fill` asks for the rest of the file in the
@@ -35,6 +36,9 @@ struct ReadWindow: Sendable {
     /// kernel's concurrent read-ahead requests stay within its 128 KiB – 1 MiB window).
     var slack: Int64
     var randomReadsBeforeFill = 3
+    /// Read-ahead is asked for in batches of this many blocks (or half the window, if less),
+    /// so that its GETs cover several blocks each.
+    var batch: Int64 = 4
 
     /// Bytes fetched ahead of the current read (0: none).
     private(set) var window: Int64 = 0
@@ -71,8 +75,11 @@ struct ReadWindow: Sendable {
             window = min(window, maximumWindow)
             let target = (min(size, max(end, lastEnd) + window) + blockSize - 1) / blockSize
             let from = max(aheadUntil, last + 1)
-            if target > from { actions.append(.fetch(from..<target, .prefetch)) }
-            aheadUntil = max(aheadUntil, target)
+            let enough = min(batch, max(1, window / blockSize / 2))
+            if target > from && (target - from >= enough || target * blockSize >= size) {
+                actions.append(.fetch(from..<target, .prefetch))
+                aheadUntil = target
+            }
             lastEnd = max(lastEnd, end)
             lastBlock = max(lastBlock, last)
         } else {
