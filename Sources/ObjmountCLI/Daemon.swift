@@ -69,6 +69,7 @@ enum Daemon {
         metadataTTL: Double, segmentMiB: Int?, logger: Logger
     ) throws(CLIError) {
         MemoryTuning.apply()
+        DescriptorLimit.raise()
         let readyFD = Paths.environment(readyFDVariable).flatMap { Int32($0) }
         unsetenv(readyFDVariable)
         // dup2 cleared close-on-exec; helpers libfuse starts (fusermount3) must not hold it open.
