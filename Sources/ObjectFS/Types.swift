@@ -175,7 +175,7 @@ public struct ObjectFSConfiguration: Sendable {
     /// own (code, runtime, HTTP client, inode table); the rest bounds the data in flight —
     /// blocks being fetched (read-ahead, background fills) and upload parts (DESIGN.md §9).
     public var memoryLimit: Int64 = 64 << 20
-    public static let programMemory: Int64 = 40 << 20
+    public static let programMemory: Int64 = 44 << 20
     /// What the memory budget may hand out: `memoryLimit` less `programMemory`, at least 8 MiB.
     public var dataMemoryLimit: Int64 { max(8 << 20, memoryLimit - Self.programMemory) }
 
