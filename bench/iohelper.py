@@ -25,27 +25,30 @@ import time
 BLOCK = 1 << 20
 
 
+def read_to_end(fd: int, deadline: float, progress: list) -> bool:
+    """Reads `fd` to its end in 1 MiB reads (closing it), adding the bytes read to progress[0]
+    as it goes; True if it stopped at `deadline` instead (a partial read)."""
+    view = memoryview(bytearray(BLOCK))
+    with os.fdopen(fd, "rb", buffering=0) as f:
+        while True:
+            n = f.readinto(view)
+            if not n:
+                return False
+            progress[0] += n
+            if time.monotonic() > deadline:
+                return True
+
+
 def seq_read(path: str, cap: float) -> dict:
-    buf = bytearray(BLOCK)
-    view = memoryview(buf)
-    total = 0
+    progress = [0]
     t0 = time.monotonic()
-    deadline = t0 + cap
     partial = False
     fd = os.open(path, os.O_RDONLY)
     try:
-        with os.fdopen(fd, "rb", buffering=0) as f:
-            while True:
-                n = f.readinto(view)
-                if not n:
-                    break
-                total += n
-                if time.monotonic() > deadline:
-                    partial = True
-                    break
+        partial = read_to_end(fd, t0 + cap, progress)
     finally:
         secs = time.monotonic() - t0
-    return {"bytes": total, "secs": secs, "partial": partial}
+    return {"bytes": progress[0], "secs": secs, "partial": partial}
 
 
 def rand_read(path: str, seconds: float, seed: int) -> dict:
@@ -92,28 +95,16 @@ def par_read(paths: list, cap: float) -> dict:
             start.wait()
             return
         size = os.fstat(fd).st_size
-        buf = bytearray(BLOCK)
-        view = memoryview(buf)
-        total = 0
-        partial = False
+        progress = [0]
         start.wait()
         t0 = time.monotonic()
-        deadline = t0 + cap
         try:
-            with os.fdopen(fd, "rb", buffering=0) as f:
-                while True:
-                    k = f.readinto(view)
-                    if not k:
-                        break
-                    total += k
-                    if time.monotonic() > deadline:
-                        partial = True
-                        break
+            partial = read_to_end(fd, t0 + cap, progress)
         except OSError as e:
-            out[i] = {"path": paths[i], "error": f"read at {total}: {e}"}
+            out[i] = {"path": paths[i], "error": f"read at {progress[0]}: {e}"}
             return
         t1 = time.monotonic()
-        out[i] = {"path": paths[i], "bytes": total, "size": size, "secs": t1 - t0, "end": t1,
+        out[i] = {"path": paths[i], "bytes": progress[0], "size": size, "secs": t1 - t0, "end": t1,
                   "partial": partial}
 
     threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(n)]

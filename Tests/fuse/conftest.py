@@ -52,6 +52,18 @@ def fuse_unavailable_reason() -> str | None:
     return None
 
 
+# The Swift test server (scripts/swift-server.sh env): its container and its ST_* credentials.
+SWIFT_CONTAINER = os.environ.get("OBJMOUNT_TEST_SWIFT_CONTAINER")
+SWIFT_ENV = {k: v for k, v in os.environ.items() if k.startswith("ST_")}
+
+
+def swift_server_unavailable_reason() -> str | None:
+    """Why the FUSE tests against the Swift test server cannot run here, or None if they can."""
+    return fuse_unavailable_reason() or (
+        None if SWIFT_CONTAINER and {"ST_AUTH", "ST_USER", "ST_KEY"} <= set(SWIFT_ENV)
+        else "no Swift test server (OBJMOUNT_TEST_SWIFT_CONTAINER, ST_*)")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     if not OBJMOUNT_BIN:
         raise pytest.UsageError(

@@ -25,14 +25,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from conftest import OBJMOUNT_BIN, Mounted, Mounter, Remote, RemoteSpec, fuse_unavailable_reason, is_mounted, run, \
-    sha256_file, wait_for
+from conftest import OBJMOUNT_BIN, SWIFT_CONTAINER, SWIFT_ENV, Mounted, Mounter, Remote, RemoteSpec, is_mounted, run, \
+    sha256_file, swift_server_unavailable_reason, wait_for
 
-CONTAINER = os.environ.get("OBJMOUNT_TEST_SWIFT_CONTAINER")
-SWIFT_ENV = {k: v for k, v in os.environ.items() if k.startswith("ST_")}
-_skip = fuse_unavailable_reason() or (
-    None if CONTAINER and {"ST_AUTH", "ST_USER", "ST_KEY"} <= set(SWIFT_ENV)
-    else "no Swift test server (OBJMOUNT_TEST_SWIFT_CONTAINER, ST_*)")
+CONTAINER = SWIFT_CONTAINER
+_skip = swift_server_unavailable_reason()
 pytestmark = pytest.mark.skipif(_skip is not None, reason=f"block cache FUSE tests skipped: {_skip}")
 
 PROXY = Path(__file__).resolve().parents[2] / "bench" / "delayproxy.py"

@@ -17,14 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import OBJMOUNT_BIN, Mounter, Remote, RemoteSpec, fuse_unavailable_reason, is_mounted, run
+from conftest import OBJMOUNT_BIN, SWIFT_CONTAINER, SWIFT_ENV, Mounter, Remote, RemoteSpec, is_mounted, run, \
+    swift_server_unavailable_reason
 from test_hubic_emulator import lhubic_python  # noqa: F401  (the venv holds python-swiftclient)
 
-CONTAINER = os.environ.get("OBJMOUNT_TEST_SWIFT_CONTAINER")
-SWIFT_ENV = {k: v for k, v in os.environ.items() if k.startswith("ST_")}
-_skip = fuse_unavailable_reason() or (
-    None if CONTAINER and {"ST_AUTH", "ST_USER", "ST_KEY"} <= set(SWIFT_ENV)
-    else "no Swift test server (OBJMOUNT_TEST_SWIFT_CONTAINER, ST_*)")
+CONTAINER = SWIFT_CONTAINER
+_skip = swift_server_unavailable_reason()
 pytestmark = pytest.mark.skipif(_skip is not None, reason=f"Swift FUSE tests skipped: {_skip}")
 
 
