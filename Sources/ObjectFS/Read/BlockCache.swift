@@ -319,7 +319,7 @@ final class DiskBlockCache: BlockCache {
     /// process's descriptor limit, between 64 and 2,048 (2 GiB of 1 MiB blocks, ~1.5 MiB of
     /// headers). Random reads over a file with more blocks than this reopen a file and read its
     /// header again for most reads (measured on a 1 GiB file after a remount: 14,800 IOPS with
-    /// 128 open, 51,600 with 512).
+    /// 128 open, 51,600 with 512, 166,000 with 2,048; doc/BENCHMARKS.md).
     static let openLimit: Int = {
         var limit = rlimit()
         guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 64 }
