@@ -153,6 +153,11 @@ public protocol FuseFilesystem: Sendable {
     )
     func open(_ ino: Inode, flags: Int32) async throws -> FuseOpenResult
     func read(_ ino: Inode, handle: UInt64, offset: Int64, size: Int) async throws -> [UInt8]
+    /// Answers a read on libfuse's thread when that needs no waiting (the bytes are in memory):
+    /// fills `buffer` (the size the kernel asked for) and returns the byte count; `nil` sends
+    /// the read to `read` instead. Must never block.
+    func readImmediately(_ ino: Inode, handle: UInt64, offset: Int64, into buffer: UnsafeMutableRawBufferPointer)
+        -> Int?
     func write(_ ino: Inode, handle: UInt64, offset: Int64, buffer: FuseWriteBuffer) async throws -> Int
     func flush(_ ino: Inode, handle: UInt64) async throws
     func fsync(_ ino: Inode, handle: UInt64, dataOnly: Bool) async throws
@@ -181,6 +186,9 @@ public protocol FuseFilesystem: Sendable {
 }
 
 extension FuseFilesystem {
+    public func readImmediately(
+        _ ino: Inode, handle: UInt64, offset: Int64, into buffer: UnsafeMutableRawBufferPointer
+    ) -> Int? { nil }
     public func listxattr(_ ino: Inode) async throws -> [String] { [] }
     public func getxattr(_ ino: Inode, name: String) async throws -> [UInt8] { throw FuseError(ENODATA) }
     public func setxattr(_ ino: Inode, name: String, value: [UInt8], flags: Int32) async throws {

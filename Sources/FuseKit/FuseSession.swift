@@ -482,6 +482,16 @@ public final class FuseSession: @unchecked Sendable {
             let s = FuseSession.session(req)
             let fs = s.filesystem
             let fh = fi!.pointee.fh
+            // Bytes already in memory are sent from this thread: no Task to wake.
+            if size <= s.pool.bufferSize {
+                let box = s.pool.take(size)
+                defer { s.pool.give(box) }
+                let buffer = UnsafeMutableRawBufferPointer(rebasing: box.buffer[0..<size])
+                if let n = fs.readImmediately(ino, handle: fh, offset: Int64(off), into: buffer) {
+                    _ = fuse_reply_buf(req, box.buffer.baseAddress?.assumingMemoryBound(to: CChar.self), n)
+                    return
+                }
+            }
             s.respond(Request(raw: req!), { try await fs.read(ino, handle: fh, offset: Int64(off), size: size) }) {
                 req, bytes in
                 _ = bytes.withUnsafeBytes { b in

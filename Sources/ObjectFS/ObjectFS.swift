@@ -16,6 +16,7 @@
 //   the prefix, then deletes the old ones — never the other way round.
 
 import ObjectStorage
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -28,6 +29,8 @@ public actor ObjectFS {
     var nodes: [InodeNumber: Node] = [:]
     var nextInode: InodeNumber = rootInode + 1
     var handles: [UInt64: Handle] = [:]
+    /// The reading state of every open handle, for reads answered outside the actor.
+    nonisolated let readHandles = Mutex<[UInt64: HandleReads]>([:])
     var handlesKeepingPageCache: Set<UInt64> = []
     /// HEADs in flight for files whose listing carried no metadata (see `completeMetadata`).
     var metadataFetches: [InodeNumber: Task<Void, Never>] = [:]
@@ -314,10 +317,11 @@ public actor ObjectFS {
         }
         guard let remote = node.remote, offset < node.size else { return [] }
         let version = ObjectVersion(key: fileKey(node), etag: remote.etag, size: node.size)
-        handles[fh]?.window.maximumWindow = prefetcher.windowLimit
-        let actions = handles[fh]?.window.read(offset: offset, length: Int64(count), size: node.size) ?? []
+        let object = node.readSource.publish(version)
+        let actions = h.reads.actions(
+            offset: offset, length: count, size: node.size, maximumWindow: prefetcher.windowLimit)
         do {
-            return try await prefetcher.read(version, offset: offset, count: count, actions: actions)
+            return try await prefetcher.read(version, object, offset: offset, count: count, actions: actions)
         } catch {
             throw FSError.from(error, "read \(version.key)")
         }
@@ -373,6 +377,7 @@ public actor ObjectFS {
     }
 
     public func release(_ fh: UInt64) async {
+        _ = readHandles.withLock { $0.removeValue(forKey: fh) }
         guard let h = handles.removeValue(forKey: fh), let node = nodes[h.ino] else { return }
         if node.dirty, h.flags.write || node.remote == nil {
             // The last chance to store what close() already tried; a failure keeps the staging

@@ -134,6 +134,12 @@ final class FuseBridge: FuseFilesystem {
         try await call("read") { () async throws(FSError) in try await fs.read(handle, offset: offset, count: size) }
     }
 
+    func readImmediately(_ ino: Inode, handle: UInt64, offset: Int64, into buffer: UnsafeMutableRawBufferPointer)
+        -> Int?
+    {
+        fs.readImmediately(handle, offset: offset, into: buffer)
+    }
+
     func write(_ ino: Inode, handle: UInt64, offset: Int64, buffer: FuseWriteBuffer) async throws -> Int {
         let borrowed = BorrowedBytes(buffer.bytes)
         return try await call("write") { () async throws(FSError) in

@@ -380,6 +380,102 @@ private func cacheDirectory() -> String { uniqueStagingDirectory() + "-blocks" }
     }
 }
 
+/// What `readImmediately` answers for `count` bytes at `offset`: the bytes, or nil.
+private func immediate(_ fs: ObjectFS, _ fh: UInt64, _ offset: Int, _ count: Int) -> [UInt8]? {
+    var out = [UInt8](repeating: 0, count: count)
+    guard let n = out.withUnsafeMutableBytes({ fs.readImmediately(fh, offset: Int64(offset), into: $0) }) else {
+        return nil
+    }
+    return Array(out[0..<n])
+}
+
+/// Reads `blocks` through the actor until each is in the cache with its file open (the
+/// second read of a stored block opens it), each read and each probe by a handle of its own
+/// (one read per handle is never a sequential run, so nothing is read ahead).
+private func warm(_ fs: ObjectFS, _ ino: InodeNumber, blocks: [Int]) async throws {
+    for b in blocks {
+        for _ in 0..<200 {
+            let fh = try await fs.open(ino, flags: .readOnly)
+            _ = try await fs.read(fh, offset: Int64(b) * block, count: 1)
+            await fs.release(fh)
+            let probe = try await fs.open(ino, flags: .readOnly)
+            let ready = immediate(fs, probe, b * Int(block), 1) != nil
+            await fs.release(probe)
+            if ready { break }
+            try await Task.sleep(for: .milliseconds(5))
+        }
+    }
+}
+
+@Suite struct ImmediateReadTests {
+    @Test func cachedBytesAreReadWithoutTheActorAndOnlyThen() async throws {
+        let storage = FaultInjectingStorage(MemoryStorage())
+        let data = content(Int(block) * 3 + 1000)
+        _ = try await storage.put("f", payload: .bytes(data), options: PutOptions())
+        let fs = try filesystem(storage, cache: cacheDirectory())
+        let a = try await fs.lookup(parent: rootInode, name: "f")
+        let fh = try await fs.open(a.ino, flags: .readOnly)
+        // Nothing read yet: the version is not known outside the actor.
+        #expect(immediate(fs, fh, 0, 4096) == nil)
+        try await warm(fs, a.ino, blocks: [0, 1, 3])
+        let gets = storage.calls(.get)
+        #expect(immediate(fs, fh, 100, 4096) == Array(data[100..<4196]))
+        // Across two blocks, and the short end of the file.
+        let across = Int(block) - 2048
+        #expect(immediate(fs, fh, across, 4096) == Array(data[across..<across + 4096]))
+        let tail = 3 * Int(block)
+        #expect(immediate(fs, fh, tail, 4096) == Array(data[tail...]))
+        #expect(immediate(fs, fh, data.count, 4096) == [])
+        // Block 2 is not cached: that read goes through the actor.
+        #expect(immediate(fs, fh, 2 * Int(block), 4096) == nil)
+        #expect(storage.calls(.get) == gets)
+        await fs.release(fh)
+        #expect(immediate(fs, fh, 100, 4096) == nil)
+    }
+
+    @Test func aWriteSendsReadsBackToTheActor() async throws {
+        let storage = MemoryStorage()
+        let data = content(Int(block) * 2)
+        _ = try await storage.put("f", payload: .bytes(data), options: PutOptions())
+        let fs = try filesystem(storage, cache: cacheDirectory())
+        let a = try await fs.lookup(parent: rootInode, name: "f")
+        try await warm(fs, a.ino, blocks: [0, 1])
+        let reader = try await fs.open(a.ino, flags: .readOnly)
+        _ = try await fs.read(reader, offset: 0, count: 1)
+        #expect(immediate(fs, reader, 0, 8) == Array(data[0..<8]))
+        let writer = try await fs.open(a.ino, flags: .readWrite)
+        let patch: [UInt8] = Array("changed!".utf8)
+        try await fs.prepareWrite(writer)
+        _ = try await fs.write(writer, offset: 0, data: patch)
+        // The cached blocks are the old version now: never served for this file again.
+        #expect(immediate(fs, reader, 0, 8) == nil)
+        #expect(try await fs.read(reader, offset: 0, count: 8) == patch)
+        await fs.release(writer)
+        await fs.release(reader)
+    }
+
+    @Test func immediateReadsDriveTheHandlesReadAhead() async throws {
+        let storage = FaultInjectingStorage(MemoryStorage())
+        let data = content(Int(block) * 64)
+        _ = try await storage.put("f", payload: .bytes(data), options: PutOptions())
+        let fs = try filesystem(storage, cache: cacheDirectory())
+        let a = try await fs.lookup(parent: rootInode, name: "f")
+        try await warm(fs, a.ino, blocks: [0, 1])
+        #expect(storage.bytesRead == 2 * block)
+        let fh = try await fs.open(a.ino, flags: .readOnly)
+        _ = try await fs.read(fh, offset: 0, count: 1)  // publishes the version
+        // A sequential run served entirely outside the actor still reads ahead.
+        var offset = 0
+        while offset < 2 * Int(block) {
+            #expect(immediate(fs, fh, offset, 16 << 10) == Array(data[offset..<offset + (16 << 10)]))
+            offset += 16 << 10
+        }
+        for _ in 0..<500 where storage.bytesRead <= 2 * block { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(storage.bytesRead > 2 * block)
+        await fs.release(fh)
+    }
+}
+
 @Suite struct BlockFileTests {
     @Test func aHeaderReadsBackAndRejectsAnotherObjectsBlock() {
         let data = content(40_000)

@@ -7,8 +7,9 @@ extension ObjectFS {
     struct Handle {
         let ino: InodeNumber
         let flags: OpenFlags
-        /// How this handle reads: sequential runs, jumps (Read/ReadWindow.swift).
-        var window: ReadWindow
+        /// How this handle reads: sequential runs, jumps (Read/ReadWindow.swift), shared with
+        /// reads answered outside the actor (Read/ImmediateRead.swift).
+        let reads: HandleReads
     }
 
     func newHandleNumber() -> UInt64 {
@@ -19,7 +20,9 @@ extension ObjectFS {
 
     func openHandle(_ node: Node, flags: OpenFlags) -> UInt64 {
         let fh = newHandleNumber()
-        handles[fh] = Handle(ino: node.ino, flags: flags, window: ReadWindow(blockSize: prefetcher.blockSize))
+        let reads = HandleReads(source: node.readSource, blockSize: prefetcher.blockSize)
+        handles[fh] = Handle(ino: node.ino, flags: flags, reads: reads)
+        readHandles.withLock { $0[fh] = reads }
         node.openHandles += 1
         if flags.write { node.writers += 1 }
         return fh

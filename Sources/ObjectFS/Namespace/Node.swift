@@ -9,8 +9,8 @@ extension ObjectFS {
         var kind: FileKind
         /// `nil` once removed from the namespace (unlinked, replaced); such a node lives on only
         /// while the kernel or an open handle still refers to it.
-        var parent: InodeNumber?
-        var name: String
+        var parent: InodeNumber? { didSet { if parent != oldValue { readSource.clear() } } }
+        var name: String { didSet { if name != oldValue { readSource.clear() } } }
         var mode: UInt32
         /// The version whose bytes the kernel may still hold in its page cache from an earlier
         /// open; nil once the file is written through the mount.
@@ -19,9 +19,11 @@ extension ObjectFS {
         var uid: UInt32?
         var gid: UInt32?
         var mtime: Timestamp
-        var size: Int64 = 0
+        var size: Int64 = 0 { didSet { if size != oldValue { readSource.clear() } } }
         /// File: the last server version seen; `nil` for a file not uploaded yet.
-        var remote: ObjectInfo?
+        var remote: ObjectInfo? {
+            didSet { if remote?.etag != oldValue?.etag || remote?.size != oldValue?.size { readSource.clear() } }
+        }
         var validUntil: Int64 = .min
         /// False while a file's mtime/mode come from a listing that carried no metadata (Swift,
         /// S3): a lookup then asks the object itself once.
@@ -36,7 +38,10 @@ extension ObjectFS {
         /// User metadata (names without protocol prefix) changed locally and not stored yet;
         /// nil: the server's (`remote.metadata`).
         var userMetadata: [String: String]?
-        var staging: StagingFile?
+        var staging: StagingFile? { didSet { if staging !== oldValue { readSource.clear() } } }
+        /// The stored version reads come from, for reads answered outside the actor
+        /// (Read/ImmediateRead.swift); cleared by every change above that moves the bytes.
+        let readSource = ReadSource()
         var dirty = false
         var generation: UInt64 = 0
         var openHandles = 0

@@ -46,6 +46,10 @@ protocol BlockCache: Sendable {
     /// `count` bytes from `from` inside the block, or `nil` when it is not cached — or was
     /// damaged, in which case it is dropped and the caller fetches it again.
     func read(_ object: CachedObject, block: Int64, from: Int, count: Int) async -> [UInt8]?
+    /// Fills `buffer` with the block's bytes from `from` when they can be had without waiting
+    /// on a disk or a lock held across I/O; false: use `read` (which also deals with damage).
+    func readImmediately(_ object: CachedObject, block: Int64, from: Int, into buffer: UnsafeMutableRawBufferPointer)
+        -> Bool
     /// Keeps a whole block (the last one of an object may be short). Never fails: a block that
     /// cannot be kept (full disk) is simply not cached.
     func store(_ object: CachedObject, block: Int64, data: ArraySlice<UInt8>) async
@@ -88,6 +92,21 @@ final class MemoryBlockCache: BlockCache {
             s.blocks[id]!.tick = s.tick
             let end = min(entry.data.count, from + count)
             return from < end ? Array(entry.data[from..<end]) : []
+        }
+    }
+
+    func readImmediately(_ object: CachedObject, block: Int64, from: Int, into buffer: UnsafeMutableRawBufferPointer)
+        -> Bool
+    {
+        state.withLock { s -> Bool in
+            let id = BlockID(object: object.name, index: block)
+            guard let entry = s.blocks[id], from + buffer.count <= entry.data.count else { return false }
+            s.tick += 1
+            s.blocks[id]!.tick = s.tick
+            entry.data.withUnsafeBytes {
+                buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[from..<(from + buffer.count)]))
+            }
+            return true
         }
     }
 
@@ -284,6 +303,21 @@ final class DiskBlockCache: BlockCache {
         }
     }
 
+    func readImmediately(_ object: CachedObject, block: Int64, from: Int, into buffer: UnsafeMutableRawBufferPointer)
+        -> Bool
+    {
+        let id = BlockID(object: object.name, index: block)
+        let opened = state.withLock { s -> OpenBlock? in
+            guard s.entries[id] != nil, s.open[id] != nil else { return nil }
+            s.tick += 1
+            s.entries[id]!.tick = s.tick
+            s.open[id]!.tick = s.tick
+            return s.open[id]!.block
+        }
+        guard let opened, from + buffer.count <= opened.layout.dataLength else { return false }
+        return opened.read(from: from, into: buffer, nowait: true) == .done
+    }
+
     /// Damaged or gone: forget the block, remove its file, let the caller fetch it again.
     private func drop(_ id: BlockID) async -> [UInt8]? {
         let dropped = state.withLock { s -> Bool in
@@ -439,31 +473,45 @@ final class OpenBlock: @unchecked Sendable {
 
     /// `count` bytes from `from` of the block's data, each 16 KiB sector they touch checked.
     func read(from: Int, count: Int, nowait: Bool) -> Outcome {
-        let end = min(layout.dataLength, from + count)
-        guard from < end else { return .bytes([]) }
+        let n = max(0, min(layout.dataLength, from + count) - from)
+        var bytes = [UInt8](unsafeUninitializedCapacity: n) { _, k in k = n }
+        switch bytes.withUnsafeMutableBytes({ read(from: from, into: $0, nowait: nowait) }) {
+        case .done: return .bytes(bytes)
+        case .wouldBlock: return .wouldBlock
+        case .failed: return .damaged
+        }
+    }
+
+    /// Fills `buffer` (which must lie inside the block) with the data from `from`, each 16 KiB
+    /// sector it touches checked; `.failed`: short or damaged.
+    func read(from: Int, into buffer: UnsafeMutableRawBufferPointer, nowait: Bool) -> ReadResult {
+        let end = from + buffer.count
+        guard from < end else { return .done }
+        guard end <= layout.dataLength else { return .failed }
         let first = from / BlockFile.sectorSize
         let last = (end - 1) / BlockFile.sectorSize
         let spanStart = first * BlockFile.sectorSize
         let spanEnd = min(layout.dataLength, (last + 1) * BlockFile.sectorSize)
-        var span = [UInt8](unsafeUninitializedCapacity: spanEnd - spanStart) { _, n in n = spanEnd - spanStart }
-        let got = span.withUnsafeMutableBytes { Self.read(fd, $0, at: layout.dataOffset + spanStart, nowait: nowait) }
-        switch got {
-        case .wouldBlock: return .wouldBlock
-        case .failed: return .damaged
-        case .done: break
-        }
-        let intact = span.withUnsafeBytes { raw -> Bool in
+        func check(_ span: UnsafeRawBufferPointer) -> Bool {
             for s in first...last {
                 let a = s * BlockFile.sectorSize - spanStart
-                let b = min(raw.count, a + BlockFile.sectorSize)
-                if Checksum.of(UnsafeRawBufferPointer(rebasing: raw[a..<b])) != sums[s] { return false }
+                let b = min(span.count, a + BlockFile.sectorSize)
+                if Checksum.of(UnsafeRawBufferPointer(rebasing: span[a..<b])) != sums[s] { return false }
             }
             return true
         }
-        guard intact else { return .damaged }
-        // A read of whole sectors (the kernel's 128 KiB – 1 MiB requests) is the span itself.
-        if from == spanStart && end == spanEnd { return .bytes(span) }
-        return .bytes(Array(span[(from - spanStart)..<(end - spanStart)]))
+        // A read of whole sectors (the kernel's 128 KiB – 1 MiB requests) lands in place.
+        if from == spanStart && end == spanEnd {
+            let got = Self.read(fd, buffer, at: layout.dataOffset + spanStart, nowait: nowait)
+            return got == .done && !check(UnsafeRawBufferPointer(buffer)) ? .failed : got
+        }
+        let span = UnsafeMutableRawBufferPointer.allocate(byteCount: spanEnd - spanStart, alignment: 16)
+        defer { span.deallocate() }
+        let got = Self.read(fd, span, at: layout.dataOffset + spanStart, nowait: nowait)
+        guard got == .done else { return got }
+        guard check(UnsafeRawBufferPointer(span)) else { return .failed }
+        buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: span[(from - spanStart)..<(end - spanStart)]))
+        return .done
     }
 
     enum ReadResult { case done, wouldBlock, failed }

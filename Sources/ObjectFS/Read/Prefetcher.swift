@@ -99,12 +99,11 @@ final class Prefetcher: Sendable {
     }
 
     /// Carries out `actions` (from the handle's ReadWindow) and returns the bytes of the read.
-    func read(_ version: ObjectVersion, offset: Int64, count: Int, actions: [ReadWindow.Action]) async throws
-        -> [UInt8]
-    {
+    func read(
+        _ version: ObjectVersion, _ object: CachedObject, offset: Int64, count: Int, actions: [ReadWindow.Action]
+    ) async throws -> [UInt8] {
         let end = min(offset + Int64(count), version.size)
         guard end > offset else { return [] }
-        let object = CachedObject(version)
         let first = offset / blockSize
         let last = (end - 1) / blockSize
         // What the read waits for goes out first, in one GET when it spans blocks.
@@ -112,14 +111,7 @@ final class Prefetcher: Sendable {
         if let low = missing.first, let high = missing.last {
             _ = start(object, version, low..<(high + 1), reservation: .wait(.demand), demanded: true)
         }
-        for action in actions {
-            switch action {
-            case .fetch(let blocks, .prefetch): prefetch(object, version, blocks)
-            case .cancel(let blocks): cancel(object, blocks)
-            case .fill: fill(object, version)
-            case .fetch(_, .demand): break  // above
-            }
-        }
+        perform(actions, object, version)
         if first == last {  // the usual case: no second copy
             return try await block(
                 object, version, first, from: Int(offset - first * blockSize), count: Int(end - offset))
@@ -135,6 +127,39 @@ final class Prefetcher: Sendable {
             if bytes.count < to - from { break }  // the object is shorter than its size said
         }
         return out
+    }
+
+    /// Starts the read-ahead, cancellations and fills that `actions` ask for (demand fetches
+    /// are the read's own business). Never waits.
+    func perform(_ actions: [ReadWindow.Action], _ object: CachedObject, _ version: ObjectVersion) {
+        for action in actions {
+            switch action {
+            case .fetch(let blocks, .prefetch): prefetch(object, version, blocks)
+            case .cancel(let blocks): cancel(object, blocks)
+            case .fill: fill(object, version)
+            case .fetch(_, .demand): break
+            }
+        }
+    }
+
+    /// Fills `buffer` from `offset` when every block it needs is cached and readable without
+    /// waiting (BlockCache.readImmediately); returns the bytes read (fewer at the end of the
+    /// object), or `nil` when the read must take the waiting path.
+    func readImmediately(_ object: CachedObject, size: Int64, offset: Int64, into buffer: UnsafeMutableRawBufferPointer)
+        -> Int?
+    {
+        let end = min(offset + Int64(buffer.count), size)
+        guard end > offset else { return 0 }
+        var done = 0
+        for index in (offset / blockSize)...((end - 1) / blockSize) {
+            let start = index * blockSize
+            let from = Int(max(offset, start) - start)
+            let to = Int(min(end, start + blockSize) - start)
+            let part = UnsafeMutableRawBufferPointer(rebasing: buffer[done..<(done + to - from)])
+            guard cache.readImmediately(object, block: index, from: from, into: part) else { return nil }
+            done += to - from
+        }
+        return done
     }
 
     /// `count` bytes from `from` in block `index`: from a fetch in flight, the cache, or a new
