@@ -97,6 +97,9 @@ public final class FuseSession: @unchecked Sendable {
         return r > 0 ? 0 : r
     }
 
+    /// Reads up to this size may be answered on libfuse's thread (`readImmediately`).
+    static let immediateReadLimit = 128 << 10
+
     /// Ends `run()` from another thread.
     public func exit() {
         if let se = session { fuse_session_exit(se) }
@@ -482,13 +485,14 @@ public final class FuseSession: @unchecked Sendable {
             let s = FuseSession.session(req)
             let fs = s.filesystem
             let fh = fi!.pointee.fh
-            // Bytes already in memory are sent from this thread: no Task to wake.
-            if size <= s.pool.bufferSize {
-                let box = s.pool.take(size)
-                defer { s.pool.give(box) }
-                let buffer = UnsafeMutableRawBufferPointer(rebasing: box.buffer[0..<size])
+            // Bytes already in memory are sent from this thread: no Task to wake. Small reads
+            // only (random access, where the wake-up is most of the cost); a buffer of this size
+            // comes and goes with the request.
+            if size <= FuseSession.immediateReadLimit {
+                let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 16)
+                defer { buffer.deallocate() }
                 if let n = fs.readImmediately(ino, handle: fh, offset: Int64(off), into: buffer) {
-                    _ = fuse_reply_buf(req, box.buffer.baseAddress?.assumingMemoryBound(to: CChar.self), n)
+                    _ = fuse_reply_buf(req, buffer.baseAddress?.assumingMemoryBound(to: CChar.self), n)
                     return
                 }
             }

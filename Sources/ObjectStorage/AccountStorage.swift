@@ -107,6 +107,12 @@ public final class AccountStorage: ObjectStorage {
         return try await service.bucket(name).get(rest, range: range, ifMatch: ifMatch)
     }
 
+    public func get(_ key: ObjectKey, range: ByteRange?, ifMatch: ETag?, into sink: any BodySink) async throws {
+        let (name, rest) = Self.split(key)
+        guard let rest, !rest.isEmpty else { return sink.begin() }
+        try await service.bucket(name).get(rest, range: range, ifMatch: ifMatch, into: sink)
+    }
+
     public func put(_ key: ObjectKey, payload: Payload, options: PutOptions) async throws -> ObjectInfo {
         let (name, rest) = Self.split(key)
         guard let rest, !rest.isEmpty else {

@@ -255,6 +255,10 @@ public protocol ObjectStorage: Sendable {
     /// The bytes of `range` (clipped to the object's end), or of the whole object for `nil`.
     /// With `ifMatch`, throws `.preconditionFailed` if the object changed.
     func get(_ key: ObjectKey, range: ByteRange?, ifMatch: ETag?) async throws -> [UInt8]
+    /// The same bytes as `get`, handed to `sink` as they arrive instead of collected whole
+    /// (how the block cache fills: a reply body never sits in memory whole). Drivers that
+    /// cannot stream inherit a version that calls `get`.
+    func get(_ key: ObjectKey, range: ByteRange?, ifMatch: ETag?, into sink: any BodySink) async throws
     func put(_ key: ObjectKey, payload: Payload, options: PutOptions) async throws -> ObjectInfo
     /// Server-side copy. `metadata == nil` keeps the source's content type and metadata.
     func copy(from source: ObjectKey, to destination: ObjectKey, replacing metadata: PutOptions?)
@@ -275,7 +279,25 @@ public protocol ObjectStorage: Sendable {
     func accountInfo() async throws -> AccountInfo
 }
 
+/// Where a streamed GET puts its body, chunk by chunk, in order: each chunk is copied in by
+/// `append` (no allocation per chunk), then `drain` lets the sink pass on what is complete —
+/// the body waits for it (back-pressure).
+public protocol BodySink: Sendable {
+    /// The body starts, or starts again: an attempt that failed part way is being retried, and
+    /// its bytes will come again from the first one.
+    func begin()
+    func append(_ bytes: UnsafeRawBufferPointer)
+    func drain() async
+}
+
 extension ObjectStorage {
+    public func get(_ key: ObjectKey, range: ByteRange?, ifMatch: ETag?, into sink: any BodySink) async throws {
+        let bytes = try await get(key, range: range, ifMatch: ifMatch)
+        sink.begin()
+        bytes.withUnsafeBytes { sink.append($0) }
+        await sink.drain()
+    }
+
     public func removeAfterMove(_ keys: [ObjectKey]) async throws {
         try await delete(keys)
     }

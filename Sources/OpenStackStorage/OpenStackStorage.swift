@@ -114,7 +114,7 @@ public final class OpenStackStorage: ObjectStorage, PresigningStorage {
     /// Sends a request to the storage URL + `path`, with the token, the 401 re-auth and retries.
     func call(
         _ method: String, _ path: String, query: [(String, String?)] = [], headers: [(String, String)] = [],
-        body: [UInt8]? = nil, file: FileRegion? = nil
+        body: [UInt8]? = nil, file: FileRegion? = nil, stream: ResponseStream? = nil
     )
         async throws(StorageError) -> HTTPResponse
     {
@@ -140,7 +140,7 @@ public final class OpenStackStorage: ObjectStorage, PresigningStorage {
             let response: HTTPResponse
             do {
                 response = try await transport.send(
-                    HTTPRequest(method: method, url: url, headers: h, body: body, file: file))
+                    HTTPRequest(method: method, url: url, headers: h, body: body, file: file, stream: stream))
             } catch {
                 attempt += 1
                 if !retry.retries(error, after: attempt) { throw .transport(error, request: "\(method) \(path)") }
@@ -209,16 +209,27 @@ public final class OpenStackStorage: ObjectStorage, PresigningStorage {
     }
 
     public func get(_ key: ObjectKey, range: ByteRange?, ifMatch: ETag?) async throws -> [UInt8] {
-        var headers: [(String, String)] = []
-        if let r = range {
-            if r.length == 0 { return [] }
-            headers.append(("Range", r.rangeHeader))
-        }
-        if let e = ifMatch { headers.append(("If-Match", "\"\(e.value)\"")) }
-        let r = try await call("GET", objectPath(key), headers: headers)
+        if range?.length == 0 { return [] }
+        let r = try await call("GET", objectPath(key), headers: getHeaders(range, ifMatch))
         if r.status == 416 { return [] }
         try check(r, key)
         return r.body(of: range)
+    }
+
+    public func get(_ key: ObjectKey, range: ByteRange?, ifMatch: ETag?, into sink: any BodySink) async throws {
+        if range?.length == 0 { return sink.begin() }
+        let r = try await call(
+            "GET", objectPath(key), headers: getHeaders(range, ifMatch),
+            stream: ResponseStream(sink: sink, range: range))
+        if r.status == 416 { return sink.begin() }
+        try check(r, key)
+    }
+
+    private func getHeaders(_ range: ByteRange?, _ ifMatch: ETag?) -> [(String, String)] {
+        var headers: [(String, String)] = []
+        if let range { headers.append(("Range", range.rangeHeader)) }
+        if let ifMatch { headers.append(("If-Match", "\"\(ifMatch.value)\"")) }
+        return headers
     }
 
     public func put(_ key: ObjectKey, payload: Payload, options: PutOptions) async throws -> ObjectInfo {

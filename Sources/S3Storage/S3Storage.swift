@@ -78,14 +78,15 @@ public final class S3Storage: ObjectStorage, ObjectAttributeSource, PresigningSt
     /// retries. `errorIn200`: the reply may be a 200 whose body is an `<Error>`.
     func send(
         _ method: String, bucket: String?, key: String = "", query: [QueryItem] = [], headers: [HTTPHeader] = [],
-        body: [UInt8]? = nil, file: FileRegion? = nil, errorIn200: Bool = false
+        body: [UInt8]? = nil, file: FileRegion? = nil, errorIn200: Bool = false, stream: ResponseStream? = nil
     ) async throws(StorageError) -> HTTPResponse {
         let address = bucket == self.bucket ? endpoint : endpoint.addressing(bucket: bucket)
         var attempt = 0
         while true {
-            let request = sign(
+            var request = sign(
                 method, address: address, bucket: bucket, key: key, query: query, headers: headers, body: body,
                 file: file)
+            request.stream = stream
             var response: HTTPResponse
             do {
                 response = try await transport.send(request)
@@ -350,16 +351,27 @@ public final class S3Storage: ObjectStorage, ObjectAttributeSource, PresigningSt
     }
 
     public func get(_ key: ObjectKey, range: ByteRange?, ifMatch: ETag?) async throws -> [UInt8] {
-        var headers: [HTTPHeader] = []
-        if let range {
-            if range.length == 0 { return [] }
-            headers.append(HTTPHeader("Range", range.rangeHeader))
-        }
-        if let ifMatch { headers.append(HTTPHeader("If-Match", "\"\(ifMatch.value)\"")) }
-        let r = try await send("GET", bucket: bucket, key: key, headers: headers)
+        if range?.length == 0 { return [] }
+        let r = try await send("GET", bucket: bucket, key: key, headers: getHeaders(range, ifMatch))
         if r.status == 416 { return [] }
         try check(r, key)
         return r.body(of: range)
+    }
+
+    public func get(_ key: ObjectKey, range: ByteRange?, ifMatch: ETag?, into sink: any BodySink) async throws {
+        if range?.length == 0 { return sink.begin() }
+        let r = try await send(
+            "GET", bucket: bucket, key: key, headers: getHeaders(range, ifMatch),
+            stream: ResponseStream(sink: sink, range: range))
+        if r.status == 416 { return sink.begin() }
+        try check(r, key)
+    }
+
+    private func getHeaders(_ range: ByteRange?, _ ifMatch: ETag?) -> [HTTPHeader] {
+        var headers: [HTTPHeader] = []
+        if let range { headers.append(HTTPHeader("Range", range.rangeHeader)) }
+        if let ifMatch { headers.append(HTTPHeader("If-Match", "\"\(ifMatch.value)\"")) }
+        return headers
     }
 
     public func put(_ key: ObjectKey, payload: Payload, options: PutOptions) async throws -> ObjectInfo {

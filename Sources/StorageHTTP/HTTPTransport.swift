@@ -21,14 +21,59 @@ public struct HTTPRequest: Sendable {
     /// A body streamed from a region of a local file as it is sent (upload parts, staged
     /// files): never held whole in memory. `body` is `nil` then.
     public var file: FileRegion?
+    /// Where a successful reply's body goes as it arrives; the response's `body` is then empty
+    /// (error replies are collected as usual, to be parsed).
+    public var stream: ResponseStream?
     public init(
-        method: String, url: String, headers: [(String, String)] = [], body: [UInt8]? = nil, file: FileRegion? = nil
+        method: String, url: String, headers: [(String, String)] = [], body: [UInt8]? = nil, file: FileRegion? = nil,
+        stream: ResponseStream? = nil
     ) {
         self.method = method
         self.url = url
         self.headers = headers
         self.body = body
         self.file = file
+        self.stream = stream
+    }
+}
+
+/// A GET body streamed to a sink.
+public struct ResponseStream: Sendable {
+    public var sink: any BodySink
+    /// The range the request asked for: a server that ignores it (a 200 with the whole object)
+    /// has its body cut down to it.
+    public var range: ByteRange?
+    public init(sink: any BodySink, range: ByteRange?) {
+        self.sink = sink
+        self.range = range
+    }
+
+    /// Whether a reply with `status` goes to the sink.
+    static func takes(_ status: Int) -> Bool { (200..<300).contains(status) }
+
+    /// What of a reply's body (with `status`) belongs to the caller: bytes to skip at its start
+    /// and how many to keep (`nil`: all).
+    func window(status: Int) -> (skip: Int64, keep: Int64?) {
+        guard status == 200, let range else { return (0, nil) }
+        return (range.offset, range.length)
+    }
+}
+
+extension HTTPTransport {
+    /// Sends a reply collected whole to `request.stream` (transports that cannot stream).
+    public func deliver(_ response: HTTPResponse, of request: HTTPRequest) async throws -> HTTPResponse {
+        guard let stream = request.stream, ResponseStream.takes(response.status) else { return response }
+        stream.sink.begin()
+        let (skip, keep) = stream.window(status: response.status)
+        let start = Int(min(skip, Int64(response.body.count)))
+        let end = keep.map { Int(min(Int64(response.body.count), skip + $0)) } ?? response.body.count
+        response.body.withUnsafeBytes {
+            stream.sink.append(UnsafeRawBufferPointer(rebasing: $0[start..<max(start, end)]))
+        }
+        await stream.sink.drain()
+        var r = response
+        r.body = []
+        return r
     }
 }
 
@@ -166,6 +211,26 @@ public final class AHCTransport: HTTPTransport {
         }
         do {
             let response = try await client.execute(r, timeout: timeout)
+            let status = Int(response.status.code)
+            if let stream = request.stream, ResponseStream.takes(status) {
+                stream.sink.begin()
+                var (skip, keep) = stream.window(status: status)
+                for try await chunk in response.body {
+                    chunk.withUnsafeReadableBytes { raw in
+                        var from = Int(min(Int64(raw.count), skip))
+                        skip -= Int64(from)
+                        var to = raw.count
+                        if let left = keep {
+                            to = from + Int(min(Int64(to - from), left))
+                            keep = left - Int64(to - from)
+                        }
+                        from = min(from, to)
+                        stream.sink.append(UnsafeRawBufferPointer(rebasing: raw[from..<to]))
+                    }
+                    await stream.sink.drain()
+                }
+                return HTTPResponse(status: status, headers: response.headers.map { ($0.name, $0.value) })
+            }
             // The body goes straight into one array of the announced length: no buffer that
             // grows by copying, no second copy (a 4 MiB read-ahead GET holds 4 MiB, not 12).
             let announced = response.headers.first(name: "Content-Length").flatMap(Int.init) ?? 0
@@ -251,7 +316,7 @@ public final class ScriptedTransport: HTTPTransport {
             $0.append(request)
             return $0.count
         }
-        return handler(request, n)
+        return try await deliver(handler(request, n), of: request)
     }
     public var requests: [HTTPRequest] { log.withLock { $0 } }
 }

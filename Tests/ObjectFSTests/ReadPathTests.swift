@@ -476,6 +476,27 @@ private func warm(_ fs: ObjectFS, _ ino: InodeNumber, blocks: [Int]) async throw
     }
 }
 
+@Suite struct RunSinkTests {
+    @Test func aStreamedRunIsCutIntoBlocksAndARetryRepeatsNone() async {
+        let got = Mutex<[(Int, [UInt8])]>([])
+        let sink = RunSink(lengths: [4, 4, 2]) { k, bytes in got.withLock { $0.append((k, Array(bytes))) } }
+        sink.begin()
+        Array("abcdef".utf8).withUnsafeBytes { sink.append($0) }
+        await sink.drain()
+        // The connection drops; the retried body starts from its first byte again.
+        sink.begin()
+        Array("abcdefghi".utf8).withUnsafeBytes { sink.append($0) }
+        await sink.drain()
+        let blocks = got.withLock { $0 }
+        #expect(blocks.map(\.0) == [0, 1])
+        #expect(blocks.map(\.1) == [Array("abcd".utf8), Array("efgh".utf8)])
+        // The body ended one byte short: the last block is what came.
+        let rest = sink.unfinished()
+        #expect(rest.map(\.0) == [2])
+        #expect(rest.map { Array($0.1) } == [Array("i".utf8)])
+    }
+}
+
 @Suite struct BlockFileTests {
     @Test func aHeaderReadsBackAndRejectsAnotherObjectsBlock() {
         let data = content(40_000)

@@ -152,6 +152,16 @@ func connect(_ t: ScriptedTransport, key: String = "secret") async throws -> Ope
         #expect(header(get, "If-Match") == "\"e1\"")
     }
 
+    @Test func aStreamedRangedReadGoesToTheSink() async throws {
+        let t = server { _ in HTTPResponse(status: 206, body: Array("wor".utf8)) }
+        let s = try await connect(t)
+        let sink = Collected()
+        try await s.get("k", range: ByteRange(offset: 6, length: 3), ifMatch: ETag("e1"), into: sink)
+        #expect(sink.bytes.withLock { $0 } == Array("wor".utf8))
+        #expect(header(t.requests.last!, "Range") == "bytes=6-8")
+        #expect(header(t.requests.last!, "If-Match") == "\"e1\"")
+    }
+
     @Test func headReadsMetadataAndHubicMtime() async throws {
         let t = server { _ in
             HTTPResponse(
@@ -335,4 +345,11 @@ final class ClosureTransport: HTTPTransport {
     let body: @Sendable (HTTPRequest) async throws -> HTTPResponse
     init(_ body: @escaping @Sendable (HTTPRequest) async throws -> HTTPResponse) { self.body = body }
     func send(_ request: HTTPRequest) async throws -> HTTPResponse { try await body(request) }
+}
+
+final class Collected: BodySink {
+    let bytes = Mutex<[UInt8]>([])
+    func begin() { bytes.withLock { $0 = [] } }
+    func append(_ chunk: UnsafeRawBufferPointer) { bytes.withLock { $0 += chunk } }
+    func drain() async {}
 }

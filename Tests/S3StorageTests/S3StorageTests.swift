@@ -47,6 +47,30 @@ func errorBody(_ code: String) -> String {
         #expect(t.requests.count == 4)
     }
 
+    @Test func aStreamedGetHandsTheRangeToTheSinkAndNothingOfAnError() async throws {
+        let t = ScriptedTransport { _, n in
+            switch n {
+            case 1: xml(503, errorBody("SlowDown"))
+            // A server that ignores Range: the sink still gets only the range.
+            case 2: HTTPResponse(status: 200, body: Array("hello world".utf8))
+            case 3: HTTPResponse(status: 206, body: Array("wor".utf8))
+            default: xml(404, errorBody("NoSuchKey"))
+            }
+        }
+        let s = try storage(t)
+        let sink = CollectingSink()
+        try await s.get("k", range: ByteRange(offset: 6, length: 3), ifMatch: nil, into: sink)
+        #expect(sink.bytes == Array("wor".utf8))
+        try await s.get("k", range: ByteRange(offset: 6, length: 3), ifMatch: nil, into: sink)
+        #expect(sink.bytes == Array("wor".utf8))
+        #expect(t.requests.last?.header("Range") == "bytes=6-8")
+        let untouched = CollectingSink()
+        await #expect(throws: StorageError.notFound("k")) {
+            try await s.get("k", range: nil, ifMatch: nil, into: untouched)
+        }
+        #expect(untouched.bytes.isEmpty)
+    }
+
     @Test func otherClientErrorsAreNotRetried() async throws {
         let t = ScriptedTransport { _, _ in xml(403, errorBody("SignatureDoesNotMatch")) }
         await #expect(throws: StorageError.accessDenied("signature does not match — check the secret key")) {
@@ -461,4 +485,13 @@ func closedPort() throws -> UInt16 {
     }
     guard bound else { throw StorageError.localIO(errno, "bind") }
     return UInt16(bigEndian: address.sin_port)
+}
+
+/// Keeps what a streamed GET gives it (a new attempt starts it over).
+final class CollectingSink: BodySink {
+    private let state = Mutex<[UInt8]>([])
+    var bytes: [UInt8] { state.withLock { $0 } }
+    func begin() { state.withLock { $0 = [] } }
+    func append(_ bytes: UnsafeRawBufferPointer) { state.withLock { $0 += bytes } }
+    func drain() async {}
 }

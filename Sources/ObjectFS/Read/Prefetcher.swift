@@ -49,8 +49,10 @@ final class Prefetcher: Sendable {
             }
         }
 
+        /// Settles the fetch for everyone who waits (the first result stands).
         func finish(_ result: Result<ArraySlice<UInt8>, any Error>) {
-            let waiters = state.withLock { s in
+            let waiters = state.withLock { s -> [CheckedContinuation<ArraySlice<UInt8>, any Error>] in
+                guard s.result == nil else { return [] }
                 s.result = result
                 defer { s.waiters = [] }
                 return s.waiters
@@ -81,7 +83,7 @@ final class Prefetcher: Sendable {
 
     init(
         storage: any ObjectStorage, cache: any BlockCache, budget: MemoryBudget, fillLimit: Int64,
-        fillConcurrency: Int = 8, maximumRunBlocks: Int64 = 4
+        fillConcurrency: Int = 4, maximumRunBlocks: Int64 = 4
     ) {
         self.storage = storage
         self.cache = cache
@@ -93,9 +95,10 @@ final class Prefetcher: Sendable {
 
     var blockSize: Int64 { cache.blockSize }
 
-    /// The largest read-ahead window the budget allows now.
+    /// The largest read-ahead window the budget allows now: a run in flight holds one block of
+    /// its `maximumRunBlocks`, and read-ahead may take half of what is free.
     var windowLimit: Int64 {
-        max(blockSize, min(16 << 20, budget.limit / 2, budget.available / 2))
+        max(blockSize, min(32 << 20, budget.limit / 2 * maximumRunBlocks, budget.available / 2 * maximumRunBlocks))
     }
 
     /// Carries out `actions` (from the handle's ReadWindow) and returns the bytes of the read.
@@ -228,7 +231,7 @@ final class Prefetcher: Sendable {
                 let range = ByteRange(
                     offset: low * blockSize, length: min(version.size, (high + 1) * blockSize) - low * blockSize)
                 guard range.length > 0 else { return }
-                if case .ifFree = reservation, !budget.tryReserve(range.length) { return }
+                if case .ifFree = reservation, !budget.tryReserve(memoryNeed(range)) { return }
                 s.serial += 1
                 let serial = s.serial
                 let ids = (low...high).map { BlockID(object: object.name, index: $0) }
@@ -259,31 +262,33 @@ final class Prefetcher: Sendable {
         }
     }
 
-    /// One ranged GET for the blocks `ids`; hands each block to its waiters, keeps it in the
-    /// cache, then forgets the fetch.
+    /// One ranged GET for the blocks `ids`, its body streamed: each block, as soon as it is
+    /// whole, goes to its waiters and into the cache, so a run holds one block in memory
+    /// however long it is. Then the fetch is forgotten.
     private func runFetch(
         _ object: CachedObject, _ version: ObjectVersion, _ range: ByteRange, _ ids: [BlockID], _ pendings: [Pending],
         serial: UInt64, waitFor: MemoryBudget.Priority?
     ) async {
-        if let priority = waitFor { await budget.reserve(range.length, priority) }
-        defer { budget.release(range.length) }
+        let memory = memoryNeed(range)
+        if let priority = waitFor { await budget.reserve(memory, priority) }
+        defer { budget.release(memory) }
+        let cache = self.cache
+        let sink = RunSink(lengths: ids.map { cache.length(of: $0.index, in: version.size) }) { k, bytes in
+            pendings[k].finish(.success(bytes))
+            await cache.store(object, block: ids[k].index, data: bytes)
+        }
         do {
-            let data = try await storage.get(version.key, range: range, ifMatch: version.etag)
-            var blocks: [ArraySlice<UInt8>] = []
-            for (k, pending) in pendings.enumerated() {
-                let low = min(data.count, k * Int(blockSize))
-                let high = min(data.count, low + Int(blockSize))
-                blocks.append(data[low..<high])
-                pending.finish(.success(blocks[k]))
-            }
-            for (k, id) in ids.enumerated() where blocks[k].count == cache.length(of: id.index, in: version.size) {
-                await cache.store(object, block: id.index, data: blocks[k])
-            }
+            try await storage.get(version.key, range: range, ifMatch: version.etag, into: sink)
+            // A body shorter than the object's size said: what came, never cached.
+            for (k, bytes) in sink.unfinished() { pendings[k].finish(.success(bytes)) }
         } catch {
             for pending in pendings { pending.finish(.failure(error)) }
         }
         forget(serial)
     }
+
+    /// The memory a run of `range` holds while it streams: one block.
+    private func memoryNeed(_ range: ByteRange) -> Int64 { min(range.length, blockSize) }
 
     private func forget(_ serial: UInt64) {
         state.withLock { s in
@@ -351,15 +356,23 @@ final class Prefetcher: Sendable {
             await withTaskGroup(of: Bool.self) { group in
                 var running = 0
                 var failed = false
-                for index in 0..<blocks where !failed {
-                    guard self.isWanted(object, index) else { continue }
+                var index: Int64 = 0
+                while index < blocks && !failed {
+                    guard self.isWanted(object, index) else {
+                        index += 1
+                        continue
+                    }
+                    // A run of the blocks still wanted from here, one GET.
+                    var end = index + 1
+                    while end < blocks && end - index < self.maximumRunBlocks && self.isWanted(object, end) { end += 1 }
+                    let run = index..<end
+                    index = end
                     if running == concurrency {
                         failed = !(await group.next() ?? true)
                         running -= 1
                     }
                     running += 1
-                    let started = self.start(
-                        object, version, index..<(index + 1), reservation: .wait(.background), demanded: true)
+                    let started = self.start(object, version, run, reservation: .wait(.background), demanded: true)
                     group.addTask {
                         do {
                             for pending in started.values { _ = try await pending.value() }
@@ -370,6 +383,78 @@ final class Prefetcher: Sendable {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Cuts a run's streamed body into its blocks. Only the block being filled (and those completed
+/// by the last chunk) are held; each whole block is handed to `completed` (in order, once,
+/// whatever retries the body needs).
+final class RunSink: BodySink {
+    private struct State {
+        /// Blocks handed on so far, and their bytes.
+        var done = 0
+        var doneBytes = 0
+        /// Bytes of this attempt's body seen so far (an attempt starts again from 0).
+        var position = 0
+        var block: [UInt8] = []
+        /// Blocks completed since the last `drain`.
+        var whole: [[UInt8]] = []
+    }
+    private let lengths: [Int]
+    private let completed: @Sendable (Int, ArraySlice<UInt8>) async -> Void
+    private let state = Mutex(State())
+
+    init(lengths: [Int], completed: @escaping @Sendable (Int, ArraySlice<UInt8>) async -> Void) {
+        self.lengths = lengths
+        self.completed = completed
+    }
+
+    func begin() {
+        state.withLock { s in
+            s.position = 0
+            s.block = []
+        }
+    }
+
+    func append(_ bytes: UnsafeRawBufferPointer) {
+        state.withLock { s in
+            var rest = bytes[...]
+            // A retried body repeats the blocks already handed on: skip them.
+            let skip = min(rest.count, max(0, s.doneBytes - s.position))
+            rest = rest.dropFirst(skip)
+            s.position += skip
+            while !rest.isEmpty && s.done + s.whole.count < lengths.count {
+                let want = lengths[s.done + s.whole.count]
+                if s.block.isEmpty { s.block.reserveCapacity(want) }
+                let take = rest.prefix(want - s.block.count)
+                s.block.append(contentsOf: UnsafeRawBufferPointer(rebasing: take))
+                rest = rest.dropFirst(take.count)
+                s.position += take.count
+                if s.block.count == want {
+                    s.whole.append(s.block)
+                    s.block = []
+                    s.doneBytes += want
+                }
+            }
+        }
+    }
+
+    func drain() async {
+        let (first, whole) = state.withLock { s in
+            defer {
+                s.done += s.whole.count
+                s.whole = []
+            }
+            return (s.done, s.whole)
+        }
+        for (k, bytes) in whole.enumerated() { await completed(first + k, bytes[...]) }
+    }
+
+    /// The blocks the body did not complete: the part of one that came, then empty ones.
+    func unfinished() -> [(Int, ArraySlice<UInt8>)] {
+        state.withLock { s in
+            (s.done..<lengths.count).map { ($0, $0 == s.done ? s.block[...] : []) }
         }
     }
 }
