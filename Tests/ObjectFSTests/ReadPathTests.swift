@@ -479,7 +479,11 @@ private func warm(_ fs: ObjectFS, _ ino: InodeNumber, blocks: [Int]) async throw
 @Suite struct RunSinkTests {
     @Test func aStreamedRunIsCutIntoBlocksAndARetryRepeatsNone() async {
         let got = Mutex<[(Int, [UInt8])]>([])
-        let sink = RunSink(lengths: [4, 4, 2]) { k, bytes in got.withLock { $0.append((k, Array(bytes))) } }
+        let sink = RunSink(lengths: [4, 4, 2]) { k, delivery in
+            guard case .bytes(let bytes) = delivery else { return }
+            got.withLock { $0.append((k, Array(bytes))) }
+        }
+        await sink.prepare()
         sink.begin()
         Array("abcdef".utf8).withUnsafeBytes { sink.append($0) }
         await sink.drain()
@@ -491,9 +495,38 @@ private func warm(_ fs: ObjectFS, _ ino: InodeNumber, blocks: [Int]) async throw
         #expect(blocks.map(\.0) == [0, 1])
         #expect(blocks.map(\.1) == [Array("abcd".utf8), Array("efgh".utf8)])
         // The body ended one byte short: the last block is what came.
-        let rest = sink.unfinished()
+        let rest = await sink.unfinished()
         #expect(rest.map(\.0) == [2])
         #expect(rest.map { Array($0.1) } == [Array("i".utf8)])
+    }
+
+    @Test func aBlockWrittenInPiecesReadsBackAndAnAbandonedOneLeavesNothing() async throws {
+        let directory = cacheDirectory()
+        let cache = try DiskBlockCache(
+            directory: directory, blockSize: 1 << 20, capacity: 64 << 20, freeSpaceFloor: 0)
+        let data = content((1 << 20) + 5)
+        let object = CachedObject(ObjectVersion(key: "k", etag: ETag("e"), size: Int64(data.count)))
+        // Block 0 in uneven pieces, flushed as a streamed body would be.
+        let writer = try #require(await cache.begin(object, block: 0))
+        var at = 0
+        for piece in [1, 4095, 70_000, 300_000, 1 << 20] where at < 1 << 20 {
+            let n = min(piece, (1 << 20) - at)
+            data[at..<at + n].withUnsafeBytes { writer.append($0) }
+            at += n
+            if writer.needsFlush || at == 1 << 20 { await writer.flush() }
+        }
+        #expect(await writer.commit())
+        #expect(await cache.read(object, block: 0, from: 0, count: 1 << 20) == Array(data[0..<(1 << 20)]))
+        #expect(await cache.read(object, block: 0, from: 70_001, count: 9) == Array(data[70_001..<70_010]))
+        // Block 1 given up half way: its bytes come back, no file or count stays.
+        let used = cache.usedBytes
+        let short = try #require(await cache.begin(object, block: 1))
+        data[(1 << 20)..<((1 << 20) + 3)].withUnsafeBytes { short.append($0) }
+        await short.flush()
+        #expect(await short.abandon() == Array(data[(1 << 20)..<((1 << 20) + 3)]))
+        #expect(cache.usedBytes == used)
+        #expect(blockFiles(directory).count == 1)
+        #expect(!cache.contains(object, block: 1))
     }
 }
 

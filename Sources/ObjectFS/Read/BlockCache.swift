@@ -53,6 +53,9 @@ protocol BlockCache: Sendable {
     /// Keeps a whole block (the last one of an object may be short). Never fails: a block that
     /// cannot be kept (full disk) is simply not cached.
     func store(_ object: CachedObject, block: Int64, data: ArraySlice<UInt8>) async
+    /// Starts a block that arrives in pieces, written as they come; `nil` when this cache takes
+    /// whole blocks only, has the block already, or has no room for it.
+    func begin(_ object: CachedObject, block: Int64) async -> BlockWriter?
     /// Bytes the cache may hold.
     var capacity: Int64 { get }
 }
@@ -109,6 +112,8 @@ final class MemoryBlockCache: BlockCache {
             return true
         }
     }
+
+    func begin(_ object: CachedObject, block: Int64) async -> BlockWriter? { nil }
 
     func store(_ object: CachedObject, block: Int64, data slice: ArraySlice<UInt8>) async {
         let data = Array(slice)
@@ -332,7 +337,7 @@ final class DiskBlockCache: BlockCache {
     }
 
     /// Keeps a verified block file open for the next reads, at most `openLimit` of them.
-    private func keepOpen(_ id: BlockID, _ block: OpenBlock) {
+    fileprivate func keepOpen(_ id: BlockID, _ block: OpenBlock) {
         // A block's descriptor closes when the last reader lets go of it (OpenBlock's deinit):
         // for those let go here, when `closing` goes away, outside the lock.
         var closing: [OpenBlock] = []
@@ -360,7 +365,7 @@ final class DiskBlockCache: BlockCache {
         return Int(min(2048, max(64, limit.rlim_cur / 4)))
     }()
 
-    private static func writeFully(_ fd: Int32, _ raw: UnsafeRawBufferPointer, at offset: Int) -> Bool {
+    fileprivate static func writeFully(_ fd: Int32, _ raw: UnsafeRawBufferPointer, at offset: Int) -> Bool {
         var done = 0
         while done < raw.count {
             let n = pwrite(fd, raw.baseAddress! + done, raw.count - done, off_t(offset + done))
@@ -372,10 +377,18 @@ final class DiskBlockCache: BlockCache {
     }
 
     func store(_ object: CachedObject, block: Int64, data: ArraySlice<UInt8>) async {
+        guard data.count == length(of: block, in: object.size), let writer = await begin(object, block: block) else {
+            return
+        }
+        data.withUnsafeBytes { writer.append($0) }
+        if await !writer.commit() { _ = await writer.abandon() }
+    }
+
+    func begin(_ object: CachedObject, block: Int64) async -> BlockWriter? {
         let id = BlockID(object: object.name, index: block)
-        let layout = BlockFile.Layout(identity: object.identity, dataLength: data.count)
+        let layout = BlockFile.Layout(identity: object.identity, dataLength: length(of: block, in: object.size))
         let bytes = Self.fileBytes(layout.fileLength)
-        guard bytes <= capacity - Self.overhead else { return }
+        guard bytes <= capacity - Self.overhead else { return nil }
         let (fits, serial, victims) = state.withLock { s -> (Bool, UInt64, [BlockID]) in
             if s.entries[id] != nil { return (false, 0, []) }
             let victims = evict(&s, toFit: bytes)
@@ -383,31 +396,27 @@ final class DiskBlockCache: BlockCache {
             s.serial += 1
             return (true, s.serial, victims)
         }
-        guard fits else { return }
-        let final = path(id)
-        let temporary = "\(final).\(serial).tmp"
+        guard fits else { return nil }
+        let temporary = "\(path(id)).\(serial).tmp"
         let directory = self.directory
         let floor = freeSpaceFloor
-        let written = await io.run { () -> Bool in
+        let fd = await io.run { () -> Int32 in
             for victim in victims { unlink("\(directory)/\(victim.object).\(victim.index)") }
             var fs = statvfs()
-            if statvfs(directory, &fs) == 0, Int64(fs.f_bavail) * Int64(fs.f_frsize) - bytes < floor { return false }
-            let header = data.withUnsafeBytes { BlockFile.header(layout, data: $0) }
-            let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-            guard fd >= 0 else { return false }
-            let ok =
-                header.withUnsafeBytes { Self.writeFully(fd, $0, at: 0) }
-                && data.withUnsafeBytes { Self.writeFully(fd, $0, at: layout.dataOffset) }
-            close(fd)
-            guard ok, rename(temporary, final) == 0 else {
-                unlink(temporary)
-                return false
-            }
-            return true
+            if statvfs(directory, &fs) == 0, Int64(fs.f_bavail) * Int64(fs.f_frsize) - bytes < floor { return -1 }
+            return open(temporary, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         }
-        var lowOnSpace = false
+        guard fd >= 0 else {
+            await failed(id, bytes: bytes)
+            return nil
+        }
+        return BlockWriter(cache: self, id: id, layout: layout, bytes: bytes, temporary: temporary, fd: fd)
+    }
+
+    /// A block's file is in place (`ok`), or its writing was given up: the index says so.
+    fileprivate func account(_ id: BlockID, bytes: Int64, ok: Bool) {
         state.withLock { s in
-            if written {
+            if ok {
                 s.open[id] = nil  // a file it replaced
                 s.tick += 1
                 // Two writers of one block: the second file replaced the first.
@@ -416,11 +425,17 @@ final class DiskBlockCache: BlockCache {
                 }
             } else {
                 s.bytes -= bytes
-                lowOnSpace = true
             }
         }
-        if lowOnSpace { await makeRoom() }
     }
+
+    /// A block could not be written (no room, a failed write): make room as well.
+    fileprivate func failed(_ id: BlockID, bytes: Int64) async {
+        account(id, bytes: bytes, ok: false)
+        await makeRoom()
+    }
+
+    fileprivate var ioPool: BlockingIOPool { io }
 
     /// Below the free-space floor (or a write failed): give back the least recently used
     /// eighth of the cache, so that the filesystem keeps its floor.
@@ -449,6 +464,13 @@ final class OpenBlock: @unchecked Sendable {
     let fd: Int32
     let layout: BlockFile.Layout
     let sums: [UInt64]
+
+    /// A block file just written through `fd` (open for reading), whose checksums are known.
+    init(written fd: Int32, layout: BlockFile.Layout, sums: [UInt64]) {
+        self.fd = fd
+        self.layout = layout
+        self.sums = sums
+    }
 
     /// Opens and checks the file; `nil` when it is missing, of the wrong length or its header
     /// is not the one expected.
@@ -541,4 +563,110 @@ final class OpenBlock: @unchecked Sendable {
     /// glibc has preadv2 (2.26+), but its header hides it from Swift: found at run time.
     private static let preadv2: PReadV2? = dlsym(nil, "preadv2").map { unsafeBitCast($0, to: PReadV2.self) }
     private static let rwfNoWait: Int32 = 0x8
+}
+
+/// One block of the disk cache being written as its bytes arrive (a streamed GET): the data
+/// goes to a temporary file at its final place, in writes of whole sectors whose checksums are
+/// taken on the way; `commit` writes the header and renames the file into place. Only what has
+/// not been written yet (under `flushSize`) is held in memory. Used by one task at a time.
+final class BlockWriter: @unchecked Sendable {
+    static let flushSize = 256 << 10
+
+    private let cache: DiskBlockCache
+    let id: BlockID
+    let layout: BlockFile.Layout
+    private let bytes: Int64
+    private let temporary: String
+    private let fd: Int32
+    private var buffer: [UInt8] = []
+    private var written = 0
+    private var sums: [UInt64] = []
+    private var failed = false
+    private var closed = false
+
+    fileprivate init(
+        cache: DiskBlockCache, id: BlockID, layout: BlockFile.Layout, bytes: Int64, temporary: String, fd: Int32
+    ) {
+        self.cache = cache
+        self.id = id
+        self.layout = layout
+        self.bytes = bytes
+        self.temporary = temporary
+        self.fd = fd
+    }
+
+    deinit {
+        // Neither committed nor abandoned (a task that went away): forget it.
+        if !closed {
+            close(fd)
+            unlink(temporary)
+            cache.account(id, bytes: bytes, ok: false)
+        }
+    }
+
+    /// Bytes of the block received so far.
+    var count: Int { written + buffer.count }
+    var needsFlush: Bool { buffer.count >= Self.flushSize }
+
+    func append(_ bytes: UnsafeRawBufferPointer) {
+        precondition(count + bytes.count <= layout.dataLength, "more bytes than the block holds")
+        buffer.append(contentsOf: bytes)
+    }
+
+    /// Writes what is buffered: whole sectors, or everything once the block is complete.
+    func flush() async {
+        let all = count == layout.dataLength
+        let n = all ? buffer.count : buffer.count / BlockFile.sectorSize * BlockFile.sectorSize
+        guard n > 0, !failed else { return }
+        var taken: [UInt8] = []
+        swap(&taken, &buffer)
+        if n < taken.count {
+            buffer = Array(taken[n...])
+            taken.removeLast(taken.count - n)
+        }
+        let (fd, at, chunk) = (self.fd, layout.dataOffset + written, taken)
+        let (ok, newSums) = await cache.ioPool.run { () -> (Bool, [UInt64]) in
+            chunk.withUnsafeBytes { raw in (DiskBlockCache.writeFully(fd, raw, at: at), BlockFile.sectorSums(raw)) }
+        }
+        failed = failed || !ok
+        sums += newSums
+        written += n
+    }
+
+    /// Puts the complete block in place; false: it could not be written (the caller may take
+    /// its bytes back with `abandon`).
+    func commit() async -> Bool {
+        guard count == layout.dataLength else { return false }
+        await flush()
+        guard !failed else { return false }
+        let header = BlockFile.header(layout, sums: sums)
+        let (fd, temporary, final) = (self.fd, self.temporary, cache.path(id))
+        let ok = await cache.ioPool.run { () -> Bool in
+            header.withUnsafeBytes { DiskBlockCache.writeFully(fd, $0, at: 0) } && rename(temporary, final) == 0
+        }
+        guard ok else { return false }
+        closed = true
+        cache.account(id, bytes: bytes, ok: true)
+        // Its readers come next: the file stays open for them, its checksums known.
+        cache.keepOpen(id, OpenBlock(written: fd, layout: layout, sums: sums))
+        return true
+    }
+
+    /// Gives the block up: its temporary file goes; returns the bytes received (read back from
+    /// the file where they were written already).
+    func abandon() async -> [UInt8] {
+        guard !closed else { return [] }
+        closed = true
+        let (fd, temporary, at, n, rest) = (self.fd, self.temporary, layout.dataOffset, written, buffer)
+        let back = await cache.ioPool.run { () -> [UInt8] in
+            var data = [UInt8](repeating: 0, count: n)
+            let ok = data.withUnsafeMutableBytes { OpenBlock.read(fd, $0, at: at, nowait: false) == .done }
+            close(fd)
+            unlink(temporary)
+            return ok ? data + rest : []
+        }
+        buffer = []
+        if failed { await cache.failed(id, bytes: bytes) } else { cache.account(id, bytes: bytes, ok: false) }
+        return back
+    }
 }

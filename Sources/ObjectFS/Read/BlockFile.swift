@@ -36,6 +36,20 @@ enum BlockFile {
     /// The header for `data`, padded to where the data starts.
     static func header(_ layout: Layout, data: UnsafeRawBufferPointer) -> [UInt8] {
         precondition(data.count == layout.dataLength)
+        return header(layout, sums: sectorSums(data))
+    }
+
+    /// The checksum of each sector of `data` (the last one may be short).
+    static func sectorSums(_ data: UnsafeRawBufferPointer) -> [UInt64] {
+        stride(from: 0, to: data.count, by: sectorSize).map {
+            Checksum.of(UnsafeRawBufferPointer(rebasing: data[$0..<min(data.count, $0 + sectorSize)]))
+        }
+    }
+
+    /// The header for data whose sectors have the checksums `sums`, padded to where the data
+    /// starts.
+    static func header(_ layout: Layout, sums: [UInt64]) -> [UInt8] {
+        precondition(sums.count == layout.sectorCount)
         var out = [UInt8](repeating: 0, count: layout.dataOffset)
         out.withUnsafeMutableBytes { file in
             for (i, byte) in magic.enumerated() { file[i] = byte }
@@ -45,10 +59,8 @@ enum BlockFile {
             file.storeBytes(of: UInt32(layout.sectorCount).littleEndian, toByteOffset: 20, as: UInt32.self)
             for (i, byte) in layout.identity.enumerated() { file[24 + i] = byte }
             var at = 24 + layout.identity.count
-            for s in 0..<layout.sectorCount {
-                let from = s * sectorSize
-                let sector = UnsafeRawBufferPointer(rebasing: data[from..<min(data.count, from + sectorSize)])
-                file.storeBytes(of: Checksum.of(sector).littleEndian, toByteOffset: at, as: UInt64.self)
+            for sum in sums {
+                file.storeBytes(of: sum.littleEndian, toByteOffset: at, as: UInt64.self)
                 at += 8
             }
             let header = Checksum.of(UnsafeRawBufferPointer(rebasing: file[0..<at]))

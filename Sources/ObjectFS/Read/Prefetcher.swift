@@ -31,17 +31,25 @@ final class Prefetcher: Sendable {
     /// Blocks one read-ahead GET may cover.
     let maximumRunBlocks: Int64
 
-    /// The bytes of one block being fetched, for everyone who waits for them.
+    /// How a fetched block reaches its readers.
+    enum Delivery: Sendable {
+        /// In memory (the cache keeps whole blocks only, or had no room for this one).
+        case bytes(ArraySlice<UInt8>)
+        /// In the cache: read it there.
+        case cached
+    }
+
+    /// One block being fetched, for everyone who waits for it.
     final class Pending: Sendable {
         private struct State {
-            var result: Result<ArraySlice<UInt8>, any Error>?
-            var waiters: [CheckedContinuation<ArraySlice<UInt8>, any Error>] = []
+            var result: Result<Delivery, any Error>?
+            var waiters: [CheckedContinuation<Delivery, any Error>] = []
         }
         private let state = Mutex(State())
 
-        func value() async throws -> ArraySlice<UInt8> {
+        func value() async throws -> Delivery {
             try await withCheckedThrowingContinuation { continuation in
-                let done = state.withLock { s -> Result<ArraySlice<UInt8>, any Error>? in
+                let done = state.withLock { s -> Result<Delivery, any Error>? in
                     if s.result == nil { s.waiters.append(continuation) }
                     return s.result
                 }
@@ -50,8 +58,8 @@ final class Prefetcher: Sendable {
         }
 
         /// Settles the fetch for everyone who waits (the first result stands).
-        func finish(_ result: Result<ArraySlice<UInt8>, any Error>) {
-            let waiters = state.withLock { s -> [CheckedContinuation<ArraySlice<UInt8>, any Error>] in
+        func finish(_ result: Result<Delivery, any Error>) {
+            let waiters = state.withLock { s -> [CheckedContinuation<Delivery, any Error>] in
                 guard s.result == nil else { return [] }
                 s.result = result
                 defer { s.waiters = [] }
@@ -83,7 +91,7 @@ final class Prefetcher: Sendable {
 
     init(
         storage: any ObjectStorage, cache: any BlockCache, budget: MemoryBudget, fillLimit: Int64,
-        fillConcurrency: Int = 4, maximumRunBlocks: Int64 = 4
+        fillConcurrency: Int = 8, maximumRunBlocks: Int64 = 4
     ) {
         self.storage = storage
         self.cache = cache
@@ -95,10 +103,12 @@ final class Prefetcher: Sendable {
 
     var blockSize: Int64 { cache.blockSize }
 
-    /// The largest read-ahead window the budget allows now: a run in flight holds one block of
-    /// its `maximumRunBlocks`, and read-ahead may take half of what is free.
+    /// The largest read-ahead window the budget allows now: read-ahead may take half of what is
+    /// free, and a run of `maximumRunBlocks` in flight holds `memoryNeed` of it.
     var windowLimit: Int64 {
-        max(blockSize, min(32 << 20, budget.limit / 2 * maximumRunBlocks, budget.available / 2 * maximumRunBlocks))
+        let run = maximumRunBlocks * blockSize
+        let runs = min(budget.limit, budget.available) / 2 / memoryNeed(ByteRange(offset: 0, length: run))
+        return max(blockSize, min(64 << 20, runs * run))
     }
 
     /// Carries out `actions` (from the handle's ReadWindow) and returns the bytes of the read.
@@ -172,22 +182,25 @@ final class Prefetcher: Sendable {
     {
         let id = BlockID(object: object.name, index: index)
         for _ in 0..<3 {
-            if let pending = waitFor(id) {
-                do {
-                    return Self.slice(try await pending.value(), from: from, count: count)
-                } catch is CancellationError where !Task.isCancelled {
-                    continue  // a read-ahead cancelled just before this read wanted it
-                }
-            }
-            if cache.contains(object, block: index),
+            // A fetch in flight, or one started now, unless the block is in the cache.
+            var pending = waitFor(id)
+            if pending == nil, cache.contains(object, block: index),
                 let bytes = await cache.read(object, block: index, from: from, count: count)
             {
                 return bytes
             }
-            let started = start(object, version, index..<(index + 1), reservation: .wait(.demand), demanded: true)
-            if let pending = started[id] {
-                return Self.slice(try await pending.value(), from: from, count: count)
+            if pending == nil {
+                pending = start(object, version, index..<(index + 1), reservation: .wait(.demand), demanded: true)[id]
             }
+            guard let pending else { continue }
+            do {
+                if case .bytes(let bytes) = try await pending.value() {
+                    return Self.slice(bytes, from: from, count: count)
+                }
+            } catch is CancellationError where !Task.isCancelled {
+                continue  // a read-ahead cancelled just before this read wanted it
+            }
+            if let bytes = await cache.read(object, block: index, from: from, count: count) { return bytes }
         }
         throw CancellationError()
     }
@@ -262,9 +275,9 @@ final class Prefetcher: Sendable {
         }
     }
 
-    /// One ranged GET for the blocks `ids`, its body streamed: each block, as soon as it is
-    /// whole, goes to its waiters and into the cache, so a run holds one block in memory
-    /// however long it is. Then the fetch is forgotten.
+    /// One ranged GET for the blocks `ids`, its body streamed into the cache block by block
+    /// (RunSink); each block goes to its waiters as soon as it is whole. Then the fetch is
+    /// forgotten.
     private func runFetch(
         _ object: CachedObject, _ version: ObjectVersion, _ range: ByteRange, _ ids: [BlockID], _ pendings: [Pending],
         serial: UInt64, waitFor: MemoryBudget.Priority?
@@ -273,22 +286,34 @@ final class Prefetcher: Sendable {
         if let priority = waitFor { await budget.reserve(memory, priority) }
         defer { budget.release(memory) }
         let cache = self.cache
-        let sink = RunSink(lengths: ids.map { cache.length(of: $0.index, in: version.size) }) { k, bytes in
-            pendings[k].finish(.success(bytes))
-            await cache.store(object, block: ids[k].index, data: bytes)
-        }
+        let sink = RunSink(
+            lengths: ids.map { cache.length(of: $0.index, in: version.size) },
+            writer: { k in await cache.begin(object, block: ids[k].index) },
+            completed: { k, delivery in
+                if case .bytes(let bytes) = delivery {
+                    pendings[k].finish(.success(delivery))
+                    await cache.store(object, block: ids[k].index, data: bytes)
+                } else {
+                    pendings[k].finish(.success(delivery))
+                }
+            })
         do {
+            await sink.prepare()
             try await storage.get(version.key, range: range, ifMatch: version.etag, into: sink)
             // A body shorter than the object's size said: what came, never cached.
-            for (k, bytes) in sink.unfinished() { pendings[k].finish(.success(bytes)) }
+            for (k, bytes) in await sink.unfinished() { pendings[k].finish(.success(.bytes(bytes))) }
         } catch {
+            _ = await sink.unfinished()
             for pending in pendings { pending.finish(.failure(error)) }
         }
         forget(serial)
     }
 
-    /// The memory a run of `range` holds while it streams: one block.
-    private func memoryNeed(_ range: ByteRange) -> Int64 { min(range.length, blockSize) }
+    /// The memory a run of `range` holds while it streams: what a BlockWriter buffers, or one
+    /// block where the cache takes whole blocks only.
+    private func memoryNeed(_ range: ByteRange) -> Int64 {
+        min(range.length, cache is DiskBlockCache ? Int64(BlockWriter.flushSize) + (64 << 10) : blockSize)
+    }
 
     private func forget(_ serial: UInt64) {
         state.withLock { s in
@@ -387,74 +412,111 @@ final class Prefetcher: Sendable {
     }
 }
 
-/// Cuts a run's streamed body into its blocks. Only the block being filled (and those completed
-/// by the last chunk) are held; each whole block is handed to `completed` (in order, once,
-/// whatever retries the body needs).
-final class RunSink: BodySink {
-    private struct State {
-        /// Blocks handed on so far, and their bytes.
-        var done = 0
-        var doneBytes = 0
-        /// Bytes of this attempt's body seen so far (an attempt starts again from 0).
-        var position = 0
-        var block: [UInt8] = []
-        /// Blocks completed since the last `drain`.
-        var whole: [[UInt8]] = []
-    }
+/// Cuts a run's streamed body into its blocks. A block goes straight into a BlockWriter of the
+/// cache when it gives one, else it is collected in memory; each whole block is handed to
+/// `completed` (in order, once, whatever retries the body needs). The transport calls
+/// `append` and `drain` one after the other, never at once, so the state needs no lock:
+/// `append` puts bytes into the block (what runs past its end waits in `carry`), `drain` does
+/// what needs waiting — writes, the commit of a whole block, the next block's writer.
+final class RunSink: BodySink, @unchecked Sendable {
     private let lengths: [Int]
-    private let completed: @Sendable (Int, ArraySlice<UInt8>) async -> Void
-    private let state = Mutex(State())
+    private let writer: @Sendable (Int) async -> BlockWriter?
+    private let completed: @Sendable (Int, Prefetcher.Delivery) async -> Void
+    /// Bytes of the body kept so far (over all attempts), and of this attempt's body seen.
+    private var received = 0
+    private var position = 0
+    /// Blocks handed on; the one being filled, in a writer or in `memory`, and its bytes so far.
+    private var done = 0
+    private var current: BlockWriter?
+    private var memory: [UInt8] = []
+    private var filled = 0
+    /// Bytes past the end of the block being filled.
+    private var carry: [UInt8] = []
 
-    init(lengths: [Int], completed: @escaping @Sendable (Int, ArraySlice<UInt8>) async -> Void) {
+    init(
+        lengths: [Int], writer: @escaping @Sendable (Int) async -> BlockWriter? = { _ in nil },
+        completed: @escaping @Sendable (Int, Prefetcher.Delivery) async -> Void
+    ) {
         self.lengths = lengths
+        self.writer = writer
         self.completed = completed
     }
 
-    func begin() {
-        state.withLock { s in
-            s.position = 0
-            s.block = []
+    /// Asks the cache for the first block's writer (before the body starts).
+    func prepare() async {
+        if !lengths.isEmpty { current = await writer(0) }
+    }
+
+    func begin() { position = 0 }
+
+    func append(_ bytes: UnsafeRawBufferPointer) {
+        // A retried body repeats what was received already (the same version): skip it.
+        let skip = min(bytes.count, max(0, received - position))
+        position += bytes.count
+        received += bytes.count - skip
+        let rest = UnsafeRawBufferPointer(rebasing: bytes[skip...])
+        if carry.isEmpty {
+            carry.append(contentsOf: UnsafeRawBufferPointer(rebasing: rest[fill(rest)...]))
+        } else {
+            carry.append(contentsOf: rest)
         }
     }
 
-    func append(_ bytes: UnsafeRawBufferPointer) {
-        state.withLock { s in
-            var rest = bytes[...]
-            // A retried body repeats the blocks already handed on: skip them.
-            let skip = min(rest.count, max(0, s.doneBytes - s.position))
-            rest = rest.dropFirst(skip)
-            s.position += skip
-            while !rest.isEmpty && s.done + s.whole.count < lengths.count {
-                let want = lengths[s.done + s.whole.count]
-                if s.block.isEmpty { s.block.reserveCapacity(want) }
-                let take = rest.prefix(want - s.block.count)
-                s.block.append(contentsOf: UnsafeRawBufferPointer(rebasing: take))
-                rest = rest.dropFirst(take.count)
-                s.position += take.count
-                if s.block.count == want {
-                    s.whole.append(s.block)
-                    s.block = []
-                    s.doneBytes += want
-                }
-            }
-        }
+    /// Puts the start of `bytes` into the block being filled; returns how many it took.
+    private func fill(_ bytes: UnsafeRawBufferPointer) -> Int {
+        guard done < lengths.count else { return bytes.count }  // past the range: dropped
+        let n = min(bytes.count, lengths[done] - filled)
+        let part = UnsafeRawBufferPointer(rebasing: bytes[0..<n])
+        if let w = current { w.append(part) } else { memory.append(contentsOf: part) }
+        filled += n
+        return n
     }
 
     func drain() async {
-        let (first, whole) = state.withLock { s in
-            defer {
-                s.done += s.whole.count
-                s.whole = []
+        while done < lengths.count {
+            if filled == lengths[done] {
+                await finishBlock()
+            } else if !carry.isEmpty {
+                let taken = carry.withUnsafeBytes { fill($0) }
+                carry.removeFirst(taken)
+            } else {
+                if let w = current, w.needsFlush { await w.flush() }
+                return
             }
-            return (s.done, s.whole)
         }
-        for (k, bytes) in whole.enumerated() { await completed(first + k, bytes[...]) }
+        carry = []
     }
 
-    /// The blocks the body did not complete: the part of one that came, then empty ones.
-    func unfinished() -> [(Int, ArraySlice<UInt8>)] {
-        state.withLock { s in
-            (s.done..<lengths.count).map { ($0, $0 == s.done ? s.block[...] : []) }
+    private func finishBlock() async {
+        let k = done
+        if let w = current {
+            current = nil
+            await w.flush()
+            if await w.commit() {
+                await completed(k, .cached)
+            } else {
+                await completed(k, .bytes(await w.abandon()[...]))
+            }
+        } else {
+            let bytes = memory
+            memory = []
+            await completed(k, .bytes(bytes[...]))
         }
+        done += 1
+        filled = 0
+        if done < lengths.count { current = await writer(done) }
+    }
+
+    /// The blocks the body did not complete: the part of one that came, then empty ones. Gives
+    /// up the block being written.
+    func unfinished() async -> [(Int, ArraySlice<UInt8>)] {
+        guard done < lengths.count else { return [] }
+        var partial = memory[...]
+        if let w = current {
+            current = nil
+            partial = await w.abandon()[...]
+        }
+        memory = []
+        return (done..<lengths.count).map { ($0, $0 == done ? partial : []) }
     }
 }
