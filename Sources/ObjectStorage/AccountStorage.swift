@@ -109,7 +109,7 @@ public final class AccountStorage: ObjectStorage {
 
     public func get(_ key: ObjectKey, range: ByteRange?, ifMatch: ETag?, into sink: any BodySink) async throws {
         let (name, rest) = Self.split(key)
-        guard let rest, !rest.isEmpty else { return sink.begin() }
+        guard let rest, !rest.isEmpty else { return sink.begin(at: 0) }
         try await service.bucket(name).get(rest, range: range, ifMatch: ifMatch, into: sink)
     }
 

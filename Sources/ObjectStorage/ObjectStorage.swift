@@ -283,9 +283,9 @@ public protocol ObjectStorage: Sendable {
 /// `append` (no allocation per chunk), then `drain` lets the sink pass on what is complete —
 /// the body waits for it (back-pressure).
 public protocol BodySink: Sendable {
-    /// The body starts, or starts again: an attempt that failed part way is being retried, and
-    /// its bytes will come again from the first one.
-    func begin()
+    /// The body starts at byte `at` of what was asked for: 0, or where an attempt that broke
+    /// off stopped (the retry asks for the rest only).
+    func begin(at: Int64)
     func append(_ bytes: UnsafeRawBufferPointer)
     func drain() async
 }
@@ -293,7 +293,7 @@ public protocol BodySink: Sendable {
 extension ObjectStorage {
     public func get(_ key: ObjectKey, range: ByteRange?, ifMatch: ETag?, into sink: any BodySink) async throws {
         let bytes = try await get(key, range: range, ifMatch: ifMatch)
-        sink.begin()
+        sink.begin(at: 0)
         bytes.withUnsafeBytes { sink.append($0) }
         await sink.drain()
     }

@@ -136,6 +136,10 @@ public final class OpenStackStorage: ObjectStorage, PresigningStorage {
             let q = URLEncoding.query(query)
             let url = creds.storageURL + path + (q.isEmpty ? "" : "?" + q)
             var h = headers
+            if let resume = stream?.resumeRangeHeader {
+                h.removeAll { $0.0.lowercased() == "range" }
+                h.append(("Range", resume))
+            }
             h.append(("X-Auth-Token", creds.token))
             let response: HTTPResponse
             do {
@@ -217,11 +221,11 @@ public final class OpenStackStorage: ObjectStorage, PresigningStorage {
     }
 
     public func get(_ key: ObjectKey, range: ByteRange?, ifMatch: ETag?, into sink: any BodySink) async throws {
-        if range?.length == 0 { return sink.begin() }
+        if range?.length == 0 { return sink.begin(at: 0) }
         let r = try await call(
             "GET", objectPath(key), headers: getHeaders(range, ifMatch),
             stream: ResponseStream(sink: sink, range: range))
-        if r.status == 416 { return sink.begin() }
+        if r.status == 416 { return sink.begin(at: 0) }
         try check(r, key)
     }
 

@@ -83,8 +83,13 @@ public final class S3Storage: ObjectStorage, ObjectAttributeSource, PresigningSt
         let address = bucket == self.bucket ? endpoint : endpoint.addressing(bucket: bucket)
         var attempt = 0
         while true {
+            var current = headers
+            if let resume = stream?.resumeRangeHeader {
+                current.removeAll { $0.name.lowercased() == "range" }
+                current.append(HTTPHeader("Range", resume))
+            }
             var request = sign(
-                method, address: address, bucket: bucket, key: key, query: query, headers: headers, body: body,
+                method, address: address, bucket: bucket, key: key, query: query, headers: current, body: body,
                 file: file)
             request.stream = stream
             var response: HTTPResponse
@@ -359,11 +364,11 @@ public final class S3Storage: ObjectStorage, ObjectAttributeSource, PresigningSt
     }
 
     public func get(_ key: ObjectKey, range: ByteRange?, ifMatch: ETag?, into sink: any BodySink) async throws {
-        if range?.length == 0 { return sink.begin() }
+        if range?.length == 0 { return sink.begin(at: 0) }
         let r = try await send(
             "GET", bucket: bucket, key: key, headers: getHeaders(range, ifMatch),
             stream: ResponseStream(sink: sink, range: range))
-        if r.status == 416 { return sink.begin() }
+        if r.status == 416 { return sink.begin(at: 0) }
         try check(r, key)
     }
 

@@ -37,40 +37,90 @@ public struct HTTPRequest: Sendable {
     }
 }
 
-/// A GET body streamed to a sink.
+/// A GET body streamed to a sink. A retry after the body broke off resumes where it stopped:
+/// the driver asks for the rest of the range (`rangeHeader`), the sink hears where it starts.
 public struct ResponseStream: Sendable {
     public var sink: any BodySink
-    /// The range the request asked for: a server that ignores it (a 200 with the whole object)
-    /// has its body cut down to it.
+    /// The range the request asked for (`nil`: the whole object): a server that ignores it (a
+    /// 200 with the whole object) has its body cut down to it.
     public var range: ByteRange?
+    private let progress = Progress()
+
     public init(sink: any BodySink, range: ByteRange?) {
         self.sink = sink
         self.range = range
     }
 
+    /// Bytes of the range handed to the sink so far, over all attempts.
+    final class Progress: Sendable {
+        let delivered = Mutex<Int64>(0)
+    }
+
+    public var delivered: Int64 { progress.delivered.withLock { $0 } }
+
+    /// The Range header for the next attempt when an earlier one delivered part of the body;
+    /// `nil`: send the request as it is.
+    public var resumeRangeHeader: String? {
+        let done = delivered
+        guard done > 0 else { return nil }
+        if let range { return ByteRange(offset: range.offset + done, length: range.length - done).rangeHeader }
+        return "bytes=\(done)-"
+    }
+
     /// Whether a reply with `status` goes to the sink.
     static func takes(_ status: Int) -> Bool { (200..<300).contains(status) }
 
-    /// What of a reply's body (with `status`) belongs to the caller: bytes to skip at its start
-    /// and how many to keep (`nil`: all).
-    func window(status: Int) -> (skip: Int64, keep: Int64?) {
-        guard status == 200, let range else { return (0, nil) }
-        return (range.offset, range.length)
+    /// One attempt's body on its way to the sink: what to skip at its start (a 200 carries the
+    /// whole object) and how much to keep.
+    struct Cut {
+        var skip: Int64
+        var keep: Int64?
+
+        /// The part of `count` next bytes that goes to the sink.
+        mutating func take(_ count: Int) -> Range<Int> {
+            let from = Int(min(Int64(count), skip))
+            skip -= Int64(from)
+            var to = count
+            if let left = keep {
+                to = from + Int(min(Int64(to - from), left))
+                keep = left - Int64(to - from)
+            }
+            return from..<to
+        }
+    }
+
+    /// Starts an attempt's body (with `status`): tells the sink where in the range it starts.
+    func start(status: Int) -> Cut {
+        let done = delivered
+        sink.begin(at: done)
+        guard status == 200 else { return Cut(skip: 0, keep: nil) }
+        // A 200 is the whole object, whatever was asked.
+        if let range { return Cut(skip: range.offset + done, keep: range.length - done) }
+        return Cut(skip: done, keep: nil)
+    }
+
+    /// Hands `bytes` (a piece of the body, already cut) to the sink.
+    func append(_ bytes: UnsafeRawBufferPointer) {
+        sink.append(bytes)
+        progress.delivered.withLock { $0 += Int64(bytes.count) }
     }
 }
 
 extension HTTPTransport {
-    /// Sends a reply collected whole to `request.stream` (transports that cannot stream).
+    /// Sends a reply collected whole to `request.stream` (transports that cannot stream). A
+    /// scripted reply with an `X-Scripted-Cut: N` header breaks off after N bytes of its body,
+    /// as a connection lost mid-body would (for tests of the resumption).
     public func deliver(_ response: HTTPResponse, of request: HTTPRequest) async throws -> HTTPResponse {
         guard let stream = request.stream, ResponseStream.takes(response.status) else { return response }
-        stream.sink.begin()
-        let (skip, keep) = stream.window(status: response.status)
-        let start = Int(min(skip, Int64(response.body.count)))
-        let end = keep.map { Int(min(Int64(response.body.count), skip + $0)) } ?? response.body.count
-        response.body.withUnsafeBytes {
-            stream.sink.append(UnsafeRawBufferPointer(rebasing: $0[start..<max(start, end)]))
-        }
+        var cut = stream.start(status: response.status)
+        let broken = response.header("X-Scripted-Cut").flatMap(Int.init)
+        let body = broken.map { Array(response.body.prefix($0)) } ?? response.body
+        let part = cut.take(body.count)
+        body.withUnsafeBytes { stream.append(UnsafeRawBufferPointer(rebasing: $0[part])) }
         await stream.sink.drain()
+        if broken != nil {
+            throw TransportError(kind: .connectionLost, server: TransportError.server(of: request.url), detail: "cut")
+        }
         var r = response
         r.body = []
         return r
@@ -213,19 +263,10 @@ public final class AHCTransport: HTTPTransport {
             let response = try await client.execute(r, timeout: timeout)
             let status = Int(response.status.code)
             if let stream = request.stream, ResponseStream.takes(status) {
-                stream.sink.begin()
-                var (skip, keep) = stream.window(status: status)
+                var cut = stream.start(status: status)
                 for try await chunk in response.body {
                     chunk.withUnsafeReadableBytes { raw in
-                        var from = Int(min(Int64(raw.count), skip))
-                        skip -= Int64(from)
-                        var to = raw.count
-                        if let left = keep {
-                            to = from + Int(min(Int64(to - from), left))
-                            keep = left - Int64(to - from)
-                        }
-                        from = min(from, to)
-                        stream.sink.append(UnsafeRawBufferPointer(rebasing: raw[from..<to]))
+                        stream.append(UnsafeRawBufferPointer(rebasing: raw[cut.take(raw.count)]))
                     }
                     await stream.sink.drain()
                 }

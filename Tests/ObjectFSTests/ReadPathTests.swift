@@ -484,12 +484,16 @@ private func warm(_ fs: ObjectFS, _ ino: InodeNumber, blocks: [Int]) async throw
             got.withLock { $0.append((k, Array(bytes))) }
         }
         await sink.prepare()
-        sink.begin()
+        sink.begin(at: 0)
         Array("abcdef".utf8).withUnsafeBytes { sink.append($0) }
         await sink.drain()
-        // The connection drops; the retried body starts from its first byte again.
-        sink.begin()
-        Array("abcdefghi".utf8).withUnsafeBytes { sink.append($0) }
+        // The connection drops; a retry that cannot resume sends the body from its start.
+        sink.begin(at: 0)
+        Array("abcdefg".utf8).withUnsafeBytes { sink.append($0) }
+        await sink.drain()
+        // One that resumes sends the rest only.
+        sink.begin(at: 7)
+        Array("hi".utf8).withUnsafeBytes { sink.append($0) }
         await sink.drain()
         let blocks = got.withLock { $0 }
         #expect(blocks.map(\.0) == [0, 1])

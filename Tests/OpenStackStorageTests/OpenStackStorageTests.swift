@@ -162,6 +162,19 @@ func connect(_ t: ScriptedTransport, key: String = "secret") async throws -> Ope
         #expect(header(t.requests.last!, "If-Match") == "\"e1\"")
     }
 
+    @Test func aBrokenOffBodyIsResumedWhereItStopped() async throws {
+        let t = server { r in
+            r.header("Range") == "bytes=6-8"
+                ? HTTPResponse(status: 206, headers: [("X-Scripted-Cut", "1")], body: Array("wor".utf8))
+                : HTTPResponse(status: 206, body: Array("or".utf8))
+        }
+        let s = try await connect(t)
+        let sink = Collected()
+        try await s.get("k", range: ByteRange(offset: 6, length: 3), ifMatch: nil, into: sink)
+        #expect(sink.bytes.withLock { $0 } == Array("wor".utf8))
+        #expect(header(t.requests.last!, "Range") == "bytes=7-8")
+    }
+
     @Test func headReadsMetadataAndHubicMtime() async throws {
         let t = server { _ in
             HTTPResponse(
@@ -349,7 +362,7 @@ final class ClosureTransport: HTTPTransport {
 
 final class Collected: BodySink {
     let bytes = Mutex<[UInt8]>([])
-    func begin() { bytes.withLock { $0 = [] } }
+    func begin(at: Int64) { bytes.withLock { $0.removeLast($0.count - Int(at)) } }
     func append(_ chunk: UnsafeRawBufferPointer) { bytes.withLock { $0 += chunk } }
     func drain() async {}
 }

@@ -422,7 +422,7 @@ final class RunSink: BodySink, @unchecked Sendable {
     private let lengths: [Int]
     private let writer: @Sendable (Int) async -> BlockWriter?
     private let completed: @Sendable (Int, Prefetcher.Delivery) async -> Void
-    /// Bytes of the body kept so far (over all attempts), and of this attempt's body seen.
+    /// Bytes of the body kept so far (over all attempts), and where this attempt's body is.
     private var received = 0
     private var position = 0
     /// Blocks handed on; the one being filled, in a writer or in `memory`, and its bytes so far.
@@ -447,10 +447,10 @@ final class RunSink: BodySink, @unchecked Sendable {
         if !lengths.isEmpty { current = await writer(0) }
     }
 
-    func begin() { position = 0 }
+    func begin(at: Int64) { position = Int(at) }
 
     func append(_ bytes: UnsafeRawBufferPointer) {
-        // A retried body repeats what was received already (the same version): skip it.
+        // A retry that could not resume repeats what was received (the same version): skip it.
         let skip = min(bytes.count, max(0, received - position))
         position += bytes.count
         received += bytes.count - skip
