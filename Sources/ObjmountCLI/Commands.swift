@@ -243,6 +243,16 @@ struct Unmount: ParsableCommand {
                 throw CLIError("unmounted \(path), but its daemon (pid \(pid)) is still storing pending writes")
             }
         }
+        // What the daemon could not store (it kept the data locally and said where).
+        let report = Paths.unsavedReport(for: path)
+        let fd = open(report, O_RDONLY | O_CLOEXEC)
+        if fd >= 0 {
+            let text = Spawn.readAll(fd)
+            close(fd)
+            unlink(report)
+            writeStderr(text.split(separator: "\n").map { "objmount: \($0)\n" }.joined())
+            throw CLIError("unmounted \(path), but some data could not be stored (kept locally, see above)")
+        }
     }
 }
 

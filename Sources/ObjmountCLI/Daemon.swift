@@ -145,7 +145,12 @@ enum Daemon {
         fuseOptions.allowOther = options.allowOther
         fuseOptions.readOnly = options.readOnly
         fuseOptions.debug = logger.level == .debug && Paths.environment("OBJMOUNT_FUSE_DEBUG") != nil
-        let session = FuseSession(filesystem: FuseBridge(fs: fs, logger: logger), options: fuseOptions)
+        let report = Paths.unsavedReport(for: mountpoint)
+        unlink(report)
+        let bridge = FuseBridge(
+            fs: fs, logger: logger, unsavedDirectory: Paths.unsavedDirectory(under: cacheDirectory),
+            unsavedReport: Paths.makeDirectories(Paths.runtimeDirectory) ? report : nil)
+        let session = FuseSession(filesystem: bridge, options: fuseOptions)
         let display = "\(remote)"
         session.onInitialized = {
             logger.info("mounted \(display) at \(mountpoint)")
@@ -171,6 +176,11 @@ enum Daemon {
         let rc = session.run()
         logger.info("unmounted \(mountpoint)")
         if rc < 0 { throw CLIError("the session ended with an error (errno \(-rc))") }
+        if !bridge.unsaved.isEmpty || !bridge.lost.isEmpty {
+            throw CLIError(
+                "\(bridge.unsaved.count + bridge.lost.count) file(s) could not be stored; "
+                    + (bridge.unsaved.isEmpty ? "see the log" : "their data is kept in \(bridge.unsavedDirectory)"))
+        }
     }
 
     /// The daemon serving `mountpoint`, from its pid file — only if that process is still an

@@ -4,6 +4,7 @@
 import FuseKit
 import ObjectFS
 import ObjectStorage
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -13,9 +14,21 @@ final class FuseBridge: FuseFilesystem {
     let fs: ObjectFS
     let logger: Logger
 
-    init(fs: ObjectFS, logger: Logger) {
+    /// Where the data of files that could not be stored is kept at exit, and the report of it
+    /// for `objmount unmount` (nil: none written).
+    let unsavedDirectory: String
+    let unsavedReport: String?
+    /// Files whose data is kept locally because it could not be stored, and those that could
+    /// not even be kept (set at shutdown).
+    private let outcome = Mutex<(kept: [ObjectFS.KeptFile], lost: [String])>(([], []))
+    var unsaved: [ObjectFS.KeptFile] { outcome.withLock { $0.kept } }
+    var lost: [String] { outcome.withLock { $0.lost } }
+
+    init(fs: ObjectFS, logger: Logger, unsavedDirectory: String, unsavedReport: String? = nil) {
         self.fs = fs
         self.logger = logger
+        self.unsavedDirectory = unsavedDirectory
+        self.unsavedReport = unsavedReport
     }
 
     /// Runs `body`, turning an FSError into the FuseError of its errno. Failures other than
@@ -169,6 +182,27 @@ final class FuseBridge: FuseFilesystem {
         if pending > 0 { logger.info("storing \(pending) file(s) with pending writes before exit") }
         for failure in await fs.flushAll() {
             logger.error("could not store pending data: \(failure)")
+        }
+        // What could not be stored is kept, never dropped with the staging directory.
+        let (kept, failed) = await fs.keepUnsaved(in: unsavedDirectory)
+        outcome.withLock { $0 = (kept, failed) }
+        var report = ""
+        for file in kept {
+            let line = "not stored: \(file.key) (\(file.size) bytes) is kept in \(file.path)"
+            logger.error(line)
+            report += line + "\n"
+        }
+        for key in failed {
+            let line = "not stored and could not be kept: \(key)"
+            logger.error(line)
+            report += line + "\n"
+        }
+        if let path = unsavedReport, !report.isEmpty {
+            let fd = Glibc.open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+            if fd >= 0 {
+                _ = Array(report.utf8).withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+                close(fd)
+            }
         }
         await fs.settleReads()
     }

@@ -56,6 +56,22 @@ enum Paths {
         return runtimeDirectory + "/" + name + ".pid"
     }
 
+    /// What the daemon of `mountpoint` could not store at exit, for `objmount unmount`.
+    static func unsavedReport(for mountpoint: String) -> String {
+        String(pidFile(for: mountpoint).dropLast(4)) + ".unsaved"
+    }
+
+    /// Where one daemon keeps the data it could not store: `<cache-dir>/unsaved/<UTC time>-<pid>`.
+    static func unsavedDirectory(under cacheDirectory: String) -> String {
+        var now = time(nil)
+        var t = tm()
+        gmtime_r(&now, &t)
+        func two(_ v: Int32) -> String { v < 10 ? "0\(v)" : "\(v)" }
+        let stamp =
+            "\(t.tm_year + 1900)\(two(t.tm_mon + 1))\(two(t.tm_mday))-\(two(t.tm_hour))\(two(t.tm_min))\(two(t.tm_sec))"
+        return "\(cacheDirectory)/unsaved/\(stamp)-\(getpid())"
+    }
+
     /// Creates `path` and its parents with `mode`; true if it exists afterwards.
     @discardableResult
     static func makeDirectories(_ path: String, mode: mode_t = 0o700) -> Bool {

@@ -137,6 +137,34 @@ import Testing
         #expect(await h.fs.pendingUploads == 0)
     }
 
+    @Test func dataThatCannotBeStoredIsKeptLocallyWhenTheFilesystemGoesAway() async throws {
+        let h = try Harness()
+        _ = try await h.fs.mkdir(parent: rootInode, name: "d", mode: 0o755)
+        let d = try await h.fs.lookup(parent: rootInode, name: "d")
+        let (_, fh) = try await h.fs.create(parent: d.ino, name: ".notes", mode: 0o644, flags: .writeOnly)
+        _ = try await h.fs.write(fh, offset: 0, data: b("precious"))
+        h.storage.fail(.put, with: .unavailable("server down"), count: 10)
+        await expectErrno(EIO) { try await h.fs.flush(fh) }
+        await h.fs.release(fh)
+        #expect(await h.fs.flushAll().count == 1)
+        let directory = uniqueStagingDirectory() + "-unsaved/at-exit"
+        let (kept, failed) = await h.fs.keepUnsaved(in: directory)
+        #expect(failed.isEmpty)
+        #expect(kept.map(\.key) == ["d/.notes"])
+        #expect(kept.first?.path == directory + "/0001-_notes")
+        // The bytes are there, and stay when the filesystem's staging files go.
+        let fd = open(directory + "/0001-_notes", O_RDONLY)
+        var back = [UInt8](repeating: 0, count: 64)
+        let n = read(fd, &back, back.count)
+        close(fd)
+        #expect(Array(back[0..<max(0, n)]) == b("precious"))
+        let index = open(directory + "/INDEX", O_RDONLY)
+        var text = [UInt8](repeating: 0, count: 256)
+        let m = read(index, &text, text.count)
+        close(index)
+        #expect(String(decoding: text[0..<max(0, m)], as: UTF8.self) == "0001-_notes\td/.notes\t8\n")
+    }
+
     @Test func largeFilesAreUploadedInParts() async throws {
         let h = try Harness(multipartThreshold: 64, partSize: 16)
         let content = (0..<1000).map { UInt8($0 % 256) }
