@@ -225,23 +225,33 @@ public struct TransportError: Error, CustomStringConvertible, Hashable, Sendable
 
 public final class AHCTransport: HTTPTransport {
     let client: HTTPClient
-    let timeout: TimeAmount
     let maxBody: Int
 
     /// Redirects are not followed: the Hubic grant needs to read a 302's Location, and no
     /// storage API redirects. A connection that cannot be made fails the request at once
     /// (async-http-client would try again until its 10 s connect timeout): the drivers retry
     /// by their `RetryPolicy`, which knows whether this is the first contact.
-    public init(timeout: Duration = .seconds(120), maxBody: Int = 256 << 20) {
+    ///
+    /// A request fails when nothing moves for `idleTimeout` — no byte of the reply once the
+    /// request is sent (a server that accepts and never answers), no byte of the body sent —
+    /// never for taking long while it makes progress (a large part on a slow uplink).
+    public init(
+        idleTimeout: Duration = .seconds(60), connectTimeout: Duration = .seconds(10), maxBody: Int = 256 << 20
+    ) {
         var config = HTTPClient.Configuration()
         config.redirectConfiguration = .disallow
         config.decompression = .disabled
         config.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 16)
         config.connectionPool.retryConnectionEstablishment = false
+        config.timeout = .init(
+            connect: Self.amount(connectTimeout), read: Self.amount(idleTimeout), write: Self.amount(idleTimeout))
         client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: config)
-        let c = timeout.components
-        self.timeout = .nanoseconds(c.seconds * 1_000_000_000 + c.attoseconds / 1_000_000_000)
         self.maxBody = maxBody
+    }
+
+    static func amount(_ d: Duration) -> TimeAmount {
+        let c = d.components
+        return .nanoseconds(c.seconds * 1_000_000_000 + c.attoseconds / 1_000_000_000)
     }
 
     public func shutdown() async {
@@ -260,7 +270,8 @@ public final class AHCTransport: HTTPTransport {
             r.headers.replaceOrAdd(name: "Content-Length", value: "0")
         }
         do {
-            let response = try await client.execute(r, timeout: timeout)
+            // No deadline for the whole request: the idle timeouts above end one that stalls.
+            let response = try await client.execute(r, deadline: .distantFuture)
             let status = Int(response.status.code)
             if let stream = request.stream, ResponseStream.takes(status) {
                 var cut = stream.start(status: status)

@@ -1,6 +1,7 @@
 // Hermetic tests of the S3 driver: a scripted transport plays the server, so retries, error
 // mapping, addressing and paging are checked without a network.
 
+import Dispatch
 import ObjectStorage
 import S3Signing
 import StorageHTTP
@@ -461,6 +462,30 @@ func errorBody(_ code: String) -> String {
         await transport.shutdown()
     }
 
+    @Test func aServerThatAcceptsAndNeverAnswersTimesOutWhenIdleNotAfterMinutes() async throws {
+        let server = try SlowServer(reply: nil)
+        let transport = AHCTransport(idleTimeout: .seconds(1))
+        let start = ContinuousClock.now
+        do {
+            _ = try await transport.send(HTTPRequest(method: "GET", url: "http://127.0.0.1:\(server.port)/b/k"))
+            Issue.record("a silent server answered")
+        } catch let e as TransportError {
+            #expect(e.kind == .timedOut)
+        }
+        #expect(ContinuousClock.now - start < .seconds(5))
+        await transport.shutdown()
+    }
+
+    @Test func aSlowReplyThatKeepsComingIsNotCutOff() async throws {
+        // 12 bytes, one every 250 ms: 3 s in all, four times the idle timeout.
+        let server = try SlowServer(reply: Array("hello, world".utf8), every: .milliseconds(250))
+        let transport = AHCTransport(idleTimeout: .milliseconds(750))
+        let r = try await transport.send(HTTPRequest(method: "GET", url: "http://127.0.0.1:\(server.port)/b/k"))
+        #expect(r.status == 200)
+        #expect(r.body == Array("hello, world".utf8))
+        await transport.shutdown()
+    }
+
     @Test func messagesNameTheServerOnly() {
         #expect(
             TransportError.server(of: "https://user:secret@s3.example.com:8443/b/k?x=1")
@@ -514,4 +539,64 @@ final class CollectingSink: BodySink {
     func begin(at: Int64) { state.withLock { $0.removeLast($0.count - Int(at)) } }
     func append(_ bytes: UnsafeRawBufferPointer) { state.withLock { $0 += bytes } }
     func drain() async {}
+}
+
+/// A one-connection HTTP server on 127.0.0.1 that reads a request and then either says nothing
+/// (`reply == nil`, until the test ends) or sends a 200 whose body comes a byte at a time.
+final class SlowServer: Sendable {
+    let port: UInt16
+    private let listener: Int32
+
+    init(reply: [UInt8]?, every interval: Duration = .zero) throws {
+        listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let fd = listener
+        let ok = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 && listen(fd, 4) == 0
+            }
+        }
+        guard ok else { throw StorageError.localIO(errno, "listen") }
+        port = UInt16(bigEndian: address.sin_port)
+        let micros = UInt32(
+            interval.components.attoseconds / 1_000_000_000_000 + interval.components.seconds * 1_000_000)
+        DispatchQueue.global().async {
+            let c = accept(fd, nil, nil)
+            guard c >= 0 else { return }
+            var seen: [UInt8] = []
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            while !seen.ends(with: Array("\r\n\r\n".utf8)) {
+                let n = read(c, &buffer, buffer.count)
+                if n <= 0 { break }
+                seen += buffer[0..<n]
+            }
+            if let reply {
+                let head = Array("HTTP/1.1 200 OK\r\nContent-Length: \(reply.count)\r\n\r\n".utf8)
+                _ = head.withUnsafeBytes { write(c, $0.baseAddress, $0.count) }
+                for byte in reply {
+                    usleep(micros)
+                    var b = byte
+                    _ = write(c, &b, 1)
+                }
+            }
+            // Silent: hold the connection until the listener goes.
+            var one: UInt8 = 0
+            _ = read(c, &one, 1)
+            close(c)
+        }
+    }
+
+    deinit {
+        shutdown(listener, Int32(SHUT_RDWR))
+        close(listener)
+    }
+}
+
+extension Array where Element == UInt8 {
+    fileprivate func ends(with suffix: [UInt8]) -> Bool {
+        count >= suffix.count && Array(self[(count - suffix.count)...]) == suffix
+    }
 }
