@@ -482,9 +482,12 @@ public actor ObjectFS {
         await prefetcher.settle(timeout: .seconds(5))
     }
 
+    /// Stores every file with pending data that no handle still has open for writing (at exit:
+    /// a file a program is still writing is never stored as a prefix of itself; `keepUnsaved`
+    /// keeps it). Returns the failures.
     public func flushAll() async -> [FSError] {
         var failures: [FSError] = []
-        for node in nodes.values where node.dirty && node.parent != nil {
+        for node in nodes.values where node.dirty && node.parent != nil && node.writers == 0 {
             do { try await upload(node) } catch { failures.append(error) }
         }
         return failures

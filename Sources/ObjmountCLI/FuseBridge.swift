@@ -188,7 +188,8 @@ final class FuseBridge: FuseFilesystem {
         outcome.withLock { $0 = (kept, failed) }
         var report = ""
         for file in kept {
-            let line = "not stored: \(file.key) (\(file.size) bytes) is kept in \(file.path)"
+            let why = file.openForWriting ? " (still open for writing)" : ""
+            let line = "not stored\(why): \(file.key) (\(file.size) bytes) is kept in \(file.path)"
             logger.error(line)
             report += line + "\n"
         }

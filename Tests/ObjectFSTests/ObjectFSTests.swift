@@ -165,6 +165,22 @@ import Testing
         #expect(String(decoding: text[0..<max(0, m)], as: UTF8.self) == "0001-_notes\td/.notes\t8\n")
     }
 
+    @Test func aFileStillOpenForWritingAtExitIsKeptNotStoredAsAPrefix() async throws {
+        let h = try Harness()
+        try await h.writeFile("f", b("the whole old version"))
+        let f = try await h.fs.lookup(parent: rootInode, name: "f")
+        let fh = try await h.fs.open(f.ino, flags: .readWrite)
+        _ = try await h.fs.setattr(f.ino, AttributeChanges(size: 0))
+        _ = try await h.fs.write(fh, offset: 0, data: b("half"))
+        // The daemon stops while the program still writes: nothing is stored over the old one.
+        #expect(await h.fs.flushAll().isEmpty)
+        #expect(try await h.memory.get("f", range: nil, ifMatch: nil) == b("the whole old version"))
+        let (kept, _) = await h.fs.keepUnsaved(in: uniqueStagingDirectory() + "-unsaved")
+        #expect(kept.map(\.key) == ["f"])
+        #expect(kept.first?.openForWriting == true)
+        #expect(kept.first?.size == 4)
+    }
+
     @Test func largeFilesAreUploadedInParts() async throws {
         let h = try Harness(multipartThreshold: 64, partSize: 16)
         let content = (0..<1000).map { UInt8($0 % 256) }

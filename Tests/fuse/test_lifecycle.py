@@ -61,6 +61,41 @@ def test_signals_unmount_cleanly(mounter: Mounter, remote: Remote, tmp_path: Pat
     assert "Fatal error" not in stderr
 
 
+def test_a_file_still_being_written_when_the_daemon_stops_is_kept_not_stored(
+        mounter: Mounter, remote: Remote, tmp_path: Path) -> None:
+    """SIGTERM while a program rewrites a file: the object keeps its old version (never the
+    prefix written so far), the new bytes are kept under <cache-dir>/unsaved/, the daemon says
+    where and exits non-zero."""
+    proc, mp = start_foreground(mounter, remote, tmp_path)
+    (mp / "f").write_bytes(b"the whole old version")
+    f = open(mp / "f", "r+b")
+    try:
+        f.truncate(0)
+        f.write(b"half")
+        f.flush()
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            rc = proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+    finally:
+        try:
+            f.close()
+        except OSError:
+            pass  # the mount is gone
+    stderr = proc.stderr.read().decode(errors="replace")
+    assert rc != 0, f"the daemon exited 0 though a file was not stored: {stderr}"
+    kept = [line.split(" is kept in ", 1)[1] for line in stderr.splitlines()
+            if "still open for writing" in line and " is kept in " in line]
+    assert len(kept) == 1, stderr
+    assert Path(kept[0]).read_bytes() == b"half"
+    if remote.scheme != "memory":
+        m = mounter.mount(remote)
+        assert (m.path / "f").read_bytes() == b"the whole old version"
+
+
 def test_sigkill_leaves_no_dead_mount(mounter: Mounter, remote: Remote) -> None:
     m = mounter.mount(remote)
     assert m.pid is not None

@@ -1,5 +1,6 @@
 // Unsaved data: what the filesystem still holds for files it could not store when it goes away
-// (the server down or refusing at unmount). Their staging files would be removed with the
+// (the server down or refusing at unmount), or must not (a file a program still has open for
+// writing when the daemon is stopped: storing it would replace the object by a prefix). Their staging files would be removed with the
 // filesystem; instead each is synced and hard-linked into a directory the user is told about,
 // with an index of the keys they belong to. Nothing a program wrote is dropped silently.
 
@@ -15,6 +16,8 @@ extension ObjectFS {
         public let size: Int64
         /// Where its bytes are now.
         public let path: String
+        /// A program still had it open for writing: what it wrote so far, not a closed file.
+        public let openForWriting: Bool
     }
 
     /// Keeps the data of every file not stored yet (what `flushAll` could not upload) in
@@ -23,7 +26,7 @@ extension ObjectFS {
     /// could not be (their reason logged by the caller).
     public func keepUnsaved(in directory: String) -> (kept: [KeptFile], failed: [String]) {
         let pending = nodes.values.filter { $0.dirty && $0.parent != nil && $0.staging != nil }
-            .map { (key: fileKey($0), staging: $0.staging!) }
+            .map { (key: fileKey($0), staging: $0.staging!, open: $0.writers > 0) }
             .sorted { $0.key < $1.key }
         guard !pending.isEmpty else { return ([], []) }
         var kept: [KeptFile] = []
@@ -38,7 +41,7 @@ extension ObjectFS {
                 failed.append(file.key)
                 continue
             }
-            kept.append(KeptFile(key: file.key, size: file.staging.size, path: path))
+            kept.append(KeptFile(key: file.key, size: file.staging.size, path: path, openForWriting: file.open))
             index += "\(name)\t\(file.key)\t\(file.staging.size)\n"
         }
         if ready, !kept.isEmpty {
