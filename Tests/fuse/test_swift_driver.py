@@ -181,6 +181,12 @@ def test_account_level_mount_shows_containers_as_directories(mounter: Mounter) -
     (m.path / name / "f.txt").unlink()
     os.rmdir(m.path / name)                        # deletes the (now empty) container
     assert name not in os.listdir(m.path)
+    # The byte written at the root could not be stored: unmount says where it is kept.
+    r = subprocess.run([OBJMOUNT_BIN, "unmount", str(m.path)], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, **SWIFT_ENV})
+    assert r.returncode != 0 and not is_mounted(m.path)
+    kept = [line.split(" is kept in ", 1)[1] for line in r.stderr.splitlines() if "file-at-the-root.txt" in line]
+    assert len(kept) == 1 and Path(kept[0]).read_bytes() == b"x", r.stderr
 
 
 def _swift_token() -> tuple[str, str]:
