@@ -44,18 +44,24 @@ def start_foreground(mounter: Mounter, remote: Remote, tmp_path: Path) -> tuple[
     return proc, mp
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["INT", "TERM", "HUP"])
-def test_signals_unmount_cleanly(mounter: Mounter, remote: Remote, tmp_path: Path, sig: signal.Signals) -> None:
-    proc, mp = start_foreground(mounter, remote, tmp_path)
-    (mp / "f").write_bytes(b"before the signal")
+def stop(proc: subprocess.Popen, sig: signal.Signals) -> tuple[int, str]:
+    """Sends `sig` to a foreground daemon and waits for it (killed after 60 s): its exit status
+    and stderr."""
     os.kill(proc.pid, sig)
     try:
-        rc = proc.wait(timeout=30)
+        rc = proc.wait(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
-    stderr = proc.stderr.read().decode(errors="replace")
+    return rc, proc.stderr.read().decode(errors="replace")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["INT", "TERM", "HUP"])
+def test_signals_unmount_cleanly(mounter: Mounter, remote: Remote, tmp_path: Path, sig: signal.Signals) -> None:
+    proc, mp = start_foreground(mounter, remote, tmp_path)
+    (mp / "f").write_bytes(b"before the signal")
+    rc, stderr = stop(proc, sig)
     assert rc == 0, f"exit {rc}: {stderr}"
     assert not is_mounted(mp), f"{mp} still mounted after {sig.name}"
     assert "Fatal error" not in stderr
@@ -73,19 +79,12 @@ def test_a_file_still_being_written_when_the_daemon_stops_is_kept_not_stored(
         f.truncate(0)
         f.write(b"half")
         f.flush()
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            rc = proc.wait(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(timeout=10)
+        rc, stderr = stop(proc, signal.SIGTERM)
     finally:
         try:
             f.close()
         except OSError:
             pass  # the mount is gone
-    stderr = proc.stderr.read().decode(errors="replace")
     assert rc != 0, f"the daemon exited 0 though a file was not stored: {stderr}"
     kept = [line.split(" is kept in ", 1)[1] for line in stderr.splitlines()
             if "still open for writing" in line and " is kept in " in line]
