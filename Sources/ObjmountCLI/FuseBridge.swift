@@ -184,7 +184,9 @@ final class FuseBridge: FuseFilesystem {
             logger.error("could not store pending data: \(failure)")
         }
         // What could not be stored is kept, never dropped with the staging directory.
-        let (kept, failed) = await fs.keepUnsaved(in: unsavedDirectory)
+        let (kept, failed) =
+            await fs.pendingUploads > 0 && Paths.makeDirectories(unsavedDirectory)
+            ? await fs.keepUnsaved(in: unsavedDirectory) : ([], [])
         outcome.withLock { $0 = (kept, failed) }
         var report = ""
         for file in kept {
@@ -201,7 +203,7 @@ final class FuseBridge: FuseFilesystem {
         if let path = unsavedReport, !report.isEmpty {
             let fd = Glibc.open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
             if fd >= 0 {
-                _ = Array(report.utf8).withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+                writeAll(fd, report)
                 close(fd)
             }
         }

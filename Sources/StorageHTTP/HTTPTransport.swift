@@ -38,7 +38,8 @@ public struct HTTPRequest: Sendable {
 }
 
 /// A GET body streamed to a sink. A retry after the body broke off resumes where it stopped:
-/// the driver asks for the rest of the range (`rangeHeader`), the sink hears where it starts.
+/// the driver asks for the rest of the range (`resumeRangeHeader`), the sink hears where it
+/// starts.
 public struct ResponseStream: Sendable {
     public var sink: any BodySink
     /// The range the request asked for (`nil`: the whole object): a server that ignores it (a
@@ -107,20 +108,13 @@ public struct ResponseStream: Sendable {
 }
 
 extension HTTPTransport {
-    /// Sends a reply collected whole to `request.stream` (transports that cannot stream). A
-    /// scripted reply with an `X-Scripted-Cut: N` header breaks off after N bytes of its body,
-    /// as a connection lost mid-body would (for tests of the resumption).
-    public func deliver(_ response: HTTPResponse, of request: HTTPRequest) async throws -> HTTPResponse {
+    /// Sends a reply collected whole to `request.stream` (transports that cannot stream).
+    public func deliver(_ response: HTTPResponse, of request: HTTPRequest) async -> HTTPResponse {
         guard let stream = request.stream, ResponseStream.takes(response.status) else { return response }
         var cut = stream.start(status: response.status)
-        let broken = response.header("X-Scripted-Cut").flatMap(Int.init)
-        let body = broken.map { Array(response.body.prefix($0)) } ?? response.body
-        let part = cut.take(body.count)
-        body.withUnsafeBytes { stream.append(UnsafeRawBufferPointer(rebasing: $0[part])) }
+        let part = cut.take(response.body.count)
+        response.body.withUnsafeBytes { stream.append(UnsafeRawBufferPointer(rebasing: $0[part])) }
         await stream.sink.drain()
-        if broken != nil {
-            throw TransportError(kind: .connectionLost, server: TransportError.server(of: request.url), detail: "cut")
-        }
         var r = response
         r.body = []
         return r
@@ -368,7 +362,15 @@ public final class ScriptedTransport: HTTPTransport {
             $0.append(request)
             return $0.count
         }
-        return try await deliver(handler(request, n), of: request)
+        var response = handler(request, n)
+        // `X-Scripted-Cut: N`: the body breaks off after N bytes, as a connection lost mid-body
+        // would (for tests of the resumption).
+        if let cut = response.header("X-Scripted-Cut").flatMap(Int.init) {
+            response.body = Array(response.body.prefix(cut))
+            _ = await deliver(response, of: request)
+            throw TransportError(kind: .connectionLost, server: TransportError.server(of: request.url), detail: "cut")
+        }
+        return await deliver(response, of: request)
     }
     public var requests: [HTTPRequest] { log.withLock { $0 } }
 }

@@ -147,7 +147,8 @@ import Testing
         await expectErrno(EIO) { try await h.fs.flush(fh) }
         await h.fs.release(fh)
         #expect(await h.fs.flushAll().count == 1)
-        let directory = uniqueStagingDirectory() + "-unsaved/at-exit"
+        let directory = uniqueStagingDirectory() + "-unsaved"
+        #expect(mkdir(directory, 0o700) == 0)
         let (kept, failed) = await h.fs.keepUnsaved(in: directory)
         #expect(failed.isEmpty)
         #expect(kept.map(\.key) == ["d/.notes"])
@@ -175,7 +176,9 @@ import Testing
         // The daemon stops while the program still writes: nothing is stored over the old one.
         #expect(await h.fs.flushAll().isEmpty)
         #expect(try await h.memory.get("f", range: nil, ifMatch: nil) == b("the whole old version"))
-        let (kept, _) = await h.fs.keepUnsaved(in: uniqueStagingDirectory() + "-unsaved")
+        let directory = uniqueStagingDirectory() + "-unsaved"
+        #expect(mkdir(directory, 0o700) == 0)
+        let (kept, _) = await h.fs.keepUnsaved(in: directory)
         #expect(kept.map(\.key) == ["f"])
         #expect(kept.first?.openForWriting == true)
         #expect(kept.first?.size == 4)

@@ -538,7 +538,7 @@ private func warm(_ fs: ObjectFS, _ ino: InodeNumber, blocks: [Int]) async throw
     @Test func aHeaderReadsBackAndRejectsAnotherObjectsBlock() {
         let data = content(40_000)
         let layout = BlockFile.Layout(identity: Array("key\u{0}etag\u{0}40000".utf8), dataLength: data.count)
-        let header = data.withUnsafeBytes { BlockFile.header(layout, data: $0) }
+        let header = BlockFile.header(layout, sums: data.withUnsafeBytes { BlockFile.sectorSums($0) })
         #expect(header.count == 4096)
         let sums = header.withUnsafeBytes {
             BlockFile.sectorChecksums(header: UnsafeRawBufferPointer(rebasing: $0[0..<layout.headerLength]), layout)

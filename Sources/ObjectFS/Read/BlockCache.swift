@@ -644,7 +644,10 @@ final class BlockWriter: @unchecked Sendable {
         let ok = await cache.ioPool.run { () -> Bool in
             header.withUnsafeBytes { DiskBlockCache.writeFully(fd, $0, at: 0) } && rename(temporary, final) == 0
         }
-        guard ok else { return false }
+        guard ok else {
+            failed = true  // `abandon` makes room
+            return false
+        }
         closed = true
         cache.account(id, bytes: bytes, ok: true)
         // Its readers come next: the file stays open for them, its checksums known.

@@ -33,12 +33,6 @@ enum BlockFile {
         var fileLength: Int { dataOffset + dataLength }
     }
 
-    /// The header for `data`, padded to where the data starts.
-    static func header(_ layout: Layout, data: UnsafeRawBufferPointer) -> [UInt8] {
-        precondition(data.count == layout.dataLength)
-        return header(layout, sums: sectorSums(data))
-    }
-
     /// The checksum of each sector of `data` (the last one may be short).
     static func sectorSums(_ data: UnsafeRawBufferPointer) -> [UInt64] {
         stride(from: 0, to: data.count, by: sectorSize).map {

@@ -290,12 +290,8 @@ final class Prefetcher: Sendable {
             lengths: ids.map { cache.length(of: $0.index, in: version.size) },
             writer: { k in await cache.begin(object, block: ids[k].index) },
             completed: { k, delivery in
-                if case .bytes(let bytes) = delivery {
-                    pendings[k].finish(.success(delivery))
-                    await cache.store(object, block: ids[k].index, data: bytes)
-                } else {
-                    pendings[k].finish(.success(delivery))
-                }
+                pendings[k].finish(.success(delivery))
+                if case .bytes(let bytes) = delivery { await cache.store(object, block: ids[k].index, data: bytes) }
             })
         do {
             await sink.prepare()
@@ -491,7 +487,6 @@ final class RunSink: BodySink, @unchecked Sendable {
         let k = done
         if let w = current {
             current = nil
-            await w.flush()
             if await w.commit() {
                 await completed(k, .cached)
             } else {

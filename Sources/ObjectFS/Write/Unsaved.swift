@@ -21,7 +21,7 @@ extension ObjectFS {
     }
 
     /// Keeps the data of every file not stored yet (what `flushAll` could not upload) in
-    /// `directory` (created 0700): each staging file as `NNNN-<name>`, and `INDEX` lists
+    /// `directory` (which must exist): each staging file as `NNNN-<name>`, and `INDEX` lists
     /// "file TAB key TAB size" a line each. Returns what was kept, and the keys of files that
     /// could not be (their reason logged by the caller).
     public func keepUnsaved(in directory: String) -> (kept: [KeptFile], failed: [String]) {
@@ -32,19 +32,18 @@ extension ObjectFS {
         var kept: [KeptFile] = []
         var failed: [String] = []
         var index = ""
-        let ready = Self.makeDirectories(directory)
         for (n, file) in pending.enumerated() {
             let number = String(n + 1)
             let name = String(repeating: "0", count: max(0, 4 - number.count)) + number + "-" + Self.safeName(file.key)
             let path = directory + "/" + name
-            guard ready, (try? file.staging.sync()) != nil, Glibc.link(file.staging.path, path) == 0 else {
+            guard (try? file.staging.sync()) != nil, Glibc.link(file.staging.path, path) == 0 else {
                 failed.append(file.key)
                 continue
             }
             kept.append(KeptFile(key: file.key, size: file.staging.size, path: path, openForWriting: file.open))
             index += "\(name)\t\(file.key)\t\(file.staging.size)\n"
         }
-        if ready, !kept.isEmpty {
+        if !kept.isEmpty {
             let fd = Glibc.open(directory + "/INDEX", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
             if fd >= 0 {
                 _ = Array(index.utf8).withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
@@ -65,14 +64,5 @@ extension ObjectFS {
         }
         if out.hasPrefix(".") { out = "_" + out.dropFirst() }
         return out.isEmpty ? "file" : out
-    }
-
-    static func makeDirectories(_ path: String) -> Bool {
-        var current = ""
-        for segment in path.split(separator: "/") {
-            current += "/" + segment
-            if Glibc.mkdir(current, 0o700) != 0 && errno != EEXIST { return false }
-        }
-        return true
     }
 }
