@@ -161,6 +161,8 @@ public protocol FuseFilesystem: Sendable {
     func write(_ ino: Inode, handle: UInt64, offset: Int64, buffer: FuseWriteBuffer) async throws -> Int
     func flush(_ ino: Inode, handle: UInt64) async throws
     func fsync(_ ino: Inode, handle: UInt64, dataOnly: Bool) async throws
+    /// `fsync` of an open directory.
+    func fsyncdir(_ ino: Inode, handle: UInt64, dataOnly: Bool) async throws
     func release(_ ino: Inode, handle: UInt64) async
     func statfs(_ ino: Inode) async throws -> FuseStatistics
     /// Extended attributes: names of `ino`'s (no I/O expected), the value of one (ENODATA when
@@ -226,6 +228,7 @@ extension FuseFilesystem {
         return attributes
     }
     /// No preallocation: EOPNOTSUPP, which fallocate(2) gives for an unsupported mode.
+    public func fsyncdir(_ ino: Inode, handle: UInt64, dataOnly: Bool) async throws {}
     public func fallocate(_ ino: Inode, handle: UInt64, mode: Int32, offset: Int64, length: Int64) async throws {
         throw FuseError(EOPNOTSUPP)
     }

@@ -538,6 +538,15 @@ public final class FuseSession: @unchecked Sendable {
                 _ = fuse_reply_err(req.raw, 0)
             }
         }
+        ops.fsyncdir = { req, ino, datasync, fi in
+            let s = FuseSession.session(req)
+            let fs = s.filesystem
+            let fh = fi!.pointee.fh
+            s.respond(Request(raw: req!), { try await fs.fsyncdir(ino, handle: fh, dataOnly: datasync != 0) }) {
+                req, _ in
+                _ = fuse_reply_err(req.raw, 0)
+            }
+        }
         ops.release = { req, ino, fi in
             let s = FuseSession.session(req)
             let fs = s.filesystem

@@ -9,8 +9,9 @@
 // - Reads of stored versions go through the block cache (Read/): the handle's ReadWindow says
 //   what to fetch, the shared Prefetcher fetches each missing block once (never a whole-object
 //   download at open). A file being written is read from its staging file.
-// - Writes go to a per-inode StagingFile; flush/fsync/release upload it (multipart above
-//   `multipartThreshold`). A node that is open, dirty, or new is "pinned": listings and lookups
+// - Writes go to a per-inode StagingFile. close seals it (fsync'd, journaled) and, with
+//   write-back, returns while an upload task stores it; fsync and unmount wait until stored
+//   (Write/WriteBack.swift; multipart above `multipartThreshold`). A node that is open, dirty, or new is "pinned": listings and lookups
 //   never replace it, so local work is never lost to a stale server view.
 // - Rename is copy + delete (the stores have no rename); directory rename copies every key under
 //   the prefix, then deletes the old ones — never the other way round.
@@ -38,6 +39,11 @@ public actor ObjectFS {
     var directoryHandles: [UInt64: [DirectoryEntry]] = [:]
     var nextHandle: UInt64 = 1
     var stagingSerial: UInt64 = 0
+    /// The write-back journal (Write/Journal.swift), when the staging directory outlives the mount.
+    let journal: Journal?
+    /// Background uploads, one per file (Write/WriteBack.swift).
+    var uploads: [InodeNumber: Task<Void, Never>] = [:]
+    let uploadLimiter: AsyncLimiter
     /// Staging names are unique per instance: several filesystems may share a directory.
     let instanceID = UInt32.random(in: 0...UInt32.max)
     let prefix: String
@@ -55,6 +61,8 @@ public actor ObjectFS {
         self.clock = clock
         self.prefix = KeyPath.normalizedPrefix(configuration.prefix)
         self.staging = try StagingDirectory(configuration.stagingDirectory)
+        journal = configuration.journaled ? try Journal(directory: staging.path, instance: instanceID) : nil
+        uploadLimiter = AsyncLimiter(limit: configuration.writeBackConcurrency)
         self.metadataLimiter = AsyncLimiter(limit: configuration.metadataPrefetch)
         budget = MemoryBudget(limit: configuration.dataMemoryLimit)
         var cache: any BlockCache = MemoryBlockCache(
@@ -86,6 +94,12 @@ public actor ObjectFS {
     /// (server, account, bucket; no secret).
     public static func blockCacheDirectory(under cacheDirectory: String, for identity: String) -> String {
         DiskBlockCache.directory(under: cacheDirectory, for: identity)
+    }
+
+    /// The staging and journal directory under `cacheDirectory` for one remote and prefix
+    /// (`identity`: server, account, bucket, prefix; no secret).
+    public static func journalDirectory(under cacheDirectory: String, for identity: String) -> String {
+        "\(cacheDirectory)/pending-\(Checksum.name(Array(identity.utf8)).prefix(16))"
     }
 
     // MARK: - Lookup and attributes
@@ -162,7 +176,13 @@ public actor ObjectFS {
         }
         guard node.parent != nil else { return attributes(node) }
         if node.dirty {
-            if node.writers == 0 { try await upload(node) }
+            // Folded into the pending upload (and its journal record): rsync's close, utimes,
+            // chmod become one PUT.
+            if node.writers == 0 {
+                try await commit(node)
+            } else if node.sealed != nil {
+                try recordSealed(node)
+            }
         } else if changed, node.remote != nil {
             try await storeMetadata(node)
         }
@@ -330,7 +350,7 @@ public actor ObjectFS {
     public func write(_ fh: UInt64, offset: Int64, bytes: UnsafeRawBufferPointer) throws(FSError) -> Int {
         guard let h = handles[fh], h.flags.write else { throw FSError(EBADF, "handle not open for writing") }
         let node = try self.node(h.ino)
-        guard let staging = node.staging else {
+        guard let staging = node.staging, staging !== node.sealed else {
             throw FSError(EIO, "internal: write before staging was ready")
         }
         try staging.write(bytes, at: offset)
@@ -344,7 +364,9 @@ public actor ObjectFS {
     public func prepareWrite(_ fh: UInt64) async throws(FSError) {
         guard let h = handles[fh], h.flags.write else { throw FSError(EBADF, "handle not open for writing") }
         let node = try self.node(h.ino)
-        if node.staging == nil { _ = try await stagingFile(for: node, loadExisting: true) }
+        if node.staging == nil || node.staging === node.sealed {
+            _ = try await stagingFile(for: node, loadExisting: true)
+        }
     }
 
     /// Writes caller-owned bytes (valid for the duration of the call) at `offset`.
@@ -367,13 +389,17 @@ public actor ObjectFS {
         guard let h = handles[fh] else { throw FSError(EBADF, "bad file handle") }
         // A file created through a read-only descriptor (O_RDONLY|O_CREAT, as `flock FILE`
         // does) is stored at its close like any other new file.
-        if let node = nodes[h.ino], node.dirty, h.flags.write || node.remote == nil { try await upload(node) }
+        if let node = nodes[h.ino], node.dirty, h.flags.write || node.remote == nil { try await commit(node) }
     }
 
-    /// Stores the inode's pending data, whichever descriptor wrote it.
+    /// Stores the inode's pending data, whichever descriptor wrote it, and returns once it is
+    /// on the server.
     public func fsync(_ fh: UInt64) async throws(FSError) {
         guard let h = handles[fh] else { throw FSError(EBADF, "bad file handle") }
-        if let node = nodes[h.ino], node.dirty { try await upload(node) }
+        if let node = nodes[h.ino], node.dirty {
+            try await seal(node)
+            try await upload(node)
+        }
     }
 
     public func release(_ fh: UInt64) async {
@@ -382,7 +408,7 @@ public actor ObjectFS {
         if node.dirty, h.flags.write || node.remote == nil {
             // The last chance to store what close() already tried; a failure keeps the staging
             // file and the node pinned so that unmount retries it.
-            try? await upload(node)
+            try? await commit(node)
         }
         node.openHandles -= 1
         if h.flags.write { node.writers -= 1 }
@@ -403,6 +429,11 @@ public actor ObjectFS {
             do { try await storage.delete([key]) } catch { throw FSError.from(error, "unlink \(key)") }
         }
         detach(child, from: dir)
+        // A version not stored yet is never sent now.
+        if let sealed = child.sealed {
+            forgetVersion(sealed)
+            child.sealed = nil
+        }
     }
 
     public func rename(
@@ -472,7 +503,12 @@ public actor ObjectFS {
         fromDir.negative[name] = now + ttl
         // The files under a moved directory are new objects with new ETags: open handles keep
         // reading them without a stale error.
-        if source.kind == .directory { adopt(copies, under: source) }
+        if source.kind == .directory {
+            adopt(copies, under: source)
+            recordSealed(under: source)
+        } else if source.sealed != nil {
+            try recordSealed(source)
+        }
     }
 
     /// Uploads every dirty file (unmount, `objmount unmount`). Returns the failures.
@@ -488,8 +524,11 @@ public actor ObjectFS {
     public func flushAll() async -> [FSError] {
         var failures: [FSError] = []
         for node in nodes.values where node.dirty && node.parent != nil && node.writers == 0 {
-            do { try await upload(node) } catch { failures.append(error) }
+            do { try await seal(node) } catch { failures.append(error) }
         }
+        failures += await storeSealed()
+        // Nothing left for a later mount: the journal goes with this one.
+        if let journal, journal.pending.isEmpty { journal.remove() }
         return failures
     }
 

@@ -158,6 +158,21 @@ public struct ObjectFSConfiguration: Sendable {
     public var multipartThreshold: Int64
     public var partSize: Int64
     public var uploadConcurrency: Int
+    /// Write-back: `close` returns once the file is sealed (fsync'd, journaled when `journaled`)
+    /// and an upload task stores it in the background; `fsync` still waits until stored.
+    /// False: `close` waits until the file is stored.
+    public var writeBack = false
+    /// How long a closed file waits before its background upload starts: a chmod, utimes or
+    /// rename right after close is folded into the one PUT.
+    public var writeBackDelay: Duration = .milliseconds(300)
+    /// Background uploads (and uploads of an unmount or a directory fsync) at once.
+    public var writeBackConcurrency = 16
+    /// The staging directory keeps a journal of the versions `close`/`fsync` acknowledged and
+    /// outlives the mount: a later mount of the same remote stores what is left
+    /// (`ObjectFS.recoverPending`).
+    public var journaled = false
+    /// Where the filesystem tells what goes wrong in the background (a failed upload).
+    public var log: @Sendable (String) -> Void = { _ in }
     /// HEADs in flight for the metadata of a directory's files when listings carry none (0: one
     /// HEAD per file, when it is asked for), and how many siblings one stat starts.
     public var metadataPrefetch = 0

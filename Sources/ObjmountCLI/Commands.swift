@@ -96,6 +96,12 @@ struct Mount: ParsableCommand {
             valueName: "size"))
     var memoryLimit = ByteSize(bytes: 64 << 20)
 
+    @Option(
+        help: ArgumentHelp(
+            "on: close returns once the file is safe in the cache directory (journaled) and it is stored in the background; off: close waits until the file is stored.",
+            valueName: "on|off"))
+    var writeBack: WriteBackMode = .on
+
     // `.unconditional`: `--metadata-ttl -5` is a (wrong) value, not an option named `-5`.
     @Option(
         parsing: .unconditional,
@@ -176,6 +182,7 @@ struct Mount: ParsableCommand {
                 remote: remote, driver: driver, mountpoint: mountpoint, options: mountOptions, seed: seed,
                 cacheDirectory: cacheDirectory,
                 cache: CacheSettings(cacheSize: cacheSize?.bytes, memoryLimit: memoryLimit.bytes),
+                writeBack: writeBack == .on,
                 metadataTTL: metadataTTL, segmentMiB: segmentSize,
                 logger: Logger(level: logLevel))
         } else {
@@ -192,6 +199,10 @@ struct Mount: ParsableCommand {
             try Daemon.startInBackground(arguments: arguments, cacheDirectory: cacheDirectory, mountpoint: mountpoint)
         }
     }
+}
+
+enum WriteBackMode: String, ExpressibleByArgument {
+    case on, off
 }
 
 struct Unmount: ParsableCommand {

@@ -65,7 +65,7 @@ enum Daemon {
     /// Serves the mount in this process until it is unmounted or signalled.
     static func serve(
         remote: Remote, driver: DriverSettings, mountpoint: String, options: MountOptions, seed: String?,
-        cacheDirectory: String, cache: CacheSettings,
+        cacheDirectory: String, cache: CacheSettings, writeBack: Bool,
         metadataTTL: Double, segmentMiB: Int?, logger: Logger
     ) throws(CLIError) {
         MemoryTuning.apply()
@@ -109,8 +109,19 @@ enum Daemon {
                 throw fail(Drivers.failure(of: remote, error, doing: "cannot open"))
             }
         }
-        let stagingDirectory = cacheDirectory + "/staging-\(getpid())"
+        let identity = "\(remote.scheme.rawValue) \(driver.location) \(remote.container ?? "")"
+        // Files being written and the write-back journal live in one directory per remote and
+        // prefix, which outlives the mount: a later mount stores what this one could not.
+        // (memory:// stores die with their process: nothing to recover.)
+        let journaled = remote.scheme != .memory
+        let stagingDirectory =
+            journaled
+            ? ObjectFS.journalDirectory(under: cacheDirectory, for: identity + " " + remote.prefix)
+            : cacheDirectory + "/staging-\(getpid())"
         var configuration = ObjectFSConfiguration(prefix: remote.prefix, stagingDirectory: stagingDirectory)
+        configuration.journaled = journaled
+        configuration.writeBack = writeBack
+        configuration.log = { logger.warning($0) }
         configuration.fixedOwner = options.uid != nil || options.gid != nil
         // A directory's file metadata (HEADs, when listings carry none) is fetched 16 at a time.
         if remote.scheme != .memory { configuration.metadataPrefetch = 16 }
@@ -118,8 +129,7 @@ enum Daemon {
         let cacheSize =
             cache.cacheSize ?? (remote.scheme == .memory ? 0 : CacheSettings.defaultSize(of: cacheDirectory))
         if cacheSize > 0 {
-            configuration.blockCacheDirectory = ObjectFS.blockCacheDirectory(
-                under: cacheDirectory, for: "\(remote.scheme.rawValue) \(driver.location) \(remote.container ?? "")")
+            configuration.blockCacheDirectory = ObjectFS.blockCacheDirectory(under: cacheDirectory, for: identity)
             configuration.blockCacheSize = cacheSize
             configuration.blockCacheFreeSpaceFloor = CacheSettings.freeSpaceFloor(of: cacheDirectory)
         }
@@ -140,6 +150,15 @@ enum Daemon {
             logger.info("block cache \(directory), up to \(ByteSize(bytes: configuration.blockCacheSize))")
         }
         defer { rmdir(stagingDirectory) }
+        let recovery = try? blockingAwait { await fs.recoverPending() }
+        if let recovery, !recovery.keys.isEmpty {
+            logger.info(
+                "storing \(recovery.keys.count) file(s) (\(ByteSize(bytes: recovery.bytes))) that an earlier mount of this remote closed but did not store"
+            )
+        }
+        for key in recovery?.lost ?? [] {
+            logger.error("an earlier mount left \(key) pending, but its data is gone from \(stagingDirectory)")
+        }
 
         var fuseOptions = FuseMountOptions(fsName: "objmount:\(remote)")
         fuseOptions.allowOther = options.allowOther

@@ -170,6 +170,10 @@ final class FuseBridge: FuseFilesystem {
 
     func release(_ ino: Inode, handle: UInt64) async { await fs.release(handle) }
 
+    func fsyncdir(_ ino: Inode, handle: UInt64, dataOnly: Bool) async throws {
+        try await call("fsyncdir") { () async throws(FSError) in try await fs.fsyncDirectory(ino) }
+    }
+
     func statfs(_ ino: Inode) async throws -> FuseStatistics {
         let s = await fs.statfs()
         return FuseStatistics(

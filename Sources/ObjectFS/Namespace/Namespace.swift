@@ -90,8 +90,9 @@ extension ObjectFS {
         } catch {
             throw FSError.from(error, "lookup \(key)")
         }
-        // The actor may have changed the directory while we waited.
-        if let ino = dir.children[name], let n = nodes[ino], n.isPinned { return n }
+        // The actor may have changed the directory while we waited; a directory holding files
+        // not stored yet exists whatever the server says.
+        if let ino = dir.children[name], let n = nodes[ino], isPinnedTree(n) { return n }
         guard let found else {
             if let ino = dir.children[name], let n = nodes[ino] { detach(n, from: dir) }
             dir.negative[name] = now + ttl

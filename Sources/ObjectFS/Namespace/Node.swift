@@ -43,6 +43,16 @@ extension ObjectFS {
         /// (Read/ImmediateRead.swift); cleared by every change above that moves the bytes.
         let readSource = ReadSource()
         var dirty = false
+        /// The staging file whose bytes a close or fsync acknowledged and that is not stored
+        /// yet (Write/WriteBack.swift); never written again. Often the same as `staging`.
+        var sealed: StagingFile?
+        /// `generation` when `sealed` was taken.
+        var sealedGeneration: UInt64 = 0
+        /// Why the last background upload failed, for the next close or fsync to report.
+        var uploadError: FSError?
+        /// Adopted from the journal of a mount that is gone: whatever the server holds at its
+        /// key is replaced (and its old segments removed), as that mount would have done.
+        var recovered = false
         var generation: UInt64 = 0
         var openHandles = 0
         var writers = 0

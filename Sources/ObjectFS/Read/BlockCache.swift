@@ -206,13 +206,9 @@ final class DiskBlockCache: BlockCache {
     /// Reads the names and sizes of the files an earlier mount kept, oldest first; removes
     /// temporary files a crash left behind; trims to the capacity.
     private func loadIndex() {
-        guard let dir = opendir(directory) else { return }
+        guard let names = try? listDirectory(directory) else { return }
         var found: [(BlockID, Int64, Int64)] = []
-        while let entry = readdir(dir) {
-            let name = withUnsafePointer(to: entry.pointee.d_name) {
-                $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
-            }
-            if name == "." || name == ".." || name == "lock" { continue }
+        for name in names where name != "lock" {
             let full = directory + "/" + name
             let parts = name.split(separator: ".")
             guard parts.count == 2, parts[0].utf8.count == 32, let index = Int64(parts[1]) else {
@@ -224,7 +220,6 @@ final class DiskBlockCache: BlockCache {
             found.append(
                 (BlockID(object: String(parts[0]), index: index), Int64(st.st_blocks) * 512, Int64(st.st_mtim.tv_sec)))
         }
-        closedir(dir)
         found.sort { $0.2 < $1.2 }
         let victims = state.withLock { s -> [BlockID] in
             for (id, bytes, _) in found {

@@ -1,7 +1,8 @@
 // StagingFile: the local copy of a file being written. Writes land here and are uploaded
 // at flush/fsync/release. One staging file per inode, shared by all its open handles, so that
-// every descriptor sees the others' writes. (The journaled write-back buffer replaces this
-// in a later issue behind the same small interface.)
+// every descriptor sees the others' writes. Once a close has made its bytes the version to
+// store (sealed, Write/Journal.swift), a staging file is never written again: the next write
+// goes to a copy.
 
 import ObjectStorage
 
@@ -30,21 +31,63 @@ final class StagingDirectory: Sendable {
 /// a snapshot of it, and holds the file (so its descriptor stays open) until it is done.
 final class StagingFile: @unchecked Sendable {
     let path: String
+    /// The file's name in its directory.
+    let name: String
     private let fd: Int32
     private(set) var size: Int64 = 0
     /// Keeps the directory until the file is gone.
     private let directory: StagingDirectory
 
+    /// A version named by a journal record that is not `done`: the file outlives this object
+    /// (and the process), for the mount that recovers it.
+    var journaled = false
+
     init(directory: StagingDirectory, name: String) throws(FSError) {
         self.directory = directory
+        self.name = name
         path = directory.path + "/" + name
         fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw FSError(errno, "cannot create staging file \(path)") }
     }
 
+    /// The staging file `name` an earlier mount left in `directory`.
+    init(directory: StagingDirectory, existing name: String) throws(FSError) {
+        self.directory = directory
+        self.name = name
+        path = directory.path + "/" + name
+        fd = open(path, O_RDWR | O_CLOEXEC)
+        guard fd >= 0 else { throw FSError(errno, "cannot open staging file \(path)") }
+        var st = stat()
+        fstat(fd, &st)
+        size = Int64(st.st_size)
+        journaled = true
+    }
+
     deinit {
         close(fd)
-        unlink(path)
+        if !journaled { unlink(path) }
+    }
+
+    /// A new staging file `name` with this one's bytes (on the I/O pool: the kernel copies them
+    /// without bringing them to user space where it can).
+    func copy(as name: String) async throws(FSError) -> StagingFile {
+        let copy = try StagingFile(directory: directory, name: name)
+        let size = self.size
+        let result = await BlockingIOPool.shared.run { () -> Int32 in
+            var offset: Int64 = 0
+            // sendfile copies file to file inside the kernel; it writes at the output's offset.
+            while offset < size {
+                var from = off_t(offset)
+                let n = sendfile(copy.fd, self.fd, &from, Int(min(size - offset, 1 << 30)))
+                if n < 0 && errno == EINTR { continue }
+                if n <= 0 { return n < 0 ? errno : EIO }
+                offset += Int64(n)
+            }
+            return 0
+        }
+        guard result == 0 else { throw FSError(result, "cannot copy staging file \(path)") }
+        copy.size = size
+        return copy
     }
 
     func write(_ bytes: UnsafeRawBufferPointer, at offset: Int64) throws(FSError) {
@@ -105,6 +148,12 @@ final class StagingFile: @unchecked Sendable {
 
     func sync() throws(FSError) {
         guard fsync(fd) == 0 else { throw FSError(errno, "cannot sync staging file") }
+    }
+
+    /// `sync()` on the I/O pool.
+    func syncOffPool() async throws(FSError) {
+        let error = await BlockingIOPool.shared.run { () -> Int32 in fsync(self.fd) == 0 ? 0 : errno }
+        if error != 0 { throw FSError(error, "cannot sync staging file \(path)") }
     }
 
     func payload(offset: Int64 = 0, length: Int64? = nil) -> Payload {

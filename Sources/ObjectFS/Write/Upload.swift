@@ -16,7 +16,15 @@ extension ObjectFS {
     /// The inode's staging file, created on first use; with `loadExisting` it starts as a copy
     /// of the stored object (fetched in ranged pieces).
     func stagingFile(for node: Node, loadExisting: Bool) async throws(FSError) -> StagingFile {
-        if let s = node.staging { return s }
+        if let s = node.staging, s !== node.sealed { return s }
+        if let sealed = node.staging {
+            // The sealed version stays as a close acknowledged it: writes go to a copy.
+            stagingSerial += 1
+            let copy = try await sealed.copy(as: "staged-\(getpid())-\(instanceID)-\(stagingSerial)")
+            if let s = node.staging, s !== node.sealed { return s }  // another writer was first
+            node.staging = copy
+            return copy
+        }
         await lock(node)
         defer { unlock(node) }
         if let s = node.staging { return s }
@@ -44,6 +52,8 @@ extension ObjectFS {
         return staging
     }
 
+    /// Stores the file's sealed version (Write/WriteBack.swift), under the name the file has
+    /// when the upload ends.
     func upload(_ node: Node) async throws(FSError) {
         await lock(node)
         defer { unlock(node) }
@@ -52,8 +62,14 @@ extension ObjectFS {
         var renamedAway = false
         for _ in 0..<8 {
             renamedAway = false
-            guard node.dirty, node.parent != nil, let staging = node.staging else { break }
-            let generation = node.generation
+            guard node.dirty, let sealed = node.sealed else { break }
+            guard node.parent != nil else {
+                // Deleted before it was stored: nothing to send.
+                forgetVersion(sealed)
+                node.sealed = nil
+                break
+            }
+            let generation = node.sealedGeneration
             let key = fileKey(node)
             if let remote = node.remote, remote.metadata == nil, node.userMetadata == nil {
                 // The version this replaces came from a listing without metadata: read its user
@@ -62,13 +78,13 @@ extension ObjectFS {
             }
             let sentMetadata = node.userMetadata
             var options = putOptions(node)
-            options.isNew = node.remote == nil
+            options.isNew = node.remote == nil && !node.recovered
             let info: ObjectInfo
             do {
-                if staging.size > configuration.multipartThreshold {
-                    info = try await multipartUpload(key, staging: staging, options: options)
+                if sealed.size > configuration.multipartThreshold {
+                    info = try await multipartUpload(key, staging: sealed, options: options)
                 } else {
-                    let payload = staging.payload()
+                    let payload = sealed.payload()
                     let inFlight = Self.streamingFootprint(payload)
                     await budget.reserve(inFlight)
                     defer { budget.release(inFlight) }
@@ -80,8 +96,7 @@ extension ObjectFS {
             if node.parent == nil {
                 // Unlinked while it was being uploaded.
                 try? await storage.delete([key])
-                node.dirty = false
-                break
+                continue
             }
             if fileKey(node) != key {
                 try? await storage.delete([key])
@@ -89,11 +104,16 @@ extension ObjectFS {
                 continue
             }
             node.remote = stored(info, with: options)
+            node.recovered = false
             if node.userMetadata == sentMetadata { node.userMetadata = nil }
             node.metadataKnown = true
             node.validUntil = now + ttl
-            // Writes that arrived during the upload keep the file dirty for the next flush.
-            if node.generation == generation { node.dirty = false }
+            if node.sealed === sealed {
+                node.sealed = nil
+                // Writes that arrived since the seal keep the file dirty for the next close.
+                if node.staging === sealed && node.generation == generation { node.dirty = false }
+            }
+            forgetVersion(sealed)
             renamedAway = false
             break
         }

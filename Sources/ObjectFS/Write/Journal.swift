@@ -1,0 +1,330 @@
+// Journal: the write-back's promise, kept on disk. When `close` returns, the file's bytes are in
+// a staging file that is fsync'd and never written again ("sealed"), and a `put` record naming
+// that file, its key and its metadata is appended here and fdatasync'd. A `done` record follows
+// once the object is stored (or the file was deleted). A mount that finds the journal of a
+// mount that is gone (killed, crashed, unmounted with the server down) adopts every `put`
+// without its `done` and stores it (ObjectFS.recoverPending).
+//
+// One journal file per mount, `journal-<pid>-<instance>.log`, in the per-remote directory that
+// also holds the staging files, flock'ed while its mount lives: a lock that can be taken means
+// its owner is gone. Records are lines `<checksum> <fields>\n`, fields tab-separated and
+// %-escaped. A line that is torn (no newline, bad checksum) ends the journal: what follows it
+// was never acknowledged, since every record is synced before the call that wrote it returns.
+
+import ObjectStorage
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+final class Journal {
+    /// A version to store: the sealed staging file `file` (a name in the journal's directory),
+    /// under `key`, with `metadata` (POSIX and user metadata, as PutOptions carries it).
+    struct Entry: Equatable {
+        var file: String
+        var key: ObjectKey
+        var size: Int64
+        var contentType: String?
+        var metadata: [String: String]
+    }
+
+    enum Record: Equatable {
+        case put(Entry)
+        case done(file: String)
+    }
+
+    let directory: String
+    let name: String
+    private var fd: Int32
+    private var bytes: Int64 = 0
+    /// The `put` records without their `done`, by file; `order` keeps them in journal order.
+    private(set) var pending: [String: Entry] = [:]
+    private var order: [String: UInt64] = [:]
+    private var serial: UInt64 = 0
+    /// Rewritten (only the pending records kept) when it grows past this.
+    var compactionThreshold: Int64 = 4 << 20
+
+    /// Opens a new journal for this mount in `directory` (which must exist).
+    init(directory: String, instance: UInt32) throws(FSError) {
+        self.directory = directory
+        name = "journal-\(getpid())-\(instance).log"
+        fd = try Self.createLocked(directory + "/" + name)
+    }
+
+    deinit { close(fd) }
+
+    private static func createLocked(_ path: String) throws(FSError) -> Int32 {
+        let fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw FSError(errno, "cannot create the journal \(path)") }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            let e = errno
+            close(fd)
+            throw FSError(e, "cannot lock the journal \(path)")
+        }
+        return fd
+    }
+
+    /// Appends `record` and syncs it: when this returns, a crash keeps it.
+    func append(_ record: Record) throws(FSError) {
+        try write(Self.encode(record))
+        switch record {
+        case .put(let entry):
+            if order[entry.file] == nil {
+                serial += 1
+                order[entry.file] = serial
+            }
+            pending[entry.file] = entry
+        case .done(let file):
+            pending[file] = nil
+            order[file] = nil
+        }
+        if bytes > compactionThreshold { compact() }
+    }
+
+    private func write(_ line: [UInt8]) throws(FSError) {
+        var done = 0
+        while done < line.count {
+            let n = line.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + done, $0.count - done) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                let e = errno
+                // A partial line is a torn tail: cut it, so that the next record starts clean.
+                ftruncate(fd, off_t(bytes))
+                throw FSError(e, "cannot write the journal \(directory)/\(name)")
+            }
+            done += n
+        }
+        guard fdatasync(fd) == 0 else {
+            let e = errno
+            ftruncate(fd, off_t(bytes))
+            throw FSError(e, "cannot sync the journal \(directory)/\(name)")
+        }
+        bytes += Int64(line.count)
+    }
+
+    /// The pending entries in the order they were first recorded.
+    var pendingInOrder: [Entry] {
+        pending.values.sorted { (order[$0.file] ?? 0) < (order[$1.file] ?? 0) }
+    }
+
+    /// Rewrites the journal with only its pending records (under a new name, locked before it
+    /// replaces the old one, so that no other mount ever sees it unlocked). On failure the old
+    /// journal stays.
+    private func compact() {
+        let path = directory + "/" + name
+        let temporary = path + ".new"
+        guard let newFD = try? Self.createLocked(temporary) else { return }
+        var text: [UInt8] = []
+        for entry in pendingInOrder { text += Self.encode(.put(entry)) }
+        let written = text.withUnsafeBytes { Glibc.write(newFD, $0.baseAddress, $0.count) }
+        guard written == text.count, fsync(newFD) == 0, rename(temporary, path) == 0 else {
+            close(newFD)
+            unlink(temporary)
+            return
+        }
+        syncDirectory(directory)
+        close(fd)
+        fd = newFD
+        bytes = Int64(text.count)
+    }
+
+    /// Removes the journal (at a clean exit with nothing pending).
+    func remove() {
+        unlink(directory + "/" + name)
+    }
+
+    // MARK: - Journals left by mounts that are gone
+
+    /// What a mount that is gone left: its pending entries in order; `files` are all the files
+    /// of that mount (its staging files, sealed or not) and the journal itself.
+    struct Orphan {
+        var journal: String
+        var entries: [Entry]
+        fileprivate var lockFD: Int32
+    }
+
+    /// The journals in the directory whose mounts are gone (their lock could be taken), locked
+    /// now by this mount. `release` them once their entries are adopted.
+    func orphans() -> [Orphan] {
+        guard let names = try? listDirectory(directory) else { return [] }
+        var found: [Orphan] = []
+        for file in names.sorted() where file.hasPrefix("journal-") && file.hasSuffix(".log") && file != name {
+            let path = directory + "/" + file
+            let lock = open(path, O_RDONLY | O_CLOEXEC)
+            guard lock >= 0 else { continue }
+            var before = stat()
+            var now = stat()
+            // Taken, and still the file of that name (another mount may have adopted and removed it).
+            guard flock(lock, LOCK_EX | LOCK_NB) == 0, fstat(lock, &before) == 0, stat(path, &now) == 0,
+                before.st_ino == now.st_ino
+            else {
+                close(lock)
+                continue
+            }
+            let records = Self.decode(readAll(lock))
+            found.append(Orphan(journal: file, entries: Self.pending(in: records), lockFD: lock))
+        }
+        return found
+    }
+
+    /// Forgets an adopted journal: removes it and the staging files of its mount that no entry
+    /// still names (written but never closed, or stored).
+    func release(_ orphan: Orphan, keeping kept: Set<String>) {
+        let stem = orphan.journal.dropFirst("journal-".count).dropLast(".log".count)
+        if let names = try? listDirectory(directory) {
+            for file in names where file.hasPrefix("staged-\(stem)-") && !kept.contains(file) {
+                unlink(directory + "/" + file)
+            }
+        }
+        unlink(directory + "/" + orphan.journal)
+        close(orphan.lockFD)
+    }
+
+    /// The `put` records of `records` without a later `done`, in the order they were first put.
+    static func pending(in records: [Record]) -> [Entry] {
+        var entries: [String: Entry] = [:]
+        var first: [String: Int] = [:]
+        for (i, record) in records.enumerated() {
+            switch record {
+            case .put(let e):
+                entries[e.file] = e
+                if first[e.file] == nil { first[e.file] = i }
+            case .done(let file):
+                entries[file] = nil
+                first[file] = nil
+            }
+        }
+        return entries.values.sorted { first[$0.file]! < first[$1.file]! }
+    }
+
+    // MARK: - Encoding
+
+    static func encode(_ record: Record) -> [UInt8] {
+        var fields: [String]
+        switch record {
+        case .put(let e):
+            fields = ["put", e.file, e.key, String(e.size), e.contentType ?? ""]
+            for (name, value) in e.metadata.sorted(by: { $0.key < $1.key }) {
+                fields.append(escape(name, also: "=") + "=" + escape(value))
+            }
+            fields[1] = escape(fields[1])
+            fields[2] = escape(fields[2])
+            fields[4] = escape(fields[4])
+        case .done(let file):
+            fields = ["done", escape(file)]
+        }
+        let body = Array(fields.joined(separator: "\t").utf8)
+        let sum = body.withUnsafeBytes { Checksum.of($0) }
+        let hex = String(sum, radix: 16)
+        return Array((String(repeating: "0", count: 16 - hex.count) + hex + " ").utf8) + body + [0x0A]
+    }
+
+    /// The records of a journal's bytes, up to the first torn or damaged line.
+    static func decode(_ bytes: [UInt8]) -> [Record] {
+        var records: [Record] = []
+        var start = 0
+        while start < bytes.count {
+            guard let end = bytes[start...].firstIndex(of: 0x0A), end - start > 17,
+                bytes[start + 16] == UInt8(ascii: " "),
+                let sum = UInt64(String(decoding: bytes[start..<start + 16], as: UTF8.self), radix: 16)
+            else { break }
+            let body = Array(bytes[(start + 17)..<end])
+            guard body.withUnsafeBytes({ Checksum.of($0) }) == sum, let record = parse(body) else { break }
+            records.append(record)
+            start = end + 1
+        }
+        return records
+    }
+
+    private static func parse(_ body: [UInt8]) -> Record? {
+        let fields = body.split(separator: 0x09, omittingEmptySubsequences: false).map {
+            String(decoding: $0, as: UTF8.self)
+        }
+        switch fields.first {
+        case "done" where fields.count == 2:
+            return unescape(fields[1]).map { .done(file: $0) }
+        case "put" where fields.count >= 5:
+            guard let file = unescape(fields[1]), let key = unescape(fields[2]), let size = Int64(fields[3]),
+                let type = unescape(fields[4])
+            else { return nil }
+            var metadata: [String: String] = [:]
+            for pair in fields.dropFirst(5) {
+                guard let eq = pair.firstIndex(of: "="), let name = unescape(String(pair[..<eq])),
+                    let value = unescape(String(pair[pair.index(after: eq)...]))
+                else { return nil }
+                metadata[name] = value
+            }
+            return .put(
+                Entry(file: file, key: key, size: size, contentType: type.isEmpty ? nil : type, metadata: metadata))
+        default:
+            return nil
+        }
+    }
+
+    /// `%`, tab, newline (and `extra`) as `%XX`.
+    static func escape(_ text: String, also extra: Character? = nil) -> String {
+        var out = ""
+        for c in text.unicodeScalars {
+            if c == "%" || c == "\t" || c == "\n" || c == "\r" || Character(c) == extra {
+                let hex = String(c.value, radix: 16, uppercase: true)
+                out += "%" + (hex.count < 2 ? "0" : "") + hex
+            } else {
+                out.unicodeScalars.append(c)
+            }
+        }
+        return out
+    }
+
+    static func unescape(_ text: String) -> String? {
+        var bytes: [UInt8] = []
+        var utf8 = Array(text.utf8)[...]
+        while let b = utf8.popFirst() {
+            if b == UInt8(ascii: "%") {
+                guard utf8.count >= 2, let v = UInt8(String(decoding: utf8.prefix(2), as: UTF8.self), radix: 16) else {
+                    return nil
+                }
+                bytes.append(v)
+                utf8 = utf8.dropFirst(2)
+            } else {
+                bytes.append(b)
+            }
+        }
+        return String(validating: bytes, as: UTF8.self)
+    }
+}
+
+/// The names in `directory` (without `.` and `..`).
+func listDirectory(_ directory: String) throws(FSError) -> [String] {
+    guard let dir = opendir(directory) else { throw FSError(errno, "cannot read \(directory)") }
+    defer { closedir(dir) }
+    var names: [String] = []
+    while let entry = readdir(dir) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+            String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+        }
+        if name != "." && name != ".." { names.append(name) }
+    }
+    return names
+}
+
+/// Everything left to read from `fd`.
+func readAll(_ fd: Int32) -> [UInt8] {
+    var out: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 64 << 10)
+    while true {
+        let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        if n < 0 && errno == EINTR { continue }
+        if n <= 0 { break }
+        out += chunk[0..<n]
+    }
+    return out
+}
+
+/// Makes the directory's entries (a rename, a new file) durable.
+func syncDirectory(_ directory: String) {
+    let fd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    if fd >= 0 {
+        fsync(fd)
+        close(fd)
+    }
+}

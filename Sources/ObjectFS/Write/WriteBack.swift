@@ -1,0 +1,254 @@
+// WriteBack: what `close` promises and how the promise is kept.
+//
+// - `seal` makes a file's staging file the version to store: fsync'd, never written again (the
+//   next write goes to a copy, `stagingFile(for:)`), and named in a journal `put` record with
+//   the file's key and metadata. A metadata change or a rename of a sealed file records a new
+//   `put`; storing it or deleting the file records `done` (Write/Journal.swift).
+// - With write-back on, `close` seals and returns; an upload task per file stores the sealed
+//   version in the background, after a short delay (so that rsync's close → utimes → chmod →
+//   rename becomes one PUT under the final name), at most `writeBackConcurrency` at a time,
+//   retrying with backoff. `fsync` and unmount store at once and wait.
+// - At mount, `recoverPending` adopts the journals of mounts that are gone: their sealed files
+//   are shown in the namespace (pinned, as any file not stored yet) and stored like the others.
+
+import ObjectStorage
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+extension ObjectFS {
+    /// Makes the file's current bytes the version to store and records it in the journal.
+    func seal(_ node: Node) async throws(FSError) {
+        guard node.dirty, node.parent != nil, let staging = node.staging else { return }
+        if node.sealed !== staging {
+            let superseded = node.sealed
+            // From here on writes go to a copy; the bytes this close acknowledges stay as they are.
+            node.sealed = staging
+            node.sealedGeneration = node.generation
+            if journal != nil {
+                do {
+                    try await staging.syncOffPool()
+                } catch {
+                    if node.sealed === staging { node.sealed = superseded }
+                    throw error
+                }
+            }
+            try recordSealed(node)
+            if let old = superseded, old !== node.sealed { forgetVersion(old) }
+        } else {
+            try recordSealed(node)
+        }
+    }
+
+    /// Records the sealed version under the file's current key and metadata (again, after a
+    /// rename or a metadata change).
+    func recordSealed(_ node: Node) throws(FSError) {
+        guard let journal, let sealed = node.sealed, node.parent != nil else { return }
+        let options = putOptions(node)
+        let entry = Journal.Entry(
+            file: sealed.name, key: fileKey(node), size: sealed.size, contentType: options.contentType,
+            metadata: options.metadata)
+        if journal.pending[sealed.name] == entry { return }
+        try journal.append(.put(entry))
+        sealed.journaled = true
+    }
+
+    /// The sealed version `file` is stored, superseded or deleted: its journal record is done
+    /// and the file may go.
+    func forgetVersion(_ file: StagingFile) {
+        guard file.journaled, let journal else { return }
+        do {
+            try journal.append(.done(file: file.name))
+            file.journaled = false
+        } catch {
+            // The record stays pending: a later mount stores this version again, which is harmless.
+            configuration.log("\(error.message): a later mount may store \(file.name) again")
+        }
+    }
+
+    /// Records every sealed file under `dir` again (its key changed with a directory rename).
+    func recordSealed(under dir: Node) {
+        for ino in dir.children.values {
+            guard let n = nodes[ino] else { continue }
+            if n.kind == .directory {
+                recordSealed(under: n)
+            } else if n.sealed != nil {
+                do { try recordSealed(n) } catch { configuration.log(error.message) }
+            }
+        }
+    }
+
+    /// What `close` does with a file that has unstored changes: with write-back, seal it and
+    /// store it in the background; without, store it now.
+    func commit(_ node: Node) async throws(FSError) {
+        try await seal(node)
+        if configuration.writeBack {
+            scheduleUpload(node, after: configuration.writeBackDelay)
+        } else {
+            try await upload(node)
+        }
+        if let error = node.uploadError {
+            node.uploadError = nil
+            throw error
+        }
+    }
+
+    /// Starts the background upload of `node`'s sealed version, unless one is queued.
+    func scheduleUpload(_ node: Node, after delay: Duration) {
+        guard uploads[node.ino] == nil else { return }
+        let ino = node.ino
+        uploads[ino] = Task { await self.storeInBackground(ino, after: delay) }
+    }
+
+    private func storeInBackground(_ ino: InodeNumber, after delay: Duration) async {
+        if delay > .zero { try? await Task.sleep(for: delay) }
+        var backoff: Duration = .seconds(1)
+        while let node = nodes[ino], node.sealed != nil, node.parent != nil {
+            await uploadLimiter.acquire()
+            do {
+                try await upload(node)
+                await uploadLimiter.release()
+                node.uploadError = nil
+                break
+            } catch {
+                await uploadLimiter.release()
+                node.uploadError = error
+                configuration.log("cannot store \(fileKey(node)) yet: \(error.message)")
+                // What retrying cannot fix waits for the next close, fsync or unmount.
+                if Self.permanentErrors.contains(error.errno) || Task.isCancelled { break }
+                try? await Task.sleep(for: backoff)
+                backoff = min(backoff * 2, .seconds(60))
+            }
+        }
+        uploads[ino] = nil
+    }
+
+    static let permanentErrors: Set<Int32> = [EACCES, EPERM, ENAMETOOLONG, EFBIG, EROFS, EINVAL, EDQUOT, ENOSPC]
+
+    /// Stores every sealed version now (fsync of a directory, unmount): all of them, or those
+    /// under `dir`, `writeBackConcurrency` at a time. Returns the failures.
+    func storeSealed(under dir: Node? = nil) async -> [FSError] {
+        var targets: [InodeNumber] = []
+        for node in nodes.values where node.sealed != nil && node.parent != nil && node.dirty {
+            if let dir, !isInside(node, dir) { continue }
+            targets.append(node.ino)
+        }
+        var failures: [FSError] = []
+        await withTaskGroup(of: FSError?.self) { group in
+            for ino in targets {
+                group.addTask {
+                    await self.uploadLimiter.acquire()
+                    let failure = await self.store(ino)
+                    await self.uploadLimiter.release()
+                    return failure
+                }
+            }
+            for await failure in group { if let failure { failures.append(failure) } }
+        }
+        return failures
+    }
+
+    private func store(_ ino: InodeNumber) async -> FSError? {
+        guard let node = nodes[ino] else { return nil }
+        do { try await upload(node) } catch { return error }
+        return nil
+    }
+
+    func isInside(_ node: Node, _ dir: Node) -> Bool {
+        var cur = node.parent
+        while let p = cur {
+            if p == dir.ino { return true }
+            cur = nodes[p]?.parent
+        }
+        return false
+    }
+
+    /// `fsync` of a directory: waits until every file under it that was closed or fsync'd is
+    /// stored; the first failure is the error.
+    public func fsyncDirectory(_ ino: InodeNumber) async throws(FSError) {
+        let dir = try directory(ino)
+        if let failure = await storeSealed(under: dir).first { throw failure }
+    }
+
+    // MARK: - Recovery
+
+    /// What `recoverPending` found.
+    public struct Recovery: Sendable {
+        /// Keys of the files adopted from mounts that are gone, to be stored.
+        public var keys: [String] = []
+        public var bytes: Int64 = 0
+        /// Records whose staging file is missing or shorter than recorded (deleted by hand, or
+        /// a disk that lost it): nothing can be stored for them.
+        public var lost: [String] = []
+    }
+
+    /// Adopts what mounts of the same remote that are gone left pending in the journal
+    /// directory: each file is shown in the namespace and queued for upload. Call once, before
+    /// the filesystem serves requests.
+    public func recoverPending() -> Recovery {
+        var recovery = Recovery()
+        guard let journal else { return recovery }
+        for orphan in journal.orphans() {
+            var kept: Set<String> = []
+            for entry in orphan.entries {
+                guard entry.key.hasPrefix(prefix), entry.key.utf8.count > prefix.utf8.count,
+                    let file = try? StagingFile(directory: staging, existing: entry.file), file.size == entry.size
+                else {
+                    recovery.lost.append(entry.key)
+                    continue
+                }
+                do {
+                    // This mount's journal names it now, before the old journal goes.
+                    try journal.append(.put(entry))
+                } catch {
+                    configuration.log("\(error.message): \(entry.key) stays with the journal \(orphan.journal)")
+                    return recovery
+                }
+                kept.insert(entry.file)
+                place(file, as: entry)
+                recovery.keys.append(entry.key)
+                recovery.bytes += entry.size
+            }
+            journal.release(orphan, keeping: kept)
+        }
+        return recovery
+    }
+
+    /// Puts a recovered sealed file into the namespace at its key (making the directories on
+    /// its path, which listings then confirm or keep as pinned) and queues its upload.
+    private func place(_ file: StagingFile, as entry: Journal.Entry) {
+        let parts = String(entry.key.utf8.dropFirst(prefix.utf8.count))!.split(
+            separator: "/", omittingEmptySubsequences: false
+        ).map(String.init)
+        var dir = nodes[rootInode]!
+        for name in parts.dropLast() {
+            if let ino = dir.children[name], let n = nodes[ino], n.kind == .directory {
+                dir = n
+            } else {
+                if let ino = dir.children[name], let n = nodes[ino] { detach(n, from: dir) }
+                dir = addChild(to: dir, name: name, kind: .directory)
+            }
+        }
+        let name = parts.last!
+        if let ino = dir.children[name], let old = nodes[ino] {
+            // Two records for one key: the later one wins, as it would have on the server.
+            if let sealed = old.sealed { forgetVersion(sealed) }
+            detach(old, from: dir)
+        }
+        let node = addChild(to: dir, name: name, kind: .file)
+        let meta = entry.metadata
+        node.mode = meta["mode"].flatMap { UInt32($0) }.map { $0 & 0o7777 } ?? node.mode
+        node.mtime = meta["mtime"].flatMap(Timestamp.init(metadataValue:)) ?? node.mtime
+        node.uid = meta["uid"].flatMap { UInt32($0) }
+        node.gid = meta["gid"].flatMap { UInt32($0) }
+        node.userMetadata = meta
+        node.size = file.size
+        node.staging = file
+        node.sealed = file
+        node.recovered = true
+        markDirty(node)
+        node.sealedGeneration = node.generation
+        scheduleUpload(node, after: .zero)
+    }
+}
