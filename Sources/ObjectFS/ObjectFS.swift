@@ -289,6 +289,7 @@ public actor ObjectFS {
             let fh = try await open(existing.ino, flags: flags)
             return (attributes(existing), fh)
         }
+        try checkObjectAllowed(in: dir)
         let node = addChild(to: dir, name: name, kind: .file)
         node.mode = mode & 0o7777
         node.staging = try newStagingFile()
@@ -446,6 +447,7 @@ public actor ObjectFS {
         let toDir = try directory(newParent)
         try checkNewName(newName, in: toDir)
         let source = try await resolve(parent: parent, name: name)
+        if source.kind.isObject { try checkObjectAllowed(in: toDir) }
         if source.kind == .directory {
             // A directory cannot move into itself (checked first, as the kernel does).
             var p: InodeNumber? = toDir.ino
@@ -522,11 +524,7 @@ public actor ObjectFS {
     /// a file a program is still writing is never stored as a prefix of itself; `keepUnsaved`
     /// keeps it). Returns the failures.
     public func flushAll() async -> [FSError] {
-        var failures: [FSError] = []
-        for node in nodes.values where node.dirty && node.parent != nil && node.writers == 0 {
-            do { try await seal(node) } catch { failures.append(error) }
-        }
-        failures += await storeSealed()
+        let failures = await storeSealed()
         // Nothing left for a later mount: the journal goes with this one.
         if let journal, journal.pending.isEmpty { journal.remove() }
         return failures

@@ -32,7 +32,11 @@ public protocol BucketService: Sendable {
 
 public final class AccountStorage: ObjectStorage {
     public let service: any BucketService
-    public var capabilities: StorageCapabilities { service.capabilities }
+    public var capabilities: StorageCapabilities {
+        var c = service.capabilities
+        c.topLevelObjects = false
+        return c
+    }
 
     public init(_ service: any BucketService) {
         self.service = service

@@ -191,6 +191,9 @@ public struct StorageCapabilities: Sendable {
     public var minimumPartSize: Int64
     public var maximumPartCount: Int
     public var userMetadataLimits: UserMetadataLimits
+    /// False where a key needs a container part (`bucket/...`): an account-level store holds
+    /// only buckets at its top, so a file there can never be stored.
+    public var topLevelObjects = true
     public init(
         directoryMarkerStyle: DirectoryMarkerStyle, minimumPartSize: Int64 = 5 << 20,
         maximumPartCount: Int = 10_000, userMetadataLimits: UserMetadataLimits = .s3

@@ -23,7 +23,7 @@ public struct Objmount: ParsableCommand {
             s3://<bucket>[/<prefix>] (AWS_* variables, ~/.aws), ks3://<bucket>[/<prefix>] (KS3_*).
             swift://, hubic:// and s3:// without a name mount the whole account.
             """,
-        subcommands: [Mount.self, Unmount.self, URLCommand.self, Cleanup.self, Login.self])
+        subcommands: [Mount.self, Unmount.self, Sync.self, URLCommand.self, Cleanup.self, Login.self])
 
     public init() {}
 
@@ -203,6 +203,33 @@ struct Mount: ParsableCommand {
 
 enum WriteBackMode: String, ExpressibleByArgument {
     case on, off
+}
+
+struct Sync: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Wait until every file closed on a mount is stored on the server.",
+        discussion: """
+            With write-back (the default) close returns before the upload ends; this returns once
+            everything closed or fsync'd under PATH (a mount point or a directory in it) is stored,
+            and fails with the first upload error. The same as fsync(2) of the directory.
+
+            Example:
+              objmount sync ./mnt
+            """)
+
+    @Argument(help: "Mount points or directories inside one.")
+    var paths: [String]
+
+    func run() throws {
+        for path in paths {
+            let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            guard fd >= 0 else { throw CLIError("\(path): \(errnoText(errno))") }
+            defer { close(fd) }
+            guard fsync(fd) == 0 else {
+                throw CLIError("cannot store what is pending under \(path): \(errnoText(errno))")
+            }
+        }
+    }
 }
 
 struct Unmount: ParsableCommand {

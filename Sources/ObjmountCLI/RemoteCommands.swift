@@ -56,6 +56,12 @@ struct RemoteObject {
         var st = stat()
         guard stat(path, &st) == 0 else { throw CLIError("\(text): \(errnoText(errno))") }
         guard st.st_mode & S_IFMT == S_IFREG else { throw CLIError("\(text) is not a file") }
+        // A file closed moments ago may still be on its way (write-back): the URL must find it.
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        if fd >= 0 {
+            defer { close(fd) }
+            guard fsync(fd) == 0 else { throw CLIError("\(text) is not stored yet: \(errnoText(errno))") }
+        }
         let mounts = MountTable.current().filter { $0.fsType == "fuse.objmount" }
         guard
             let mount = mounts.filter({ path.hasPrefix($0.mountpoint == "/" ? "/" : $0.mountpoint + "/") })

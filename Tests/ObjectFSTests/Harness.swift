@@ -27,13 +27,14 @@ struct Harness {
         prefix: String = "", markerStyle: DirectoryMarkerStyle = .trailingSlash, ttl: Double = 10,
         readOnly: Bool = false, multipartThreshold: Int64 = 64 << 20, partSize: Int64 = 16 << 20,
         fixedOwner: Bool = false, blockSize: Int64 = 1 << 20,
-        metadataPrefetch: Int = 0, storeMetadataInListings: Bool = true
+        metadataPrefetch: Int = 0, storeMetadataInListings: Bool = true,
+        writeBack: Duration? = nil, journalIn stagingDirectory: String? = nil, store: MemoryStorage? = nil
     ) throws {
-        memory = MemoryStorage(markerStyle: markerStyle, pageSize: 5, minimumPartSize: 8)
+        memory = store ?? MemoryStorage(markerStyle: markerStyle, pageSize: 5, minimumPartSize: 8)
         storage = FaultInjectingStorage(memory)
         clock = ManualClock()
         self.ttl = ttl
-        let staging = uniqueStagingDirectory()
+        let staging = stagingDirectory ?? uniqueStagingDirectory()
         var config = ObjectFSConfiguration(prefix: prefix, uid: 1000, gid: 1000, stagingDirectory: staging)
         config.metadataTTL = .milliseconds(Int64(ttl * 1000))
         config.readOnly = readOnly
@@ -42,6 +43,12 @@ struct Harness {
         config.metadataPrefetch = metadataPrefetch
         config.multipartThreshold = multipartThreshold
         config.partSize = partSize
+        // `writeBack`: close returns at once, the upload starts after this delay.
+        if let delay = writeBack {
+            config.writeBack = true
+            config.writeBackDelay = delay
+        }
+        config.journaled = stagingDirectory != nil
         fs = try ObjectFS(storage: storage, configuration: config, clock: clock)
     }
 

@@ -354,6 +354,15 @@ class Mounted:
     def __truediv__(self, other: str) -> Path:
         return self.path / other
 
+    def settle(self) -> None:
+        """Returns once every file closed on the mount is stored (write-back): an fsync of the
+        mount's root directory waits for the pending uploads, as `objmount sync` does."""
+        fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
 
 def objmount(*args: str | os.PathLike, remote: Remote | None = None, check: bool = True,
              timeout: float = MOUNT_TIMEOUT) -> subprocess.CompletedProcess:

@@ -68,6 +68,7 @@ def test_hubic_default_copy_in_and_out(mounter: Mounter, start_emulator, lhubic_
         out = tmp_path / "out"
         subprocess.run(["cp", "-a", f"{m.path}/.", str(out)], check=True, timeout=300)
         (out / "after-expiry.txt").unlink()
+        m.settle()
         assert listing(out) == listing(src) and hashes(out) == hashes(src)
         stats = emu.stats()
         assert stats["api_expired"] >= 1 and stats["token_refresh"] >= 1, stats

@@ -551,6 +551,7 @@ def _(d: Path) -> None:
     """An open descriptor still reads the data after the name is unlinked."""
     write(d / "f", b"still readable")
     fd = os.open(d / "f", os.O_RDONLY)
+    os.fsync(fd)  # stored on the server, not only pending in write-back
     try:
         os.unlink(d / "f")
         assert os.pread(fd, 100, 0) == b"still readable"

@@ -403,6 +403,7 @@ def test_mv_of_a_directory_of_200_files(mounter: Mounter, backend: Backend, sdk:
     run(["cp", "-a", str(src), str(m.path / "old")], timeout=600)
     assert hashes(m.path / "old") == want
     run(["mv", str(m.path / "old"), str(m.path / "new")], timeout=600)
+    m.settle()
     assert not (m.path / "old").exists()
     assert sorted(os.listdir(m.path)) == ["new"]
     assert hashes(m.path / "new") == want
@@ -453,6 +454,7 @@ def test_the_sdk_reads_files_written_through_the_mount(mounter: Mounter, backend
         p.write_bytes(content)
         run(["touch", "-d", stamps[rel], str(p)])
     mtimes = {rel: os.stat(m.path / rel).st_mtime_ns for rel in files}
+    m.settle()
     assert mtimes["a.txt"] == 1_600_000_000 * 10**9 and mtimes["dir/b.bin"] == 1_600_000_123_250_000_000
     keys = {rel: f"{prefix_of(remote)}/{rel}" for rel in files}
     heads = sdk.head(*keys.values())
@@ -511,6 +513,7 @@ def test_storage_class_and_acl_attributes(mounter: Mounter, backend: Backend, sd
     m = mounter.mount(remote)
     f = m.path / "f.txt"
     f.write_bytes(b"standard\n")
+    m.settle()
     assert getfattr(f, "user.objmount.storage_class") == "STANDARD"
     assert getfattr(f, "user.objmount.acl") == "private"
     key = prefix_of(remote) + "/f.txt"
@@ -531,6 +534,7 @@ def test_storage_class_standard_ia_on_ks3(mounter: Mounter, ks3: Backend, sdk_py
     f = m.path / "ia.bin"
     data = os.urandom(100_000)
     f.write_bytes(data)
+    m.settle()
     key = prefix_of(remote) + "/ia.bin"
     head = sdk.head(key)[key]
     assert head is not None and head["storage_class"] == "STANDARD_IA", head
@@ -594,7 +598,11 @@ def _check_presigned_urls(mounter: Mounter, remote: Remote) -> None:
     (m.path / "dir" / "plain.bin").write_bytes(other)
     env = dict(remote.env)
     # A path inside the mount, and a remote URL.
+    # A path in the mount works at once (`objmount url` waits for the file's upload); a
+    # remote URL names what is on the server.
     for target, content in ((str(f), data), (f"{remote.url}/dir/plain.bin", other)):
+        if "://" in target:
+            m.settle()
         url = printed_url(objmount_url(target, env))
         status, body = fetch(url)
         assert status == 200 and sha256_bytes(body) == sha256_bytes(content), (target, url, status)
@@ -675,11 +683,13 @@ def test_user_xattrs_are_user_metadata_for_the_sdk(mounter: Mounter, backend: Ba
     f.write_bytes(b"through the mount\n")
     os.setxattr(f, "user.color", b"blue")
     os.setxattr(f, "user.Camel_Case", "caf\u00e9".encode())
+    m.settle()
     head = sdk.head(f"{prefix}/f.txt")[f"{prefix}/f.txt"]
     assert head["meta"].get("color") == "blue", head["meta"]
     assert head["meta"].get("mtime"), head["meta"]
     assert os.getxattr(m.path / "from-sdk.txt", "user.project") == b"apollo"
     os.rename(f, m.path / "g.txt")
+    m.settle()
     head = sdk.head(f"{prefix}/g.txt")[f"{prefix}/g.txt"]
     assert head["meta"].get("color") == "blue", head["meta"]
     unmount(m)
@@ -711,6 +721,7 @@ def test_symlinks_are_shared_with_s3fs(mounter: Mounter, s3: Backend, tmp_path: 
     (m.path / "target.txt").write_bytes(b"t\n")
     os.symlink("target.txt", m.path / "ours")
     os.symlink("/absolute/dangling", m.path / "ours-abs")
+    m.settle()
     mp = tmp_path / "s3fs"
     mp.mkdir()
     _s3fs_mount(s3, prefix, mp)

@@ -1,5 +1,5 @@
-"""Data that cannot be stored is never dropped: with the Swift server unreachable, a file whose
-close failed is still not stored at unmount; `objmount unmount` says so, exits non-zero, and
+"""Data that cannot be stored is never dropped: with the Swift server unreachable, a closed file
+is still not stored at unmount; `objmount unmount` says so, exits non-zero, and
 the bytes are in the file it names (under <cache-dir>/unsaved/)."""
 
 from __future__ import annotations
@@ -22,9 +22,11 @@ def test_data_that_cannot_be_stored_at_unmount_is_kept_and_reported(mounter: Mou
     (m / "d").mkdir()
     proxy.stop()  # the server cannot be reached from now on
     data = os.urandom(300_000)
+    # Write-back: close succeeds (the file is journaled); its upload cannot.
+    with open(m / "d" / "report.bin", "wb") as f:
+        f.write(data)
     with pytest.raises(OSError) as failed:
-        with open(m / "d" / "report.bin", "wb") as f:
-            f.write(data)
+        m.settle()
     assert failed.value.errno == errno.EIO
     r = run([OBJMOUNT_BIN, "unmount", str(m.path)], env=m.remote.env, check=False)
     stderr = r.stderr.decode()

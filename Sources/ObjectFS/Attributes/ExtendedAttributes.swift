@@ -83,9 +83,12 @@ extension ObjectFS {
         }
         node.userMetadata = metadata
         if node.dirty {
-            // Rides along with the upload in progress or to come.
-            node.generation &+= 1
-            if node.writers == 0 { try await upload(node) }
+            // Rides along with the upload to come (or is stored after the one in progress).
+            if node.writers == 0 {
+                try await commit(node)
+            } else if node.sealed != nil {
+                try recordSealed(node)
+            }
         } else if node.remote != nil {
             try await storeMetadata(node)
         }

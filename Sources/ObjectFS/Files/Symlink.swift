@@ -14,6 +14,7 @@ extension ObjectFS {
         try checkWritable()
         let dir = try directory(parent)
         try checkNewName(name, in: dir)
+        try checkObjectAllowed(in: dir)
         guard !target.isEmpty else { throw FSError(ENOENT, "empty symlink target") }
         guard target.utf8.count <= PosixMetadata.maximumTargetLength else {
             throw FSError(ENAMETOOLONG, "symlink target longer than \(PosixMetadata.maximumTargetLength) bytes")

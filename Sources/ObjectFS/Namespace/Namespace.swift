@@ -40,6 +40,14 @@ extension ObjectFS {
         }
     }
 
+    /// Refuses a file, symlink or special file in `dir` when the store could never hold it
+    /// (the top of an account-level mount holds only buckets): at once, not at a later upload.
+    func checkObjectAllowed(in dir: Node) throws(FSError) {
+        if dir.ino == rootInode && prefix.isEmpty && !storage.capabilities.topLevelObjects {
+            throw FSError(EACCES, "only buckets (directories) live at the top of an account")
+        }
+    }
+
     /// The key prefix of a directory's children: the mount prefix plus its path plus "/".
     func directoryPrefix(_ dir: Node) -> String {
         var parts: [String] = []

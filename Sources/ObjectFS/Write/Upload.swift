@@ -77,6 +77,7 @@ extension ObjectFS {
                 if let head = try? await storage.head(key), head.etag == remote.etag { node.remote = head }
             }
             let sentMetadata = node.userMetadata
+            let sent = (mode: node.mode, mtime: node.mtime, uid: node.uid, gid: node.gid)
             var options = putOptions(node)
             options.isNew = node.remote == nil && !node.recovered
             let info: ObjectInfo
@@ -103,11 +104,16 @@ extension ObjectFS {
                 renamedAway = true
                 continue
             }
+            // A chmod, utimes or setxattr that arrived while the bytes were on their way.
+            let metadataChanged =
+                node.userMetadata != sentMetadata || node.mode != sent.mode || node.mtime != sent.mtime
+                || node.uid != sent.uid || node.gid != sent.gid
             node.remote = stored(info, with: options)
             node.recovered = false
             if node.userMetadata == sentMetadata { node.userMetadata = nil }
             node.metadataKnown = true
             node.validUntil = now + ttl
+            if metadataChanged { try await storeMetadata(node) }
             if node.sealed === sealed {
                 node.sealed = nil
                 // Writes that arrived since the seal keep the file dirty for the next close.

@@ -104,22 +104,20 @@ extension ObjectFS {
     private func storeInBackground(_ ino: InodeNumber, after delay: Duration) async {
         if delay > .zero { try? await Task.sleep(for: delay) }
         var backoff: Duration = .seconds(1)
-        while let node = nodes[ino], node.sealed != nil, node.parent != nil {
+        while let node = nodes[ino], node.dirty, node.parent != nil, node.sealed != nil || node.writers == 0 {
             await uploadLimiter.acquire()
-            do {
-                try await upload(node)
-                await uploadLimiter.release()
+            let failure = await store(ino)
+            await uploadLimiter.release()
+            guard let failure else {
                 node.uploadError = nil
                 break
-            } catch {
-                await uploadLimiter.release()
-                node.uploadError = error
-                configuration.log("cannot store \(fileKey(node)) yet: \(error.message)")
-                // What retrying cannot fix waits for the next close, fsync or unmount.
-                if Self.permanentErrors.contains(error.errno) || Task.isCancelled { break }
-                try? await Task.sleep(for: backoff)
-                backoff = min(backoff * 2, .seconds(60))
             }
+            node.uploadError = failure
+            configuration.log("cannot store \(fileKey(node)) yet: \(failure.message)")
+            // What retrying cannot fix waits for the next close, fsync or unmount.
+            if Self.permanentErrors.contains(failure.errno) || Task.isCancelled { break }
+            try? await Task.sleep(for: backoff)
+            backoff = min(backoff * 2, .seconds(60))
         }
         uploads[ino] = nil
     }
@@ -130,7 +128,7 @@ extension ObjectFS {
     /// under `dir`, `writeBackConcurrency` at a time. Returns the failures.
     func storeSealed(under dir: Node? = nil) async -> [FSError] {
         var targets: [InodeNumber] = []
-        for node in nodes.values where node.sealed != nil && node.parent != nil && node.dirty {
+        for node in nodes.values where node.dirty && node.parent != nil && (node.sealed != nil || node.writers == 0) {
             if let dir, !isInside(node, dir) { continue }
             targets.append(node.ino)
         }
@@ -149,9 +147,19 @@ extension ObjectFS {
         return failures
     }
 
+    /// Stores the file's acknowledged bytes: its sealed version, and when no program has it open
+    /// for writing, everything written (sealed now; again if writes came in meanwhile).
     private func store(_ ino: InodeNumber) async -> FSError? {
         guard let node = nodes[ino] else { return nil }
-        do { try await upload(node) } catch { return error }
+        do {
+            for _ in 0..<3 {
+                if node.writers == 0 { try await seal(node) }
+                try await upload(node)
+                if !node.dirty || node.writers > 0 || node.parent == nil { break }
+            }
+        } catch {
+            return error
+        }
         return nil
     }
 

@@ -1,0 +1,190 @@
+// Write-back and its journal (Write/WriteBack.swift, Write/Journal.swift): what close, fsync
+// and a crash promise, checked against the store's contents.
+
+import MemoryStorage
+import ObjectStorage
+import Testing
+
+@testable import ObjectFS
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+@Suite struct WriteBackTests {
+    @Test func closeReturnsBeforeTheUploadAndADirectoryFsyncWaitsForIt() async throws {
+        let h = try Harness(writeBack: .seconds(3600))
+        try await h.writeFile("a.txt", b("hello"))
+        #expect(await h.keys() == [])
+        #expect(await h.fs.pendingUploads == 1)
+        // The pending file is a file like any other meanwhile.
+        #expect(try await h.readFile("a.txt") == b("hello"))
+        #expect(try await h.names("") == ["a.txt"])
+        try await h.fs.fsyncDirectory(rootInode)
+        #expect(await h.memory.snapshot().map { $0.bytes } == [b("hello")])
+        #expect(await h.fs.pendingUploads == 0)
+    }
+
+    @Test func theBackgroundUploadStoresAClosedFile() async throws {
+        let h = try Harness(writeBack: .zero)
+        try await h.writeFile("d.bin", b("stored in the background"))
+        for _ in 0..<500 where await h.keys() != ["d.bin"] { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(await h.memory.snapshot().map { $0.bytes } == [b("stored in the background")])
+    }
+
+    @Test func fsyncReturnsOnlyOnceTheFileIsStored() async throws {
+        let h = try Harness(writeBack: .seconds(3600))
+        let (_, fh) = try await h.fs.create(
+            parent: rootInode, name: "f", mode: 0o644, flags: OpenFlags(posix: O_WRONLY | O_CREAT))
+        _ = try await h.fs.write(fh, offset: 0, data: b("synced"))
+        try await h.fs.fsync(fh)
+        #expect(await h.memory.snapshot().map { $0.bytes } == [b("synced")])
+        await h.fs.release(fh)
+    }
+
+    @Test func rsyncsCloseUtimesChmodRenameIsOnePutUnderTheFinalName() async throws {
+        let h = try Harness(writeBack: .seconds(3600))
+        try await h.writeFile(".f.XYZ", b("data"), mode: 0o600)
+        let a = try await h.resolve(".f.XYZ")
+        _ = try await h.fs.setattr(a.ino, AttributeChanges(mtime: .set(Timestamp(seconds: 1_600_000_000))))
+        _ = try await h.fs.setattr(a.ino, AttributeChanges(mode: 0o644))
+        try await h.fs.rename(parent: rootInode, name: ".f.XYZ", newParent: rootInode, newName: "f")
+        try await h.fs.fsyncDirectory(rootInode)
+        #expect(h.storage.calls(.put) == 1)
+        #expect(h.storage.calls(.copy) == 0)
+        #expect(await h.keys() == ["f"])
+        let info = try await h.memory.head("f")
+        #expect(info.metadata?["mode"] == String(0o100644))
+        #expect(info.metadata?["mtime"].flatMap(Timestamp.init(metadataValue:)) == Timestamp(seconds: 1_600_000_000))
+    }
+
+    @Test func aFileCreatedAndDeletedBeforeItsUploadSendsNothing() async throws {
+        let dir = uniqueStagingDirectory()
+        let h = try Harness(writeBack: .seconds(3600), journalIn: dir)
+        try await h.writeFile("tmp", b("scratch"))
+        try await h.fs.unlink(parent: rootInode, name: "tmp")
+        try await h.fs.fsyncDirectory(rootInode)
+        #expect(h.storage.calls(.put) == 0)
+        #expect(h.storage.calls(.delete) == 0)
+        #expect(await h.keys() == [])
+        // Nothing is left for a later mount to store.
+        let later = try Harness(journalIn: copyOfDirectory(dir), store: h.memory)
+        #expect(await later.fs.recoverPending().keys == [])
+    }
+
+    @Test func anUploadThatCannotSucceedIsReportedByTheNextClose() async throws {
+        let h = try Harness(writeBack: .zero)
+        h.storage.fail(.put, with: .accessDenied("no"), count: 1)
+        try await h.writeFile("f", b("v1"))
+        for _ in 0..<500 where h.storage.calls(.put) == 0 { try await Task.sleep(for: .milliseconds(10)) }
+        try await Task.sleep(for: .milliseconds(50))
+        // Kept and pending, never dropped; the next close on the file says what went wrong.
+        #expect(await h.fs.pendingUploads == 1)
+        await expectErrno(EACCES) {
+            let fh = try await h.fs.open(try await h.resolve("f").ino, flags: .writeOnly)
+            _ = try await h.fs.write(fh, offset: 0, data: b("v2"))
+            defer { Task { await h.fs.release(fh) } }
+            try await h.fs.flush(fh)
+        }
+        try await h.fs.fsyncDirectory(rootInode)
+        #expect(await h.memory.snapshot().map { $0.bytes } == [b("v2")])
+    }
+
+    @Test func aFileReopenedAndExtendedWhileItsUploadRunsIsStoredWhole() async throws {
+        let h = try Harness(writeBack: .zero)
+        h.storage.setLatency(.milliseconds(5))
+        try await h.writeFile("g", b("abc"))
+        // glibc's posix_fallocate emulation: one zero byte per block, through a second descriptor.
+        let fh = try await h.fs.open(try await h.resolve("g").ino, flags: .readWrite)
+        for i in 0..<200 { _ = try await h.fs.write(fh, offset: Int64(i) * 4096 + 4095, data: [0]) }
+        try await h.fs.flush(fh)
+        await h.fs.release(fh)
+        #expect(await h.fs.flushAll().isEmpty)
+        #expect(await h.fs.pendingUploads == 0)
+        var want = b("abc") + [UInt8](repeating: 0, count: 200 * 4096 - 3)
+        want[want.count - 1] = 0
+        #expect(await h.memory.snapshot().map { $0.bytes } == [want])
+    }
+
+    /// A kill -9 leaves the journal directory as it is on disk: copying it (while the first
+    /// filesystem still holds its own) gives a later mount exactly what a crash would.
+    @Test func aLaterMountStoresWhatACrashedMountAcknowledged() async throws {
+        let dir = uniqueStagingDirectory()
+        let store = MemoryStorage()
+        let first = try Harness(writeBack: .seconds(3600), journalIn: dir, store: store)
+        try await first.mkdir("docs")
+        try await first.writeFile("docs/a", b("alpha"))
+        try await first.writeFile("b", b("beta"), mode: 0o600)
+        try await first.writeFile("gone", b("never stored"))
+        try await first.fs.unlink(parent: rootInode, name: "gone")
+        // Reopened and written, not closed: not acknowledged, so the closed version is what counts.
+        let fh = try await first.fs.open(try await first.resolve("b").ino, flags: .writeOnly)
+        _ = try await first.fs.write(fh, offset: 0, data: b("BETA, half written"))
+        let crashed = copyOfDirectory(dir)
+        // A torn last record (the crash hit a write) is ignored.
+        appendToJournal(in: crashed, "0123456789abcdef put\tstaged-1-2-3\tx")
+
+        let second = try Harness(journalIn: crashed, store: store)
+        let recovery = await second.fs.recoverPending()
+        #expect(recovery.keys.sorted() == ["b", "docs/a"])
+        #expect(recovery.lost == [])
+        // Shown as they were closed, before they are stored.
+        #expect(try await second.readFile("b") == b("beta"))
+        #expect(try await second.names("").sorted() == ["b", "docs"])
+        try await second.fs.fsyncDirectory(rootInode)
+        let stored = Dictionary(uniqueKeysWithValues: await store.snapshot().map { ($0.key, $0.bytes) })
+        #expect(stored["b"] == b("beta"))
+        #expect(stored["docs/a"] == b("alpha"))
+        #expect(stored["gone"] == nil)
+        #expect(try await store.head("b").metadata?["mode"] == String(0o100600))
+        // The crashed mount's journal and files are gone: a third mount finds nothing to do.
+        let third = try Harness(journalIn: crashed, store: store)
+        #expect(await third.fs.recoverPending().keys == [])
+        #expect(try listDirectory(crashed).filter { $0.hasPrefix("staged-") }.count == 0)
+        await first.fs.release(fh)
+    }
+
+    @Test func recordsSurviveTheirEncodingAndATornTailEndsTheJournal() {
+        let entry = Journal.Entry(
+            file: "staged-1-2-3", key: "dir/with\ttab\nnewline %41 and = sign/caf\u{e9}", size: 42,
+            contentType: "text/plain; charset=utf-8",
+            metadata: ["mode": "33188", "odd=name\t": "value\nwith % and =", "empty": ""])
+        let records: [Journal.Record] = [.put(entry), .done(file: "staged-1-2-3"), .put(entry)]
+        let bytes = records.flatMap { Journal.encode($0) }
+        #expect(Journal.decode(bytes) == records)
+        #expect(Journal.pending(in: Journal.decode(bytes)) == [entry])
+        // Cut anywhere inside the last record: the records before it, and nothing else.
+        let lastStart = bytes.count - Journal.encode(.put(entry)).count
+        for cut in [lastStart + 1, lastStart + 20, bytes.count - 1] {
+            #expect(Journal.decode(Array(bytes[..<cut])) == Array(records.prefix(2)))
+        }
+        // A flipped byte in a record stops the journal there.
+        var damaged = bytes
+        damaged[lastStart + 30] ^= 0x20
+        #expect(Journal.decode(damaged) == Array(records.prefix(2)))
+    }
+}
+
+/// A copy of every file in `directory`, in a new directory.
+func copyOfDirectory(_ directory: String) -> String {
+    let copy = uniqueStagingDirectory()
+    mkdir(copy, 0o700)
+    for name in (try? listDirectory(directory)) ?? [] {
+        let from = open(directory + "/" + name, O_RDONLY)
+        let bytes = readAll(from)
+        close(from)
+        let to = open(copy + "/" + name, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        _ = bytes.withUnsafeBytes { write(to, $0.baseAddress, $0.count) }
+        close(to)
+    }
+    return copy
+}
+
+func appendToJournal(in directory: String, _ text: String) {
+    for name in (try? listDirectory(directory)) ?? [] where name.hasPrefix("journal-") {
+        let fd = open(directory + "/" + name, O_WRONLY | O_APPEND)
+        _ = Array(text.utf8).withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        close(fd)
+    }
+}
+
