@@ -187,4 +187,3 @@ func appendToJournal(in directory: String, _ text: String) {
         close(fd)
     }
 }
-
