@@ -954,6 +954,10 @@ class Mount:
     def drain(self, timeout: float) -> float:
         """Waits until the write-back peer has uploaded everything; returns seconds waited."""
         t0 = time.monotonic()
+        if self.kind == "objmount":
+            # objmount's write-back: `objmount sync` returns once everything closed is stored.
+            run([self.ctx.args.objmount, "sync", self.mp], max(1.0, timeout), check=True)
+            return time.monotonic() - t0
         if self.kind != "rclone" or self.mode == "off":
             return 0.0
         time.sleep(0.2)  # let the last close reach the VFS

@@ -9,8 +9,14 @@ import ObjectStorage
 
 extension ObjectFS {
     func newStagingFile() throws(FSError) -> StagingFile {
+        try StagingFile(directory: staging, name: newStagingName())
+    }
+
+    /// `staged-<pid>-<instance>-<serial>`: the journal's recovery finds a dead mount's files by
+    /// the part before the serial.
+    func newStagingName() -> String {
         stagingSerial += 1
-        return try StagingFile(directory: staging, name: "staged-\(getpid())-\(instanceID)-\(stagingSerial)")
+        return "staged-\(getpid())-\(instanceID)-\(stagingSerial)"
     }
 
     /// The inode's staging file, created on first use; with `loadExisting` it starts as a copy
@@ -18,9 +24,14 @@ extension ObjectFS {
     func stagingFile(for node: Node, loadExisting: Bool) async throws(FSError) -> StagingFile {
         if let s = node.staging, s !== node.sealed { return s }
         if let sealed = node.staging {
-            // The sealed version stays as a close acknowledged it: writes go to a copy.
-            stagingSerial += 1
-            let copy = try await sealed.copy(as: "staged-\(getpid())-\(instanceID)-\(stagingSerial)")
+            // The sealed version stays as a close acknowledged it: writes go to a copy (an
+            // empty file when the caller truncates to 0 anyway).
+            if !loadExisting {
+                let fresh = try newStagingFile()
+                node.staging = fresh
+                return fresh
+            }
+            let copy = try await sealed.copy(as: newStagingName())
             if let s = node.staging, s !== node.sealed { return s }  // another writer was first
             node.staging = copy
             return copy
