@@ -7,6 +7,7 @@ OBJMOUNT_CRASH_TRIALS sets the number of trials (default 5; the issue's long run
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import random
@@ -111,3 +112,36 @@ def test_unmount_waits_for_the_write_back_and_a_remount_shows_the_files(mounter:
     mounter_unmount(m, remote)
     fresh = mounter.mount(remote)
     assert {p.name: sha_of(p) for p in fresh.path.iterdir()} == want
+
+
+def test_a_full_cache_disk_fails_writes_with_enospc_and_loses_nothing_acknowledged(mounter: Mounter,
+                                                                                   tmp_path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs as the cache directory needs root")
+    cache = tmp_path / "small-cache"
+    cache.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(cache)], check=True)
+    try:
+        remote = swift_remote()
+        m = mounter.mount(remote, cache=cache, extra=["--cache-size", "0"])
+        acknowledged, failures = {}, []
+        for i in range(30):
+            data = os.urandom(400_000)
+            try:
+                with open(m.path / f"f{i:02d}", "wb") as f:
+                    f.write(data)
+                acknowledged[f"f{i:02d}"] = hashlib.sha256(data).hexdigest()
+            except OSError as e:
+                failures.append(e.errno)
+        # 12 MB into 3 MiB while uploads wait: the disk fills, and says so with ENOSPC only.
+        assert failures and set(failures) == {errno.ENOSPC}, failures
+        m.settle()
+        # Space comes back as uploads finish: the mount keeps working.
+        (m.path / "after").write_bytes(b"room again")
+        mounter_unmount(m, remote)
+    finally:
+        subprocess.run(["umount", "-l", str(cache)], check=False)
+    fresh = mounter.mount(remote)
+    for name, sha in acknowledged.items():
+        assert sha_of(fresh.path / name) == sha, name
+    assert (fresh.path / "after").read_bytes() == b"room again"
