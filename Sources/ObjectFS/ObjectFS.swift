@@ -39,6 +39,9 @@ public actor ObjectFS {
     var directoryHandles: [UInt64: [DirectoryEntry]] = [:]
     var nextHandle: UInt64 = 1
     var stagingSerial: UInt64 = 0
+    /// Directory renames in progress, and the uploads waiting for them to end.
+    var directoryRenames = 0
+    var renameWaiters: [CheckedContinuation<Void, Never>] = []
     /// The write-back journal (Write/Journal.swift), when the staging directory outlives the mount.
     let journal: Journal?
     /// Background uploads, one per file (Write/WriteBack.swift).
@@ -472,6 +475,12 @@ public actor ObjectFS {
         if source.kind == .directory {
             var targetMarkers: [ObjectKey] = []
             if let t = target { targetMarkers = try await checkEmpty(t) }
+            // Files closed under the directory are stored first, so that the copies take them
+            // (one upload each, not an upload and a copy); an upload that still ends while the
+            // keys are copied waits for the rename and is stored again under the new name.
+            if let failure = await storeSealed(under: source).first { throw failure }
+            directoryRenames += 1
+            defer { endDirectoryRename() }
             let oldPrefix = directoryPrefix(source)
             (originals, copies) = try await copyDirectoryObjects(from: oldPrefix, to: directoryPrefix(toDir) + newName)
             // The replaced empty directory's markers go with the originals, unless a copy just
@@ -532,4 +541,15 @@ public actor ObjectFS {
 
     /// How many files have data not yet stored on the server.
     public var pendingUploads: Int { nodes.values.filter { $0.dirty && $0.parent != nil }.count }
+
+    /// Files not stored yet and their bytes (what unmount still has to send).
+    public var pendingSummary: (files: Int, bytes: Int64) {
+        var files = 0
+        var bytes: Int64 = 0
+        for node in nodes.values where node.dirty && node.parent != nil {
+            files += 1
+            bytes += (node.sealed ?? node.staging)?.size ?? 0
+        }
+        return (files, bytes)
+    }
 }

@@ -20,6 +20,16 @@ struct ByteSize: ExpressibleByArgument, Sendable, Hashable, CustomStringConverti
         bytes = Int64(value)
     }
 
+    /// For people: "1.9 MiB", "512.0 KiB", "300 bytes".
+    var approximate: String {
+        for (unit, shift) in [("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)] as [(String, Int64)]
+        where bytes >= Int64(1) << shift {
+            let tenths = Int64((Double(bytes) / Double(Int64(1) << shift) * 10).rounded())
+            return "\(tenths / 10).\(tenths % 10) \(unit)"
+        }
+        return "\(bytes) bytes"
+    }
+
     var description: String {
         for (unit, shift) in [("T", 40), ("G", 30), ("M", 20), ("K", 10)] as [(String, Int64)]
         where bytes >= Int64(1) << shift && bytes % (Int64(1) << shift) == 0 {

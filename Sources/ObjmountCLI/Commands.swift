@@ -268,17 +268,27 @@ struct Unmount: ParsableCommand {
         // The daemon stores pending writes after the kernel lets go; wait for it to finish.
         if let pid {
             var waited = 0.0
-            var announced = false
+            var shown = ""
+            var left = ""
+            let progress = Paths.progressFile(for: path)
             while Daemon.isRunning(pid) && waited < timeout {
-                if waited >= 2 && !announced {
-                    writeStderr("objmount: waiting for pending uploads of \(path) to finish...\n")
-                    announced = true
+                // Files and bytes left, as the daemon counts them each second; said when they change.
+                if waited >= 2 && Int(waited * 20) % 20 == 0 {
+                    left = Self.pending(in: progress) ?? left
+                    let line = left.isEmpty ? "waiting for pending uploads to finish" : "storing \(left) left"
+                    if line != shown {
+                        writeStderr("objmount: \(path): \(line)...\n")
+                        shown = line
+                    }
                 }
                 usleep(50_000)
                 waited += 0.05
             }
             if Daemon.isRunning(pid) {
-                throw CLIError("unmounted \(path), but its daemon (pid \(pid)) is still storing pending writes")
+                left = Self.pending(in: progress) ?? left
+                throw CLIError(
+                    "unmounted \(path), but its daemon (pid \(pid)) is still storing "
+                        + (left.isEmpty ? "pending writes" : left) + "; it goes on in the background")
             }
         }
         // What the daemon could not store (it kept the data locally and said where).
@@ -291,6 +301,18 @@ struct Unmount: ParsableCommand {
             writeStderr(text.split(separator: "\n").map { "objmount: \($0)\n" }.joined())
             throw CLIError("unmounted \(path), but some data could not be stored (kept locally, see above)")
         }
+    }
+}
+
+extension Unmount {
+    /// "N file(s), SIZE" from the daemon's progress file, if it is there.
+    static func pending(in progressFile: String) -> String? {
+        let fd = open(progressFile, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        let fields = Spawn.readAll(fd).split(whereSeparator: \.isWhitespace)
+        guard fields.count == 2, let files = Int(fields[0]), let bytes = Int64(fields[1]) else { return nil }
+        return "\(files) file(s), \(ByteSize(bytes: bytes).approximate)"
     }
 }
 

@@ -153,7 +153,7 @@ enum Daemon {
         let recovery = try? blockingAwait { await fs.recoverPending() }
         if let recovery, !recovery.keys.isEmpty {
             logger.info(
-                "storing \(recovery.keys.count) file(s) (\(ByteSize(bytes: recovery.bytes))) that an earlier mount of this remote closed but did not store"
+                "storing \(recovery.keys.count) file(s) (\(ByteSize(bytes: recovery.bytes).approximate)) that an earlier mount of this remote closed but did not store"
             )
         }
         for key in recovery?.lost ?? [] {
@@ -168,7 +168,8 @@ enum Daemon {
         unlink(report)
         let bridge = FuseBridge(
             fs: fs, logger: logger, unsavedDirectory: Paths.unsavedDirectory(under: cacheDirectory),
-            unsavedReport: Paths.makeDirectories(Paths.runtimeDirectory) ? report : nil)
+            unsavedReport: Paths.makeDirectories(Paths.runtimeDirectory) ? report : nil,
+            progressFile: Paths.progressFile(for: mountpoint))
         let session = FuseSession(filesystem: bridge, options: fuseOptions)
         let display = "\(remote)"
         session.onInitialized = {

@@ -18,17 +18,24 @@ final class FuseBridge: FuseFilesystem {
     /// for `objmount unmount` (nil: none written).
     let unsavedDirectory: String
     let unsavedReport: String?
+    /// Where the files and bytes left are written each second while pending files are stored
+    /// at exit (nil: nowhere).
+    let progressFile: String?
     /// Files whose data is kept locally because it could not be stored, and those that could
     /// not even be kept (set at shutdown).
     private let outcome = Mutex<(kept: [ObjectFS.KeptFile], lost: [String])>(([], []))
     var unsaved: [ObjectFS.KeptFile] { outcome.withLock { $0.kept } }
     var lost: [String] { outcome.withLock { $0.lost } }
 
-    init(fs: ObjectFS, logger: Logger, unsavedDirectory: String, unsavedReport: String? = nil) {
+    init(
+        fs: ObjectFS, logger: Logger, unsavedDirectory: String, unsavedReport: String? = nil,
+        progressFile: String? = nil
+    ) {
         self.fs = fs
         self.logger = logger
         self.unsavedDirectory = unsavedDirectory
         self.unsavedReport = unsavedReport
+        self.progressFile = progressFile
     }
 
     /// Runs `body`, turning an FSError into the FuseError of its errno. Failures other than
@@ -182,11 +189,30 @@ final class FuseBridge: FuseFilesystem {
     }
 
     func shutdown() async {
-        let pending = await fs.pendingUploads
-        if pending > 0 { logger.info("storing \(pending) file(s) with pending writes before exit") }
+        let (files, bytes) = await fs.pendingSummary
+        if files > 0 {
+            logger.info(
+                "storing \(files) file(s) (\(ByteSize(bytes: bytes).approximate)) with pending writes before exit")
+        }
+        let progress = Task { [fs, progressFile] in
+            guard let progressFile else { return }
+            while !Task.isCancelled {
+                let (files, bytes) = await fs.pendingSummary
+                let temporary = progressFile + ".new"
+                let fd = Glibc.open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+                if fd >= 0 {
+                    writeAll(fd, "\(files) \(bytes)\n")
+                    close(fd)
+                    Glibc.rename(temporary, progressFile)
+                }
+                try? await Task.sleep(for: .seconds(1))
+            }
+        }
         for failure in await fs.flushAll() {
             logger.error("could not store pending data: \(failure)")
         }
+        progress.cancel()
+        if let progressFile { Glibc.unlink(progressFile) }
         // What could not be stored is kept, never dropped with the staging directory.
         let (kept, failed) =
             await fs.pendingUploads > 0 && Paths.makeDirectories(unsavedDirectory)

@@ -61,6 +61,11 @@ enum Paths {
         String(pidFile(for: mountpoint).dropLast(4)) + ".unsaved"
     }
 
+    /// The daemon's progress at exit — "files bytes" left to store — for `objmount unmount`.
+    static func progressFile(for mountpoint: String) -> String {
+        String(pidFile(for: mountpoint).dropLast(4)) + ".progress"
+    }
+
     /// Where one daemon keeps the data it could not store: `<cache-dir>/unsaved/<UTC time>-<pid>`.
     static func unsavedDirectory(under cacheDirectory: String) -> String {
         var now = time(nil)

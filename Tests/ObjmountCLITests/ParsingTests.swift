@@ -2,6 +2,10 @@ import Testing
 
 @testable import ObjmountCLI
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 @Suite struct RemoteParsingTests {
     @Test(arguments: [
         ("memory://b", Remote(scheme: .memory, container: "b", prefix: "")),
@@ -76,5 +80,26 @@ import Testing
     @Test func pidFileNamesAreFlat() {
         let p = Paths.pidFile(for: "/tmp/my mnt")
         #expect(p.hasSuffix("%2Ftmp%2Fmy%20mnt.pid"))
+    }
+}
+
+@Suite struct ByteSizeTests {
+    @Test(
+        arguments: [
+            (0, "0 bytes"), (1023, "1023 bytes"), (1024, "1.0 KiB"), (2_000_000, "1.9 MiB"),
+            (3 << 30, "3.0 GiB"), (1_536 << 40, "1536.0 TiB"),
+        ] as [(Int64, String)])
+    func approximateSizesAreForPeople(bytes: Int64, text: String) {
+        #expect(ByteSize(bytes: bytes).approximate == text)
+    }
+
+    @Test func unmountReadsTheDaemonsProgress() throws {
+        let path = "/tmp/objmount-progress-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        defer { unlink(path) }
+        #expect(Unmount.pending(in: path) == nil)
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        writeAll(fd, "3 5242880\n")
+        close(fd)
+        #expect(Unmount.pending(in: path) == "3 file(s), 5.0 MiB")
     }
 }

@@ -550,8 +550,11 @@ def _(d: Path) -> None:
 def _(d: Path) -> None:
     """An open descriptor still reads the data after the name is unlinked."""
     write(d / "f", b"still readable")
+    # Stored, with no local copy left (write-back would otherwise still hold one).
+    dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+    os.fsync(dfd)
+    os.close(dfd)
     fd = os.open(d / "f", os.O_RDONLY)
-    os.fsync(fd)  # stored on the server, not only pending in write-back
     try:
         os.unlink(d / "f")
         assert os.pread(fd, 100, 0) == b"still readable"

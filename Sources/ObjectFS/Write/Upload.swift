@@ -105,6 +105,7 @@ extension ObjectFS {
             } catch {
                 throw FSError.from(error, "upload \(key)")
             }
+            await waitForDirectoryRenames()
             if node.parent == nil {
                 // Unlinked while it was being uploaded.
                 try? await storage.delete([key])

@@ -122,6 +122,20 @@ extension ObjectFS {
         uploads[ino] = nil
     }
 
+    func endDirectoryRename() {
+        directoryRenames -= 1
+        if directoryRenames == 0 {
+            for waiter in renameWaiters { waiter.resume() }
+            renameWaiters = []
+        }
+    }
+
+    /// Returns once no directory rename is copying keys: an object stored meanwhile might sit
+    /// under the old name of a directory whose copy missed it.
+    func waitForDirectoryRenames() async {
+        while directoryRenames > 0 { await withCheckedContinuation { renameWaiters.append($0) } }
+    }
+
     static let permanentErrors: Set<Int32> = [EACCES, EPERM, ENAMETOOLONG, EFBIG, EROFS, EINVAL, EDQUOT, ENOSPC]
 
     /// Stores every sealed version now (fsync of a directory, unmount): all of them, or those
