@@ -505,7 +505,10 @@ public actor ObjectFS {
                 throw FSError.from(error, "rename: delete \(originals[0])")
             }
         }
-        if let t = target { detach(t, from: toDir) }
+        if let t = target {
+            detach(t, from: toDir)
+            if source.remote == nil && t.kind.isObject { source.replaces = t.remote?.etag ?? t.replaces }
+        }
         fromDir.children[name] = nil
         source.parent = toDir.ino
         source.name = newName

@@ -126,6 +126,47 @@ import Testing
         #expect(await h.memory.snapshot().map { $0.bytes } == [want])
     }
 
+    @Test func anObjectChangedByAnotherClientIsKeptAndOursIsStoredBesideIt() async throws {
+        let h = try Harness(writeBack: .seconds(3600))
+        try await h.writeFile("f", b("v1"))
+        try await h.fs.fsyncDirectory(rootInode)
+        let fh = try await h.fs.open(try await h.resolve("f").ino, flags: OpenFlags(posix: O_WRONLY | O_TRUNC))
+        _ = try await h.fs.write(fh, offset: 0, data: b("ours"))
+        try await h.fs.flush(fh)
+        await h.fs.release(fh)
+        try await h.put("f", "theirs")  // another client, before our upload
+        try await h.fs.fsyncDirectory(rootInode)
+        let stored = Dictionary(uniqueKeysWithValues: await h.memory.snapshot().map { ($0.key, $0.bytes) })
+        #expect(stored["f"] == b("theirs"))
+        let conflicts = stored.keys.filter { $0.hasPrefix("f.conflict-") }
+        #expect(conflicts.count == 1)
+        #expect(conflicts.first.flatMap { stored[$0] } == b("ours"))
+        // The mount shows both.
+        h.expireCaches()
+        #expect(try await h.readFile("f") == b("theirs"))
+        #expect(try await h.names("").sorted() == ["f"] + conflicts)
+    }
+
+    @Test func aNewFileWhoseNameAnotherClientTookIsStoredBesideIt() async throws {
+        let h = try Harness(writeBack: .seconds(3600))
+        try await h.writeFile("new", b("ours"))
+        try await h.put("new", "theirs")
+        try await h.fs.fsyncDirectory(rootInode)
+        let stored = Dictionary(uniqueKeysWithValues: await h.memory.snapshot().map { ($0.key, $0.bytes) })
+        #expect(stored["new"] == b("theirs"))
+        #expect(stored.filter { $0.key.hasPrefix("new.conflict-") }.values.map { $0 } == [b("ours")])
+    }
+
+    @Test func renamingOverAStoredFileIsNoConflict() async throws {
+        let h = try Harness(writeBack: .seconds(3600))
+        try await h.writeFile("target", b("old"))
+        try await h.fs.fsyncDirectory(rootInode)
+        try await h.writeFile(".tmp", b("new"))
+        try await h.fs.rename(parent: rootInode, name: ".tmp", newParent: rootInode, newName: "target")
+        try await h.fs.fsyncDirectory(rootInode)
+        #expect(await h.memory.snapshot().map { "\($0.key)=\(String(decoding: $0.bytes, as: UTF8.self))" } == ["target=new"])
+    }
+
     /// A kill -9 leaves the journal directory as it is on disk: copying it (while the first
     /// filesystem still holds its own) gives a later mount exactly what a crash would.
     @Test func aLaterMountStoresWhatACrashedMountAcknowledged() async throws {

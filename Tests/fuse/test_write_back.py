@@ -145,3 +145,28 @@ def test_a_full_cache_disk_fails_writes_with_enospc_and_loses_nothing_acknowledg
     for name, sha in acknowledged.items():
         assert sha_of(fresh.path / name) == sha, name
     assert (fresh.path / "after").read_bytes() == b"room again"
+
+
+def test_two_mounts_writing_one_file_keep_both_versions(mounter: Mounter) -> None:
+    """The upload that finds the object changed since its mount read it keeps the other
+    version under the name and stores its own as NAME.conflict-<UTC time>."""
+    remote = swift_remote()
+    a = mounter.mount(remote, extra=["--metadata-ttl", "0"])
+    b = mounter.mount(remote, extra=["--metadata-ttl", "0"])
+    (a.path / "shared.txt").write_bytes(b"v1\n")
+    a.settle()
+    assert (b.path / "shared.txt").read_bytes() == b"v1\n"
+    # Both change v1 in place: B's first write (which reads v1 in) comes before A stores its change.
+    fb = open(b.path / "shared.txt", "r+b", buffering=0)
+    fb.write(b"B!\n")
+    with open(a.path / "shared.txt", "r+b") as fa:
+        fa.write(b"A!\n")
+    a.settle()
+    fb.close()
+    b.settle()
+    fresh = mounter.mount(remote)
+    names = sorted(os.listdir(fresh.path))
+    conflicts = [n for n in names if n.startswith("shared.txt.conflict-")]
+    assert names == ["shared.txt"] + conflicts and len(conflicts) == 1, names
+    assert (fresh.path / "shared.txt").read_bytes() == b"A!\n"
+    assert (fresh.path / conflicts[0]).read_bytes() == b"B!\n"

@@ -53,6 +53,9 @@ extension ObjectFS {
         /// Adopted from the journal of a mount that is gone: whatever the server holds at its
         /// key is replaced (and its old segments removed), as that mount would have done.
         var recovered = false
+        /// A file not stored yet that was renamed over a stored one: the version its upload
+        /// replaces (for conflict detection; a stored file's is `remote`).
+        var replaces: ETag?
         var generation: UInt64 = 0
         var openHandles = 0
         var writers = 0

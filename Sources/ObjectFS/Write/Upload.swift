@@ -82,10 +82,24 @@ extension ObjectFS {
             }
             let generation = node.sealedGeneration
             let key = fileKey(node)
-            if let remote = node.remote, remote.metadata == nil, node.userMetadata == nil {
-                // The version this replaces came from a listing without metadata: read its user
-                // metadata (extended attributes) so that rewriting the file keeps it.
-                if let head = try? await storage.head(key), head.etag == remote.etag { node.remote = head }
+            // What the server holds at the key now: the version this upload replaces, unless
+            // another client changed it since this mount read it (a conflict: both are kept).
+            let current: ObjectInfo?
+            do {
+                current = try await storage.head(key)
+            } catch StorageError.notFound {
+                current = nil
+            } catch {
+                throw FSError.from(error, "upload \(key)")
+            }
+            if !node.recovered, current?.etag != (node.remote?.etag ?? node.replaces) {
+                try moveAsideForConflict(node, key: key, found: current)
+                continue
+            }
+            if let remote = node.remote, remote.metadata == nil, node.userMetadata == nil, let current {
+                // The version this replaces came from a listing without metadata: its user
+                // metadata (extended attributes) is kept when the file is rewritten.
+                node.remote = current
             }
             let sentMetadata = node.userMetadata
             let sent = (mode: node.mode, mtime: node.mtime, uid: node.uid, gid: node.gid)
@@ -140,6 +154,36 @@ extension ObjectFS {
         }
         // Nobody has the file open: the local copy is not needed any more and would go stale.
         if !node.dirty && node.openHandles == 0 { node.staging = nil }
+    }
+
+    /// Another client changed or created the object at `key` since this mount read it: the
+    /// file is renamed to `NAME.conflict-<UTC time>` in its directory (and its journal record
+    /// with it), to be stored there; the other client's object stays under NAME.
+    func moveAsideForConflict(_ node: Node, key: ObjectKey, found: ObjectInfo?) throws(FSError) {
+        guard let dir = node.parent.flatMap({ nodes[$0] }) else { return }
+        var stamp = time(nil)
+        var t = tm()
+        gmtime_r(&stamp, &t)
+        func two(_ v: Int32) -> String { v < 10 ? "0\(v)" : "\(v)" }
+        let base = "\(node.name).conflict-\(t.tm_year + 1900)\(two(t.tm_mon + 1))\(two(t.tm_mday))-"
+            + "\(two(t.tm_hour))\(two(t.tm_min))\(two(t.tm_sec))"
+        var name = base
+        var n = 1
+        while dir.children[name] != nil {
+            n += 1
+            name = base + "-\(n)"
+        }
+        try checkNewName(name, in: dir)
+        dir.children[node.name] = nil
+        dir.negative[node.name] = nil
+        node.name = name
+        dir.children[name] = node.ino
+        node.remote = nil
+        node.replaces = nil
+        try recordSealed(node)
+        configuration.log(
+            "conflict: \(key) was \(found == nil ? "deleted" : "changed") on the server since this mount read it; "
+                + "this mount's version is stored as \(fileKey(node))")
     }
 
     /// Memory an upload of `payload` holds at once: the HTTP client reads a staged file in
