@@ -162,17 +162,56 @@ public final class FuseSession: @unchecked Sendable {
         reply: @escaping @Sendable (Request, T) -> Void
     ) {
         inFlight.add(1, ordering: .relaxed)
-        Task {
+        // FUSE_INTERRUPT (the caller got a signal) cancels the request's task: an fsync waiting
+        // for a server returns EINTR. Registered before the task can reply (libfuse frees the
+        // request with its reply); the callback finds the task by the request's address.
+        let key = UInt(bitPattern: req.raw)
+        fuse_req_interrupt_func(
+            req.raw, { _, data in FuseSession.interrupt(UInt(bitPattern: data)) },
+            UnsafeMutableRawPointer(bitPattern: key))
+        let task = Task {
             defer { self.inFlight.subtract(1, ordering: .releasing) }
             let value: T
             do {
                 value = try await work()
             } catch {
-                self.replyError(req, error)
+                FuseSession.finished(key)
+                if Task.isCancelled { _ = fuse_reply_err(req.raw, EINTR) } else { self.replyError(req, error) }
                 return
             }
+            FuseSession.finished(key)
             reply(req, value)
         }
+        FuseSession.started(key, task)
+    }
+
+    /// Tasks of requests in flight that an interrupt may cancel, by request address; `nil`: the
+    /// task ended before it was entered.
+    private static let running = Mutex<[UInt: Task<Void, Never>?]>([:])
+
+    private static func started(_ key: UInt, _ task: Task<Void, Never>) {
+        running.withLock { table in
+            if table[key] != nil {
+                table[key] = nil  // it already ended
+            } else {
+                table[key] = .some(task)
+            }
+        }
+    }
+
+    private static func finished(_ key: UInt) {
+        running.withLock { table in
+            if table[key] != nil {
+                table[key] = nil
+            } else {
+                table[key] = .some(nil)  // ended before `started`
+            }
+        }
+    }
+
+    private static func interrupt(_ key: UInt) {
+        let task = running.withLock { $0[key] ?? nil }
+        task?.cancel()
     }
 
     static func replyXattr(_ req: Request, _ value: [UInt8], size: Int) {

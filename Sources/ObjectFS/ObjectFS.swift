@@ -39,6 +39,7 @@ public actor ObjectFS {
     var directoryHandles: [UInt64: [DirectoryEntry]] = [:]
     var nextHandle: UInt64 = 1
     var stagingSerial: UInt64 = 0
+    var lockTickets: UInt64 = 0
     /// Directory renames in progress, and the uploads waiting for them to end.
     var directoryRenames = 0
     var renameWaiters: [CheckedContinuation<Void, Never>] = []

@@ -35,7 +35,7 @@ public struct RetryPolicy: Sendable {
     /// Whether try number `attempt` (1 = the first) that failed with `error` below HTTP is tried
     /// again.
     public func retries(_ error: any Error, after attempt: Int) -> Bool {
-        guard attempt < attempts, !(error is CancellationError) else { return false }
+        guard attempt < attempts, !(error is CancellationError), !Task.isCancelled else { return false }
         if let e = error as? TransportError, e.isUnreachable { return retriesUnreachable }
         return true
     }

@@ -164,7 +164,9 @@ import Testing
         try await h.writeFile(".tmp", b("new"))
         try await h.fs.rename(parent: rootInode, name: ".tmp", newParent: rootInode, newName: "target")
         try await h.fs.fsyncDirectory(rootInode)
-        #expect(await h.memory.snapshot().map { "\($0.key)=\(String(decoding: $0.bytes, as: UTF8.self))" } == ["target=new"])
+        #expect(
+            await h.memory.snapshot().map { "\($0.key)=\(String(decoding: $0.bytes, as: UTF8.self))" } == ["target=new"]
+        )
     }
 
     /// A kill -9 leaves the journal directory as it is on disk: copying it (while the first

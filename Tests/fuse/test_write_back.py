@@ -170,3 +170,44 @@ def test_two_mounts_writing_one_file_keep_both_versions(mounter: Mounter) -> Non
     assert names == ["shared.txt"] + conflicts and len(conflicts) == 1, names
     assert (fresh.path / "shared.txt").read_bytes() == b"A!\n"
     assert (fresh.path / conflicts[0]).read_bytes() == b"B!\n"
+
+
+INTERRUPTIBLE_FSYNC = r"""
+import os, sys, time
+fd = os.open(sys.argv[1], os.O_RDONLY)
+t0 = time.monotonic()
+try:
+    os.fsync(fd)
+    print("stored", time.monotonic() - t0, flush=True)
+except KeyboardInterrupt:
+    print("interrupted", time.monotonic() - t0, flush=True)
+"""
+
+
+def test_an_fsync_waiting_for_a_server_that_never_answers_yields_to_ctrl_c(mounter: Mounter) -> None:
+    """The server accepts connections and never answers (the proxy stopped with SIGSTOP): a
+    Ctrl-C reaches the program at once (FUSE_INTERRUPT cancels the wait, EINTR), and the data
+    is stored once the server answers again."""
+    from test_block_cache import CountingProxy, remotes
+    proxy = CountingProxy()
+    try:
+        _, through_proxy = remotes(proxy)
+        m = mounter.mount(through_proxy)
+        (m.path / "f").write_bytes(b"wait for me")
+        os.kill(proxy.proc.pid, signal.SIGSTOP)
+        try:
+            child = subprocess.Popen([sys.executable, "-c", INTERRUPTIBLE_FSYNC, str(m.path / "f")],
+                                     stdout=subprocess.PIPE, text=True)
+            time.sleep(1.5)
+            assert child.poll() is None, "fsync returned while the server was not answering"
+            child.send_signal(signal.SIGINT)
+            out, _ = child.communicate(timeout=10)
+            assert out.startswith("interrupted"), out
+        finally:
+            os.kill(proxy.proc.pid, signal.SIGCONT)
+        m.settle()
+        mounter_unmount(m, through_proxy)
+        fresh = mounter.mount(through_proxy)
+        assert (fresh.path / "f").read_bytes() == b"wait for me"
+    finally:
+        proxy.stop()

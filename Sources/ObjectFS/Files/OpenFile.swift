@@ -3,6 +3,10 @@
 
 import ObjectStorage
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 extension ObjectFS {
     struct Handle {
         let ino: InodeNumber
@@ -34,13 +38,29 @@ extension ObjectFS {
         node.generation &+= 1
     }
 
-    func lock(_ n: Node) async {
-        while n.busy { await withCheckedContinuation { n.waiters.append($0) } }
+    /// Takes the file's lock; a cancelled task (an interrupted fsync) stops waiting with EINTR.
+    func lock(_ n: Node) async throws(FSError) {
+        while n.busy {
+            lockTickets += 1
+            let ticket = lockTickets
+            let ino = n.ino
+            await withTaskCancellationHandler {
+                await withCheckedContinuation { n.waiters.append((ticket, $0)) }
+            } onCancel: {
+                Task { await self.stopWaiting(ino, ticket) }
+            }
+            if Task.isCancelled { throw FSError(EINTR, "interrupted") }
+        }
         n.busy = true
+    }
+
+    private func stopWaiting(_ ino: InodeNumber, _ ticket: UInt64) {
+        guard let n = nodes[ino], let i = n.waiters.firstIndex(where: { $0.ticket == ticket }) else { return }
+        n.waiters.remove(at: i).continuation.resume()
     }
 
     func unlock(_ n: Node) {
         n.busy = false
-        if !n.waiters.isEmpty { n.waiters.removeFirst().resume() }
+        if !n.waiters.isEmpty { n.waiters.removeFirst().continuation.resume() }
     }
 }

@@ -62,7 +62,8 @@ extension ObjectFS {
         var busy = false
         /// The key a file had when it was removed from the namespace.
         var detachedKey: ObjectKey?
-        var waiters: [CheckedContinuation<Void, Never>] = []
+        /// Who waits for the file's lock (OpenFile.swift), by ticket.
+        var waiters: [(ticket: UInt64, continuation: CheckedContinuation<Void, Never>)] = []
 
         init(ino: InodeNumber, kind: FileKind, parent: InodeNumber?, name: String, mode: UInt32, mtime: Timestamp) {
             self.ino = ino

@@ -36,7 +36,7 @@ extension ObjectFS {
             node.staging = copy
             return copy
         }
-        await lock(node)
+        try await lock(node)
         defer { unlock(node) }
         if let s = node.staging { return s }
         let staging = try newStagingFile()
@@ -66,7 +66,7 @@ extension ObjectFS {
     /// Stores the file's sealed version (Write/WriteBack.swift), under the name the file has
     /// when the upload ends.
     func upload(_ node: Node) async throws(FSError) {
-        await lock(node)
+        try await lock(node)
         defer { unlock(node) }
         // A rename during the upload moves the target: store again under the new name, so that
         // a successful close always means the data is stored where the file now is.
@@ -165,7 +165,8 @@ extension ObjectFS {
         var t = tm()
         gmtime_r(&stamp, &t)
         func two(_ v: Int32) -> String { v < 10 ? "0\(v)" : "\(v)" }
-        let base = "\(node.name).conflict-\(t.tm_year + 1900)\(two(t.tm_mon + 1))\(two(t.tm_mday))-"
+        let base =
+            "\(node.name).conflict-\(t.tm_year + 1900)\(two(t.tm_mon + 1))\(two(t.tm_mday))-"
             + "\(two(t.tm_hour))\(two(t.tm_min))\(two(t.tm_sec))"
         var name = base
         var n = 1
