@@ -40,6 +40,8 @@ public actor ObjectFS {
     var nextHandle: UInt64 = 1
     var stagingSerial: UInt64 = 0
     var lockTickets: UInt64 = 0
+    /// When this filesystem started (wall clock): uploads older than this are not its own.
+    let startedAt: Timestamp
     /// Directory renames in progress, and the uploads waiting for them to end.
     var directoryRenames = 0
     var renameWaiters: [CheckedContinuation<Void, Never>] = []
@@ -63,6 +65,7 @@ public actor ObjectFS {
         self.storage = storage
         self.configuration = configuration
         self.clock = clock
+        startedAt = clock.wallClock()
         self.prefix = KeyPath.normalizedPrefix(configuration.prefix)
         self.staging = try StagingDirectory(configuration.stagingDirectory)
         journal = configuration.journaled ? try Journal(directory: staging.path, instance: instanceID) : nil

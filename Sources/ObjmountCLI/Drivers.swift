@@ -201,13 +201,23 @@ enum Drivers {
         }
     }
 
-    /// Runs `body` with the pending multipart uploads of an s3:// or ks3:// bucket (after checking
-    /// the credentials and the bucket as `open` does), then closes its connections.
+    /// Runs `body` with the pending multipart uploads of an s3:// or ks3:// bucket, or the
+    /// unused segment sets of a swift:// or hubic:// container (after checking the credentials
+    /// and the bucket as `open` does), then closes its connections.
     static func withUploadListing<T: Sendable>(
         _ remote: Remote, _ settings: DriverSettings, _ body: @Sendable (any IncompleteUploadListing) async throws -> T
     ) async throws -> T {
+        if case .swift = settings, remote.container != nil {
+            let (storage, transport) = try await open(remote, settings)
+            return try await finally(transport) {
+                guard let listing = storage as? any IncompleteUploadListing else {
+                    throw StorageError.invalidArgument("\(remote) keeps no pending uploads")
+                }
+                return try await body(listing)
+            }
+        }
         guard case .s3(let s) = settings, let bucket = remote.container else {
-            throw StorageError.invalidArgument("\(remote) keeps no pending uploads (only s3:// and ks3:// buckets do)")
+            throw StorageError.invalidArgument("\(remote) keeps no pending uploads (only buckets and containers do)")
         }
         let transport = AHCTransport()
         return try await finally(transport) {

@@ -138,19 +138,21 @@ struct URLCommand: ParsableCommand {
 
 struct Cleanup: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Abort multipart uploads a crash left behind (s3://, ks3://).",
+        abstract: "Abort multipart uploads and remove segments a crash left behind.",
         discussion: """
-            Lists the incomplete multipart uploads under the remote's prefix that started more than
-            --older-than ago, and aborts them (their parts are billed until then). A mount that is
-            uploading right now has uploads younger than that; keep the default unless no mount of
-            this bucket is running.
+            Lists the incomplete multipart uploads (s3://, ks3://: their parts are billed until
+            aborted) or the segment sets no object uses (swift://, hubic://: in
+            <container>_segments) under the remote's prefix that started more than --older-than
+            ago, and removes them. A mount that is uploading right now has uploads younger than
+            that; keep the default unless no mount of this bucket is running. A mount that
+            recovers a crashed mount's files removes what their cut uploads left by itself.
 
             Examples:
               objmount cleanup s3://bucket
               objmount cleanup ks3://bucket/photos --older-than 0s --dry-run
             """)
 
-    @Argument(help: "The remote, e.g. s3://bucket or ks3://bucket/prefix.")
+    @Argument(help: "The remote, e.g. s3://bucket, ks3://bucket/prefix or swift://container.")
     var remote: String
 
     @Option(help: "Only uploads started longer ago than this: 90s, 15m, 1h, 2d.")
@@ -164,8 +166,10 @@ struct Cleanup: ParsableCommand {
     func run() throws {
         let remote: Remote
         do { remote = try Remote(parsing: self.remote) } catch { throw CLIError(error.description) }
-        guard remote.scheme == .s3 || remote.scheme == .ks3, remote.container != nil else {
-            throw CLIError("cleanup works on s3://bucket and ks3://bucket remotes (Swift keeps no pending uploads)")
+        guard remote.scheme != .memory, remote.container != nil else {
+            throw CLIError(
+                "cleanup works on a bucket or container: s3://bucket, ks3://bucket, swift://container, hubic://container"
+            )
         }
         let settings = try DriverSettings.resolve(remote, address: address)
         let cutoff = Timestamp.now().seconds - Int64(olderThan.seconds)

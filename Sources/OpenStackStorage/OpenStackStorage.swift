@@ -19,7 +19,7 @@ import ObjectStorage
 import StorageHTTP
 import Synchronization
 
-public final class OpenStackStorage: ObjectStorage, PresigningStorage {
+public final class OpenStackStorage: ObjectStorage, PresigningStorage, IncompleteUploadListing {
     public let container: String
     public let segmentContainer: String
     public let capabilities: StorageCapabilities
@@ -396,9 +396,64 @@ public final class OpenStackStorage: ObjectStorage, PresigningStorage {
         return try await head(key)
     }
 
+    /// Segment sets (`<container>_segments/<key>/slo/<upload id>/<part>`) that no object uses
+    /// and no upload of this process is writing: what a crash or a lost reply left behind.
+    /// `initiated` is when the oldest segment of the set was stored.
+    public func incompleteUploads(prefix: String) async throws -> [IncompleteUpload] {
+        guard segmentContainerExists.withLock({ $0 != false }) else { return [] }
+        var sets: [MultipartUpload: Timestamp] = [:]
+        for segment in try await listing(of: segmentContainer, prefix: prefix) {
+            let parts = segment.key.split(separator: "/", omittingEmptySubsequences: false)
+            guard parts.count >= 4, parts[parts.count - 3] == "slo" else { continue }
+            let key = parts.dropLast(3).joined(separator: "/")
+            let upload = MultipartUpload(key: key, uploadID: String(parts[parts.count - 2]))
+            sets[upload] = min(sets[upload] ?? segment.lastModified, segment.lastModified)
+        }
+        let writing = uploadOptions.withLock { Set($0.keys) }
+        var found: [IncompleteUpload] = []
+        for key in Set(sets.keys.map(\.key)) {
+            let used: Set<String>
+            switch try await largeObject(key) {
+            case .slo(let names): used = Set(names.compactMap { Self.uploadID(ofSegment: $0) })
+            case .dlo(let prefix): used = Self.uploadID(ofSegment: prefix + "0").map { [$0] } ?? []
+            case nil: used = []
+            }
+            for (upload, initiated) in sets where upload.key == key {
+                if !used.contains(upload.uploadID) && !writing.contains(upload.uploadID) {
+                    found.append(IncompleteUpload(upload: upload, initiated: initiated))
+                }
+            }
+        }
+        return found
+    }
+
+    /// The upload id in a segment's `container/<key>/slo/<id>/<part>`.
+    static func uploadID(ofSegment name: String) -> String? {
+        let parts = name.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count >= 4, parts[parts.count - 3] == "slo" else { return nil }
+        return String(parts[parts.count - 2])
+    }
+
     public func abortMultipartUpload(_ upload: MultipartUpload) async throws {
         uploadOptions.withLock { $0[upload.uploadID] = nil }
         try await deleteSegments(prefix: segmentContainer + "/" + segmentPrefix(upload))
+    }
+
+    /// Every object of `container` under `prefix` (none if the container does not exist).
+    func listing(of container: String, prefix: String) async throws -> [ObjectInfo] {
+        var marker: String? = nil
+        var objects: [ObjectInfo] = []
+        repeat {
+            let r = try await call(
+                "GET", Self.containerPath(container),
+                query: [("format", "json"), ("prefix", prefix), ("marker", marker)])
+            if r.status == 404 { return [] }
+            try check(r, "listing of \(container)")
+            let page = try SwiftListing.parse(r.body, container: container)
+            objects += page.objects
+            marker = page.objects.count >= 10_000 ? page.last : nil
+        } while marker != nil
+        return objects
     }
 
     /// A large object and where its segments are.
@@ -413,10 +468,9 @@ public final class OpenStackStorage: ObjectStorage, PresigningStorage {
     /// replaced or deleted). Free when no segments container exists in the account.
     func largeObject(_ key: ObjectKey) async throws -> LargeObject? {
         guard segmentContainerExists.withLock({ $0 != false }) else { return nil }
-        let r = try await call(
-            "GET", objectPath(key), query: [("multipart-manifest", "get"), ("format", "raw")],
-            headers: [("Range", "bytes=0-0")])
-        guard r.status == 200 || r.status == 206 else { return nil }
+        // A HEAD of the manifest itself (a ranged GET fails on a DLO's empty manifest: 416).
+        let r = try await call("HEAD", objectPath(key), query: [("multipart-manifest", "get")])
+        guard r.status == 200 else { return nil }
         if r.header("X-Object-Manifest") != nil || r.header("X-Static-Large-Object")?.lowercased() == "true" {
             return try await describeLargeObject(key)
         }
@@ -452,18 +506,7 @@ public final class OpenStackStorage: ObjectStorage, PresigningStorage {
     func deleteSegments(prefix manifest: String) async throws {
         guard let path = Self.splitContainer(manifest) else { return }
         let c = path.container
-        let prefix = path.name
-        var marker: String? = nil
-        var names: [String] = []
-        repeat {
-            let r = try await call(
-                "GET", Self.containerPath(c), query: [("format", "json"), ("prefix", prefix), ("marker", marker)])
-            if r.status == 404 { return }
-            try check(r, "listing of \(c)")
-            let page = try SwiftListing.parse(r.body, container: c)
-            names += page.objects.map(\.key)
-            marker = page.objects.count >= 10_000 ? page.last : nil
-        } while marker != nil
+        let names = try await listing(of: c, prefix: path.name).map(\.key)
         try await forEach(names) { name in
             let r = try await self.call("DELETE", self.objectPath(name, in: c))
             if r.status != 404 { try self.check(r, name) }

@@ -19,6 +19,7 @@ import time
 import pytest
 
 from conftest import OBJMOUNT_BIN, Mounter, Remote, is_mounted, wait_for
+from test_hubic_emulator import lhubic_python  # noqa: F401  (the venv holds python-swiftclient)
 from test_swift_driver import _skip, swift_remote
 
 pytestmark = pytest.mark.skipif(_skip is not None, reason=f"write-back FUSE tests skipped: {_skip}")
@@ -211,3 +212,75 @@ def test_an_fsync_waiting_for_a_server_that_never_answers_yields_to_ctrl_c(mount
         assert (fresh.path / "f").read_bytes() == b"wait for me"
     finally:
         proxy.stop()
+
+
+def test_a_large_upload_cut_by_sigkill_is_stored_again_and_leaves_no_segments(mounter: Mounter, tmp_path,
+                                                                              lhubic_python) -> None:
+    """48 MiB in 1 MiB SLO segments, the daemon killed while they are on their way: the next
+    mount stores the file again and removes the segments of the cut upload."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+    from test_swift_driver import CONTAINER, _swift_token, prefix_of, swiftclient
+    remote = swift_remote()
+    cache = tmp_path / "cache"
+    m = mounter.mount(remote, cache=cache, extra=["--segment-size", "1"])
+    data = os.urandom(48 << 20)
+    (m.path / "big.bin").write_bytes(data)
+    # Killed as soon as the first segments are stored (the upload starts 0.3 s after close).
+    token, url = _swift_token()
+    listing = f"{url}/{CONTAINER}_segments?prefix={urllib.parse.quote(prefix_of(remote))}/big.bin/"
+
+    def some_segments() -> bool:
+        req = urllib.request.Request(listing, headers={"X-Auth-Token": token})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return bool(r.read().strip())
+        except urllib.error.HTTPError:
+            return False
+    assert wait_for(some_segments, 30, interval=0.01), "the upload never started"
+    os.kill(m.pid, signal.SIGKILL)
+    assert wait_for(lambda: not is_mounted(m.path), 30)
+    m = mounter.mount(remote, cache=cache, mountpoint=m.path, extra=["--segment-size", "1"])
+    m.settle()
+    key = prefix_of(remote) + "/big.bin"
+    seen = swiftclient(lhubic_python, f"""
+import hashlib
+h, body = conn.get_object({CONTAINER!r}, {key!r})
+_, manifest = conn.get_object({CONTAINER!r}, {key!r}, query_string='multipart-manifest=get')
+segs = conn.get_container({CONTAINER!r} + '_segments', prefix={key!r} + '/', full_listing=True)[1]
+print(json.dumps({{"sha": hashlib.sha256(body).hexdigest(),
+                   "used": sorted(s['name'].split('/', 2)[2] for s in json.loads(manifest)),
+                   "stored": sorted(s['name'] for s in segs)}}))
+""")
+    assert seen["sha"] == hashlib.sha256(data).hexdigest()
+    assert seen["stored"] == seen["used"], "segments of the cut upload were left behind"
+    assert len(seen["used"]) == 48
+
+
+def test_cleanup_removes_swift_segment_sets_no_object_uses(mounter: Mounter, lhubic_python) -> None:
+    import urllib.request
+    from conftest import OBJMOUNT_BIN
+    from test_swift_driver import CONTAINER, _swift_token, prefix_of
+    remote = swift_remote()
+    m = mounter.mount(remote, extra=["--segment-size", "1"])
+    data = os.urandom((3 << 20) + 5)
+    (m.path / "kept.bin").write_bytes(data)      # an SLO: its 4 segments are in use
+    m.settle()
+    token, url = _swift_token()
+    prefix = prefix_of(remote)
+    orphan = f"{url}/{CONTAINER}_segments/{prefix}/gone.bin/slo/123.456-789/00000001"
+    urllib.request.urlopen(urllib.request.Request(orphan, data=b"left by a crash", method="PUT",
+                                                  headers={"X-Auth-Token": token}), timeout=30).close()
+    env = remote.env
+    listed = subprocess.run([OBJMOUNT_BIN, "cleanup", f"swift://{CONTAINER}/{prefix}", "--older-than", "0s",
+                             "--dry-run"], capture_output=True, text=True, timeout=120, env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.splitlines() == [f"would abort {prefix}/gone.bin 123.456-789"], listed.stdout
+    done = subprocess.run([OBJMOUNT_BIN, "cleanup", f"swift://{CONTAINER}/{prefix}", "--older-than", "0s"],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0 and done.stdout.splitlines() == [f"aborted {prefix}/gone.bin 123.456-789"]
+    again = subprocess.run([OBJMOUNT_BIN, "cleanup", f"swift://{CONTAINER}/{prefix}", "--older-than", "0s",
+                            "--dry-run"], capture_output=True, text=True, timeout=120, env=env)
+    assert again.stdout == ""
+    assert (m.path / "kept.bin").read_bytes() == data

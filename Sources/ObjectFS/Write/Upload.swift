@@ -135,6 +135,9 @@ extension ObjectFS {
                 node.userMetadata != sentMetadata || node.mode != sent.mode || node.mtime != sent.mtime
                 || node.uid != sent.uid || node.gid != sent.gid
             node.remote = stored(info, with: options)
+            if node.recovered && sealed.size > configuration.multipartThreshold {
+                await abortStaleUploads(of: key)
+            }
             node.recovered = false
             if node.userMetadata == sentMetadata { node.userMetadata = nil }
             node.metadataKnown = true

@@ -195,6 +195,21 @@ extension ObjectFS {
 
     // MARK: - Recovery
 
+    /// A recovered file is stored: the parts or segments that its upload cut by the crash left
+    /// on the server (started before this mount) go.
+    func abortStaleUploads(of key: ObjectKey) async {
+        guard let listing = storage as? any IncompleteUploadListing,
+            let found = try? await listing.incompleteUploads(prefix: key)
+        else { return }
+        for stale in found where stale.upload.key == key && stale.initiated < startedAt {
+            do {
+                try await listing.abortMultipartUpload(stale.upload)
+            } catch {
+                configuration.log("cannot remove what an interrupted upload of \(key) left: \(error)")
+            }
+        }
+    }
+
     /// What `recoverPending` found.
     public struct Recovery: Sendable {
         /// Keys of the files adopted from mounts that are gone, to be stored.
