@@ -5,6 +5,7 @@
 // goes to a copy.
 
 import ObjectStorage
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -90,7 +91,14 @@ final class StagingFile: @unchecked Sendable {
         return copy
     }
 
+    /// Bytes written since the last background sync started, and whether one runs.
+    private let unsynced = Mutex<(bytes: Int64, syncing: Bool)>((0, false))
+    /// A large file being written is synced in the background every this many bytes, so that
+    /// the fsync of its close (the seal) has little left to write.
+    static let backgroundSyncInterval: Int64 = 64 << 20
+
     func write(_ bytes: UnsafeRawBufferPointer, at offset: Int64) throws(FSError) {
+        defer { noteWritten(Int64(bytes.count)) }
         var done = 0
         while done < bytes.count {
             let n = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset) + off_t(done))
@@ -101,6 +109,20 @@ final class StagingFile: @unchecked Sendable {
             done += n
         }
         size = max(size, offset + Int64(bytes.count))
+    }
+
+    private func noteWritten(_ count: Int64) {
+        let start = unsynced.withLock { u -> Bool in
+            u.bytes += count
+            guard u.bytes >= Self.backgroundSyncInterval, !u.syncing else { return false }
+            u = (0, true)
+            return true
+        }
+        guard start else { return }
+        BlockingIOPool.shared.submit {
+            fdatasync(self.fd)
+            self.unsynced.withLock { $0.syncing = false }
+        }
     }
 
     /// `read(at:count:)` on the I/O pool, so that a disk read never holds a cooperative thread.
