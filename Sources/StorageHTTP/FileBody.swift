@@ -28,6 +28,30 @@ public struct FileRegion: Sendable, Hashable {
     func read(at position: Int64, count: Int) throws(StorageError) -> [UInt8] {
         try Payload.file(path: path, offset: offset + position, length: Int64(count)).readBytes()
     }
+
+    /// The same, straight into the buffer the HTTP client sends (one copy, one allocation).
+    func readBuffer(at position: Int64, count: Int) throws(StorageError) -> ByteBuffer {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw .localIO(errno, "cannot open \(path)") }
+        defer { close(fd) }
+        var buffer = ByteBufferAllocator().buffer(capacity: count)
+        var failure: Int32 = 0
+        let start = off_t(offset + position)
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { raw in
+            var done = 0
+            while done < count {
+                let n = pread(fd, raw.baseAddress! + done, count - done, start + off_t(done))
+                if n < 0 && errno == EINTR { continue }
+                if n < 0 { failure = errno }
+                if n <= 0 { break }
+                done += n
+            }
+            return done
+        }
+        if failure != 0 { throw .localIO(failure, "cannot read \(path)") }
+        guard buffer.readableBytes == count else { throw .localIO(EIO, "\(path) is shorter than its upload") }
+        return buffer
+    }
 }
 
 /// The chunks of a file region, each read on the I/O pool when the HTTP client asks for it.
@@ -43,9 +67,9 @@ struct FileChunks: AsyncSequence, Sendable {
             guard position < region.length else { return nil }
             let count = Int(Swift.min(Int64(FileRegion.chunk), region.length - position))
             let (region, at) = (self.region, position)
-            let bytes = try await BlockingIOPool.shared.run { try region.read(at: at, count: count) }
+            let buffer = try await BlockingIOPool.shared.run { try region.readBuffer(at: at, count: count) }
             position += Int64(count)
-            return ByteBuffer(bytes: bytes)
+            return buffer
         }
     }
 
