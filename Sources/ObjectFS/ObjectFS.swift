@@ -188,7 +188,7 @@ public actor ObjectFS {
             if node.writers == 0 {
                 try await commit(node)
             } else if node.sealed != nil {
-                try recordSealed(node)
+                try await recordSealed(node)
             }
         } else if changed, node.remote != nil {
             try await storeMetadata(node)
@@ -523,9 +523,9 @@ public actor ObjectFS {
         // reading them without a stale error.
         if source.kind == .directory {
             adopt(copies, under: source)
-            recordSealed(under: source)
+            await recordSealed(under: source)
         } else if source.sealed != nil {
-            try recordSealed(source)
+            try await recordSealed(source)
         }
     }
 

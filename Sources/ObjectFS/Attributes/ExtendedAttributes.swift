@@ -87,7 +87,7 @@ extension ObjectFS {
             if node.writers == 0 {
                 try await commit(node)
             } else if node.sealed != nil {
-                try recordSealed(node)
+                try await recordSealed(node)
             }
         } else if node.remote != nil {
             try await storeMetadata(node)

@@ -9,7 +9,9 @@
 // also holds the staging files, flock'ed while its mount lives: a lock that can be taken means
 // its owner is gone. Records are lines `<checksum> <fields>\n`, fields tab-separated and
 // %-escaped. A line that is torn (no newline, bad checksum) ends the journal: what follows it
-// was never acknowledged, since every record is synced before the call that wrote it returns.
+// was never acknowledged, since a `put` is synced (fdatasync, on the I/O pool: `descriptor`)
+// before the call that wrote it returns. Records are written in order on the filesystem's
+// actor; a `done` is not synced on its own (a lost one only means a second, harmless upload).
 
 import ObjectStorage
 
@@ -51,7 +53,10 @@ final class Journal {
         fd = try Self.createLocked(directory + "/" + name)
     }
 
-    deinit { close(fd) }
+    deinit {
+        close(fd)
+        for old in retired { close(old) }
+    }
 
     private static func createLocked(_ path: String) throws(FSError) -> Int32 {
         let fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0o600)
@@ -64,7 +69,13 @@ final class Journal {
         return fd
     }
 
-    /// Appends `record` and syncs it: when this returns, a crash keeps it.
+    /// The descriptor to fdatasync for the records appended so far to be kept by a crash
+    /// (descriptors replaced by a compaction stay open, so a sync in flight never hits a
+    /// closed one).
+    var descriptor: Int32 { fd }
+    private var retired: [Int32] = []
+
+    /// Appends `record` (written, not synced: see `descriptor`).
     func append(_ record: Record) throws(FSError) {
         try write(Self.encode(record))
         switch record {
@@ -94,11 +105,6 @@ final class Journal {
             }
             done += n
         }
-        guard fdatasync(fd) == 0 else {
-            let e = errno
-            ftruncate(fd, off_t(bytes))
-            throw FSError(e, "cannot sync the journal \(directory)/\(name)")
-        }
         bytes += Int64(line.count)
     }
 
@@ -123,7 +129,7 @@ final class Journal {
             return
         }
         syncDirectory(directory)
-        close(fd)
+        retired.append(fd)
         fd = newFD
         bytes = Int64(text.count)
     }

@@ -93,7 +93,7 @@ extension ObjectFS {
                 throw FSError.from(error, "upload \(key)")
             }
             if !node.recovered, current?.etag != (node.remote?.etag ?? node.replaces) {
-                try moveAsideForConflict(node, key: key, found: current)
+                try await moveAsideForConflict(node, key: key, found: current)
                 continue
             }
             if let remote = node.remote, remote.metadata == nil, node.userMetadata == nil, let current {
@@ -162,7 +162,7 @@ extension ObjectFS {
     /// Another client changed or created the object at `key` since this mount read it: the
     /// file is renamed to `NAME.conflict-<UTC time>` in its directory (and its journal record
     /// with it), to be stored there; the other client's object stays under NAME.
-    func moveAsideForConflict(_ node: Node, key: ObjectKey, found: ObjectInfo?) throws(FSError) {
+    func moveAsideForConflict(_ node: Node, key: ObjectKey, found: ObjectInfo?) async throws(FSError) {
         guard let dir = node.parent.flatMap({ nodes[$0] }) else { return }
         var stamp = time(nil)
         var t = tm()
@@ -184,7 +184,7 @@ extension ObjectFS {
         dir.children[name] = node.ino
         node.remote = nil
         node.replaces = nil
-        try recordSealed(node)
+        try await recordSealed(node)
         configuration.log(
             "conflict: \(key) was \(found == nil ? "deleted" : "changed") on the server since this mount read it; "
                 + "this mount's version is stored as \(fileKey(node))")

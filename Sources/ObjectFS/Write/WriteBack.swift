@@ -34,16 +34,16 @@ extension ObjectFS {
                     throw error
                 }
             }
-            try recordSealed(node)
+            try await recordSealed(node)
             if let old = superseded, old !== node.sealed { forgetVersion(old) }
         } else {
-            try recordSealed(node)
+            try await recordSealed(node)
         }
     }
 
     /// Records the sealed version under the file's current key and metadata (again, after a
     /// rename or a metadata change).
-    func recordSealed(_ node: Node) throws(FSError) {
+    func recordSealed(_ node: Node) async throws(FSError) {
         guard let journal, let sealed = node.sealed, node.parent != nil else { return }
         let options = putOptions(node)
         let entry = Journal.Entry(
@@ -52,6 +52,14 @@ extension ObjectFS {
         if journal.pending[sealed.name] == entry { return }
         try journal.append(.put(entry))
         sealed.journaled = true
+        try await syncJournal(journal)
+    }
+
+    /// Makes the journal's records so far durable (fdatasync on the I/O pool).
+    func syncJournal(_ journal: Journal) async throws(FSError) {
+        let fd = journal.descriptor
+        let error = await BlockingIOPool.shared.run { () -> Int32 in fdatasync(fd) == 0 ? 0 : errno }
+        if error != 0 { throw FSError(error, "cannot sync the journal in \(journal.directory)") }
     }
 
     /// The sealed version `file` is stored, superseded or deleted: its journal record is done
@@ -68,13 +76,13 @@ extension ObjectFS {
     }
 
     /// Records every sealed file under `dir` again (its key changed with a directory rename).
-    func recordSealed(under dir: Node) {
+    func recordSealed(under dir: Node) async {
         for ino in dir.children.values {
             guard let n = nodes[ino] else { continue }
             if n.kind == .directory {
-                recordSealed(under: n)
+                await recordSealed(under: n)
             } else if n.sealed != nil {
-                do { try recordSealed(n) } catch { configuration.log(error.message) }
+                do { try await recordSealed(n) } catch { configuration.log(error.message) }
             }
         }
     }
@@ -246,6 +254,11 @@ extension ObjectFS {
                 place(file, as: entry)
                 recovery.keys.append(entry.key)
                 recovery.bytes += entry.size
+            }
+            // The adopted records are durable in this mount's journal before the old one goes.
+            guard fdatasync(journal.descriptor) == 0 else {
+                configuration.log("cannot sync the journal: \(orphan.journal) is kept")
+                return recovery
             }
             journal.release(orphan, keeping: kept)
         }
