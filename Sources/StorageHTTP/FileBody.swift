@@ -24,12 +24,28 @@ public struct FileRegion: Sendable, Hashable {
     /// Bytes read per chunk.
     static let chunk = 256 << 10
 
-    /// Reads `count` bytes from `at` (relative to the region), on the calling thread.
-    func read(at position: Int64, count: Int) throws(StorageError) -> [UInt8] {
-        try Payload.file(path: path, offset: offset + position, length: Int64(count)).readBytes()
+    /// Calls `body` with the region's bytes in order, a chunk at a time, through one buffer
+    /// (no allocation per chunk: an upload's MD5 pass leaves nothing to fragment the heap).
+    func forEachChunk(_ body: (UnsafeRawBufferPointer) -> Void) throws(StorageError) {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw .localIO(errno, "cannot open \(path)") }
+        defer { close(fd) }
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.chunk, alignment: 4096)
+        defer { buffer.deallocate() }
+        var position: Int64 = 0
+        while position < length {
+            let want = Int(min(Int64(Self.chunk), length - position))
+            let n = pread(fd, buffer.baseAddress!, want, off_t(offset + position))
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 { throw .localIO(errno, "cannot read \(path)") }
+            if n == 0 { throw .localIO(EIO, "\(path) is shorter than its upload") }
+            body(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
+            position += Int64(n)
+        }
     }
 
-    /// The same, straight into the buffer the HTTP client sends (one copy, one allocation).
+    /// Reads `count` bytes from `position` (relative to the region) into the buffer the HTTP
+    /// client sends (one copy, one allocation), on the calling thread.
     func readBuffer(at position: Int64, count: Int) throws(StorageError) -> ByteBuffer {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw .localIO(errno, "cannot open \(path)") }
@@ -94,12 +110,7 @@ public struct PreparedBody: Sendable {
             let region = FileRegion(path: path, offset: offset, length: length)
             let md5 = try await BlockingIOPool.shared.run { () throws -> [UInt8] in
                 var hash = Insecure.MD5()
-                var position: Int64 = 0
-                while position < length {
-                    let count = Int(min(Int64(FileRegion.chunk), length - position))
-                    hash.update(data: try region.read(at: position, count: count))
-                    position += Int64(count)
-                }
+                try region.forEachChunk { hash.update(bufferPointer: $0) }
                 return Array(hash.finalize())
             }
             return PreparedBody(bytes: nil, file: region, md5: md5, length: length)
