@@ -56,6 +56,16 @@ public struct Timestamp: Hashable, Comparable, Sendable, CustomStringConvertible
         }
     }
 
+    /// `YYYYMMDD-HHMMSS` in UTC (`20261204-093500`), for names that sort by time.
+    public var compactUTC: String {
+        var stamp = time_t(seconds)
+        var t = tm()
+        gmtime_r(&stamp, &t)
+        func two(_ v: Int32) -> String { v < 10 ? "0\(v)" : "\(v)" }
+        return
+            "\(t.tm_year + 1900)\(two(t.tm_mon + 1))\(two(t.tm_mday))-\(two(t.tm_hour))\(two(t.tm_min))\(two(t.tm_sec))"
+    }
+
     /// `seconds.nnnnnnnnn` with trailing zeros removed (`1700000000.5`, or `1700000000` whole).
     public var metadataValue: String {
         guard nanoseconds != 0 else { return String(seconds) }

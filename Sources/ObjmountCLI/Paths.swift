@@ -1,3 +1,5 @@
+import ObjectStorage
+
 #if canImport(Glibc)
     import Glibc
 #endif
@@ -68,13 +70,7 @@ enum Paths {
 
     /// Where one daemon keeps the data it could not store: `<cache-dir>/unsaved/<UTC time>-<pid>`.
     static func unsavedDirectory(under cacheDirectory: String) -> String {
-        var now = time(nil)
-        var t = tm()
-        gmtime_r(&now, &t)
-        func two(_ v: Int32) -> String { v < 10 ? "0\(v)" : "\(v)" }
-        let stamp =
-            "\(t.tm_year + 1900)\(two(t.tm_mon + 1))\(two(t.tm_mday))-\(two(t.tm_hour))\(two(t.tm_min))\(two(t.tm_sec))"
-        return "\(cacheDirectory)/unsaved/\(stamp)-\(getpid())"
+        "\(cacheDirectory)/unsaved/\(Timestamp.now().compactUTC)-\(getpid())"
     }
 
     /// Creates `path` and its parents with `mode`; true if it exists afterwards.

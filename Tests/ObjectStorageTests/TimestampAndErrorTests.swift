@@ -24,6 +24,11 @@ import Testing
         #expect(Timestamp(metadataValue: text) == nil)
     }
 
+    @Test func compactUTCNamesSortByTime() {
+        #expect(Timestamp(seconds: 0).compactUTC == "19700101-000000")
+        #expect(Timestamp(seconds: 1_796_374_406, nanoseconds: 999_999_999).compactUTC == "20261204-085326")
+    }
+
     @Test func roundTripsThroughTheMetadataString() {
         for t in [
             Timestamp(seconds: 0), Timestamp(seconds: 1_700_000_000, nanoseconds: 1),

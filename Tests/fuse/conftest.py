@@ -326,6 +326,16 @@ def find_daemon_pid(mountpoint: str) -> int | None:
     return None
 
 
+def terminate(proc: subprocess.Popen) -> None:
+    """Ends a helper process this test started: SIGTERM, then SIGKILL after 10 s."""
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from conftest import OBJMOUNT_BIN, SWIFT_CONTAINER, SWIFT_ENV, Mounted, Mounter, Remote, RemoteSpec, is_mounted, run, \
-    sha256_file, swift_server_unavailable_reason, wait_for
+    sha256_file, swift_server_unavailable_reason, terminate, wait_for
 
 CONTAINER = SWIFT_CONTAINER
 _skip = swift_server_unavailable_reason()
@@ -69,12 +69,7 @@ class CountingProxy:
             return json.loads(c.makefile().readline())["down"]
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        terminate(self.proc)
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from conftest import Mounter, Remote, RemoteSpec, wait_for
+from conftest import Mounter, Remote, RemoteSpec, terminate, wait_for
 from test_block_cache import free_port
 from test_swift_driver import CONTAINER, SWIFT_ENV, _skip
 
@@ -53,12 +53,7 @@ class FaultProxy:
             return json.loads(c.makefile().readline())
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        terminate(self.proc)
 
 
 @pytest.fixture

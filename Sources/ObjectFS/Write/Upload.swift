@@ -164,13 +164,7 @@ extension ObjectFS {
     /// with it), to be stored there; the other client's object stays under NAME.
     func moveAsideForConflict(_ node: Node, key: ObjectKey, found: ObjectInfo?) async throws(FSError) {
         guard let dir = node.parent.flatMap({ nodes[$0] }) else { return }
-        var stamp = time(nil)
-        var t = tm()
-        gmtime_r(&stamp, &t)
-        func two(_ v: Int32) -> String { v < 10 ? "0\(v)" : "\(v)" }
-        let base =
-            "\(node.name).conflict-\(t.tm_year + 1900)\(two(t.tm_mon + 1))\(two(t.tm_mday))-"
-            + "\(two(t.tm_hour))\(two(t.tm_min))\(two(t.tm_sec))"
+        let base = "\(node.name).conflict-\(clock.wallClock().compactUTC)"
         var name = base
         var n = 1
         while dir.children[name] != nil {
