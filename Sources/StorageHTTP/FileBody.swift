@@ -3,7 +3,7 @@
 // held whole in memory (DESIGN.md §9).
 
 import Crypto
-import NIOCore
+@_spi(CustomByteBufferAllocator) import NIOCore
 import ObjectStorage
 
 #if canImport(Glibc)
@@ -50,7 +50,7 @@ public struct FileRegion: Sendable, Hashable {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw .localIO(errno, "cannot open \(path)") }
         defer { close(fd) }
-        var buffer = ByteBufferAllocator().buffer(capacity: count)
+        var buffer = ChunkMemory.allocator.buffer(capacity: count)
         var failure: Int32 = 0
         let start = off_t(offset + position)
         buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { raw in
@@ -67,6 +67,43 @@ public struct FileRegion: Sendable, Hashable {
         if failure != 0 { throw .localIO(failure, "cannot read \(path)") }
         guard buffer.readableBytes == count else { throw .localIO(EIO, "\(path) is shorter than its upload") }
         return buffer
+    }
+}
+
+/// Memory of upload chunks: a mapping of its own each, given back to the kernel as soon as the
+/// chunk is sent. Freed by NIO's threads, 256 KiB chunks from malloc fragmented its arenas: a
+/// 1 GiB upload grew the daemon's resident size by 15–30 MiB (peaks of 53–68 MiB; 48–54 this
+/// way). The page faults of fresh mappings cost less than the upload's wait for the server;
+/// keeping 32 spare mappings for reuse measured no faster and 5 MiB larger.
+enum ChunkMemory {
+    /// Bytes before the address handed out: the mapping's length (16-byte aligned).
+    static let header = 16
+
+    static let allocator = ByteBufferAllocator(
+        allocate: { size in ChunkMemory.map(size) },
+        reallocate: { old, oldSize, newSize in
+            let new = ChunkMemory.map(newSize)
+            if let old {
+                new?.copyMemory(from: old, byteCount: min(oldSize, newSize))
+                ChunkMemory.unmap(old)
+            }
+            return new
+        },
+        deallocate: { ChunkMemory.unmap($0) },
+        copy: { $0.copyMemory(from: $1, byteCount: $2) })
+
+    static func map(_ size: Int) -> UnsafeMutableRawPointer? {
+        let total = size + header
+        guard let base = mmap(nil, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
+            base != MAP_FAILED
+        else { return nil }
+        base.storeBytes(of: total, as: Int.self)
+        return base + header
+    }
+
+    static func unmap(_ pointer: UnsafeMutableRawPointer) {
+        let base = pointer - header
+        munmap(base, base.load(as: Int.self))
     }
 }
 
