@@ -99,7 +99,10 @@ def test_a_tree_copied_in_and_read_back_through_a_failing_network_is_whole(mount
     copied = time.monotonic() - t0
     assert copied < 120, f"copying in took {copied:.0f} s"
     # Read back through the failing network, from the server (a new mount has an empty cache).
+    # (A mount's first contact is not retried: it is made with the faults off.)
+    faulty.command("rate 0")
     reader = mounter.mount(through)
+    faulty.command("rate 0.3")
     assert tree_sums(reader.path) == want
     stats = faulty.command("stats")
     assert sum(stats["faults"].values()) >= 5, stats     # the network did fail, many times
