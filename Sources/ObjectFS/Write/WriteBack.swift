@@ -21,24 +21,22 @@ extension ObjectFS {
     /// Makes the file's current bytes the version to store and records it in the journal.
     func seal(_ node: Node) async throws(FSError) {
         guard node.dirty, node.parent != nil, let staging = node.staging else { return }
-        if node.sealed !== staging {
-            let superseded = node.sealed
-            // From here on writes go to a copy; the bytes this close acknowledges stay as they are.
-            node.sealed = staging
-            node.sealedGeneration = node.generation
-            if journal != nil {
-                do {
-                    try await staging.syncOffPool()
-                } catch {
-                    if node.sealed === staging { node.sealed = superseded }
-                    throw error
-                }
+        // Already sealed: only its key or metadata may have changed since it was recorded.
+        guard node.sealed !== staging else { return try await recordSealed(node) }
+        let superseded = node.sealed
+        // From here on writes go to a copy; the bytes this close acknowledges stay as they are.
+        node.sealed = staging
+        node.sealedGeneration = node.generation
+        if journal != nil {
+            do {
+                try await staging.syncOffPool()
+            } catch {
+                if node.sealed === staging { node.sealed = superseded }
+                throw error
             }
-            try await recordSealed(node)
-            if let old = superseded, old !== node.sealed { forgetVersion(old) }
-        } else {
-            try await recordSealed(node)
         }
+        try await recordSealed(node)
+        if let old = superseded, old !== node.sealed { forgetVersion(old) }
     }
 
     /// Records the sealed version under the file's current key and metadata (again, after a
