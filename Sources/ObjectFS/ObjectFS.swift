@@ -433,14 +433,18 @@ public actor ObjectFS {
         guard child.kind.isObject else { throw FSError(EISDIR, "\(name) is a directory") }
         let key = fileKey(child)
         try await keepDirectory(dir, removing: [key])
-        if child.remote != nil {
+        if child.remote != nil || child.shadowsStoredObject {
             do { try await storage.delete([key]) } catch { throw FSError.from(error, "unlink \(key)") }
         }
         detach(child, from: dir)
-        // A version not stored yet is never sent now.
-        if let sealed = child.sealed {
+        forgetSealed(child)
+    }
+
+    /// A file that left the namespace: its version not stored yet is never sent now.
+    private func forgetSealed(_ node: Node) {
+        if let sealed = node.sealed {
             forgetVersion(sealed)
-            child.sealed = nil
+            node.sealed = nil
         }
     }
 
@@ -501,6 +505,13 @@ public actor ObjectFS {
             }
             originals = [from]
             try await keepDirectory(fromDir, removing: [from])
+        } else if source.kind.isObject {
+            let from = fileKey(source)
+            // A file not stored yet leaves: what the server holds under its name (the object it
+            // was to replace) goes, and the directory stays.
+            if source.shadowsStoredObject { originals = [from] }
+            if fromDir !== toDir { try await keepDirectory(fromDir, removing: [from]) }
+            source.replaces = nil
         }
         if !originals.isEmpty {
             do {
@@ -512,6 +523,8 @@ public actor ObjectFS {
         if let t = target {
             detach(t, from: toDir)
             if source.remote == nil && t.kind.isObject { source.replaces = t.remote?.etag ?? t.replaces }
+            // The replaced file's version not stored yet is never sent now (as for unlink).
+            forgetSealed(t)
         }
         fromDir.children[name] = nil
         source.parent = toDir.ino

@@ -22,6 +22,7 @@ struct Harness {
     let fs: ObjectFS
     let clock: ManualClock
     let ttl: Double
+    let stagingDirectory: String
 
     init(
         prefix: String = "", markerStyle: DirectoryMarkerStyle = .trailingSlash, ttl: Double = 10,
@@ -35,6 +36,7 @@ struct Harness {
         clock = ManualClock()
         self.ttl = ttl
         let staging = stagingDirectory ?? uniqueStagingDirectory()
+        self.stagingDirectory = staging
         var config = ObjectFSConfiguration(prefix: prefix, uid: 1000, gid: 1000, stagingDirectory: staging)
         config.metadataTTL = .milliseconds(Int64(ttl * 1000))
         config.readOnly = readOnly

@@ -103,6 +103,10 @@ extension ObjectFS {
         guard dir.ino != rootInode, dir.parent != nil else { return }
         // A fresh, complete listing with other children answers without asking the server.
         if dir.listedUntil >= now && dir.children.count > 1 { return }
+        // A file not stored yet keeps the directory: its upload makes the directory's key.
+        for ino in dir.children.values {
+            if let n = nodes[ino], n.kind.isObject, n.dirty, n.remote == nil, !removing.contains(fileKey(n)) { return }
+        }
         let dirPrefix = directoryPrefix(dir)
         do {
             let page = try await storage.list(prefix: dirPrefix, delimiter: "/", continuation: nil, maxKeys: 3)

@@ -56,6 +56,9 @@ extension ObjectFS {
         /// A file not stored yet that was renamed over a stored one: the version its upload
         /// replaces (for conflict detection; a stored file's is `remote`).
         var replaces: ETag?
+        /// Not stored yet, but the server may hold an older object under its name (one it was
+        /// renamed over, or the version before a crash): a rename or unlink removes that too.
+        var shadowsStoredObject: Bool { remote == nil && (replaces != nil || recovered) }
         var generation: UInt64 = 0
         var openHandles = 0
         var writers = 0

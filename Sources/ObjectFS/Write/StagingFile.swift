@@ -52,7 +52,10 @@ final class StagingDirectory: Sendable {
     /// Blocking: on the I/O pool.
     fileprivate func recycle(_ fd: Int32, name: String) {
         let freeName = name + ".free"
-        guard ftruncate(fd, 0) == 0, Glibc.rename(path + "/" + name, path + "/" + freeName) == 0 else {
+        // Back to offset 0 as well: `copy(as:)` writes at the descriptor's offset.
+        guard ftruncate(fd, 0) == 0, lseek(fd, 0, SEEK_SET) == 0,
+            Glibc.rename(path + "/" + name, path + "/" + freeName) == 0
+        else {
             close(fd)
             unlink(path + "/" + name)
             return
