@@ -49,6 +49,10 @@ public actor ObjectFS {
     let journal: Journal?
     /// Background uploads, one per file (Write/WriteBack.swift).
     var uploads: [InodeNumber: Task<Void, Never>] = [:]
+    /// `done` records appended, and how many of them a finished journal sync covers.
+    var doneRecords: UInt64 = 0
+    var syncedDoneRecords: UInt64 = 0
+    var doneSyncScheduled = false
     let uploadLimiter: AsyncLimiter
     /// Staging names are unique per instance: several filesystems may share a directory.
     let instanceID = UInt32.random(in: 0...UInt32.max)
@@ -434,6 +438,7 @@ public actor ObjectFS {
         let key = fileKey(child)
         try await keepDirectory(dir, removing: [key])
         if child.remote != nil || child.shadowsStoredObject {
+            await syncDoneRecords()
             do { try await storage.delete([key]) } catch { throw FSError.from(error, "unlink \(key)") }
         }
         detach(child, from: dir)
@@ -514,6 +519,7 @@ public actor ObjectFS {
             source.replaces = nil
         }
         if !originals.isEmpty {
+            await syncDoneRecords()
             do {
                 try await storage.removeAfterMove(originals)
             } catch {
@@ -556,6 +562,7 @@ public actor ObjectFS {
         let failures = await storeSealed()
         // Nothing left for a later mount: the journal goes with this one.
         if let journal, journal.pending.isEmpty { journal.remove() }
+        staging.removeKeptFiles()
         return failures
     }
 

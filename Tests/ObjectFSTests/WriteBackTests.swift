@@ -217,6 +217,46 @@ import Testing
         await first.fs.release(fh)
     }
 
+    /// A small file is not fsync'd at its close: its record carries its bytes, and a crash that
+    /// lost the file itself (never synced) loses nothing. A large one is synced, its record lean.
+    @Test func aSmallFileLivesInItsJournalRecordUntilStored() async throws {
+        let dir = uniqueStagingDirectory()
+        let store = MemoryStorage()
+        let first = try Harness(writeBack: .seconds(3600), journalIn: dir, store: store)
+        let large = (0..<(Int(Journal.inlineLimit) + 1)).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+        try await first.writeFile("small", b("tiny"))
+        try await first.writeFile("large", large)
+        try await first.writeFile("empty", [])
+        // A rename records the small file again, with its bytes again.
+        try await first.fs.rename(parent: rootInode, name: "small", newParent: rootInode, newName: "renamed")
+        let crashed = copyOfDirectory(dir)
+        let journalName = try #require(try listDirectory(crashed).first { $0.hasPrefix("journal-") })
+        let fd = open(crashed + "/" + journalName, O_RDONLY)
+        let records = Journal.pending(in: Journal.decode(readAll(fd)))
+        close(fd)
+        #expect(
+            Dictionary(uniqueKeysWithValues: records.map { ($0.key, $0.data) }) == [
+                "renamed": b("tiny"), "large": nil, "empty": [],
+            ])
+        // What the crash did to files that were never synced: one gone, one cut.
+        for record in records where record.data != nil {
+            if record.key == "renamed" {
+                truncate(crashed + "/" + record.file, 1)
+            } else {
+                unlink(crashed + "/" + record.file)
+            }
+        }
+
+        let second = try Harness(journalIn: crashed, store: store)
+        let recovery = await second.fs.recoverPending()
+        #expect(recovery.keys.sorted() == ["empty", "large", "renamed"])
+        #expect(recovery.lost == [])
+        #expect(try await second.readFile("renamed") == b("tiny"))
+        try await second.fs.fsyncDirectory(rootInode)
+        let stored = Dictionary(uniqueKeysWithValues: await store.snapshot().map { ($0.key, $0.bytes) })
+        #expect(stored == ["renamed": b("tiny"), "large": large, "empty": []])
+    }
+
     @Test func recordsSurviveTheirEncodingAndATornTailEndsTheJournal() {
         let entry = Journal.Entry(
             file: "staged-1-2-3", key: "dir/with\ttab\nnewline %41 and = sign/caf\u{e9}", size: 42,

@@ -12,6 +12,10 @@
 // was never acknowledged, since a `put` is synced (fdatasync, on the I/O pool: `descriptor`)
 // before the call that wrote it returns. Records are written in order on the filesystem's
 // actor; a `done` is not synced on its own (a lost one only means a second, harmless upload).
+//
+// A small file (up to `inlineLimit`) is not fsync'd at its close: its `put` record carries its
+// bytes, so that a close costs one sync, the journal's. Recovery writes such a file again from
+// its record; compaction syncs the files whose bytes only the journal held before it drops them.
 
 import ObjectStorage
 
@@ -28,7 +32,12 @@ final class Journal {
         var size: Int64
         var contentType: String?
         var metadata: [String: String]
+        /// The file's bytes, when the record carries them (a small file that was not synced).
+        var data: [UInt8]? = nil
     }
+
+    /// Files up to this size are kept by their `put` record rather than by an fsync.
+    static let inlineLimit: Int64 = 64 << 10
 
     enum Record: Equatable {
         case put(Entry)
@@ -39,8 +48,11 @@ final class Journal {
     let name: String
     private var fd: Int32
     private var bytes: Int64 = 0
-    /// The `put` records without their `done`, by file; `order` keeps them in journal order.
+    /// The `put` records without their `done`, by file (without their bytes); `order` keeps
+    /// them in journal order.
     private(set) var pending: [String: Entry] = [:]
+    /// Pending files whose latest record carries their bytes: not synced on their own.
+    private var keptByRecord: Set<String> = []
     private var order: [String: UInt64] = [:]
     private var serial: UInt64 = 0
     /// Rewritten (only the pending records kept) when it grows past this.
@@ -79,15 +91,22 @@ final class Journal {
     func append(_ record: Record) throws(FSError) {
         try write(Self.encode(record))
         switch record {
-        case .put(let entry):
+        case .put(var entry):
             if order[entry.file] == nil {
                 serial += 1
                 order[entry.file] = serial
+            }
+            if entry.data == nil {
+                keptByRecord.remove(entry.file)
+            } else {
+                keptByRecord.insert(entry.file)
+                entry.data = nil
             }
             pending[entry.file] = entry
         case .done(let file):
             pending[file] = nil
             order[file] = nil
+            keptByRecord.remove(file)
         }
         if bytes > compactionThreshold { compact() }
     }
@@ -114,9 +133,17 @@ final class Journal {
     }
 
     /// Rewrites the journal with only its pending records (under a new name, locked before it
-    /// replaces the old one, so that no other mount ever sees it unlocked). On failure the old
-    /// journal stays.
+    /// replaces the old one, so that no other mount ever sees it unlocked), without bytes: the
+    /// files whose bytes only their records held are synced first. On failure the old journal
+    /// stays.
     private func compact() {
+        for file in keptByRecord {
+            let fd = open(directory + "/" + file, O_RDONLY | O_CLOEXEC)
+            let synced = fd >= 0 && fsync(fd) == 0
+            if fd >= 0 { close(fd) }
+            guard synced else { return }
+        }
+        keptByRecord = []
         let path = directory + "/" + name
         let temporary = path + ".new"
         guard let newFD = try? Self.createLocked(temporary) else { return }
@@ -186,13 +213,15 @@ final class Journal {
         close(orphan.lockFD)
     }
 
-    /// The `put` records of `records` without a later `done`, in the order they were first put.
+    /// The `put` records of `records` without a later `done`, in the order they were first put
+    /// (with the bytes an earlier record of the same file carried, if the last one has none).
     static func pending(in records: [Record]) -> [Entry] {
         var entries: [String: Entry] = [:]
         var first: [String: Int] = [:]
         for (i, record) in records.enumerated() {
             switch record {
-            case .put(let e):
+            case .put(var e):
+                if e.data == nil, let earlier = entries[e.file]?.data, earlier.count == e.size { e.data = earlier }
                 entries[e.file] = e
                 if first[e.file] == nil { first[e.file] = i }
             case .done(let file):
@@ -216,6 +245,8 @@ final class Journal {
             fields[1] = escape(fields[1])
             fields[2] = escape(fields[2])
             fields[4] = escape(fields[4])
+            // No `=`: never taken for a metadata pair.
+            if let data = e.data { fields.append(":" + hex(data)) }
         case .done(let file):
             fields = ["done", escape(file)]
         }
@@ -254,17 +285,59 @@ final class Journal {
                 let type = unescape(fields[4])
             else { return nil }
             var metadata: [String: String] = [:]
+            var data: [UInt8]?
             for pair in fields.dropFirst(5) {
+                if pair.hasPrefix(":") {
+                    guard data == nil, let bytes = unhex(pair.utf8.dropFirst()) else { return nil }
+                    data = bytes
+                    continue
+                }
                 guard let eq = pair.firstIndex(of: "="), let name = unescape(String(pair[..<eq])),
                     let value = unescape(String(pair[pair.index(after: eq)...]))
                 else { return nil }
                 metadata[name] = value
             }
+            if let data, data.count != size { return nil }
             return .put(
-                Entry(file: file, key: key, size: size, contentType: type.isEmpty ? nil : type, metadata: metadata))
+                Entry(
+                    file: file, key: key, size: size, contentType: type.isEmpty ? nil : type, metadata: metadata,
+                    data: data))
         default:
             return nil
         }
+    }
+
+    private static let hexDigits = Array("0123456789abcdef".utf8)
+
+    static func hex(_ bytes: [UInt8]) -> String {
+        String(unsafeUninitializedCapacity: bytes.count * 2) { out in
+            for (i, b) in bytes.enumerated() {
+                out[2 * i] = hexDigits[Int(b >> 4)]
+                out[2 * i + 1] = hexDigits[Int(b & 15)]
+            }
+            return bytes.count * 2
+        }
+    }
+
+    static func unhex(_ text: Substring.UTF8View) -> [UInt8]? {
+        func value(_ c: UInt8) -> UInt8? {
+            switch c {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): c - UInt8(ascii: "0")
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): c - UInt8(ascii: "a") + 10
+            default: nil
+            }
+        }
+        guard text.count % 2 == 0 else { return nil }
+        var out: [UInt8] = []
+        out.reserveCapacity(text.count / 2)
+        var i = text.startIndex
+        while i != text.endIndex {
+            let j = text.index(after: i)
+            guard let high = value(text[i]), let low = value(text[j]) else { return nil }
+            out.append(high << 4 | low)
+            i = text.index(after: j)
+        }
+        return out
     }
 
     /// `%`, tab, newline (and `extra`) as `%XX`.

@@ -19,7 +19,7 @@ final class StagingDirectory: Sendable {
     /// uses, with the prefix that a later mount's recovery removes): on ext4, making and
     /// removing a file costs far more than a truncate and two renames (inode allocation skips
     /// every recently freed inode, one inode-table lookup each). Up to `keptFree`.
-    private let free = Mutex<[(fd: Int32, name: String)]>([])
+    private let free = Mutex<(files: [(fd: Int32, name: String)], closed: Bool)>(([], false))
     static let keptFree = 64
 
     init(_ path: String) throws(FSError) {
@@ -30,16 +30,26 @@ final class StagingDirectory: Sendable {
     }
 
     deinit {
-        for file in free.withLock({ $0 }) {
+        removeKeptFiles()
+        rmdir(path)
+    }
+
+    /// Removes the emptied files kept for reuse and keeps no more (at exit: the process may end
+    /// before this object does).
+    func removeKeptFiles() {
+        let files = free.withLock { state in
+            defer { state = ([], true) }
+            return state.files
+        }
+        for file in files {
             close(file.fd)
             unlink(path + "/" + file.name)
         }
-        rmdir(path)
     }
 
     /// An emptied file renamed `name`, open for reading and writing, if one is kept.
     fileprivate func reuse(as name: String) -> Int32? {
-        guard let file = free.withLock({ $0.popLast() }) else { return nil }
+        guard let file = free.withLock({ $0.files.popLast() }) else { return nil }
         guard Glibc.rename(path + "/" + file.name, path + "/" + name) == 0 else {
             close(file.fd)
             unlink(path + "/" + file.name)
@@ -60,9 +70,9 @@ final class StagingDirectory: Sendable {
             unlink(path + "/" + name)
             return
         }
-        let kept = free.withLock { files in
-            guard files.count < Self.keptFree else { return false }
-            files.append((fd, freeName))
+        let kept = free.withLock { state in
+            guard !state.closed, state.files.count < Self.keptFree else { return false }
+            state.files.append((fd, freeName))
             return true
         }
         if !kept {
@@ -86,6 +96,9 @@ final class StagingFile: @unchecked Sendable {
     /// A version named by a journal record that is not `done`: the file outlives this object
     /// (and the process), for the mount that recovers it.
     var journaled = false
+    /// The file's bytes are on disk (fsync'd). A small sealed file is not synced: the journal
+    /// record that names it carries its bytes (Write/Journal.swift).
+    var durable = false
 
     init(directory: StagingDirectory, name: String) throws(FSError) {
         self.directory = directory
@@ -106,6 +119,23 @@ final class StagingFile: @unchecked Sendable {
         fstat(fd, &st)
         size = Int64(st.st_size)
         journaled = true
+        durable = true
+    }
+
+    /// The staging file `name` made again, durably, from the bytes a journal record carried.
+    init(directory: StagingDirectory, restoring name: String, bytes: [UInt8]) throws(FSError) {
+        self.directory = directory
+        self.name = name
+        path = directory.path + "/" + name
+        fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw FSError(errno, "cannot create staging file \(path)") }
+        journaled = true
+        let written = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) }
+        guard written == bytes.count, fsync(fd) == 0 else {
+            throw FSError(written < 0 ? errno : EIO, "cannot restore staging file \(path)")
+        }
+        size = Int64(bytes.count)
+        durable = true
     }
 
     deinit {

@@ -1,8 +1,8 @@
 // WriteBack: what `close` promises and how the promise is kept.
 //
-// - `seal` makes a file's staging file the version to store: fsync'd, never written again (the
-//   next write goes to a copy, `stagingFile(for:)`), and named in a journal `put` record with
-//   the file's key and metadata. A metadata change or a rename of a sealed file records a new
+// - `seal` makes a file's staging file the version to store: never written again (the next
+//   write goes to a copy, `stagingFile(for:)`), fsync'd (or, if small, its bytes carried by the
+//   record) and named in a journal `put` record with the file's key and metadata. A metadata change or a rename of a sealed file records a new
 //   `put`; storing it or deleting the file records `done` (Write/Journal.swift).
 // - With write-back on, `close` seals and returns; an upload task per file stores the sealed
 //   version in the background, after a short delay (so that rsync's close → utimes → chmod →
@@ -27,15 +27,12 @@ extension ObjectFS {
         // From here on writes go to a copy; the bytes this close acknowledges stay as they are.
         node.sealed = staging
         node.sealedGeneration = node.generation
-        if journal != nil {
-            do {
-                try await staging.syncOffPool()
-            } catch {
-                if node.sealed === staging { node.sealed = superseded }
-                throw error
-            }
+        do {
+            try await recordSealed(node)
+        } catch {
+            if node.sealed === staging { node.sealed = superseded }
+            throw error
         }
-        try await recordSealed(node)
         if let old = superseded, old !== node.sealed { forgetVersion(old) }
     }
 
@@ -43,11 +40,22 @@ extension ObjectFS {
     /// rename or a metadata change).
     func recordSealed(_ node: Node) async throws(FSError) {
         guard let journal, let sealed = node.sealed, node.parent != nil else { return }
+        if !sealed.durable && sealed.size > Journal.inlineLimit {
+            try await sealed.syncOffPool()
+            sealed.durable = true
+            // A later seal records its own version.
+            guard node.sealed === sealed, node.parent != nil else { return }
+        }
+        // The key and metadata as they are now, after any wait.
         let options = putOptions(node)
-        let entry = Journal.Entry(
+        var entry = Journal.Entry(
             file: sealed.name, key: fileKey(node), size: sealed.size, contentType: options.contentType,
             metadata: options.metadata)
         if journal.pending[sealed.name] == entry { return }
+        if !sealed.durable {
+            // Pages written moments ago: a read from the page cache, no disk wait.
+            entry.data = try sealed.read(at: 0, count: Int(sealed.size))
+        }
         try journal.append(.put(entry))
         sealed.journaled = true
         try await syncJournal(journal)
@@ -67,9 +75,38 @@ extension ObjectFS {
         do {
             try journal.append(.done(file: file.name))
             file.journaled = false
+            doneRecords += 1
+            scheduleDoneSync()
         } catch {
-            // The record stays pending: a later mount stores this version again, which is harmless.
+            // The record stays pending: a later mount may store this version again.
             configuration.log("\(error.message): a later mount may store \(file.name) again")
+        }
+    }
+
+    /// `done` records are synced in the background, a batch at a time: a record that carries
+    /// a small file's bytes must not outlive its upload by long, or after a power cut a later
+    /// mount would store those bytes again over what became of the object since.
+    private func scheduleDoneSync() {
+        guard !doneSyncScheduled else { return }
+        doneSyncScheduled = true
+        Task {
+            try? await Task.sleep(for: .milliseconds(50))
+            await syncDoneRecords()
+            doneSyncScheduled = false
+            if syncedDoneRecords < doneRecords { scheduleDoneSync() }
+        }
+    }
+
+    /// Makes every `done` record so far durable (before this mount deletes or moves an object:
+    /// the record of a version stored there earlier must never come back).
+    func syncDoneRecords() async {
+        guard let journal, syncedDoneRecords < doneRecords else { return }
+        let covered = doneRecords
+        do {
+            try await syncJournal(journal)
+            syncedDoneRecords = max(syncedDoneRecords, covered)
+        } catch {
+            configuration.log(error.message)
         }
     }
 
@@ -240,13 +277,14 @@ extension ObjectFS {
         guard let journal else { return recovery }
         for orphan in journal.orphans() {
             var kept: Set<String> = []
-            for entry in orphan.entries {
+            for var entry in orphan.entries {
                 guard entry.key.hasPrefix(prefix), entry.key.utf8.count > prefix.utf8.count,
-                    let file = try? StagingFile(directory: staging, existing: entry.file), file.size == entry.size
+                    let file = recoveredFile(entry), file.size == entry.size
                 else {
                     recovery.lost.append(entry.key)
                     continue
                 }
+                entry.data = nil
                 do {
                     // This mount's journal names it now, before the old journal goes.
                     try journal.append(.put(entry))
@@ -259,7 +297,9 @@ extension ObjectFS {
                 recovery.keys.append(entry.key)
                 recovery.bytes += entry.size
             }
-            // The adopted records are durable in this mount's journal before the old one goes.
+            // The adopted records (and files made again from records) are durable before the
+            // old journal goes.
+            syncDirectory(staging.path)
             guard fdatasync(journal.descriptor) == 0 else {
                 configuration.log("cannot sync the journal: \(orphan.journal) is kept")
                 return recovery
@@ -267,6 +307,18 @@ extension ObjectFS {
             journal.release(orphan, keeping: kept)
         }
         return recovery
+    }
+
+    /// The staging file of a recovered record: as the crashed mount left it, or made again from
+    /// the bytes the record carries (a small file the crash may have cut, since it was not synced).
+    private func recoveredFile(_ entry: Journal.Entry) -> StagingFile? {
+        guard let data = entry.data else { return try? StagingFile(directory: staging, existing: entry.file) }
+        do {
+            return try StagingFile(directory: staging, restoring: entry.file, bytes: data)
+        } catch {
+            configuration.log(error.message)
+            return nil
+        }
     }
 
     /// Puts a recovered sealed file into the namespace at its key (making the directories on
