@@ -49,10 +49,10 @@ public actor ObjectFS {
     let journal: Journal?
     /// Background uploads, one per file (Write/WriteBack.swift).
     var uploads: [InodeNumber: Task<Void, Never>] = [:]
-    /// `done` records appended, and how many of them a finished journal sync covers.
-    var doneRecords: UInt64 = 0
-    var syncedDoneRecords: UInt64 = 0
-    var doneSyncScheduled = false
+    /// Journal records appended, and how many of them a finished journal sync covers.
+    var journalRecords: UInt64 = 0
+    var syncedJournalRecords: UInt64 = 0
+    var journalSyncScheduled = false
     let uploadLimiter: AsyncLimiter
     /// Staging names are unique per instance: several filesystems may share a directory.
     let instanceID = UInt32.random(in: 0...UInt32.max)
@@ -192,7 +192,7 @@ public actor ObjectFS {
             if node.writers == 0 {
                 try await commit(node)
             } else if node.sealed != nil {
-                try await recordSealed(node)
+                try await recordSealed(node, wait: false)
             }
         } else if changed, node.remote != nil {
             try await storeMetadata(node)
@@ -438,7 +438,7 @@ public actor ObjectFS {
         let key = fileKey(child)
         try await keepDirectory(dir, removing: [key])
         if child.remote != nil || child.shadowsStoredObject {
-            await syncDoneRecords()
+            await syncJournalRecordsOrLog()
             do { try await storage.delete([key]) } catch { throw FSError.from(error, "unlink \(key)") }
         }
         detach(child, from: dir)
@@ -519,7 +519,7 @@ public actor ObjectFS {
             source.replaces = nil
         }
         if !originals.isEmpty {
-            await syncDoneRecords()
+            await syncJournalRecordsOrLog()
             do {
                 try await storage.removeAfterMove(originals)
             } catch {
@@ -544,7 +544,7 @@ public actor ObjectFS {
             adopt(copies, under: source)
             await recordSealed(under: source)
         } else if source.sealed != nil {
-            try await recordSealed(source)
+            try await recordSealed(source, wait: false)
         }
     }
 

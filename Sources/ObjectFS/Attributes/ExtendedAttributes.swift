@@ -87,7 +87,7 @@ extension ObjectFS {
             if node.writers == 0 {
                 try await commit(node)
             } else if node.sealed != nil {
-                try await recordSealed(node)
+                try await recordSealed(node, wait: false)
             }
         } else if node.remote != nil {
             try await storeMetadata(node)

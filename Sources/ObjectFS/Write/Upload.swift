@@ -81,6 +81,8 @@ extension ObjectFS {
                 break
             }
             let generation = node.sealedGeneration
+            // The record of this key is durable before anything is stored under it.
+            await syncJournalRecordsOrLog()
             let key = fileKey(node)
             // What the server holds at the key now: the version this upload replaces, unless
             // another client changed it since this mount read it (a conflict: both are kept).
@@ -178,7 +180,8 @@ extension ObjectFS {
         dir.children[name] = node.ino
         node.remote = nil
         node.replaces = nil
-        try await recordSealed(node)
+        // Durable before the upload under the new name: a crash must not store it under NAME.
+        try await recordSealed(node, wait: true)
         configuration.log(
             "conflict: \(key) was \(found == nil ? "deleted" : "changed") on the server since this mount read it; "
                 + "this mount's version is stored as \(fileKey(node))")

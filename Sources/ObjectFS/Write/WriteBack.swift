@@ -22,13 +22,13 @@ extension ObjectFS {
     func seal(_ node: Node) async throws(FSError) {
         guard node.dirty, node.parent != nil, let staging = node.staging else { return }
         // Already sealed: only its key or metadata may have changed since it was recorded.
-        guard node.sealed !== staging else { return try await recordSealed(node) }
+        guard node.sealed !== staging else { return try await recordSealed(node, wait: false) }
         let superseded = node.sealed
         // From here on writes go to a copy; the bytes this close acknowledges stay as they are.
         node.sealed = staging
         node.sealedGeneration = node.generation
         do {
-            try await recordSealed(node)
+            try await recordSealed(node, wait: true)
         } catch {
             if node.sealed === staging { node.sealed = superseded }
             throw error
@@ -37,8 +37,11 @@ extension ObjectFS {
     }
 
     /// Records the sealed version under the file's current key and metadata (again, after a
-    /// rename or a metadata change).
-    func recordSealed(_ node: Node) async throws(FSError) {
+    /// rename or a metadata change). With `wait` (a close or fsync acknowledges the version),
+    /// returns once the record is durable; otherwise the record is synced within 50 ms, by the
+    /// next close, or before the file's upload starts — as a local filesystem makes a rename or
+    /// a chmod durable at its next journal commit, not at once.
+    func recordSealed(_ node: Node, wait: Bool) async throws(FSError) {
         guard let journal, let sealed = node.sealed, node.parent != nil else { return }
         if !sealed.durable && sealed.size > Journal.inlineLimit {
             try await sealed.syncOffPool()
@@ -58,7 +61,12 @@ extension ObjectFS {
         }
         try journal.append(.put(entry))
         sealed.journaled = true
-        try await syncJournal(journal)
+        journalRecords += 1
+        if wait {
+            try await syncJournalRecords()
+        } else {
+            scheduleJournalSync()
+        }
     }
 
     /// Makes the journal's records so far durable (fdatasync on the I/O pool).
@@ -75,39 +83,41 @@ extension ObjectFS {
         do {
             try journal.append(.done(file: file.name))
             file.journaled = false
-            doneRecords += 1
-            scheduleDoneSync()
+            journalRecords += 1
+            scheduleJournalSync()
         } catch {
             // The record stays pending: a later mount may store this version again.
             configuration.log("\(error.message): a later mount may store \(file.name) again")
         }
     }
 
-    /// `done` records are synced in the background, a batch at a time: a record that carries
-    /// a small file's bytes must not outlive its upload by long, or after a power cut a later
-    /// mount would store those bytes again over what became of the object since.
-    private func scheduleDoneSync() {
-        guard !doneSyncScheduled else { return }
-        doneSyncScheduled = true
+    /// Records nobody waits for (`done`, a rename or a metadata change of a sealed file) are
+    /// synced in the background, a batch at a time, within 50 ms. A `done` must not stay
+    /// unsynced long: a record that carries a small file's bytes would have a later mount, after
+    /// a power cut, store those bytes again over what became of the object since.
+    private func scheduleJournalSync() {
+        guard !journalSyncScheduled else { return }
+        journalSyncScheduled = true
         Task {
             try? await Task.sleep(for: .milliseconds(50))
-            await syncDoneRecords()
-            doneSyncScheduled = false
-            if syncedDoneRecords < doneRecords { scheduleDoneSync() }
+            await syncJournalRecordsOrLog()
+            journalSyncScheduled = false
+            if syncedJournalRecords < journalRecords { scheduleJournalSync() }
         }
     }
 
-    /// Makes every `done` record so far durable (before this mount deletes or moves an object:
-    /// the record of a version stored there earlier must never come back).
-    func syncDoneRecords() async {
-        guard let journal, syncedDoneRecords < doneRecords else { return }
-        let covered = doneRecords
-        do {
-            try await syncJournal(journal)
-            syncedDoneRecords = max(syncedDoneRecords, covered)
-        } catch {
-            configuration.log(error.message)
-        }
+    /// Makes every journal record so far durable.
+    func syncJournalRecords() async throws(FSError) {
+        guard let journal, syncedJournalRecords < journalRecords else { return }
+        let covered = journalRecords
+        try await syncJournal(journal)
+        syncedJournalRecords = max(syncedJournalRecords, covered)
+    }
+
+    /// `syncJournalRecords` before this mount deletes, moves or stores an object: a record
+    /// that names an older state of it must never come back after a crash.
+    func syncJournalRecordsOrLog() async {
+        do { try await syncJournalRecords() } catch { configuration.log(error.message) }
     }
 
     /// Records every sealed file under `dir` again (its key changed with a directory rename).
@@ -117,7 +127,7 @@ extension ObjectFS {
             if n.kind == .directory {
                 await recordSealed(under: n)
             } else if n.sealed != nil {
-                do { try await recordSealed(n) } catch { configuration.log(error.message) }
+                do { try await recordSealed(n, wait: false) } catch { configuration.log(error.message) }
             }
         }
     }
