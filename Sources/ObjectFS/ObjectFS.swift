@@ -435,6 +435,10 @@ public actor ObjectFS {
         let dir = try directory(parent)
         let child = try await resolve(parent: parent, name: name)
         guard child.kind.isObject else { throw FSError(EISDIR, "\(name) is a directory") }
+        // An upload of it in flight ends first (its object would show again for a moment).
+        try await lock(child)
+        defer { unlock(child) }
+        guard dir.children[name] == child.ino else { return try await unlink(parent: parent, name: name) }
         let key = fileKey(child)
         try await keepDirectory(dir, removing: [key])
         if child.remote != nil || child.shadowsStoredObject {
@@ -482,6 +486,23 @@ public actor ObjectFS {
             default: break
             }
         }
+        // No upload of either file runs while they move (one in flight ends first): an upload
+        // ending after the rename would show the old name again for a moment, or store the
+        // replaced file's bytes over the name the source now has.
+        let files = [source, target].compactMap { $0 }.filter(\.kind.isObject).sorted { $0.ino < $1.ino }
+        var locked: [Node] = []
+        defer { for n in locked { unlock(n) } }
+        for n in files {
+            try await lock(n)
+            locked.append(n)
+        }
+        guard fromDir.children[name] == source.ino, toDir.children[newName] == target?.ino else {
+            // Changed while waiting: start again from what the names are now.
+            for n in locked { unlock(n) }
+            locked = []
+            return try await rename(
+                parent: parent, name: name, newParent: newParent, newName: newName, noReplace: noReplace)
+        }
         // Copy first; delete the originals only once every copy succeeded.
         var originals: [ObjectKey] = []
         var copies: [ObjectKey: ObjectInfo] = [:]
@@ -499,7 +520,11 @@ public actor ObjectFS {
             // The replaced empty directory's markers go with the originals, unless a copy just
             // wrote the same key.
             originals += targetMarkers.filter { copies[$0] == nil }
-            try await keepDirectory(fromDir, removing: [oldPrefix, String(oldPrefix.dropLast())])
+            // The key `old` goes only if it was the directory's marker (a file of that name,
+            // hidden by the directory, stays and keeps the parent).
+            let oldMarker = String(oldPrefix.dropLast())
+            try await keepDirectory(
+                fromDir, removing: originals.contains(oldMarker) ? [oldPrefix, oldMarker] : [oldPrefix])
         } else if source.remote != nil {
             let from = fileKey(source)
             let to = directoryPrefix(toDir) + newName

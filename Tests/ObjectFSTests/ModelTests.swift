@@ -331,6 +331,17 @@ func removeDirectory(_ directory: String) {
 }
 
 @Suite struct ModelRegressions {
+    /// A recovered file renamed while its upload is in flight: the rename waits for the upload,
+    /// or the old name shows on the server for a moment (timing: run a few times).
+    @Test func regression_aFileRenamedWhileItsUploadIsInFlight() async throws {
+        for _ in 0..<20 {
+            guard
+                try await runScenario(
+                    [149084, 161929, 165944, 603701, 247512, 12314, 876786, 917975, 686530], mode: .writeBack)
+            else { break }
+        }
+    }
+
     /// A file recovered from a crashed mount's journal, deleted before it is stored again: the
     /// older version the server holds under its name goes too (the race with its upload is why
     /// it runs a few times).

@@ -345,6 +345,17 @@ import Testing
         #expect(keys.filter { $0.hasPrefix("src/") } == ["src/a", "src/b", "src/c"])
     }
 
+    /// A file `b/c` hidden by a directory `b/c/` (another client's keys) stays when the
+    /// directory moves, and keeps `b` without a marker (found by the model test, rarely).
+    @Test func aDirectoryMovedFromOverAFileOfItsNameLeavesTheFileAndNoMarker() async throws {
+        let h = try Harness()
+        _ = try await h.memory.put("b/c", payload: .bytes(b("file")), options: PutOptions())
+        _ = try await h.memory.put("b/c/d", payload: .bytes(b("inside")), options: PutOptions())
+        let (parent, name) = try await h.parentAndName("b/c")
+        try await h.fs.rename(parent: parent, name: name, newParent: rootInode, newName: "e")
+        #expect(await h.keys() == ["b/c", "e/d"])
+    }
+
     @Test func renameRules() async throws {
         let h = try Harness()
         try await h.mkdir("d")
