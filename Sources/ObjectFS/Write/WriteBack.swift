@@ -211,12 +211,6 @@ extension ObjectFS {
             }
             for await failure in group { if let failure { failures.append(failure) } }
         }
-        // An upload under way (it holds the file's lock) for a file deleted meanwhile removes
-        // what it stored once it ends: wait for that too, so that nothing deleted is left.
-        for ino in uploads.keys {
-            guard let n = nodes[ino], n.parent == nil, n.busy, (try? await lock(n)) != nil else { continue }
-            unlock(n)
-        }
         return failures
     }
 
