@@ -18,6 +18,7 @@ public final class FaultInjectingStorage<Base: ObjectStorage>: ObjectStorage, Se
         var faults: [StorageOperation: [StorageError]] = [:]
         var calls: [StorageOperation: Int] = [:]
         var bytesRead: Int64 = 0
+        var lateReplies: [StorageOperation: [LateReply]] = [:]
     }
 
     public init(_ base: Base, latency: Duration = .zero) {
@@ -34,6 +35,24 @@ public final class FaultInjectingStorage<Base: ObjectStorage>: ObjectStorage, Se
 
     public func setLatency(_ latency: Duration) {
         state.withLock { $0.latency = latency }
+    }
+
+    /// The next call of `operation` does its work at once (a listing sees the store as it is
+    /// now) but returns only once the test calls `release()` on the answer: a reply that
+    /// arrives after what the filesystem did meanwhile.
+    public func holdNextReply(of operation: StorageOperation) -> LateReply {
+        let reply = LateReply()
+        state.withLock { $0.lateReplies[operation, default: []].append(reply) }
+        return reply
+    }
+
+    private func lateReply(_ op: StorageOperation) -> LateReply? {
+        state.withLock { s in
+            guard var queue = s.lateReplies[op], !queue.isEmpty else { return nil }
+            let first = queue.removeFirst()
+            s.lateReplies[op] = queue
+            return first
+        }
     }
 
     /// How many times each operation was called (including failed calls).
@@ -60,13 +79,20 @@ public final class FaultInjectingStorage<Base: ObjectStorage>: ObjectStorage, Se
         async throws -> ListPage
     {
         try await enter(.list)
-        return try await base.list(
+        let late = lateReply(.list)
+        let page = try await base.list(
             prefix: prefix, delimiter: delimiter, continuation: continuation, maxKeys: maxKeys)
+        await late?.arrive()
+        return page
     }
 
     public func head(_ key: ObjectKey) async throws -> ObjectInfo {
         try await enter(.head)
-        return try await base.head(key)
+        let late = lateReply(.head)
+        let info: Result<ObjectInfo, any Error>
+        do { info = .success(try await base.head(key)) } catch { info = .failure(error) }
+        await late?.arrive()
+        return try info.get()
     }
 
     public func get(_ key: ObjectKey, range: ByteRange?, ifMatch: ETag?) async throws -> [UInt8] {
@@ -124,5 +150,51 @@ public final class FaultInjectingStorage<Base: ObjectStorage>: ObjectStorage, Se
     public func accountInfo() async throws -> AccountInfo {
         try await enter(.accountInfo)
         return try await base.accountInfo()
+    }
+}
+
+/// A reply held back by `FaultInjectingStorage.holdNextReply(of:)`.
+public final class LateReply: Sendable {
+    private struct State {
+        var arrived = false
+        var released = false
+        var caller: CheckedContinuation<Void, Never>?
+        var watcher: CheckedContinuation<Void, Never>?
+    }
+    private let state = Mutex(State())
+
+    /// Waits until the held call has its answer.
+    public func arrived() async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let now = state.withLock { s -> Bool in
+                if s.arrived { return true }
+                s.watcher = c
+                return false
+            }
+            if now { c.resume() }
+        }
+    }
+
+    /// Lets the held call return.
+    public func release() {
+        let caller = state.withLock { s -> CheckedContinuation<Void, Never>? in
+            s.released = true
+            defer { s.caller = nil }
+            return s.caller
+        }
+        caller?.resume()
+    }
+
+    func arrive() async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let (watcher, released) = state.withLock { s -> (CheckedContinuation<Void, Never>?, Bool) in
+                s.arrived = true
+                if !s.released { s.caller = c }
+                defer { s.watcher = nil }
+                return (s.watcher, s.released)
+            }
+            watcher?.resume()
+            if released { c.resume() }
+        }
     }
 }

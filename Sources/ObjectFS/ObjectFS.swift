@@ -271,6 +271,7 @@ public actor ObjectFS {
             throw FSError.from(error, "mkdir \(key)")
         }
         node.listedUntil = now + ttl
+        node.changedAt = now
         return attributes(node)
     }
 
@@ -283,6 +284,7 @@ public actor ObjectFS {
         try await keepDirectory(dir, removing: Set(markers))
         do { try await storage.delete(markers) } catch { throw FSError.from(error, "rmdir \(markers[0])") }
         detach(child, from: dir)
+        noteRemoved(name, from: dir)
     }
 
     // MARK: - Files
@@ -446,6 +448,7 @@ public actor ObjectFS {
             do { try await storage.delete([key]) } catch { throw FSError.from(error, "unlink \(key)") }
         }
         detach(child, from: dir)
+        noteRemoved(name, from: dir)
         forgetSealed(child)
     }
 
@@ -560,9 +563,12 @@ public actor ObjectFS {
         fromDir.children[name] = nil
         source.parent = toDir.ino
         source.name = newName
+        source.changedAt = now
         toDir.children[newName] = source.ino
         toDir.negative[newName] = nil
+        toDir.removed[newName] = nil
         fromDir.negative[name] = now + ttl
+        noteRemoved(name, from: fromDir)
         // The files under a moved directory are new objects with new ETags: open handles keep
         // reading them without a stale error.
         if source.kind == .directory {

@@ -629,3 +629,73 @@ struct MetadataFreeListings: ObjectStorage {
         await h.fs.release(fh)
     }
 }
+
+/// A listing or HEAD answers for the moment it was asked; what this mount stored or removed
+/// after that (or shortly before: listings may lag) wins over the late answer.
+@Suite struct LateAnswerTests {
+    @Test func aListingAskedBeforeAnUploadDoesNotHideTheStoredFile() async throws {
+        let h = try Harness()
+        try await h.writeFile("old", b("o"))
+        let (_, fh) = try await h.fs.create(parent: rootInode, name: "f", mode: 0o644, flags: .writeOnly)
+        _ = try await h.fs.write(fh, offset: 0, data: b("new"))
+        h.expireCaches()
+        let late = h.storage.holdNextReply(of: .list)
+        let listing = Task { try await h.names("") }
+        await late.arrived()
+        try await h.fs.flush(fh)  // stored while the listing's answer is on its way
+        await h.fs.release(fh)
+        #expect(await h.keys() == ["f", "old"])
+        late.release()
+        #expect(try await listing.value.sorted() == ["f", "old"])
+        #expect(try await h.names("").sorted() == ["f", "old"])
+        #expect(try await h.readFile("f") == b("new"))
+    }
+
+    @Test func aListingAskedBeforeAnUnlinkDoesNotBringTheFileBack() async throws {
+        let h = try Harness()
+        try await h.writeFile("gone", b("g"))
+        try await h.writeFile("kept", b("k"))
+        try await h.mkdir("d")
+        h.expireCaches()
+        let late = h.storage.holdNextReply(of: .list)
+        let listing = Task { try await h.names("") }
+        await late.arrived()
+        try await h.fs.unlink(parent: rootInode, name: "gone")
+        try await h.fs.rename(parent: rootInode, name: "kept", newParent: rootInode, newName: "moved")
+        try await h.fs.rmdir(parent: rootInode, name: "d")
+        late.release()
+        #expect(try await listing.value.sorted() == ["moved"])
+        await expectErrno(ENOENT) { _ = try await h.resolve("gone") }
+        await expectErrno(ENOENT) { _ = try await h.resolve("kept") }
+        await expectErrno(ENOENT) { _ = try await h.resolve("d") }
+        // A name removed and then made again is listed.
+        try await h.writeFile("gone", b("again"))
+        h.expireCaches()
+        #expect(try await h.names("").sorted() == ["gone", "moved"])
+    }
+
+    @Test func aHeadAskedBeforeAnUnlinkDoesNotBringTheFileBack() async throws {
+        let h = try Harness()
+        try await h.writeFile("x", b("x"))
+        h.expireCaches()
+        let late = h.storage.holdNextReply(of: .head)
+        let lookup = Task { () async throws(FSError) -> FileAttributes in try await h.resolve("x") }
+        await late.arrived()
+        try await h.fs.unlink(parent: rootInode, name: "x")
+        late.release()
+        await expectErrno(ENOENT) { _ = try await lookup.value }
+        #expect(await h.keys() == [])
+    }
+
+    @Test func aStoredFileMissingFromALaggingListingStaysForOneTTL() async throws {
+        let h = try Harness(ttl: 10)
+        try await h.writeFile("f", b("f"))
+        // A listing that lags behind the server's objects: the file is not in it yet.
+        try await h.memory.delete(["f"])
+        h.clock.advance(seconds: 5)
+        #expect(try await h.names("") == ["f"])
+        // A TTL after it was stored, the listing is believed.
+        h.clock.advance(seconds: 11)
+        #expect(try await h.names("") == [])
+    }
+}

@@ -34,6 +34,7 @@ extension ObjectFS {
         let node = addChild(to: dir, name: name, kind: .symlink)
         node.mtime = mtime
         apply(stored(info, with: options), to: node)
+        node.changedAt = now
         node.size = Int64(target.utf8.count)
         node.target = target
         return attributes(node)

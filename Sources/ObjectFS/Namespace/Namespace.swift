@@ -100,7 +100,10 @@ extension ObjectFS {
         }
         // The actor may have changed the directory while we waited; a directory holding files
         // not stored yet exists whatever the server says.
-        if let ino = dir.children[name], let n = nodes[ino], isPinnedTree(n) { return n }
+        if let ino = dir.children[name], let n = nodes[ino], heldAgainstServer(n, askedAt: t) { return n }
+        if dir.children[name] == nil, let removed = dir.removed[name], removed >= t {
+            throw FSError(ENOENT, "no such entry")
+        }
         guard let found else {
             if let ino = dir.children[name], let n = nodes[ino] { detach(n, from: dir) }
             dir.negative[name] = now + ttl
@@ -136,6 +139,7 @@ extension ObjectFS {
 
     func refreshListing(_ dir: Node) async throws(FSError) {
         let dirPrefix = directoryPrefix(dir)
+        let asked = now
         let page: ListPage
         do {
             page = try await storage.listAll(prefix: dirPrefix, delimiter: KeyPath.delimiter)
@@ -143,22 +147,39 @@ extension ObjectFS {
             throw FSError.from(error, "list \(dirPrefix)")
         }
         guard directoryPrefix(dir) == dirPrefix else { return }  // renamed meanwhile
+        // What this mount changed after the listing was asked, or up to one TTL before it (a
+        // server may update its listings a little later: Swift's container updates can go
+        // asynchronous under load), is newer than the listing.
+        let trusted = asked - ttl
+        if !dir.removed.isEmpty { dir.removed.removeAll { $0 < trusted } }
         var seen: Set<ByteString> = []
-        for entry in KeyPath.children(of: dirPrefix, in: page) {
+        for entry in KeyPath.children(of: dirPrefix, in: page) where dir.removed[entry.name] == nil {
             seen.insert(ByteString(entry.name))
             upsert(dir, name: entry.name, kind: entry.kind, info: entry.info)
         }
         for (name, ino) in dir.children where !seen.contains(ByteString(name)) {
-            if let n = nodes[ino], !isPinnedTree(n) { detach(n, from: dir) }
+            if let n = nodes[ino], !heldAgainstServer(n, askedAt: trusted) { detach(n, from: dir) }
         }
         dir.negative = Names()
         dir.listedUntil = now + ttl
     }
 
-    func isPinnedTree(_ n: Node) -> Bool {
-        if n.isPinned { return true }
+    func isPinnedTree(_ n: Node) -> Bool { heldAgainstServer(n, askedAt: .max) }
+
+    /// Whether `n` stays whatever a listing or HEAD asked at `askedAt` says: it (or a file
+    /// under it) is pinned, or this mount stored or moved it since.
+    func heldAgainstServer(_ n: Node, askedAt: Int64) -> Bool {
+        if n.isPinned || n.changedAt >= askedAt { return true }
         guard n.kind == .directory else { return false }
-        return n.children.values.contains { nodes[$0].map(isPinnedTree) ?? false }
+        return n.children.values.contains { nodes[$0].map { heldAgainstServer($0, askedAt: askedAt) } ?? false }
+    }
+
+    /// Marks `name` as removed from `dir` by this mount (see `Node.removed`).
+    func noteRemoved(_ name: String, from dir: Node) {
+        let t = now
+        // Kept to a bound in a directory never listed again (`rm -rf` of many files).
+        if dir.removed.count >= 1024 { dir.removed.removeAll { $0 < t - ttl } }
+        dir.removed[name] = t
     }
 
     @discardableResult
@@ -207,6 +228,7 @@ extension ObjectFS {
         nodes[ino] = n
         dir.children[name] = ino
         dir.negative[name] = nil
+        dir.removed[name] = nil
         return n
     }
 

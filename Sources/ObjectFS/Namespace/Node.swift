@@ -25,6 +25,10 @@ extension ObjectFS {
             didSet { if remote?.etag != oldValue?.etag || remote?.size != oldValue?.size { readSource.clear() } }
         }
         var validUntil: Int64 = .min
+        /// When this mount last wrote, or moved, this node's object or marker (monotonic ns): a
+        /// listing or HEAD that was asked before, or that lags behind, does not remove it
+        /// (Namespace.swift, `heldAgainstServer`).
+        var changedAt: Int64 = .min
         /// False while a file's mtime/mode come from a listing that carried no metadata (Swift,
         /// S3): a lookup then asks the object itself once.
         var metadataKnown = true
@@ -32,6 +36,9 @@ extension ObjectFS {
         var children = Names<InodeNumber>()
         var listedUntil: Int64 = .min
         var negative = Names<Int64>()
+        /// Names this mount removed, with when: a listing asked before, or lagging behind, does
+        /// not bring them back.
+        var removed = Names<Int64>()
         // File state.
         /// Symlink: the target, once read (dropped when the version changes).
         var target: String?
@@ -92,6 +99,11 @@ struct Names<Value>: Sequence {
     }
 
     var names: [String] { table.keys.map(\.string) }
+    var isEmpty: Bool { table.isEmpty }
+
+    mutating func removeAll(where shouldRemove: (Value) -> Bool) {
+        table = table.filter { !shouldRemove($0.value) }
+    }
     var values: Dictionary<ByteString, Value>.Values { table.values }
     var count: Int { table.count }
 

@@ -67,6 +67,7 @@ extension ObjectFS {
                 adopt(copies, under: n)
             } else if n.remote != nil, let info = copies[fileKey(n)] {
                 n.remote = info
+                n.changedAt = now
             }
         }
     }

@@ -137,6 +137,7 @@ extension ObjectFS {
                 node.userMetadata != sentMetadata || node.mode != sent.mode || node.mtime != sent.mtime
                 || node.uid != sent.uid || node.gid != sent.gid
             node.remote = stored(info, with: options)
+            node.changedAt = now
             if node.recovered && sealed.size > configuration.multipartThreshold {
                 await abortStaleUploads(of: key)
             }
