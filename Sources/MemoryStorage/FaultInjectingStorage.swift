@@ -18,6 +18,7 @@ public final class FaultInjectingStorage<Base: ObjectStorage>: ObjectStorage, Se
         var faults: [StorageOperation: [StorageError]] = [:]
         var calls: [StorageOperation: Int] = [:]
         var bytesRead: Int64 = 0
+        var bytesSent: Int64 = 0
         var lateReplies: [StorageOperation: [LateReply]] = [:]
     }
 
@@ -62,6 +63,8 @@ public final class FaultInjectingStorage<Base: ObjectStorage>: ObjectStorage, Se
 
     /// Bytes returned by `get` so far: what a server would have sent.
     public var bytesRead: Int64 { state.withLock { $0.bytesRead } }
+    /// Bytes of the bodies given to `put` and `uploadPart` so far: what a client would send.
+    public var bytesSent: Int64 { state.withLock { $0.bytesSent } }
 
     private func enter(_ op: StorageOperation) async throws {
         let (delay, fault) = state.withLock { s -> (Duration, StorageError?) in
@@ -106,6 +109,7 @@ public final class FaultInjectingStorage<Base: ObjectStorage>: ObjectStorage, Se
         -> ObjectInfo
     {
         try await enter(.put)
+        state.withLock { $0.bytesSent += payload.length }
         return try await base.put(key, payload: payload, options: options)
     }
 
@@ -132,6 +136,7 @@ public final class FaultInjectingStorage<Base: ObjectStorage>: ObjectStorage, Se
         -> UploadedPart
     {
         try await enter(.multipart)
+        state.withLock { $0.bytesSent += payload.length }
         return try await base.uploadPart(upload, number: number, payload: payload)
     }
 
@@ -140,6 +145,13 @@ public final class FaultInjectingStorage<Base: ObjectStorage>: ObjectStorage, Se
     {
         try await enter(.multipart)
         return try await base.completeMultipartUpload(upload, parts: parts)
+    }
+
+    public func uploadPartCopy(
+        _ upload: MultipartUpload, number: Int, from source: ObjectKey, range: ByteRange, ifMatch: ETag?
+    ) async throws -> UploadedPart {
+        try await enter(.multipart)
+        return try await base.uploadPartCopy(upload, number: number, from: source, range: range, ifMatch: ifMatch)
     }
 
     public func abortMultipartUpload(_ upload: MultipartUpload) async throws {

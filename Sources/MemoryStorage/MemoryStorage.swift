@@ -55,11 +55,12 @@ public actor MemoryStorage: ObjectStorage {
     ///   - now: the time stamped on writes (injected so tests control it).
     public init(
         markerStyle: DirectoryMarkerStyle = .trailingSlash, pageSize: Int = 1000,
-        minimumPartSize: Int64 = 5 << 20, quotaBytes: Int64? = nil,
+        minimumPartSize: Int64 = 5 << 20, quotaBytes: Int64? = nil, copiesParts: Bool = true,
         now: @escaping @Sendable () -> Timestamp = MemoryStorage.systemTime
     ) {
-        self.capabilities = StorageCapabilities(
-            directoryMarkerStyle: markerStyle, minimumPartSize: minimumPartSize)
+        var capabilities = StorageCapabilities(directoryMarkerStyle: markerStyle, minimumPartSize: minimumPartSize)
+        capabilities.copiesParts = copiesParts
+        self.capabilities = capabilities
         self.pageSize = pageSize
         self.clock = now
         self.quotaBytes = quotaBytes
@@ -194,6 +195,18 @@ public actor MemoryStorage: ObjectStorage {
         let etag = ETag("part-\(version)")
         uploads[bytes: upload.uploadID]!.parts[number] = (etag, bytes)
         return UploadedPart(number: number, etag: etag)
+    }
+
+    public func uploadPartCopy(
+        _ upload: MultipartUpload, number: Int, from source: ObjectKey, range: ByteRange, ifMatch: ETag?
+    ) async throws -> UploadedPart {
+        guard capabilities.copiesParts else { throw StorageError.invalidArgument("this server cannot copy parts") }
+        guard let o = objects[bytes: source] else { throw StorageError.notFound(source) }
+        if let m = ifMatch, o.info.etag != m { throw StorageError.preconditionFailed(source) }
+        guard range.length > 0, range.length <= capabilities.maximumCopiedPartSize, range.end <= o.info.size else {
+            throw StorageError.invalidArgument("copy range \(range.offset)+\(range.length) of \(source)")
+        }
+        return try storePart(upload, number: number, o.read(Int(range.offset), Int(range.end)))
     }
 
     public func completeMultipartUpload(_ upload: MultipartUpload, parts: [UploadedPart])

@@ -159,7 +159,8 @@ public actor ObjectFS {
                     ? FSError(EISDIR, "cannot truncate a directory") : FSError(EINVAL, "not a file")
             }
             guard size >= 0 else { throw FSError(EINVAL, "negative size") }
-            let staging = try await stagingFile(for: node, loadExisting: size > 0)
+            // A truncate keeps what stays of the stored bytes on the server (a shorter prefix).
+            let staging = try await stagingFile(for: node, loadExisting: size > 0, writingAt: .max)
             try staging.truncate(to: size)
             node.size = size
             node.mtime = clock.wallClock()
@@ -347,13 +348,32 @@ public actor ObjectFS {
         guard let h = handles[fh] else { throw FSError(EBADF, "bad file handle") }
         let node = try self.node(h.ino)
         if let staging = node.staging {
-            return try await staging.readOffPool(at: offset, count: count)
+            let prefix = staging.storedPrefix
+            guard offset < prefix, let remote = node.remote else {
+                return try await staging.readOffPool(at: offset, count: count)
+            }
+            // A file being extended: its first bytes are still the stored version's only.
+            let version = ObjectVersion(key: fileKey(node), etag: remote.etag, size: remote.size)
+            var bytes = try await readStored(
+                version, CachedObject(version), reads: h.reads, offset: offset,
+                count: Int(min(Int64(count), prefix - offset)))
+            if bytes.count == count || offset + Int64(bytes.count) < prefix { return bytes }
+            bytes += try await staging.readOffPool(at: prefix, count: count - bytes.count)
+            return bytes
         }
         guard let remote = node.remote, offset < node.size else { return [] }
         let version = ObjectVersion(key: fileKey(node), etag: remote.etag, size: node.size)
-        let object = node.readSource.publish(version)
-        let actions = h.reads.actions(
-            offset: offset, length: count, size: node.size, maximumWindow: prefetcher.windowLimit)
+        return try await readStored(
+            version, node.readSource.publish(version), reads: h.reads, offset: offset, count: count)
+    }
+
+    private func readStored(
+        _ version: ObjectVersion, _ object: CachedObject, reads: HandleReads, offset: Int64, count: Int
+    )
+        async throws(FSError) -> [UInt8]
+    {
+        let actions = reads.actions(
+            offset: offset, length: count, size: version.size, maximumWindow: prefetcher.windowLimit)
         do {
             return try await prefetcher.read(version, object, offset: offset, count: count, actions: actions)
         } catch {
@@ -364,7 +384,7 @@ public actor ObjectFS {
     public func write(_ fh: UInt64, offset: Int64, bytes: UnsafeRawBufferPointer) throws(FSError) -> Int {
         guard let h = handles[fh], h.flags.write else { throw FSError(EBADF, "handle not open for writing") }
         let node = try self.node(h.ino)
-        guard let staging = node.staging, staging !== node.sealed else {
+        guard let staging = node.staging, staging !== node.sealed, offset >= staging.storedPrefix else {
             throw FSError(EIO, "internal: write before staging was ready")
         }
         try staging.write(bytes, at: offset)
@@ -374,24 +394,35 @@ public actor ObjectFS {
         return bytes.count
     }
 
-    /// Prepares a handle for writes (loads the current bytes if needed). Called before `write`.
-    public func prepareWrite(_ fh: UInt64) async throws(FSError) {
+    /// Prepares a handle for a write at `offset` (loads the current bytes if needed: none when
+    /// the write extends the file). Called before `write`.
+    public func prepareWrite(_ fh: UInt64, at offset: Int64 = 0) async throws(FSError) {
         guard let h = handles[fh], h.flags.write else { throw FSError(EBADF, "handle not open for writing") }
         let node = try self.node(h.ino)
-        if node.staging == nil || node.staging === node.sealed {
-            _ = try await stagingFile(for: node, loadExisting: true)
+        // Each wait may let another descriptor's close seal the staging file: check again.
+        for _ in 0..<8 {
+            guard let staging = node.staging, staging !== node.sealed else {
+                _ = try await stagingFile(for: node, loadExisting: true, writingAt: offset)
+                continue
+            }
+            if offset < staging.storedPrefix {
+                try await fillStoredPrefix(staging, of: node)
+                continue
+            }
+            return
         }
+        throw FSError(EIO, "write to \(fileKey(node)) kept being overtaken by closes")
     }
 
     /// Writes caller-owned bytes (valid for the duration of the call) at `offset`.
     public func write(_ fh: UInt64, offset: Int64, borrowed: BorrowedBytes) async throws(FSError) -> Int {
-        try await prepareWrite(fh)
+        try await prepareWrite(fh, at: offset)
         return try write(fh, offset: offset, bytes: borrowed.buffer)
     }
 
     /// Writes `bytes` at `offset` (loading the object first if this is the first write).
     public func write(_ fh: UInt64, offset: Int64, data: [UInt8]) async throws(FSError) -> Int {
-        try await prepareWrite(fh)
+        try await prepareWrite(fh, at: offset)
         do {
             return try data.withUnsafeBytes { buffer in try write(fh, offset: offset, bytes: buffer) }
         } catch {
@@ -441,6 +472,7 @@ public actor ObjectFS {
         try await lock(child)
         defer { unlock(child) }
         guard dir.children[name] == child.ino else { return try await unlink(parent: parent, name: name) }
+        try await keepStoredPrefixLocally(child)
         let key = fileKey(child)
         try await keepDirectory(dir, removing: [key])
         if child.remote != nil || child.shadowsStoredObject {
@@ -506,6 +538,7 @@ public actor ObjectFS {
             return try await rename(
                 parent: parent, name: name, newParent: newParent, newName: newName, noReplace: noReplace)
         }
+        if let t = target, t.kind.isObject { try await keepStoredPrefixLocally(t) }
         // Copy first; delete the originals only once every copy succeeded.
         var originals: [ObjectKey] = []
         var copies: [ObjectKey: ObjectInfo] = [:]

@@ -190,6 +190,17 @@ public final class AccountStorage: ObjectStorage {
         return info
     }
 
+    public func uploadPartCopy(
+        _ upload: MultipartUpload, number: Int, from source: ObjectKey, range: ByteRange, ifMatch: ETag?
+    ) async throws -> UploadedPart {
+        let (s, u) = inner(upload)
+        let (name, rest) = Self.split(source)
+        guard name == Self.split(upload.key).0, let rest else {
+            throw StorageError.invalidArgument("a part is copied from the same bucket")
+        }
+        return try await s.uploadPartCopy(u, number: number, from: rest, range: range, ifMatch: ifMatch)
+    }
+
     public func abortMultipartUpload(_ upload: MultipartUpload) async throws {
         let (s, u) = inner(upload)
         try await s.abortMultipartUpload(u)

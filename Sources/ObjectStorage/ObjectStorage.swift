@@ -194,6 +194,11 @@ public struct StorageCapabilities: Sendable {
     /// False where a key needs a container part (`bucket/...`): an account-level store holds
     /// only buckets at its top, so a file there can never be stored.
     public var topLevelObjects = true
+    /// `uploadPartCopy` makes a part from a range of a stored object without sending its bytes
+    /// (S3's UploadPartCopy; a segment copied on the server for a Swift SLO).
+    public var copiesParts = false
+    /// Largest range one `uploadPartCopy` takes (S3: 5 GiB).
+    public var maximumCopiedPartSize: Int64 = 5 << 30
     public init(
         directoryMarkerStyle: DirectoryMarkerStyle, minimumPartSize: Int64 = 5 << 20,
         maximumPartCount: Int = 10_000, userMetadataLimits: UserMetadataLimits = .s3
@@ -278,6 +283,12 @@ public protocol ObjectStorage: Sendable {
     func completeMultipartUpload(_ upload: MultipartUpload, parts: [UploadedPart]) async throws
         -> ObjectInfo
     func abortMultipartUpload(_ upload: MultipartUpload) async throws
+    /// Part `number` of `upload` made on the server from `range` of the object at `source`,
+    /// which must still be version `ifMatch` (else `.preconditionFailed`; `.notFound` if gone).
+    /// Only where `capabilities.copiesParts`.
+    func uploadPartCopy(
+        _ upload: MultipartUpload, number: Int, from source: ObjectKey, range: ByteRange, ifMatch: ETag?
+    ) async throws -> UploadedPart
 
     func accountInfo() async throws -> AccountInfo
 }
@@ -294,6 +305,12 @@ public protocol BodySink: Sendable {
 }
 
 extension ObjectStorage {
+    public func uploadPartCopy(
+        _ upload: MultipartUpload, number: Int, from source: ObjectKey, range: ByteRange, ifMatch: ETag?
+    ) async throws -> UploadedPart {
+        throw StorageError.invalidArgument("this server cannot copy parts")
+    }
+
     public func get(_ key: ObjectKey, range: ByteRange?, ifMatch: ETag?, into sink: any BodySink) async throws {
         let bytes = try await get(key, range: range, ifMatch: ifMatch)
         sink.begin(at: 0)

@@ -50,10 +50,15 @@ public final class OpenStackStorage: ObjectStorage, PresigningStorage, Incomplet
         self.transport = transport
         self.retry = retry
         self.cluster = cluster
-        self.capabilities = StorageCapabilities(
+        var capabilities = StorageCapabilities(
             directoryMarkerStyle: .applicationDirectory, minimumPartSize: 1,
             maximumPartCount: cluster.staticLargeObjects ? cluster.maxManifestSegments : 10_000,
             userMetadataLimits: .swift)
+        // A segment can be a ranged server-side copy (PUT with X-Copy-From and Range); DLO
+        // segments are found by prefix, so only a static manifest takes them.
+        capabilities.copiesParts = cluster.staticLargeObjects
+        capabilities.maximumCopiedPartSize = cluster.maxFileSize
+        self.capabilities = capabilities
     }
 
     /// Authenticates, reads the cluster's capabilities and checks that the container exists; a
@@ -363,6 +368,27 @@ public final class OpenStackStorage: ObjectStorage, PresigningStorage, Incomplet
             file: body.file)
         try check(r, "segment \(name)")
         return UploadedPart(number: number, etag: ETag("\(md5):\(body.length)"))
+    }
+
+    /// A segment copied on the server from `range` of `source` (the copy middleware applies
+    /// `Range` and `If-Match` to the source).
+    public func uploadPartCopy(
+        _ upload: MultipartUpload, number: Int, from source: ObjectKey, range: ByteRange, ifMatch: ETag?
+    ) async throws -> UploadedPart {
+        let name = segmentPrefix(upload) + padded8(number)
+        var headers: [(String, String)] = [
+            ("X-Copy-From", objectPath(source)),
+            ("Range", "bytes=\(range.offset)-\(range.end - 1)"),
+            ("Content-Type", "application/swiftclient-segment"),
+        ]
+        if let ifMatch { headers.append(("If-Match", "\"\(ifMatch.value)\"")) }
+        let r = try await call("PUT", objectPath(name, in: segmentContainer), headers: headers)
+        if r.status == 404 { throw StorageError.notFound(source) }
+        try check(r, "segment \(name) copied from \(source)")
+        guard let etag = r.header("ETag")?.trimmingCharacters(in: CharacterSet(charactersIn: "\"")) else {
+            throw StorageError.malformedReply("segment copy reply has no ETag")
+        }
+        return UploadedPart(number: number, etag: ETag("\(etag):\(range.length)"))
     }
 
     public func completeMultipartUpload(_ upload: MultipartUpload, parts: [UploadedPart]) async throws -> ObjectInfo {

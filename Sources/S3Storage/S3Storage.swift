@@ -45,9 +45,12 @@ public final class S3Storage: ObjectStorage, ObjectAttributeSource, PresigningSt
         self.storageClass = storageClass
         self.transport = transport
         self.retry = retry
-        self.capabilities = StorageCapabilities(
+        var capabilities = StorageCapabilities(
             directoryMarkerStyle: .trailingSlash, minimumPartSize: provider.minimumPartSize,
             maximumPartCount: provider.maximumPartCount)
+        capabilities.copiesParts = true
+        capabilities.maximumCopiedPartSize = provider.maximumCopySize
+        self.capabilities = capabilities
     }
 
     /// Checks the credentials and that the bucket exists, with one listing request (a HEAD
@@ -452,20 +455,9 @@ public final class S3Storage: ObjectStorage, ObjectAttributeSource, PresigningSt
             let count = Int((size + partSize - 1) / partSize)
             let parts = try await forEach(Array(1...count)) { (number: Int) async throws -> UploadedPart in
                 let first = Int64(number - 1) * partSize
-                let last = min(size, first + partSize) - 1
-                let r = try await self.send(
-                    "PUT", bucket: self.bucket, key: destination,
-                    query: [QueryItem("partNumber", String(number)), QueryItem("uploadId", upload.uploadID)],
-                    headers: [
-                        HTTPHeader(self.provider.headerPrefix + "copy-source", copySource),
-                        HTTPHeader(self.provider.headerPrefix + "copy-source-range", "bytes=\(first)-\(last)"),
-                    ], errorIn200: true)
-                try self.check(r, "copy of part \(number) to \(destination)")
-                let result = try self.parsed("copy of a part") { () throws(XMLParseError) in
-                    try S3XML.copyResult(r.body)
-                }
-                guard let etag = result.etag else { throw StorageError.malformedReply("part copy reply has no ETag") }
-                return UploadedPart(number: number, etag: Self.etag(etag))
+                let range = ByteRange(offset: first, length: min(size, first + partSize) - first)
+                return try await self.copyPart(
+                    upload, number: number, copySource: copySource, range: range, ifMatch: nil)
             }
             return try await completeMultipartUpload(upload, parts: parts.sorted { $0.number < $1.number })
         } catch {
@@ -539,6 +531,35 @@ public final class S3Storage: ObjectStorage, ObjectAttributeSource, PresigningSt
             errorIn200: true)
         try check(r, upload.key)
         return try await head(upload.key)
+    }
+
+    public func uploadPartCopy(
+        _ upload: MultipartUpload, number: Int, from source: ObjectKey, range: ByteRange, ifMatch: ETag?
+    ) async throws -> UploadedPart {
+        let copySource = "/" + bucket + "/" + URIEncoding.encode(source, keepSlash: true)
+        return try await copyPart(upload, number: number, copySource: copySource, range: range, ifMatch: ifMatch)
+    }
+
+    /// UploadPartCopy: part `number` of `upload` is `range` of `copySource` (`/bucket/key`).
+    func copyPart(
+        _ upload: MultipartUpload, number: Int, copySource: String, range: ByteRange, ifMatch: ETag?
+    ) async throws(StorageError) -> UploadedPart {
+        var headers = [
+            HTTPHeader(provider.headerPrefix + "copy-source", copySource),
+            HTTPHeader(provider.headerPrefix + "copy-source-range", "bytes=\(range.offset)-\(range.end - 1)"),
+        ]
+        if let ifMatch {
+            headers.append(HTTPHeader(provider.headerPrefix + "copy-source-if-match", "\"\(ifMatch.value)\""))
+        }
+        let r = try await send(
+            "PUT", bucket: bucket, key: upload.key,
+            query: [QueryItem("partNumber", String(number)), QueryItem("uploadId", upload.uploadID)],
+            headers: headers, errorIn200: true)
+        if r.status == 404 && ifMatch != nil { throw StorageError.notFound(copySource) }
+        try check(r, "copy of part \(number) to \(upload.key)")
+        let result = try parsed("copy of a part") { () throws(XMLParseError) in try S3XML.copyResult(r.body) }
+        guard let etag = result.etag else { throw StorageError.malformedReply("part copy reply has no ETag") }
+        return UploadedPart(number: number, etag: Self.etag(etag))
     }
 
     public func abortMultipartUpload(_ upload: MultipartUpload) async throws {

@@ -78,10 +78,13 @@ enum StoreMode {
 func runScenario(_ ops: [Int], mode: StoreMode = .atClose, verbose: Bool = false) async throws -> Bool {
     var journalDirectories: [String] = []
     func newHarness(journalIn dir: String? = nil, store: MemoryStorage? = nil) throws -> Harness {
-        guard mode == .writeBack else { return try Harness(ttl: 5) }
+        // Files above 24 bytes are stored in parts, so that a write at or past the end of one
+        // keeps its stored bytes on the server (a stored prefix, Write/Upload.swift).
+        guard mode == .writeBack else { return try Harness(ttl: 5, multipartThreshold: 24, partSize: 8) }
         let dir = dir ?? uniqueStagingDirectory()
         journalDirectories.append(dir)
-        return try Harness(ttl: 5, writeBack: .seconds(3600), journalIn: dir, store: store)
+        return try Harness(
+            ttl: 5, multipartThreshold: 24, partSize: 8, writeBack: .seconds(3600), journalIn: dir, store: store)
     }
     defer { for dir in journalDirectories { removeDirectory(dir) } }
     var h = try newHarness()

@@ -509,6 +509,11 @@ struct MetadataFreeListings: ObjectStorage {
     func createMultipartUpload(_ key: ObjectKey, options: PutOptions) async throws -> MultipartUpload {
         try await base.createMultipartUpload(key, options: options)
     }
+    func uploadPartCopy(
+        _ upload: MultipartUpload, number: Int, from source: ObjectKey, range: ByteRange, ifMatch: ETag?
+    ) async throws -> UploadedPart {
+        try await base.uploadPartCopy(upload, number: number, from: source, range: range, ifMatch: ifMatch)
+    }
     func uploadPart(_ upload: MultipartUpload, number: Int, payload: Payload) async throws -> UploadedPart {
         try await base.uploadPart(upload, number: number, payload: payload)
     }

@@ -34,6 +34,14 @@ final class Journal {
         var metadata: [String: String]
         /// The file's bytes, when the record carries them (a small file that was not synced).
         var data: [UInt8]? = nil
+        /// The file's first bytes are those of the version stored at `key` (Write/Upload.swift).
+        var storedPrefix: StoredPrefix? = nil
+    }
+
+    struct StoredPrefix: Equatable {
+        var length: Int64
+        var etag: String
+        var objectSize: Int64
     }
 
     /// Files up to this size are kept by their `put` record rather than by an fsync.
@@ -247,6 +255,9 @@ final class Journal {
             fields[4] = escape(fields[4])
             // No `=`: never taken for a metadata pair.
             if let data = e.data { fields.append(":" + hex(data)) }
+            if let p = e.storedPrefix {
+                fields.append("@\(p.length),\(p.objectSize),\(escape(p.etag, also: "="))")
+            }
         case .done(let file):
             fields = ["done", escape(file)]
         }
@@ -286,10 +297,20 @@ final class Journal {
             else { return nil }
             var metadata: [String: String] = [:]
             var data: [UInt8]?
+            var prefix: StoredPrefix?
             for pair in fields.dropFirst(5) {
                 if pair.hasPrefix(":") {
                     guard data == nil, let bytes = unhex(pair.utf8.dropFirst()) else { return nil }
                     data = bytes
+                    continue
+                }
+                if pair.hasPrefix("@") {
+                    let parts = pair.dropFirst().split(separator: ",", maxSplits: 2, omittingEmptySubsequences: false)
+                    guard prefix == nil, parts.count == 3, let length = Int64(parts[0]),
+                        let objectSize = Int64(parts[1]),
+                        let etag = unescape(String(parts[2]))
+                    else { return nil }
+                    prefix = StoredPrefix(length: length, etag: etag, objectSize: objectSize)
                     continue
                 }
                 guard let eq = pair.firstIndex(of: "="), let name = unescape(String(pair[..<eq])),
@@ -301,7 +322,7 @@ final class Journal {
             return .put(
                 Entry(
                     file: file, key: key, size: size, contentType: type.isEmpty ? nil : type, metadata: metadata,
-                    data: data))
+                    data: data, storedPrefix: prefix))
         default:
             return nil
         }

@@ -98,6 +98,13 @@ final class StagingFile: @unchecked Sendable {
     let name: String
     private let fd: Int32
     private(set) var size: Int64 = 0
+    /// Bytes `[0, storedPrefix)` are the file's stored version's (its node's `remote`), not in
+    /// this file (a hole): a file opened to be extended is not downloaded, and its upload
+    /// copies that prefix on the server (Write/Upload.swift). Writes go beyond it only; a
+    /// write below it first brings the prefix here (`fillStoredPrefix`), which sets it to 0.
+    var storedPrefix: Int64 = 0
+    /// The download of the stored prefix in progress, if any (ObjectFS actor only).
+    var prefixFill: Task<FSError?, Never>?
     /// Keeps the directory until the file is gone.
     private let directory: StagingDirectory
 
@@ -157,13 +164,17 @@ final class StagingFile: @unchecked Sendable {
     }
 
     /// A new staging file `name` with this one's bytes (on the I/O pool: the kernel copies them
-    /// without bringing them to user space where it can).
+    /// without bringing them to user space where it can) and its stored prefix.
     func copy(as name: String) async throws(FSError) -> StagingFile {
         let copy = try StagingFile(directory: directory, name: name)
         let size = self.size
+        let prefix = storedPrefix
         let result = await BlockingIOPool.shared.run { () -> Int32 in
-            var offset: Int64 = 0
+            var offset = prefix
             // sendfile copies file to file inside the kernel; it writes at the output's offset.
+            guard ftruncate(copy.fd, off_t(size)) == 0, lseek(copy.fd, off_t(prefix), SEEK_SET) == prefix else {
+                return errno
+            }
             while offset < size {
                 var from = off_t(offset)
                 let n = sendfile(copy.fd, self.fd, &from, Int(min(size - offset, 1 << 30)))
@@ -175,6 +186,7 @@ final class StagingFile: @unchecked Sendable {
         }
         guard result == 0 else { throw FSError(result, "cannot copy staging file \(path)") }
         copy.size = size
+        copy.storedPrefix = prefix
         return copy
     }
 
@@ -253,6 +265,7 @@ final class StagingFile: @unchecked Sendable {
             throw FSError(errno, "cannot truncate staging file")
         }
         size = length
+        storedPrefix = min(storedPrefix, length)
     }
 
     func sync() throws(FSError) {

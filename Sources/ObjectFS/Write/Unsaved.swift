@@ -18,11 +18,15 @@ extension ObjectFS {
         public let path: String
         /// A program still had it open for writing: what it wrote so far, not a closed file.
         public let openForWriting: Bool
+        /// The file's first bytes were not downloaded (it was being extended): they are those of
+        /// the object stored at `key`, and a hole in the kept file.
+        public var storedPrefix: Int64 = 0
     }
 
     /// Keeps the data of every file not stored yet (what `flushAll` could not upload) in
     /// `directory` (which must exist): each staging file as `NNNN-<name>`, and `INDEX` lists
-    /// "file TAB key TAB size" a line each. Returns what was kept, and the keys of files that
+    /// "file TAB key TAB size" a line each (with "TAB first N bytes on the server" for a file
+    /// being extended, whose first N bytes the kept file lacks). Returns what was kept, and the keys of files that
     /// could not be (their reason logged by the caller).
     public func keepUnsaved(in directory: String) -> (kept: [KeptFile], failed: [String]) {
         let pending = nodes.values.filter { $0.dirty && $0.parent != nil && $0.staging != nil }
@@ -40,8 +44,13 @@ extension ObjectFS {
                 failed.append(file.key)
                 continue
             }
-            kept.append(KeptFile(key: file.key, size: file.staging.size, path: path, openForWriting: file.open))
-            index += "\(name)\t\(file.key)\t\(file.staging.size)\n"
+            let prefix = file.staging.storedPrefix
+            kept.append(
+                KeptFile(
+                    key: file.key, size: file.staging.size, path: path, openForWriting: file.open, storedPrefix: prefix)
+            )
+            index += "\(name)\t\(file.key)\t\(file.staging.size)"
+            index += prefix > 0 ? "\tfirst \(prefix) bytes on the server\n" : "\n"
         }
         if !kept.isEmpty {
             let fd = Glibc.open(directory + "/INDEX", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)

@@ -1,5 +1,6 @@
 // Upload: the inode's staging file (created on first write, loaded from the stored object
-// when an existing file is changed) and its upload as one PUT or a multipart upload.
+// when an existing file is changed, or kept on the server when it is extended) and its upload
+// as one PUT or a multipart upload.
 
 import ObjectStorage
 
@@ -20,8 +21,12 @@ extension ObjectFS {
     }
 
     /// The inode's staging file, created on first use; with `loadExisting` it starts as a copy
-    /// of the stored object (fetched in ranged pieces).
-    func stagingFile(for node: Node, loadExisting: Bool) async throws(FSError) -> StagingFile {
+    /// of the stored object (fetched in ranged pieces) — unless the first write is at or past
+    /// its end (`writingAt`) and its upload can copy the stored bytes on the server: then they
+    /// stay there, as the file's stored prefix.
+    func stagingFile(for node: Node, loadExisting: Bool, writingAt: Int64 = 0) async throws(FSError)
+        -> StagingFile
+    {
         if let s = node.staging, s !== node.sealed { return s }
         if let sealed = node.staging {
             // The sealed version stays as a close acknowledged it: writes go to a copy (an
@@ -41,26 +46,93 @@ extension ObjectFS {
         if let s = node.staging { return s }
         let staging = try newStagingFile()
         if loadExisting, let remote = node.remote, remote.size > 0 {
-            let key = fileKey(node)
-            let chunk: Int64 = 8 << 20
-            var offset: Int64 = 0
-            do {
-                while offset < remote.size {
-                    let length = min(chunk, remote.size - offset)
-                    await budget.reserve(length)
-                    defer { budget.release(length) }
-                    let bytes = try await storage.get(
-                        key, range: ByteRange(offset: offset, length: length), ifMatch: remote.etag)
-                    guard !bytes.isEmpty else { throw StorageError.malformedReply("short read of \(key)") }
-                    try bytes.withUnsafeBytes { buffer in try staging.write(buffer, at: offset) }
-                    offset += Int64(bytes.count)
-                }
-            } catch {
-                throw FSError.from(error, "cannot load \(key) for writing")
+            if writingAt >= remote.size && keepsStoredPrefix(remote.size) {
+                try staging.truncate(to: remote.size)
+                staging.storedPrefix = remote.size
+            } else {
+                try await load(ByteRange(offset: 0, length: remote.size), of: remote, at: fileKey(node), into: staging)
             }
         }
         node.staging = staging
         return staging
+    }
+
+    /// A file whose stored object is about to go (unlinked, replaced by a rename) while it is
+    /// open: the stored prefix of its staging file comes here first, for its readers.
+    func keepStoredPrefixLocally(_ node: Node) async throws(FSError) {
+        guard node.openHandles > 0, let staging = node.staging, staging.storedPrefix > 0 else { return }
+        try await fillStoredPrefix(staging, of: node)
+    }
+
+    static func lostPrefix(_ key: ObjectKey, _ staging: StagingFile) -> FSError {
+        FSError(
+            EIO,
+            "\(key) was changed on the server by another client while this mount was extending it: its first "
+                + "\(staging.storedPrefix) bytes were that version's and are gone; the rest is kept in \(staging.path)")
+    }
+
+    /// Whether a file of `size` stored bytes that is extended keeps them on the server: its
+    /// upload is a multipart one anyway, and the server copies parts.
+    func keepsStoredPrefix(_ size: Int64) -> Bool {
+        let caps = storage.capabilities
+        return caps.copiesParts && size > configuration.multipartThreshold && size >= caps.minimumPartSize
+    }
+
+    /// Writes `range` of the stored version `remote` into `staging` (ranged GETs of 8 MiB),
+    /// never past the staging file's stored prefix when it has one (a truncate may shrink it
+    /// meanwhile).
+    private func load(_ range: ByteRange, of remote: ObjectInfo, at key: ObjectKey, into staging: StagingFile)
+        async throws(FSError)
+    {
+        let chunk: Int64 = 8 << 20
+        var offset = range.offset
+        let based = staging.storedPrefix > 0
+        do {
+            while offset < range.end {
+                let length = min(chunk, range.end - offset)
+                await budget.reserve(length)
+                defer { budget.release(length) }
+                var bytes = try await storage.get(
+                    key, range: ByteRange(offset: offset, length: length), ifMatch: remote.etag)
+                guard !bytes.isEmpty else { throw StorageError.malformedReply("short read of \(key)") }
+                if based {
+                    let room = max(0, staging.storedPrefix - offset)
+                    if room < bytes.count { bytes.removeLast(bytes.count - Int(room)) }
+                    if bytes.isEmpty { return }
+                }
+                try bytes.withUnsafeBytes { buffer in try staging.write(buffer, at: offset) }
+                offset += Int64(bytes.count)
+            }
+        } catch {
+            throw FSError.from(error, "cannot load \(key) for writing")
+        }
+    }
+
+    /// Brings the stored prefix of `staging` (a staging file of `node`) into it, so that it can
+    /// be written anywhere or stored without the server's copy. One download at a time per file.
+    func fillStoredPrefix(_ staging: StagingFile, of node: Node) async throws(FSError) {
+        while staging.storedPrefix > 0 {
+            if let running = staging.prefixFill {
+                if let error = await running.value { throw error }
+                continue
+            }
+            guard let remote = node.remote else { throw Self.lostPrefix(fileKey(node), staging) }
+            let key = fileKey(node)
+            let length = staging.storedPrefix
+            let fill = Task { () async -> FSError? in
+                do throws(FSError) {
+                    try await self.load(ByteRange(offset: 0, length: length), of: remote, at: key, into: staging)
+                    return nil
+                } catch {
+                    return error
+                }
+            }
+            staging.prefixFill = fill
+            let error = await fill.value
+            staging.prefixFill = nil
+            if let error { throw error }
+            staging.storedPrefix = 0
+        }
     }
 
     /// Stores the file's sealed version (Write/WriteBack.swift), under the name the file has
@@ -95,8 +167,16 @@ extension ObjectFS {
                 throw FSError.from(error, "upload \(key)")
             }
             if !node.recovered, current?.etag != (node.remote?.etag ?? node.replaces) {
+                guard sealed.storedPrefix == 0 else {
+                    // The bytes this version extends were that object's: they are gone.
+                    throw Self.lostPrefix(key, sealed)
+                }
                 try await moveAsideForConflict(node, key: key, found: current)
                 continue
+            }
+            if sealed.storedPrefix > 0 && sealed.storedPrefix < storage.capabilities.minimumPartSize {
+                // Truncated below what a part may be: the prefix is sent as bytes.
+                try await fillStoredPrefix(sealed, of: node)
             }
             if let remote = node.remote, remote.metadata == nil, node.userMetadata == nil, let current {
                 // The version this replaces came from a listing without metadata: its user
@@ -109,8 +189,8 @@ extension ObjectFS {
             options.isNew = node.remote == nil && !node.recovered
             let info: ObjectInfo
             do {
-                if sealed.size > configuration.multipartThreshold {
-                    info = try await multipartUpload(key, staging: sealed, options: options)
+                if sealed.size > configuration.multipartThreshold || sealed.storedPrefix > 0 {
+                    info = try await multipartUpload(key, staging: sealed, options: options, prefixOf: node.remote)
                 } else {
                     let payload = sealed.payload()
                     let inFlight = Self.streamingFootprint(payload)
@@ -192,24 +272,42 @@ extension ObjectFS {
     /// 256 KiB chunks as it sends them (StorageHTTP's FileBody); a few are in flight.
     static func streamingFootprint(_ payload: Payload) -> Int64 { min(payload.length, 1 << 20) }
 
-    func multipartUpload(_ key: ObjectKey, staging: StagingFile, options: PutOptions) async throws
-        -> ObjectInfo
+    /// A multipart upload of `staging`: its stored prefix (if any) as parts the server copies
+    /// from `remote` (the version at `key` the prefix belongs to), the rest as parts streamed
+    /// from the file.
+    func multipartUpload(_ key: ObjectKey, staging: StagingFile, options: PutOptions, prefixOf remote: ObjectInfo?)
+        async throws -> ObjectInfo
     {
         let size = staging.size
+        let prefix = staging.storedPrefix
         let caps = storage.capabilities
+        guard prefix == 0 || remote != nil else { throw StorageError.invalidArgument("no version to copy from") }
+        // The prefix in equal parts of at most the largest copy.
+        let copied = prefix == 0 ? 0 : Int((prefix + caps.maximumCopiedPartSize - 1) / caps.maximumCopiedPartSize)
+        let copySize = copied == 0 ? 0 : (prefix + Int64(copied) - 1) / Int64(copied)
         var partSize = max(configuration.partSize, caps.minimumPartSize)
-        let maxParts = Int64(caps.maximumPartCount)
-        if (size + partSize - 1) / partSize > maxParts { partSize = (size + maxParts - 1) / maxParts }
+        let maxParts = Int64(caps.maximumPartCount - copied)
+        if (size - prefix + partSize - 1) / partSize > maxParts { partSize = (size - prefix + maxParts - 1) / maxParts }
         let upload = try await storage.createMultipartUpload(key, options: options)
         let storage = self.storage
         do {
-            let count = Int((size + partSize - 1) / partSize)
+            let count = copied + Int((size - prefix + partSize - 1) / partSize)
             let parts = try await withThrowingTaskGroup(of: UploadedPart.self) { group in
                 var done: [UploadedPart] = []
                 var next = 0
                 func add() {
                     let number = next + 1
-                    let offset = Int64(next) * partSize
+                    if next < copied {
+                        let offset = Int64(next) * copySize
+                        let range = ByteRange(offset: offset, length: min(copySize, prefix - offset))
+                        group.addTask {
+                            try await storage.uploadPartCopy(
+                                upload, number: number, from: key, range: range, ifMatch: remote?.etag)
+                        }
+                        next += 1
+                        return
+                    }
+                    let offset = prefix + Int64(next - copied) * partSize
                     let payload = staging.payload(offset: offset, length: min(partSize, size - offset))
                     // A part streams from the staging file: what it holds in memory at once
                     // (chunks being read and sent) is taken from the budget.

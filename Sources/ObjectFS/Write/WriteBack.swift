@@ -43,7 +43,8 @@ extension ObjectFS {
     /// a chmod durable at its next journal commit, not at once.
     func recordSealed(_ node: Node, wait: Bool) async throws(FSError) {
         guard let journal, let sealed = node.sealed, node.parent != nil else { return }
-        if !sealed.durable && sealed.size > Journal.inlineLimit {
+        // A file with a stored prefix has a hole where the prefix is: it is synced, never carried.
+        if !sealed.durable && (sealed.size > Journal.inlineLimit || sealed.storedPrefix > 0) {
             try await sealed.syncOffPool()
             sealed.durable = true
             // A later seal records its own version.
@@ -54,6 +55,11 @@ extension ObjectFS {
         var entry = Journal.Entry(
             file: sealed.name, key: fileKey(node), size: sealed.size, contentType: options.contentType,
             metadata: options.metadata)
+        if sealed.storedPrefix > 0 {
+            guard let remote = node.remote, let etag = remote.etag else { throw Self.lostPrefix(fileKey(node), sealed) }
+            entry.storedPrefix = Journal.StoredPrefix(
+                length: sealed.storedPrefix, etag: etag.value, objectSize: remote.size)
+        }
         if journal.pending[sealed.name] == entry { return }
         if !sealed.durable {
             // Pages written moments ago: a read from the page cache, no disk wait.
@@ -354,6 +360,13 @@ extension ObjectFS {
         node.gid = meta["gid"].flatMap { UInt32($0) }
         node.userMetadata = meta
         node.size = file.size
+        if let prefix = entry.storedPrefix {
+            // Its first bytes are still the stored version's, which its upload copies.
+            file.storedPrefix = prefix.length
+            node.remote = ObjectInfo(
+                key: entry.key, size: prefix.objectSize, etag: ETag(prefix.etag), lastModified: node.mtime,
+                contentType: entry.contentType, metadata: entry.metadata)
+        }
         node.staging = file
         node.sealed = file
         node.recovered = true
