@@ -537,7 +537,14 @@ public final class S3Storage: ObjectStorage, ObjectAttributeSource, PresigningSt
         _ upload: MultipartUpload, number: Int, from source: ObjectKey, range: ByteRange, ifMatch: ETag?
     ) async throws -> UploadedPart {
         let copySource = "/" + bucket + "/" + URIEncoding.encode(source, keepSlash: true)
-        return try await copyPart(upload, number: number, copySource: copySource, range: range, ifMatch: ifMatch)
+        guard let ifMatch, ifMatch.value.contains("-") else {
+            return try await copyPart(upload, number: number, copySource: copySource, range: range, ifMatch: ifMatch)
+        }
+        // A multipart version's ETag (`…-N`): s3api compares x-amz-copy-source-if-match with
+        // the ETag of the Swift large object behind it, never equal, so a HEAD checks it.
+        let (info, _) = try await head(source)
+        guard info.etag == ifMatch else { throw StorageError.preconditionFailed(source) }
+        return try await copyPart(upload, number: number, copySource: copySource, range: range, ifMatch: nil)
     }
 
     /// UploadPartCopy: part `number` of `upload` is `range` of `copySource` (`/bucket/key`).

@@ -289,6 +289,42 @@ func bytes(_ s: String) -> [UInt8] { Array(s.utf8) }
         #expect(try await st.head("big").metadata?["mtime"] == "7")
     }
 
+    /// An object extended in place: its stored bytes become a part copied on the server from
+    /// itself (a range of it), the rest a part sent; a copy from a changed version fails.
+    @Test(arguments: StorageUnderTest.all)
+    func aPartCopiedFromARangeOfTheObjectItReplaces(_ s: StorageUnderTest) async throws {
+        let st = try await s.make()
+        guard st.capabilities.copiesParts else { return }
+        let min = Int(max(st.capabilities.minimumPartSize, 16))
+        let old = (0..<(min + 10)).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 3) }
+        // The version extended is a multipart one itself (its ETag is of the `…-2` kind).
+        let first = try await st.createMultipartUpload("log", options: PutOptions())
+        let stored = try await st.completeMultipartUpload(
+            first,
+            parts: [
+                try await st.uploadPart(first, number: 1, payload: .bytes(Array(old[0..<min]))),
+                try await st.uploadPart(first, number: 2, payload: .bytes(Array(old[min...]))),
+            ])
+        let up = try await st.createMultipartUpload("log", options: PutOptions())
+        let copied = try await st.uploadPartCopy(
+            up, number: 1, from: "log", range: ByteRange(offset: 0, length: Int64(min + 5)), ifMatch: stored.etag)
+        let sent = try await st.uploadPart(up, number: 2, payload: .bytes(bytes("appended")))
+        let info = try await st.completeMultipartUpload(up, parts: [copied, sent])
+        #expect(info.size == Int64(min + 5 + 8))
+        #expect(try await st.get("log", range: nil, ifMatch: nil) == Array(old[0..<(min + 5)]) + bytes("appended"))
+        // The version copied from is gone now: a copy that names it fails.
+        let again = try await st.createMultipartUpload("log", options: PutOptions())
+        do {
+            _ = try await st.uploadPartCopy(
+                again, number: 1, from: "log", range: ByteRange(offset: 0, length: 4), ifMatch: stored.etag)
+            Issue.record("a part copied from a replaced version")
+        } catch StorageError.preconditionFailed {
+        } catch {
+            Issue.record("expected preconditionFailed, got \(error)")
+        }
+        try await st.abortMultipartUpload(again)
+    }
+
     @Test(arguments: StorageUnderTest.all)
     func newMetadataOnALargeObjectKeepsItsBytes(_ s: StorageUnderTest) async throws {
         let st = try await s.make()

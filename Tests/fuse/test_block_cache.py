@@ -64,9 +64,16 @@ class CountingProxy:
         except OSError:
             return False
 
-    def down(self) -> int:
+    def counters(self) -> dict:
         with socket.create_connection(("127.0.0.1", self.control), timeout=5) as c:
-            return json.loads(c.makefile().readline())["down"]
+            return json.loads(c.makefile().readline())
+
+    def down(self) -> int:
+        return self.counters()["down"]
+
+    def up(self) -> int:
+        """The bytes sent to the server so far."""
+        return self.counters()["up"]
 
     def stop(self) -> None:
         terminate(self.proc)

@@ -371,6 +371,30 @@ def test_a_64_mib_file_is_stored_as_a_multipart_object(mounter: Mounter, backend
     assert sdk.sha256(key)[key] == want
 
 
+def test_an_append_to_a_large_file_copies_its_stored_bytes_on_the_server(mounter: Mounter, backend: Backend,
+                                                                          sdk: Sdk, tmp_path: Path) -> None:
+    """`>>` to a 12 MiB file (parts of 5 MiB): the upload copies the 12 stored MiB with
+    UploadPartCopy and sends the appended MiB; the object is the whole file for the SDK."""
+    first, tail = os.urandom(12 * MiB), os.urandom(MiB + 7)
+    remote = backend.remote()
+    m = mounter.mount(remote, extra=["--segment-size", "5"])
+    (m.path / "log.bin").write_bytes(first)
+    unmount(m)
+    m = mounter.mount(remote, extra=["--segment-size", "5"], mountpoint=m.path)
+    with open(m.path / "log.bin", "ab") as f:
+        f.write(tail)
+    assert sha256_file(m.path / "log.bin") == sha256_bytes(first + tail)
+    unmount(m)
+    m = mounter.mount(remote, mountpoint=m.path)
+    assert sha256_file(m.path / "log.bin") == sha256_bytes(first + tail)
+    key = prefix_of(remote) + "/log.bin"
+    assert sdk.sha256(key)[key] == sha256_bytes(first + tail)
+    head = sdk.head(key)[key]
+    parts = re.fullmatch(r"[0-9a-f]{32}-(\d+)", head["etag"])
+    # One copied part (the 12 MiB) and one sent (the appended MiB).
+    assert parts and int(parts.group(1)) == 2, head["etag"]
+
+
 def test_a_directory_of_2500_objects_lists_completely(mounter: Mounter, backend: Backend, sdk: Sdk) -> None:
     """Three pages of 1,000 keys: every listing page is followed."""
     remote = backend.remote()

@@ -148,6 +148,34 @@ def test_a_full_cache_disk_fails_writes_with_enospc_and_loses_nothing_acknowledg
     assert (fresh.path / "after").read_bytes() == b"room again"
 
 
+def test_an_append_to_a_large_file_sends_only_the_appended_bytes(mounter: Mounter) -> None:
+    """`>>` of 1 MiB to a 12 MiB Swift file (segments of 4 MiB) through a counting proxy: the
+    12 stored MiB are copied into a segment by the server (a ranged X-Copy-From), nothing is
+    downloaded, the MiB is sent once; a fresh mount reads the whole file."""
+    from test_block_cache import CountingProxy, remotes
+    first, tail = os.urandom(12 << 20), os.urandom((1 << 20) + 3)
+    proxy = CountingProxy()
+    try:
+        direct, counted = remotes(proxy)
+        m = mounter.mount(direct, extra=["--segment-size", "4"])
+        (m.path / "log.bin").write_bytes(first)
+        m.settle()
+        c = mounter.mount(counted, extra=["--segment-size", "4"])
+        assert (c.path / "log.bin").stat().st_size == len(first)
+        up, down = proxy.up(), proxy.down()
+        with open(c.path / "log.bin", "ab") as f:
+            f.write(tail)
+            os.fsync(f.fileno())
+        sent, received = proxy.up() - up, proxy.down() - down
+        assert sent < len(tail) + (256 << 10), f"{sent} bytes sent to append {len(tail)}"
+        assert received < 256 << 10, f"{received} bytes received to append"
+        fresh = mounter.mount(direct)
+        assert hashlib.sha256((fresh.path / "log.bin").read_bytes()).hexdigest() == \
+            hashlib.sha256(first + tail).hexdigest()
+    finally:
+        proxy.stop()
+
+
 def test_two_mounts_writing_one_file_keep_both_versions(mounter: Mounter) -> None:
     """The upload that finds the object changed since its mount read it keeps the other
     version under the name and stores its own as NAME.conflict-<UTC time>."""
