@@ -74,6 +74,7 @@ class Sizes:
     step_timeout: float  # default timeout of one step
     cat_mib: int = 20   # `cat` of one API-made object of this size, cold
     par_mib: int = 64   # PAR_FILES API-made objects of this size, read at the same time, cold
+    append_mib: int = 256  # an API-made object of this size gets 1 MiB appended through the mount
 
 
 # Sizes per environment and API. On s3:// at loopback they are the issue's. The Swift test
@@ -95,10 +96,10 @@ PROFILES = {
                  "swift": Sizes(256, 15, 10, 30, 300, 30, 1, 120, cat_mib=20, par_mib=16)},
     },
     "quick": {
-        "loopback": {"s3": Sizes(64, 10, 5, 200, 1000, 300, 5, 120, cat_mib=20, par_mib=16),
-                     "swift": Sizes(64, 10, 5, 100, 500, 150, 2.5, 120, cat_mib=20, par_mib=16)},
-        "20ms": {"s3": Sizes(64, 10, 5, 30, 200, 30, 0.5, 90, cat_mib=20, par_mib=16),
-                 "swift": Sizes(64, 10, 5, 30, 200, 30, 0.5, 90, cat_mib=20, par_mib=16)},
+        "loopback": {"s3": Sizes(64, 10, 5, 200, 1000, 300, 5, 120, cat_mib=20, par_mib=16, append_mib=64),
+                     "swift": Sizes(64, 10, 5, 100, 500, 150, 2.5, 120, cat_mib=20, par_mib=16, append_mib=64)},
+        "20ms": {"s3": Sizes(64, 10, 5, 30, 200, 30, 0.5, 90, cat_mib=20, par_mib=16, append_mib=64),
+                 "swift": Sizes(64, 10, 5, 30, 200, 30, 0.5, 90, cat_mib=20, par_mib=16, append_mib=64)},
     },
 }
 PAR_FILES = 8          # files read at the same time in the parallel-read step
@@ -1187,6 +1188,8 @@ FIGURES = [
     ("rsync2_s", "rsync -a again, no change (after remount)", "s", False),
     ("rsync2_resent", "rsync again: files re-sent", "files", False),
     ("tar_s", "tar x {tar} (until stored)", "s", False),
+    ("append_s", "append 1 MiB to a {append} MiB object (`>>`, until stored)", "s", False),
+    ("append_sent_mib", "append: bytes sent to the server", "MiB", False),
     ("sha_s", "sha256sum every file after remount", "s", False),
     ("sha_bad", "sha256 mismatches or missing files", "files", False),
     ("rss_mib", "peak RSS of the FUSE daemon", "MiB", False),
@@ -1470,6 +1473,35 @@ class SystemRun:
         self.m.drain(timeout - returned)
         return {"tar_s": ok(time.monotonic() - t0, returned_s=returned)}
 
+    def s_append(self, timeout):
+        """1 MiB appended (`>>`) to an object made through the API: the time until the longer
+        object is stored, and the bytes sent to the server meanwhile (the proxy's count: a
+        system that uploads the whole file again sends the whole file)."""
+        size = self.s.append_mib * MiB
+        key = f"{self.prefix}/append/log.bin"
+        api = self.api()
+        api.put(key, os.urandom(size))
+        proxy = self.env.proxy(self.backend)
+        before = proxy.counters()["up"]
+        t0 = time.monotonic()
+        rc, _, err, _ = run(f"head -c {MiB} /dev/urandom >> {shlex.quote(os.path.join(self.w, 'append', 'log.bin'))}",
+                            timeout)
+        if rc != 0:
+            raise StepError(f"append rc {rc}: {err.strip()[-300:]}")
+        self.m.drain(timeout)
+        while True:
+            h = api.head(key)
+            if h is not None and int(h.get("content-length", -1)) == size + MiB:
+                break
+            if time.monotonic() - t0 > timeout:
+                raise StepTimeout(f"the longer object is not stored after {timeout:.0f} s")
+            time.sleep(0.05)
+        secs = time.monotonic() - t0
+        time.sleep(0.3)
+        sent = proxy.counters()["up"] - before
+        api.close()
+        return {"append_s": ok(secs), "append_sent_mib": ok(sent / MiB, bytes=sent)}
+
     def s_sha(self, timeout):
         self.m.cold()
         d = os.path.join(self.w, "tar")
@@ -1517,6 +1549,7 @@ class SystemRun:
             self.step("rsync2", ["rsync2_s", "rsync2_resent"], self.s_rsync2, needs=("rsync1_s",))
             self.step("tar", "tar_s", self.s_tar)
             self.step("sha", ["sha_s", "sha_bad"], self.s_sha, needs=("tar_s",))
+            self.step("append", ["append_s", "append_sent_mib"], self.s_append)
         finally:
             self.rss.stop()
             self.m.down()
@@ -1599,7 +1632,7 @@ def labels(sizes: Sizes, fx: dict) -> dict:
     return {"big": sizes.big_mib, "rand": sizes.rand_s, "small": f"{sizes.small_files:,}",
             "list": f"{sizes.list_objects:,}", "rsync": f"{fx['doc_entries']:,}",
             "tar": f"{fx['tar_bytes'] / 1e6:.0f} MB, {fx['tar_files']:,} files",
-            "cat": sizes.cat_mib, "par": sizes.par_mib}
+            "cat": sizes.cat_mib, "par": sizes.par_mib, "append": sizes.append_mib}
 
 
 def ratio(results: dict, om: str, peers: list, key: str, higher: bool):
