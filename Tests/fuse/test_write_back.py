@@ -176,6 +176,49 @@ def test_an_append_to_a_large_file_sends_only_the_appended_bytes(mounter: Mounte
         proxy.stop()
 
 
+def test_random_appends_writes_and_truncates_of_a_large_file_match_a_model(mounter: Mounter) -> None:
+    """A 3 MiB file with 1 MiB segments (so that extending it keeps its stored bytes on the
+    server): appends, writes anywhere, truncates and reads in random order, each through its
+    own open and close while earlier versions are still being stored; every read and a fresh
+    mount at the end match a model of the bytes."""
+    remote = swift_remote()
+    m = mounter.mount(remote, extra=["--segment-size", "1"])
+    rng = random.Random(1234)
+    model = bytearray(rng.randbytes(3 << 20))
+    path = m.path / "f.bin"
+    path.write_bytes(model)
+    m.settle()
+    for step in range(40):
+        op = rng.choice(["append", "append", "write", "truncate", "read", "settle"])
+        if op == "append":
+            data = rng.randbytes(rng.choice([1, 4096, 300_000, 1 << 20]))
+            with open(path, "ab") as f:
+                f.write(data)
+            model += data
+        elif op == "write":
+            offset, data = rng.randrange(0, len(model) + 1), rng.randbytes(rng.randrange(1, 200_000))
+            fd = os.open(path, os.O_WRONLY)
+            os.pwrite(fd, data, offset)
+            os.close(fd)
+            model[offset:offset + len(data)] = data
+        elif op == "truncate":
+            size = rng.randrange(0, len(model) + (1 << 20))
+            os.truncate(path, size)
+            model = model[:size] + bytearray(max(0, size - len(model)))
+        elif op == "read":
+            offset = rng.randrange(0, len(model) + 1)
+            with open(path, "rb") as f:
+                f.seek(offset)
+                assert f.read(100_000) == bytes(model[offset:offset + 100_000]), f"step {step}: read at {offset}"
+        else:
+            m.settle()
+        assert path.stat().st_size == len(model), f"step {step} ({op})"
+    assert hashlib.sha256(path.read_bytes()).digest() == hashlib.sha256(model).digest()
+    m.settle()
+    fresh = mounter.mount(remote)
+    assert hashlib.sha256((fresh.path / "f.bin").read_bytes()).digest() == hashlib.sha256(model).digest()
+
+
 def test_two_mounts_writing_one_file_keep_both_versions(mounter: Mounter) -> None:
     """The upload that finds the object changed since its mount read it keeps the other
     version under the name and stores its own as NAME.conflict-<UTC time>."""
