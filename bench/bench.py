@@ -1481,6 +1481,7 @@ class SystemRun:
         key = f"{self.prefix}/append/log.bin"
         api = self.api()
         api.put(key, os.urandom(size))
+        self.m.cold()  # a fresh mount sees the new object (rclone keeps directory listings)
         proxy = self.env.proxy(self.backend)
         before = proxy.counters()["up"]
         t0 = time.monotonic()

@@ -71,11 +71,12 @@ extension ObjectFS {
                 + "\(staging.storedPrefix) bytes were that version's and are gone; the rest is kept in \(staging.path)")
     }
 
-    /// Whether a file of `size` stored bytes that is extended keeps them on the server: its
-    /// upload is a multipart one anyway, and the server copies parts.
+    /// Whether a file of `size` stored bytes that is extended keeps them on the server: the
+    /// server copies parts, and the file is large enough (8 MiB, or the multipart threshold if
+    /// lower) for a multipart upload that copies them to cost less than sending them again.
     func keepsStoredPrefix(_ size: Int64) -> Bool {
         let caps = storage.capabilities
-        return caps.copiesParts && size > configuration.multipartThreshold && size >= caps.minimumPartSize
+        return caps.copiesParts && size >= max(caps.minimumPartSize, min(configuration.multipartThreshold, 8 << 20))
     }
 
     /// Writes `range` of the stored version `remote` into `staging` (ranged GETs of 8 MiB),
