@@ -244,7 +244,7 @@ public final class OpenStackStorage: ObjectStorage, PresigningStorage, Incomplet
     public func put(_ key: ObjectKey, payload: Payload, options: PutOptions) async throws -> ObjectInfo {
         let body = try await PreparedBody.prepare(payload)
         let previous = options.isNew ? nil : try await largeObject(key)
-        let md5 = body.md5Hex
+        let md5 = body.hex
         var headers = metadataHeaders(options)
         headers.append(("ETag", md5))
         let r = try await call("PUT", objectPath(key), headers: headers, body: body.bytes, file: body.file)
@@ -360,7 +360,7 @@ public final class OpenStackStorage: ObjectStorage, PresigningStorage, Incomplet
 
     public func uploadPart(_ upload: MultipartUpload, number: Int, payload: Payload) async throws -> UploadedPart {
         let body = try await PreparedBody.prepare(payload)
-        let md5 = body.md5Hex
+        let md5 = body.hex
         let name = segmentPrefix(upload) + padded8(number)
         let r = try await call(
             "PUT", objectPath(name, in: segmentContainer),

