@@ -159,14 +159,12 @@ public final class S3Storage: ObjectStorage, ObjectAttributeSource, PresigningSt
         var all = headers
         switch provider.signature {
         case .sigV4:
-            // A body whose hash the caller did not compute: large ones and files go unsigned.
+            // Uploads come hashed (`prepared`); other bodies are small XML documents.
             let payloadHash: String
             if let known {
                 payloadHash = known
-            } else if let file, file.length > 0 {
-                payloadHash = SigV4.unsignedPayload
             } else if let body, !body.isEmpty {
-                payloadHash = body.count > (1 << 20) ? SigV4.unsignedPayload : SigV4.payloadHash(body)
+                payloadHash = SigV4.payloadHash(body)
             } else {
                 payloadHash = SigV4.emptyPayloadHash
             }
@@ -386,40 +384,33 @@ public final class S3Storage: ObjectStorage, ObjectAttributeSource, PresigningSt
         return headers
     }
 
-    /// A body ready to send and how the server checks it: SigV4 signs its SHA-256 (the server
-    /// refuses a body that does not match, as it would a wrong Content-MD5, and SHA-256 costs
-    /// less than half of MD5's CPU); KSS V2 signs Content-MD5.
-    struct SignedBody {
-        var body: PreparedBody
-        var headers: [HTTPHeader]
-        var payloadHash: String?
-        var bytes: [UInt8]? { body.bytes }
-        var file: FileRegion? { body.file }
-        var length: Int64 { body.length }
-        /// The ETag a server without ETag headers would give: the MD5, when it was computed.
-        var md5ETag: ETag? { body.md5 == nil ? nil : ETag(body.hex) }
+    /// A payload hashed as the server checks it: SigV4 signs its SHA-256 (the server refuses a
+    /// body that does not match, as it would a wrong Content-MD5, and SHA-256 costs less than
+    /// half of MD5's CPU); KSS V2 signs Content-MD5.
+    func prepared(_ payload: Payload) async throws -> PreparedBody {
+        try await PreparedBody.prepare(payload, digest: provider.signature == .sigV4 ? .sha256 : .md5)
     }
 
-    func prepared(_ payload: Payload) async throws -> SignedBody {
-        switch provider.signature {
-        case .sigV4:
-            let body = try await PreparedBody.prepare(payload, digest: .sha256)
-            return SignedBody(body: body, headers: [], payloadHash: body.hex)
-        case .kssV2:
-            let body = try await PreparedBody.prepare(payload, digest: .md5)
-            return SignedBody(body: body, headers: [HTTPHeader("Content-MD5", body.digest.base64)], payloadHash: nil)
-        }
+    /// Sends a prepared body to `key` with its check: the signed SHA-256 or a Content-MD5.
+    func send(
+        _ method: String, key: String, query: [QueryItem] = [], headers: [HTTPHeader], prepared body: PreparedBody
+    ) async throws(StorageError) -> HTTPResponse {
+        try await send(
+            method, bucket: bucket, key: key, query: query,
+            headers: headers + (body.md5.map { [HTTPHeader("Content-MD5", $0.base64)] } ?? []), body: body.bytes,
+            file: body.file, payloadHash: body.kind == .sha256 ? body.hex : nil)
     }
+
+    /// The ETag a server that sends none would give: the body's MD5, when that was computed.
+    static func md5ETag(_ body: PreparedBody) -> ETag? { body.md5 == nil ? nil : ETag(body.hex) }
 
     public func put(_ key: ObjectKey, payload: Payload, options: PutOptions) async throws -> ObjectInfo {
         let body = try await prepared(payload)
-        let headers = metadataHeaders(key, options, storageClass: storageClass) + body.headers
         let r = try await send(
-            "PUT", bucket: bucket, key: key, headers: headers, body: body.bytes, file: body.file,
-            payloadHash: body.payloadHash)
+            "PUT", key: key, headers: metadataHeaders(key, options, storageClass: storageClass), prepared: body)
         try check(r, key)
         return ObjectInfo(
-            key: key, size: body.length, etag: r.header("ETag").map(Self.etag) ?? body.md5ETag,
+            key: key, size: body.length, etag: r.header("ETag").map(Self.etag) ?? Self.md5ETag(body),
             lastModified: r.header("Last-Modified").flatMap(HTTPDate.parseRFC1123) ?? Timestamp.now(),
             contentType: MediaType.of(key, requested: options.contentType), metadata: options.metadata)
     }
@@ -544,11 +535,11 @@ public final class S3Storage: ObjectStorage, ObjectAttributeSource, PresigningSt
     public func uploadPart(_ upload: MultipartUpload, number: Int, payload: Payload) async throws -> UploadedPart {
         let body = try await prepared(payload)
         let r = try await send(
-            "PUT", bucket: bucket, key: upload.key,
-            query: [QueryItem("partNumber", String(number)), QueryItem("uploadId", upload.uploadID)],
-            headers: body.headers, body: body.bytes, file: body.file, payloadHash: body.payloadHash)
+            "PUT", key: upload.key,
+            query: [QueryItem("partNumber", String(number)), QueryItem("uploadId", upload.uploadID)], headers: [],
+            prepared: body)
         try check(r, "part \(number) of \(upload.key)")
-        guard let etag = r.header("ETag").map(Self.etag) ?? body.md5ETag else {
+        guard let etag = r.header("ETag").map(Self.etag) ?? Self.md5ETag(body) else {
             throw StorageError.malformedReply("no ETag for part \(number) of \(upload.key)")
         }
         return UploadedPart(number: number, etag: etag)
