@@ -16,7 +16,7 @@ control port), each new connection draws one fault with that probability:
 that is down).
 
 Control (one line in, one JSON line out, on 127.0.0.1:--control):
-  rate 0.3      faults on, 30 % of new connections
+  rate 0.3      faults on, 30 % of new connections (open ones are closed: clients reconnect)
   refuse 5      refuse connections for 5 seconds
   stats         {"connections": n, "faults": {kind: count}}
 """
@@ -147,8 +147,13 @@ def serve_control(sock: socket.socket, state: State) -> None:
             line = conn.makefile().readline().split()
             reply: dict = {}
             if line[:1] == ["rate"] and len(line) == 2:
+                # Faults on: the connections open so far, made without faults, are closed, or a
+                # client that keeps them alive would carry all its traffic through them.
                 with state.lock:
                     state.rate = float(line[1])
+                    victims = list(state.open) if state.rate > 0 else []
+                for v in victims:
+                    close_quietly(v)
             elif line[:1] == ["refuse"] and len(line) == 2:
                 # The server goes down: open connections break, new ones are refused.
                 with state.lock:
