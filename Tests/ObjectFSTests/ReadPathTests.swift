@@ -576,6 +576,32 @@ private func warm(_ fs: ObjectFS, _ ino: InodeNumber, blocks: [Int]) async throw
         }
         #expect(data.withUnsafeBytes { Checksum.of(UnsafeRawBufferPointer(rebasing: $0.dropLast())) } != reference)
     }
+
+    @Test func theSectorSumSeesEveryChangedBitAndMovedPage() {
+        var data = content(16 << 10)
+        let reference = data.withUnsafeBytes { SectorSum.of($0) }
+        for i in stride(from: 0, to: data.count, by: 7) {
+            for bit in [UInt8(1), 0x80] {
+                data[i] ^= bit
+                #expect(data.withUnsafeBytes { SectorSum.of($0) } != reference)
+                data[i] ^= bit
+            }
+        }
+        // Shorter, longer, zeroed pages, pages that trade places, a tail that is not a stripe.
+        #expect(data.withUnsafeBytes { SectorSum.of(UnsafeRawBufferPointer(rebasing: $0.dropLast())) } != reference)
+        #expect((data + [0]).withUnsafeBytes { SectorSum.of($0) } != reference)
+        var zeroed = data
+        zeroed.replaceSubrange(4096..<8192, with: [UInt8](repeating: 0, count: 4096))
+        #expect(zeroed.withUnsafeBytes { SectorSum.of($0) } != reference)
+        var moved = data
+        moved.replaceSubrange(0..<4096, with: data[8192..<12288])
+        moved.replaceSubrange(8192..<12288, with: data[0..<4096])
+        #expect(moved.withUnsafeBytes { SectorSum.of($0) } != reference)
+        let odd = Array(data[0..<1000])
+        var changed = odd
+        changed[999] ^= 1
+        #expect(odd.withUnsafeBytes { SectorSum.of($0) } != changed.withUnsafeBytes { SectorSum.of($0) })
+    }
 }
 
 @Suite struct MemoryBudgetTests {

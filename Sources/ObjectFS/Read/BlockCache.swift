@@ -513,7 +513,7 @@ final class OpenBlock: @unchecked Sendable {
             for s in first...last {
                 let a = s * BlockFile.sectorSize - spanStart
                 let b = min(span.count, a + BlockFile.sectorSize)
-                if Checksum.of(UnsafeRawBufferPointer(rebasing: span[a..<b])) != sums[s] { return false }
+                if SectorSum.of(UnsafeRawBufferPointer(rebasing: span[a..<b])) != sums[s] { return false }
             }
             return true
         }
@@ -573,7 +573,11 @@ final class BlockWriter: @unchecked Sendable {
     private let bytes: Int64
     private let temporary: String
     private let fd: Int32
-    private var buffer: [UInt8] = []
+    /// Bytes received and not written yet: `buffered` of them at the start of `buffer`, which
+    /// is allocated once (a flush's worth and a network read's) and grows only for a larger
+    /// append.
+    private var buffer: UnsafeMutableRawBufferPointer
+    private var buffered = 0
     private var written = 0
     private var sums: [UInt64] = []
     private var failed = false
@@ -588,6 +592,8 @@ final class BlockWriter: @unchecked Sendable {
         self.bytes = bytes
         self.temporary = temporary
         self.fd = fd
+        buffer = .allocate(
+            byteCount: min(layout.dataLength, Self.flushSize + (64 << 10)), alignment: 16)
     }
 
     deinit {
@@ -597,35 +603,53 @@ final class BlockWriter: @unchecked Sendable {
             unlink(temporary)
             cache.account(id, bytes: bytes, ok: false)
         }
+        buffer.deallocate()
     }
 
     /// Bytes of the block received so far.
-    var count: Int { written + buffer.count }
-    var needsFlush: Bool { buffer.count >= Self.flushSize }
+    var count: Int { written + buffered }
+    var needsFlush: Bool { buffered >= Self.flushSize }
 
     func append(_ bytes: UnsafeRawBufferPointer) {
         precondition(count + bytes.count <= layout.dataLength, "more bytes than the block holds")
-        buffer.append(contentsOf: bytes)
+        guard !bytes.isEmpty else { return }
+        if buffered + bytes.count > buffer.count {
+            let larger = UnsafeMutableRawBufferPointer.allocate(
+                byteCount: max(buffered + bytes.count, 2 * buffer.count), alignment: 16)
+            larger.baseAddress!.copyMemory(from: buffer.baseAddress!, byteCount: buffered)
+            buffer.deallocate()
+            buffer = larger
+        }
+        (buffer.baseAddress! + buffered).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
+        buffered += bytes.count
     }
+
+    /// The buffered bytes.
+    private var pending: UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: buffer[0..<buffered]) }
 
     /// Writes what is buffered: whole sectors, or everything once the block is complete.
     func flush() async {
         let all = count == layout.dataLength
-        let n = all ? buffer.count : buffer.count / BlockFile.sectorSize * BlockFile.sectorSize
+        let n = all ? buffered : buffered / BlockFile.sectorSize * BlockFile.sectorSize
         guard n > 0, !failed else { return }
-        var taken: [UInt8] = []
-        swap(&taken, &buffer)
-        if n < taken.count {
-            buffer = Array(taken[n...])
-            taken.removeLast(taken.count - n)
-        }
-        let (fd, at, chunk) = (self.fd, layout.dataOffset + written, taken)
+        // The buffer stays put while the I/O thread writes from it: nothing appends before
+        // this returns (RunSink's drain awaits it), and the writer outlives the call.
+        let (fd, at, chunk) = (self.fd, layout.dataOffset + written, Borrowed(UnsafeRawBufferPointer(buffer)[0..<n]))
         let (ok, newSums) = await cache.ioPool.run { () -> (Bool, [UInt64]) in
-            chunk.withUnsafeBytes { raw in (DiskBlockCache.writeFully(fd, raw, at: at), BlockFile.sectorSums(raw)) }
+            (DiskBlockCache.writeFully(fd, chunk.bytes, at: at), BlockFile.sectorSums(chunk.bytes))
         }
         failed = failed || !ok
         sums += newSums
         written += n
+        // What is left (less than a sector) moves to the front.
+        if buffered > n { memmove(buffer.baseAddress!, buffer.baseAddress! + n, buffered - n) }
+        buffered -= n
+    }
+
+    /// Bytes that stay valid while an I/O thread uses them (see `flush`).
+    private struct Borrowed: @unchecked Sendable {
+        let bytes: UnsafeRawBufferPointer
+        init(_ slice: Slice<UnsafeRawBufferPointer>) { bytes = UnsafeRawBufferPointer(rebasing: slice) }
     }
 
     /// Puts the complete block in place; false: it could not be written (the caller may take
@@ -655,7 +679,7 @@ final class BlockWriter: @unchecked Sendable {
     func abandon() async -> [UInt8] {
         guard !closed else { return [] }
         closed = true
-        let (fd, temporary, at, n, rest) = (self.fd, self.temporary, layout.dataOffset, written, buffer)
+        let (fd, temporary, at, n, rest) = (self.fd, self.temporary, layout.dataOffset, written, Array(pending))
         let back = await cache.ioPool.run { () -> [UInt8] in
             var data = [UInt8](repeating: 0, count: n)
             let ok = data.withUnsafeMutableBytes { OpenBlock.read(fd, $0, at: at, nowait: false) == .done }
@@ -663,7 +687,7 @@ final class BlockWriter: @unchecked Sendable {
             unlink(temporary)
             return ok ? data + rest : []
         }
-        buffer = []
+        buffered = 0
         if failed { await cache.failed(id, bytes: bytes) } else { cache.account(id, bytes: bytes, ok: false) }
         return back
     }

