@@ -91,7 +91,7 @@ final class Prefetcher: Sendable {
 
     init(
         storage: any ObjectStorage, cache: any BlockCache, budget: MemoryBudget, fillLimit: Int64,
-        fillConcurrency: Int = 8, maximumRunBlocks: Int64 = 4
+        fillConcurrency: Int = 8, maximumRunBlocks: Int64 = 16
     ) {
         self.storage = storage
         self.cache = cache
