@@ -433,6 +433,37 @@ private func warm(_ fs: ObjectFS, _ ino: InodeNumber, blocks: [Int]) async throw
         #expect(immediate(fs, fh, 100, 4096) == nil)
     }
 
+    @Test func afterARemountRandomReadsGetEveryCachedBlockReady() async throws {
+        let storage = FaultInjectingStorage(MemoryStorage())
+        let data = content(Int(block) * 8)
+        _ = try await storage.put("f", payload: .bytes(data), options: PutOptions())
+        let cache = cacheDirectory()
+        do {
+            let fs = try filesystem(storage, cache: cache)
+            #expect(try await readAll(fs, "f") == data)
+        }
+        let gets = storage.calls(.get)
+        let fs = try await remount(storage, cache: cache)
+        let a = try await fs.lookup(parent: rootInode, name: "f")
+        let fh = try await fs.open(a.ino, flags: .readOnly)
+        // Three jumps: the file counts as randomly read. Blocks 0, 2, 4 and 7 are not read.
+        for b in [5, 1, 6, 3] {
+            let offset = b * Int(block) + 100
+            #expect(try await fs.read(fh, offset: Int64(offset), count: 4096) == Array(data[offset..<offset + 4096]))
+        }
+        // The background fill opens the others (and reads them in) instead of fetching them:
+        // then every block reads without waiting, and nothing came from the server.
+        func ready() -> Bool { (0..<8).allSatisfy { immediate(fs, fh, $0 * Int(block), 4096) != nil } }
+        for _ in 0..<500 where !ready() { try await Task.sleep(for: .milliseconds(10)) }
+        for b in 0..<8 {
+            let offset = b * Int(block) + 7
+            #expect(
+                immediate(fs, fh, offset, 4096).map { $0 == Array(data[offset..<offset + 4096]) } == true, "block \(b)")
+        }
+        #expect(storage.calls(.get) == gets)
+        await fs.release(fh)
+    }
+
     @Test func aWriteSendsReadsBackToTheActor() async throws {
         let storage = MemoryStorage()
         let data = content(Int(block) * 2)

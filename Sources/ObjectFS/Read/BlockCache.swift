@@ -58,6 +58,12 @@ protocol BlockCache: Sendable {
     func begin(_ object: CachedObject, block: Int64) async -> BlockWriter?
     /// Bytes the cache may hold.
     var capacity: Int64 { get }
+    /// Gets a cached block ready for reads that do not wait: opened, checked, its data on its
+    /// way into the page cache (a randomly read file whose blocks are on disk only, after a
+    /// remount). Returns false when the block is not cached (or turned out damaged).
+    func warm(_ object: CachedObject, block: Int64) async -> Bool
+    /// How many blocks `warm` can keep ready at once.
+    var warmLimit: Int { get }
 }
 
 extension BlockCache {
@@ -114,6 +120,10 @@ final class MemoryBlockCache: BlockCache {
     }
 
     func begin(_ object: CachedObject, block: Int64) async -> BlockWriter? { nil }
+
+    /// Blocks in memory are ready.
+    func warm(_ object: CachedObject, block: Int64) async -> Bool { contains(object, block: block) }
+    var warmLimit: Int { Int.max }
 
     func store(_ object: CachedObject, block: Int64, data slice: ArraySlice<UInt8>) async {
         let data = Array(slice)
@@ -303,6 +313,25 @@ final class DiskBlockCache: BlockCache {
         }
     }
 
+    func warm(_ object: CachedObject, block: Int64) async -> Bool {
+        let id = BlockID(object: object.name, index: block)
+        let (known, opened) = state.withLock { s in (s.entries[id] != nil, s.open[id] != nil) }
+        guard known else { return false }
+        if opened { return true }
+        let layout = BlockFile.Layout(identity: object.identity, dataLength: length(of: block, in: object.size))
+        let path = self.path(id)
+        // Opening checks the header and starts reading the data in (OpenBlock's WILLNEED).
+        guard let block = await io.run({ OpenBlock(path: path, layout: layout) }) else {
+            _ = await drop(id)
+            return false
+        }
+        keepOpen(id, block)
+        return true
+    }
+
+    /// Half the blocks kept open: warming never pushes out what it just made ready.
+    var warmLimit: Int { Self.openLimit / 2 }
+
     func readImmediately(_ object: CachedObject, block: Int64, from: Int, into buffer: UnsafeMutableRawBufferPointer)
         -> Bool
     {
@@ -481,6 +510,10 @@ final class OpenBlock: @unchecked Sendable {
             close(fd)
             return nil
         }
+        // Its readers come next, at any offset: the whole block is read in now, in a few large
+        // requests, instead of a 16 KiB disk read per read (on this kind of VM each disk
+        // request costs a VM exit: 12,000 random 4 KiB reads/s from a cache on disk).
+        _ = posix_fadvise(fd, off_t(layout.dataOffset), off_t(layout.dataLength), POSIX_FADV_WILLNEED)
         self.fd = fd
         self.layout = layout
         self.sums = sums

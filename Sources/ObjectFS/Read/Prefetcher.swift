@@ -374,6 +374,14 @@ final class Prefetcher: Sendable {
         let concurrency = fillConcurrency
         Task(priority: .background) {
             defer { _ = self.state.withLock { $0.filling.remove(object.name) } }
+            // Blocks already cached (on disk after a remount) are made ready first: opened and
+            // read into the page cache, so that reads of them stop waiting on the disk.
+            if blocks <= Int64(self.cache.warmLimit) {
+                for index in 0..<blocks where self.cache.contains(object, block: index) {
+                    if self.state.withLock({ $0.closing }) { return }
+                    _ = await self.cache.warm(object, block: index)
+                }
+            }
             await withTaskGroup(of: Bool.self) { group in
                 var running = 0
                 var failed = false
