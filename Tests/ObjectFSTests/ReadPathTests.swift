@@ -49,6 +49,18 @@ private func readAll(_ fs: ObjectFS, _ name: String, chunk: Int = 32 << 10) asyn
 
 /// A second filesystem on the same cache directory, once the first has let go of it (its
 /// last tasks may still hold it for a moment).
+/// A storage holding `data` as "f", read once through a filesystem on a new cache directory,
+/// which then holds every block of it (the filesystem is gone when this returns).
+private func cachedObject(_ data: [UInt8]) async throws -> (FaultInjectingStorage<MemoryStorage>, String) {
+    let storage = FaultInjectingStorage(MemoryStorage())
+    _ = try await storage.put("f", payload: .bytes(data), options: PutOptions())
+    let cache = cacheDirectory()
+    let fs = try filesystem(storage, cache: cache)
+    #expect(try await readAll(fs, "f") == data)
+    await fs.settleReads()
+    return (storage, cache)
+}
+
 private func remount(_ storage: any ObjectStorage, cache: String, cacheSize: Int64 = 64 << 20) async throws
     -> ObjectFS
 {
@@ -226,14 +238,8 @@ private func cacheDirectory() -> String { uniqueStagingDirectory() + "-blocks" }
     }
 
     @Test func aRemountServesCachedBlocksWithoutAGet() async throws {
-        let storage = FaultInjectingStorage(MemoryStorage())
         let data = content(Int(block) * 6 + 5)
-        _ = try await storage.put("f", payload: .bytes(data), options: PutOptions())
-        let cache = cacheDirectory()
-        do {
-            let fs = try filesystem(storage, cache: cache)
-            #expect(try await readAll(fs, "f") == data)
-        }
+        let (storage, cache) = try await cachedObject(data)
         let before = storage.calls(.get)
         #expect(storage.bytesRead == Int64(data.count))
         let fs = try await remount(storage, cache: cache)
@@ -242,15 +248,8 @@ private func cacheDirectory() -> String { uniqueStagingDirectory() + "-blocks" }
     }
 
     @Test func aDamagedBlockFileIsDroppedAndFetchedAgain() async throws {
-        let storage = FaultInjectingStorage(MemoryStorage())
         let data = content(Int(block) * 4)
-        _ = try await storage.put("f", payload: .bytes(data), options: PutOptions())
-        let cache = cacheDirectory()
-        do {
-            let fs = try filesystem(storage, cache: cache)
-            #expect(try await readAll(fs, "f") == data)
-            await fs.settleReads()
-        }
+        let (storage, cache) = try await cachedObject(data)
         let files = blockFiles(cache)
         #expect(files.count == 4)
         // Flip one byte of the first block's data; cut the second short; empty the third.
@@ -434,14 +433,8 @@ private func warm(_ fs: ObjectFS, _ ino: InodeNumber, blocks: [Int]) async throw
     }
 
     @Test func afterARemountRandomReadsGetEveryCachedBlockReady() async throws {
-        let storage = FaultInjectingStorage(MemoryStorage())
         let data = content(Int(block) * 8)
-        _ = try await storage.put("f", payload: .bytes(data), options: PutOptions())
-        let cache = cacheDirectory()
-        do {
-            let fs = try filesystem(storage, cache: cache)
-            #expect(try await readAll(fs, "f") == data)
-        }
+        let (storage, cache) = try await cachedObject(data)
         let gets = storage.calls(.get)
         let fs = try await remount(storage, cache: cache)
         let a = try await fs.lookup(parent: rootInode, name: "f")
