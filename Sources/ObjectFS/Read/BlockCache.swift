@@ -298,7 +298,7 @@ final class DiskBlockCache: BlockCache {
             case .wouldBlock: break
             }
         }
-        let layout = BlockFile.Layout(identity: object.identity, dataLength: length(of: block, in: object.size))
+        let layout = self.layout(object, block)
         let path = self.path(id)
         let result = await io.run { () -> (OpenBlock.Outcome, OpenBlock?) in
             guard let block = opened ?? OpenBlock(path: path, layout: layout) else { return (.damaged, nil) }
@@ -313,12 +313,17 @@ final class DiskBlockCache: BlockCache {
         }
     }
 
+    /// How block `block` of `object` lies on disk.
+    private func layout(_ object: CachedObject, _ block: Int64) -> BlockFile.Layout {
+        BlockFile.Layout(identity: object.identity, dataLength: length(of: block, in: object.size))
+    }
+
     func warm(_ object: CachedObject, block: Int64) async -> Bool {
         let id = BlockID(object: object.name, index: block)
         let (known, opened) = state.withLock { s in (s.entries[id] != nil, s.open[id] != nil) }
         guard known else { return false }
         if opened { return true }
-        let layout = BlockFile.Layout(identity: object.identity, dataLength: length(of: block, in: object.size))
+        let layout = self.layout(object, block)
         let path = self.path(id)
         // Opening checks the header and starts reading the data in (OpenBlock's WILLNEED).
         guard let block = await io.run({ OpenBlock(path: path, layout: layout) }) else {
@@ -410,7 +415,7 @@ final class DiskBlockCache: BlockCache {
 
     func begin(_ object: CachedObject, block: Int64) async -> BlockWriter? {
         let id = BlockID(object: object.name, index: block)
-        let layout = BlockFile.Layout(identity: object.identity, dataLength: length(of: block, in: object.size))
+        let layout = self.layout(object, block)
         let bytes = Self.fileBytes(layout.fileLength)
         guard bytes <= capacity - Self.overhead else { return nil }
         let (fits, serial, victims) = state.withLock { s -> (Bool, UInt64, [BlockID]) in
@@ -599,6 +604,9 @@ final class OpenBlock: @unchecked Sendable {
 /// not been written yet (under `flushSize`) is held in memory. Used by one task at a time.
 final class BlockWriter: @unchecked Sendable {
     static let flushSize = 256 << 10
+    /// What a writer holds in memory at most: a flush's worth and a network read (NIO's reads
+    /// are at most 64 KiB); a larger append grows it.
+    static let bufferSize = flushSize + (64 << 10)
 
     private let cache: DiskBlockCache
     let id: BlockID
@@ -607,8 +615,7 @@ final class BlockWriter: @unchecked Sendable {
     private let temporary: String
     private let fd: Int32
     /// Bytes received and not written yet: `buffered` of them at the start of `buffer`, which
-    /// is allocated once (a flush's worth and a network read's) and grows only for a larger
-    /// append.
+    /// is allocated once (`bufferSize`) and grows only for a larger append.
     private var buffer: UnsafeMutableRawBufferPointer
     private var buffered = 0
     private var written = 0
@@ -626,7 +633,7 @@ final class BlockWriter: @unchecked Sendable {
         self.temporary = temporary
         self.fd = fd
         buffer = .allocate(
-            byteCount: min(layout.dataLength, Self.flushSize + (64 << 10)), alignment: 16)
+            byteCount: min(layout.dataLength, Self.bufferSize), alignment: 16)
     }
 
     deinit {

@@ -308,7 +308,7 @@ final class Prefetcher: Sendable {
     /// The memory a run of `range` holds while it streams: what a BlockWriter buffers, or one
     /// block where the cache takes whole blocks only.
     private func memoryNeed(_ range: ByteRange) -> Int64 {
-        min(range.length, cache is DiskBlockCache ? Int64(BlockWriter.flushSize) + (64 << 10) : blockSize)
+        min(range.length, cache is DiskBlockCache ? Int64(BlockWriter.bufferSize) : blockSize)
     }
 
     private func forget(_ serial: UInt64) {
