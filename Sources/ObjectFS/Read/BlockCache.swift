@@ -695,18 +695,27 @@ final class BlockWriter: @unchecked Sendable {
     /// Puts the complete block in place; false: it could not be written (the caller may take
     /// its bytes back with `abandon`).
     func commit() async -> Bool {
-        guard count == layout.dataLength else { return false }
-        await flush()
-        guard !failed else { return false }
-        let header = BlockFile.header(layout, sums: sums)
-        let (fd, temporary, final) = (self.fd, self.temporary, cache.path(id))
-        let ok = await cache.ioPool.run { () -> Bool in
-            header.withUnsafeBytes { DiskBlockCache.writeFully(fd, $0, at: 0) } && rename(temporary, final) == 0
+        guard count == layout.dataLength, !failed else { return false }
+        // The rest of the data, the header and the rename: one trip to an I/O thread.
+        let (fd, at, chunk) = (
+            self.fd, layout.dataOffset + written, Borrowed(UnsafeRawBufferPointer(buffer)[0..<buffered])
+        )
+        let (layout, earlier, temporary, final) = (self.layout, sums, self.temporary, cache.path(id))
+        let all = await cache.ioPool.run { () -> [UInt64]? in
+            guard DiskBlockCache.writeFully(fd, chunk.bytes, at: at) else { return nil }
+            let all = earlier + BlockFile.sectorSums(chunk.bytes)
+            let header = BlockFile.header(layout, sums: all)
+            guard header.withUnsafeBytes({ DiskBlockCache.writeFully(fd, $0, at: 0) }), rename(temporary, final) == 0
+            else { return nil }
+            return all
         }
-        guard ok else {
+        guard let all else {
             failed = true  // `abandon` makes room
             return false
         }
+        sums = all
+        written += buffered
+        buffered = 0
         closed = true
         cache.account(id, bytes: bytes, ok: true)
         // Its readers come next: the file stays open for them, its checksums known.

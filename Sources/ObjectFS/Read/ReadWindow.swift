@@ -37,8 +37,9 @@ struct ReadWindow: Sendable {
     var slack: Int64
     var randomReadsBeforeFill = 3
     /// Read-ahead is asked for in batches of this many blocks (or half the window, if less),
-    /// so that its GETs cover several blocks each.
-    var batch: Int64 = 4
+    /// so that its GETs cover several blocks each: 16 (a 16 MiB GET) against 4, A/B through a
+    /// 20 ms proxy, 1 GiB cold: 650–744 vs 434–697 MB/s, the server's CPU 15–21 vs 23–28 cs.
+    var batch: Int64 = 16
 
     /// Bytes fetched ahead of the current read (0: none).
     private(set) var window: Int64 = 0
