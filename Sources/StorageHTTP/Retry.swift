@@ -40,8 +40,9 @@ public struct RetryPolicy: Sendable {
         return true
     }
 
+    /// 501 (Not Implemented) is not: a server that does not do what was asked never will.
     public static func isRetryable(status: Int) -> Bool {
-        status >= 500 || status == 408 || status == 429 || status == 498
+        (status >= 500 && status != 501) || status == 408 || status == 429 || status == 498
     }
 
     /// The delay before try number `attempt` (1 = the first retry): doubling, capped, with up to

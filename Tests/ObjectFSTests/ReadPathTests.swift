@@ -150,8 +150,9 @@ private func cacheDirectory() -> String { uniqueStagingDirectory() + "-blocks" }
                 asked.append(r)
             }
         }
-        // Once the window is wide, each request covers 4 blocks (never fewer than half the
-        // window's blocks), and together they cover every block after the two read first, once.
+        // Once the window is wide, each request covers several blocks (`batch`, or half the
+        // window's blocks while it is small), and together they cover every block after the two
+        // read first, once.
         #expect(asked.filter { $0.count < 4 }.allSatisfy { $0.lowerBound < 8 })
         #expect(asked.map(\.lowerBound) == asked.indices.map { $0 == 0 ? 2 : asked[$0 - 1].upperBound })
         #expect(asked.last!.upperBound >= 40)
@@ -168,6 +169,21 @@ private func cacheDirectory() -> String { uniqueStagingDirectory() + "-blocks" }
         _ = w.read(offset: 3 << 20, length: 1 << 20, size: size)
         #expect(w.read(offset: 2 << 20, length: 1 << 20, size: size) == [.fetch(2..<3, .demand)])
         #expect(w.randomReads == 0)
+    }
+
+    /// Requests served out of order (libfuse threads race): one that lands ahead of the
+    /// furthest read but inside what the run fetched ahead is no jump, and cancels nothing.
+    @Test func aReadAheadOfTheRunInsideItsReadAheadIsNoJump() {
+        var w = ReadWindow(blockSize: 1 << 20)
+        w.batch = 1
+        _ = w.read(offset: 0, length: 1 << 20, size: size)
+        _ = w.read(offset: 1 << 20, length: 1 << 20, size: size)
+        _ = w.read(offset: 2 << 20, length: 1 << 20, size: size)  // blocks 3..<5 asked ahead
+        let actions = w.read(offset: (4 << 20) + (512 << 10), length: 128 << 10, size: size)
+        #expect(!actions.contains { if case .cancel = $0 { true } else { false } })
+        #expect(w.randomReads == 0)
+        // Beyond what was fetched ahead, it is a jump.
+        #expect(w.read(offset: 40 << 20, length: 4096, size: size).contains(.cancel(5..<9)))
     }
 
     @Test func aJumpClosesTheWindowAndCancelsWhatWasAhead() {

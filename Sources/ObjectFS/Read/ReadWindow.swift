@@ -63,10 +63,12 @@ struct ReadWindow: Sendable {
         let last = (end - 1) / blockSize
         var actions: [Action] = [.fetch(first..<(last + 1), .demand)]
         // The kernel sends its read-ahead as several requests at once, and they may be served
-        // in another order: a read up to a window (plus `slack`) behind the furthest one seen
-        // still belongs to the run.
+        // in another order: a read up to a window (plus `slack`) behind the furthest one seen,
+        // or ahead of it inside what the run fetched ahead, still belongs to the run (taken
+        // for a jump, it cancelled the run's read-ahead in flight, which was fetched again).
         let sequential =
-            lastEnd >= 0 && offset >= lastEnd - max(window, slack) - slack && offset <= lastEnd + slack
+            lastEnd >= 0 && offset >= lastEnd - max(window, slack) - slack
+            && offset <= max(lastEnd, aheadUntil * blockSize) + slack
         if sequential {
             if window == 0 {
                 window = initialWindow
