@@ -166,13 +166,8 @@ public final class FuseSession: @unchecked Sendable {
         fuse_req_interrupt_func(
             req.raw, { _, data in FuseSession.interrupt(UInt(bitPattern: data)) },
             UnsafeMutableRawPointer(bitPattern: key))
-        // The task runs on this thread while it has work here (RequestExecutor).
-        let executor = RequestExecutor()
-        let task = Task(executorPreference: executor) {
-            defer {
-                self.inFlight.subtract(1, ordering: .releasing)
-                executor.finish()
-            }
+        let task = Task {
+            defer { self.inFlight.subtract(1, ordering: .releasing) }
             let value: T
             do {
                 value = try await work()
@@ -185,13 +180,7 @@ public final class FuseSession: @unchecked Sendable {
             reply(req, value)
         }
         FuseSession.started(key, task)
-        executor.serve(idle: Self.requestIdle)
     }
-
-    /// How long a libfuse thread waits for more of its request's work (an I/O thread's answer)
-    /// before it leaves the rest to the global pool: longer than a page-cache read or an
-    /// fdatasync here, much shorter than a server's reply.
-    static let requestIdle = 1_000_000
 
     /// Tasks of requests in flight that an interrupt may cancel, by request address; `nil`: the
     /// task ended before it was entered.
