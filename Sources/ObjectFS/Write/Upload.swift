@@ -210,10 +210,17 @@ extension ObjectFS {
                     if options.ifAbsent && ifAbsentHonoured == nil { await probeIfAbsent(key, payload, options) }
                 }
             } catch StorageError.preconditionFailed where options.ifAbsent {
-                // Another client stored an object under the key since this mount listed it.
                 let found = try? await storage.head(key)
-                try await moveAsideForConflict(node, key: key, found: found)
-                continue
+                if let found, found.size == sealed.size, found.metadata == options.metadata {
+                    // Ours: an earlier try of this PUT was stored and its reply lost (the
+                    // driver sent it again). Another client's object would not carry this
+                    // file's size and metadata (its mtime to the nanosecond, mode, owner).
+                    info = found
+                } else {
+                    // Another client stored an object under the key since this mount listed it.
+                    try await moveAsideForConflict(node, key: key, found: found)
+                    continue
+                }
             } catch let error as StorageError
                 where options.ifAbsent && ifAbsentHonoured != true && error.refusesCondition
             {
