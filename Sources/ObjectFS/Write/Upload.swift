@@ -283,7 +283,7 @@ extension ObjectFS {
     /// `HEAD`; a server that stores it again has changed nothing (the same version, stored twice),
     /// and the `HEAD` before each upload stays. Any other failure: asked again next time.
     func probeIfAbsent(_ key: ObjectKey, _ payload: Payload, _ options: PutOptions) async {
-        guard case .bytes = payload else { return }
+        guard payload.length <= Journal.inlineLimit else { return }
         do {
             _ = try await storage.put(key, payload: payload, options: options)
             ifAbsentHonoured = false
