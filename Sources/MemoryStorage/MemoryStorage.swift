@@ -49,9 +49,6 @@ public actor MemoryStorage: ObjectStorage {
     private let clock: @Sendable () -> Timestamp
     private let pageSize: Int
     public let quotaBytes: Int64?
-    /// Whether `PutOptions.ifAbsent` is honoured (false: stored anyway, as by a server that
-    /// ignores `If-None-Match`).
-    public let honoursIfAbsent: Bool
 
     /// - Parameters:
     ///   - pageSize: the most entries one listing page returns (S3: 1000, Swift: 10,000).
@@ -59,9 +56,8 @@ public actor MemoryStorage: ObjectStorage {
     public init(
         markerStyle: DirectoryMarkerStyle = .trailingSlash, pageSize: Int = 1000,
         minimumPartSize: Int64 = 5 << 20, quotaBytes: Int64? = nil, copiesParts: Bool = true,
-        honoursIfAbsent: Bool = true, now: @escaping @Sendable () -> Timestamp = MemoryStorage.systemTime
+        now: @escaping @Sendable () -> Timestamp = MemoryStorage.systemTime
     ) {
-        self.honoursIfAbsent = honoursIfAbsent
         var capabilities = StorageCapabilities(directoryMarkerStyle: markerStyle, minimumPartSize: minimumPartSize)
         capabilities.copiesParts = copiesParts
         self.capabilities = capabilities
@@ -151,9 +147,6 @@ public actor MemoryStorage: ObjectStorage {
 
     private func putBytes(_ key: ObjectKey, _ bytes: [UInt8], options: PutOptions) throws -> ObjectInfo {
         try validate(key)
-        if options.ifAbsent && honoursIfAbsent && objects[bytes: key] != nil {
-            throw StorageError.preconditionFailed(key)
-        }
         try checkQuota(adding: Int64(bytes.count), replacing: key)
         return store(key, chunks: [bytes], options: options)
     }

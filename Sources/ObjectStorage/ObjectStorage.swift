@@ -147,17 +147,10 @@ public struct PutOptions: Sendable, Hashable {
     /// to delete them). If another client stored one meanwhile, its segments stay behind;
     /// nothing else changes.
     public var isNew: Bool
-    /// Store only if no object has the key (`If-None-Match: *`): `put` throws
-    /// `.preconditionFailed` when one does — on a server that honours the condition. One that
-    /// does not stores anyway; a caller that relies on it finds out first (ObjectFS probes).
-    public var ifAbsent: Bool
-    public init(
-        contentType: String? = nil, metadata: [String: String] = [:], isNew: Bool = false, ifAbsent: Bool = false
-    ) {
+    public init(contentType: String? = nil, metadata: [String: String] = [:], isNew: Bool = false) {
         self.contentType = contentType
         self.metadata = metadata
         self.isNew = isNew
-        self.ifAbsent = ifAbsent
     }
 }
 

@@ -247,7 +247,6 @@ public final class OpenStackStorage: ObjectStorage, PresigningStorage, Incomplet
         let md5 = body.hex
         var headers = metadataHeaders(options)
         headers.append(("ETag", md5))
-        if options.ifAbsent { headers.append(("If-None-Match", "*")) }
         let r = try await call("PUT", objectPath(key), headers: headers, body: body.bytes, file: body.file)
         try check(r, key)
         if let previous { try await deleteSegments(of: previous) }

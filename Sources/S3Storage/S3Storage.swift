@@ -268,9 +268,7 @@ public final class S3Storage: ObjectStorage, ObjectAttributeSource, PresigningSt
         case "QuotaExceeded", "TooManyBuckets": return .quotaExceeded
         case "EntityTooSmall", "InvalidPart", "InvalidPartOrder", "InvalidArgument", "InvalidRequest", "MalformedXML",
             "InvalidDigest", "BadDigest", "InvalidRange", "InvalidStorageClass", "InvalidBucketName", "KeyTooLongError",
-            "InvalidObjectName", "InvalidKey", "InvalidPartNum", "MetadataTooLarge",
-            // A header the server does not implement (Swift's s3api: If-None-Match on a PUT).
-            "NotImplemented":
+            "InvalidObjectName", "InvalidKey", "InvalidPartNum", "MetadataTooLarge":
             return .invalidArgument("\(what): \(message)")
         default: break
         }
@@ -408,9 +406,8 @@ public final class S3Storage: ObjectStorage, ObjectAttributeSource, PresigningSt
 
     public func put(_ key: ObjectKey, payload: Payload, options: PutOptions) async throws -> ObjectInfo {
         let body = try await prepared(payload)
-        var headers = metadataHeaders(key, options, storageClass: storageClass)
-        if options.ifAbsent { headers.append(HTTPHeader("If-None-Match", "*")) }
-        let r = try await send("PUT", key: key, headers: headers, prepared: body)
+        let r = try await send(
+            "PUT", key: key, headers: metadataHeaders(key, options, storageClass: storageClass), prepared: body)
         try check(r, key)
         return ObjectInfo(
             key: key, size: body.length, etag: r.header("ETag").map(Self.etag) ?? Self.md5ETag(body),

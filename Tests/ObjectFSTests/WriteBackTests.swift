@@ -50,7 +50,7 @@ import Testing
         _ = try await h.fs.setattr(a.ino, AttributeChanges(mode: 0o644))
         try await h.fs.rename(parent: rootInode, name: ".f.XYZ", newParent: rootInode, newName: "f")
         try await h.fs.fsyncDirectory(rootInode)
-        #expect(h.storage.calls(.put) == 2)  // and the mount's one probe of If-None-Match
+        #expect(h.storage.calls(.put) == 1)
         #expect(h.storage.calls(.copy) == 0)
         #expect(await h.keys() == ["f"])
         let info = try await h.memory.head("f")
@@ -155,48 +155,6 @@ import Testing
         let stored = Dictionary(uniqueKeysWithValues: await h.memory.snapshot().map { ($0.key, $0.bytes) })
         #expect(stored["new"] == b("theirs"))
         #expect(stored.filter { $0.key.hasPrefix("new.conflict-") }.values.map { $0 } == [b("ours")])
-    }
-
-    /// A new file's PUT carries `If-None-Match: *`; once the server is seen to honour it (the
-    /// first small upload is sent twice, the second refused), new files are stored without a
-    /// HEAD first, and a name another client took meanwhile is still found: by the PUT's 412.
-    @Test(arguments: [true, false])
-    func newFilesAreStoredWithoutAHeadWhereTheServerHonoursIfNoneMatch(honoured: Bool) async throws {
-        let h = try Harness(writeBack: .seconds(3600), store: MemoryStorage(honoursIfAbsent: honoured))
-        // (The HEADs counted are the uploads'; a lookup of a new name makes one too.)
-        try await h.writeFile("first", b("1"))
-        var heads = h.storage.calls(.head)
-        try await h.fs.fsyncDirectory(rootInode)
-        #expect(h.storage.calls(.head) - heads == 1)
-        #expect(h.storage.calls(.put) == 2)  // the file, and the probe of the condition
-        for i in 0..<5 { try await h.writeFile("f\(i)", b("data \(i)")) }
-        heads = h.storage.calls(.head)
-        try await h.fs.fsyncDirectory(rootInode)
-        #expect(h.storage.calls(.head) - heads == (honoured ? 0 : 5))
-        #expect(h.storage.calls(.put) == 7)
-        // Another client takes a name before its upload: both versions survive either way.
-        try await h.writeFile("new", b("ours"))
-        try await h.put("new", "theirs")
-        try await h.fs.fsyncDirectory(rootInode)
-        let stored = Dictionary(uniqueKeysWithValues: await h.memory.snapshot().map { ($0.key, $0.bytes) })
-        #expect(stored["new"] == b("theirs"))
-        #expect(stored.filter { $0.key.hasPrefix("new.conflict-") }.values.map { $0 } == [b("ours")])
-        #expect(stored["f3"] == b("data 3"))
-    }
-
-    /// Swift's s3api answers a PUT with `If-None-Match` with 501 NotImplemented: the upload is
-    /// sent again without it, and later ones keep their HEAD.
-    @Test func aServerThatRefusesIfNoneMatchStillGetsEveryFile() async throws {
-        let h = try Harness(writeBack: .seconds(3600))
-        h.storage.fail(.put, with: .invalidArgument("NotImplemented"))
-        try await h.writeFile("a", b("1"))
-        try await h.fs.fsyncDirectory(rootInode)
-        try await h.writeFile("b", b("2"))
-        let heads = h.storage.calls(.head)
-        try await h.fs.fsyncDirectory(rootInode)
-        #expect(h.storage.calls(.head) - heads == 1)
-        #expect(h.storage.calls(.put) == 3)  // refused, again without the header, and b
-        #expect(await h.memory.snapshot().map { $0.bytes } == [b("1"), b("2")])
     }
 
     @Test func renamingOverAStoredFileIsNoConflict() async throws {

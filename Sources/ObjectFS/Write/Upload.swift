@@ -157,23 +157,15 @@ extension ObjectFS {
             // The record of this key is durable before anything is stored under it.
             await syncJournalRecordsOrLog()
             let key = fileKey(node)
-            // A file this mount created replaces nothing: its PUT carries `If-None-Match: *`,
-            // and where the server is known to honour it, that PUT finds a conflict by itself.
-            let expectsNone = !node.recovered && node.remote == nil && node.replaces == nil
-            let single = sealed.size <= configuration.multipartThreshold && sealed.storedPrefix == 0
             // What the server holds at the key now: the version this upload replaces, unless
             // another client changed it since this mount read it (a conflict: both are kept).
             let current: ObjectInfo?
-            if expectsNone && single && ifAbsentHonoured == true {
+            do {
+                current = try await storage.head(key)
+            } catch StorageError.notFound {
                 current = nil
-            } else {
-                do {
-                    current = try await storage.head(key)
-                } catch StorageError.notFound {
-                    current = nil
-                } catch {
-                    throw FSError.from(error, "upload \(key)")
-                }
+            } catch {
+                throw FSError.from(error, "upload \(key)")
             }
             if !node.recovered, current?.etag != (node.remote?.etag ?? node.replaces) {
                 guard sealed.storedPrefix == 0 else {
@@ -196,10 +188,9 @@ extension ObjectFS {
             let sent = (mode: node.mode, mtime: node.mtime, uid: node.uid, gid: node.gid)
             var options = putOptions(node)
             options.isNew = node.remote == nil && !node.recovered
-            options.ifAbsent = expectsNone && current == nil && ifAbsentHonoured != false
             let info: ObjectInfo
             do {
-                if !single {
+                if sealed.size > configuration.multipartThreshold || sealed.storedPrefix > 0 {
                     info = try await multipartUpload(key, staging: sealed, options: options, prefixOf: node.remote)
                 } else {
                     let payload = sealed.payload()
@@ -207,32 +198,7 @@ extension ObjectFS {
                     await budget.reserve(inFlight)
                     defer { budget.release(inFlight) }
                     info = try await storage.put(key, payload: payload, options: options)
-                    if options.ifAbsent && ifAbsentHonoured == nil { await probeIfAbsent(key, payload, options) }
                 }
-            } catch StorageError.preconditionFailed where options.ifAbsent {
-                let found = try? await storage.head(key)
-                if let found, found.size == sealed.size, found.metadata == options.metadata {
-                    // Ours: an earlier try of this PUT was stored and its reply lost (the
-                    // driver sent it again). Another client's object would not carry this
-                    // file's size and metadata (its mtime to the nanosecond, mode, owner).
-                    info = found
-                } else {
-                    // Another client stored an object under the key since this mount listed it.
-                    try await moveAsideForConflict(node, key: key, found: found)
-                    continue
-                }
-            } catch let error as StorageError
-                where options.ifAbsent && ifAbsentHonoured != true && error.refusesCondition
-            {
-                // A server that refuses the header itself: sent again without it (the HEAD
-                // before each upload finds conflicts there). Uploads in flight at the same time
-                // may all hear it.
-                if ifAbsentHonoured == nil {
-                    configuration.log(
-                        "the server refuses If-None-Match on PUT (\(error)): each upload is checked with a HEAD")
-                }
-                ifAbsentHonoured = false
-                continue
             } catch {
                 throw FSError.from(error, "upload \(key)")
             }
@@ -275,23 +241,6 @@ extension ObjectFS {
         }
         // Nobody has the file open: the local copy is not needed any more and would go stale.
         if !node.dirty && node.openHandles == 0 { node.staging = nil }
-    }
-
-    /// Finds out, once per mount, whether the server honours `If-None-Match: *` on a PUT: the
-    /// small file just stored at `key` is sent again, the same bytes and metadata, with the
-    /// condition. A refusal (412) means it does, and later uploads of new files skip their
-    /// `HEAD`; a server that stores it again has changed nothing (the same version, stored twice),
-    /// and the `HEAD` before each upload stays. Any other failure: asked again next time.
-    func probeIfAbsent(_ key: ObjectKey, _ payload: Payload, _ options: PutOptions) async {
-        guard payload.length <= Journal.inlineLimit else { return }
-        do {
-            _ = try await storage.put(key, payload: payload, options: options)
-            ifAbsentHonoured = false
-            configuration.log(
-                "the server ignores If-None-Match on PUT: each upload of a new file is checked with a HEAD first")
-        } catch StorageError.preconditionFailed {
-            ifAbsentHonoured = true
-        } catch {}
     }
 
     /// Another client changed or created the object at `key` since this mount read it: the
@@ -383,17 +332,6 @@ extension ObjectFS {
         } catch {
             try? await storage.abortMultipartUpload(upload)
             throw error
-        }
-    }
-}
-
-extension StorageError {
-    /// What a server that does not take `If-None-Match` on a PUT may answer instead of storing
-    /// (a 400 or a 501), as opposed to a failure of the connection.
-    var refusesCondition: Bool {
-        switch self {
-        case .invalidArgument, .other, .malformedReply: true
-        default: false
         }
     }
 }
