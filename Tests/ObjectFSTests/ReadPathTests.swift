@@ -47,8 +47,6 @@ private func readAll(_ fs: ObjectFS, _ name: String, chunk: Int = 32 << 10) asyn
     return out
 }
 
-/// A second filesystem on the same cache directory, once the first has let go of it (its
-/// last tasks may still hold it for a moment).
 /// A storage holding `data` as "f", read once through a filesystem on a new cache directory,
 /// which then holds every block of it (the filesystem is gone when this returns).
 private func cachedObject(_ data: [UInt8]) async throws -> (FaultInjectingStorage<MemoryStorage>, String) {
@@ -61,6 +59,8 @@ private func cachedObject(_ data: [UInt8]) async throws -> (FaultInjectingStorag
     return (storage, cache)
 }
 
+/// A second filesystem on the same cache directory, once the first has let go of it (its
+/// last tasks may still hold it for a moment).
 private func remount(_ storage: any ObjectStorage, cache: String, cacheSize: Int64 = 64 << 20) async throws
     -> ObjectFS
 {

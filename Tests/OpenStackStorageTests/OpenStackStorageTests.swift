@@ -242,6 +242,7 @@ func connect(_ t: ScriptedTransport, key: String = "secret") async throws -> Ope
         }
         #expect(RetryPolicy.isRetryable(status: 503) && RetryPolicy.isRetryable(status: 429))
         #expect(!RetryPolicy.isRetryable(status: 404) && !RetryPolicy.isRetryable(status: 403))
+        #expect(!RetryPolicy.isRetryable(status: 501))  // Not Implemented: never will be
     }
 }
 

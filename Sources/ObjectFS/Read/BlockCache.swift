@@ -600,7 +600,8 @@ final class OpenBlock: @unchecked Sendable {
 
 /// One block of the disk cache being written as its bytes arrive (a streamed GET): the data
 /// goes to a temporary file at its final place, in writes of whole sectors whose checksums are
-/// taken on the way; `commit` writes the header and renames the file into place. Only what has
+/// taken on the way; `commit` writes the last ones and the header and renames the file into
+/// place, in one trip to an I/O thread. Only what has
 /// not been written yet (under `flushSize`) is held in memory. Used by one task at a time.
 final class BlockWriter: @unchecked Sendable {
     static let flushSize = 256 << 10
@@ -667,23 +668,28 @@ final class BlockWriter: @unchecked Sendable {
     /// The buffered bytes.
     private var pending: UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: buffer[0..<buffered]) }
 
-    /// Writes what is buffered: whole sectors, or everything once the block is complete.
+    /// Writes the whole sectors buffered (the rest of a complete block goes with `commit`).
     func flush() async {
-        let all = count == layout.dataLength
-        let n = all ? buffered : buffered / BlockFile.sectorSize * BlockFile.sectorSize
+        let n = buffered / BlockFile.sectorSize * BlockFile.sectorSize
         guard n > 0, !failed else { return }
         // The buffer stays put while the I/O thread writes from it: nothing appends before
         // this returns (RunSink's drain awaits it), and the writer outlives the call.
         let (fd, at, chunk) = (self.fd, layout.dataOffset + written, Borrowed(UnsafeRawBufferPointer(buffer)[0..<n]))
-        let (ok, newSums) = await cache.ioPool.run { () -> (Bool, [UInt64]) in
-            (DiskBlockCache.writeFully(fd, chunk.bytes, at: at), BlockFile.sectorSums(chunk.bytes))
+        guard let newSums = await cache.ioPool.run({ Self.write(chunk.bytes, to: fd, at: at) }) else {
+            failed = true  // what is buffered stays, for `abandon`
+            return
         }
-        failed = failed || !ok
         sums += newSums
         written += n
         // What is left (less than a sector) moves to the front.
         if buffered > n { memmove(buffer.baseAddress!, buffer.baseAddress! + n, buffered - n) }
         buffered -= n
+    }
+
+    /// Writes `bytes` (whole sectors from a sector's start, or the block's last ones) at `at`
+    /// and returns their sectors' checksums; `nil` if the write failed. On an I/O thread.
+    private static func write(_ bytes: UnsafeRawBufferPointer, to fd: Int32, at: Int) -> [UInt64]? {
+        DiskBlockCache.writeFully(fd, bytes, at: at) ? BlockFile.sectorSums(bytes) : nil
     }
 
     /// Bytes that stay valid while an I/O thread uses them (see `flush`).
@@ -702,8 +708,8 @@ final class BlockWriter: @unchecked Sendable {
         )
         let (layout, earlier, temporary, final) = (self.layout, sums, self.temporary, cache.path(id))
         let all = await cache.ioPool.run { () -> [UInt64]? in
-            guard DiskBlockCache.writeFully(fd, chunk.bytes, at: at) else { return nil }
-            let all = earlier + BlockFile.sectorSums(chunk.bytes)
+            guard let last = Self.write(chunk.bytes, to: fd, at: at) else { return nil }
+            let all = earlier + last
             let header = BlockFile.header(layout, sums: all)
             guard header.withUnsafeBytes({ DiskBlockCache.writeFully(fd, $0, at: 0) }), rename(temporary, final) == 0
             else { return nil }

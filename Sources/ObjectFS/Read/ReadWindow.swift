@@ -3,8 +3,9 @@
 // (Tests/ObjectFSTests/ReadPathTests.swift).
 //
 // - A read fetches the blocks it covers ("demand").
-// - Reads that follow each other (within `slack` ahead, or up to a window behind: the kernel's
-//   read-ahead requests arrive concurrently and out of order) are a sequential run: the
+// - Reads that follow each other (within `slack` ahead of the furthest read or of what the run
+//   fetched ahead, or up to a window behind: the kernel's read-ahead requests arrive
+//   concurrently and are served out of order) are a sequential run: the
 //   window of blocks fetched ahead starts at `initialWindow` and doubles with every new block
 //   the run reaches, up to `maximumWindow` (which the memory budget may lower). Blocks ahead
 //   are asked for in batches (`batch`), so that one GET covers several.
