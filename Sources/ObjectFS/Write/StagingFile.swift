@@ -72,10 +72,9 @@ final class StagingDirectory: Sendable {
         }
         // ext4 marks a file truncated to 0 for a flush of its data at its next close ("replace
         // via truncate", auto_da_alloc); a close of another descriptor clears the mark while the
-        // file is empty. With the mark, a killed daemon left its mount behind in 1 of 4 to 8
-        // runs of the SIGKILL tests (0 of 8 before reuse, 0 of 12 with this close): we think
-        // the flushes of reused files at exit delay the end of the FUSE connection past the
-        // moment libfuse's auto_unmount helper looks, and it unmounts only on ENOTCONN.
+        // file is empty, so a killed daemon's exit does not flush kept files. (Dead mounts after
+        // SIGKILL, once blamed on these flushes, came from the order in which the FUSE device
+        // and the auto_unmount socket are released: see FuseSession.holdDeviceLast.)
         let other = open(path + "/" + freeName, O_RDONLY | O_CLOEXEC)
         if other >= 0 { close(other) }
         let kept = free.withLock { state in
