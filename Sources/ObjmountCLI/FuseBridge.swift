@@ -212,6 +212,8 @@ final class FuseBridge: FuseFilesystem {
             logger.error("could not store pending data: \(failure)")
         }
         progress.cancel()
+        // Once it has stopped: a write under way would otherwise put the file back.
+        await progress.value
         if let progressFile { Glibc.unlink(progressFile) }
         // What could not be stored is kept, never dropped with the staging directory.
         let (kept, failed) =
