@@ -275,25 +275,6 @@ import Testing
         var damaged = bytes
         damaged[lastStart + 30] ^= 0x20
         #expect(Journal.decode(damaged) == Array(records.prefix(2)))
-        // The space a journal keeps allocated past its records reads as zeros: the end.
-        #expect(Journal.decode(bytes + [UInt8](repeating: 0, count: 4096)) == records)
-    }
-
-    /// A full cache disk must not stop `put` and `done` records: the journal holds space
-    /// allocated past its records, and its records are read back from the start.
-    @Test func theJournalKeepsSpaceAllocatedForItsNextRecords() throws {
-        let dir = uniqueStagingDirectory()
-        mkdir(dir, 0o700)
-        let journal = try Journal(directory: dir, instance: 1)
-        let entry = Journal.Entry(file: "staged-1-1-1", key: "k", size: 3, contentType: nil, metadata: [:])
-        try journal.append(.put(entry))
-        try journal.append(.done(file: "staged-1-1-1"))
-        var st = stat()
-        #expect(stat(dir + "/" + journal.name, &st) == 0)
-        #expect(Int64(st.st_blocks) * 512 >= Journal.reserveChunk)
-        let fd = open(dir + "/" + journal.name, O_RDONLY)
-        defer { close(fd) }
-        #expect(Journal.decode(readAll(fd)) == [.put(entry), .done(file: "staged-1-1-1")])
     }
 }
 
