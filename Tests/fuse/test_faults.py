@@ -105,7 +105,9 @@ def test_a_tree_copied_in_and_read_back_through_a_failing_network_is_whole(mount
     faulty.command("rate 0.3")
     assert tree_sums(reader.path) == want
     stats = faulty.command("stats")
-    assert sum(stats["faults"].values()) >= 5, stats     # the network did fail, many times
+    # The network did fail: faults are drawn per connection (28 here at 0.3, 8 expected; 4 seen
+    # once in CI), so the bound is 2 (under 1 in 1,000 runs below it by chance).
+    assert sum(stats["faults"].values()) >= 2, stats
     # The server holds exactly what was written.
     faulty.command("rate 0")
     assert tree_sums(mounter.mount(direct).path) == want
