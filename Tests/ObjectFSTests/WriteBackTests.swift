@@ -275,15 +275,42 @@ import Testing
         var damaged = bytes
         damaged[lastStart + 30] ^= 0x20
         #expect(Journal.decode(damaged) == Array(records.prefix(2)))
+        // The space a journal keeps allocated past its records reads as zeros: the end.
+        #expect(Journal.decode(bytes + [UInt8](repeating: 0, count: 4096)) == records)
+    }
+
+    /// A full cache disk must not stop `put` and `done` records: the journal holds space
+    /// allocated past its records, and its records are read back from the start.
+    @Test func theJournalKeepsSpaceAllocatedForItsNextRecords() throws {
+        let dir = uniqueStagingDirectory()
+        mkdir(dir, 0o700)
+        let journal = try Journal(directory: dir, instance: 1)
+        let entry = Journal.Entry(file: "staged-1-1-1", key: "k", size: 3, contentType: nil, metadata: [:])
+        try journal.append(.put(entry))
+        try journal.append(.done(file: "staged-1-1-1"))
+        var st = stat()
+        #expect(stat(dir + "/" + journal.name, &st) == 0)
+        #expect(Int64(st.st_blocks) * 512 >= Journal.reserveChunk)
+        let fd = open(dir + "/" + journal.name, O_RDONLY)
+        defer { close(fd) }
+        #expect(Journal.decode(readAll(fd)) == [.put(entry), .done(file: "staged-1-1-1")])
     }
 }
 
-/// A copy of every file in `directory`, in a new directory.
+/// What a crash would leave of `directory`, copied while the mount that owns it may still be
+/// working (an upload finishing, its `done` record written, its staging file recycled). The
+/// copy is taken as a kill would leave it only because the journals are copied last and a file
+/// that is gone is skipped: a mount empties or removes a staging file only after it has
+/// written the `done` record that frees it, so a journal copied after the files names none
+/// that the copy lacks. (Copied first, a journal of 256 KiB could miss a `done` written
+/// during the copy while its file was emptied: a seeded property test failed 3 runs in 10.)
 func copyOfDirectory(_ directory: String) -> String {
     let copy = uniqueStagingDirectory()
     mkdir(copy, 0o700)
-    for name in (try? listDirectory(directory)) ?? [] {
+    let names = ((try? listDirectory(directory)) ?? []).sorted { !$0.hasPrefix("journal-") && $1.hasPrefix("journal-") }
+    for name in names {
         let from = open(directory + "/" + name, O_RDONLY)
+        guard from >= 0 else { continue }
         let bytes = readAll(from)
         close(from)
         let to = open(copy + "/" + name, O_WRONLY | O_CREAT | O_TRUNC, 0o600)

@@ -56,6 +56,8 @@ final class Journal {
     let name: String
     private var fd: Int32
     private var bytes: Int64 = 0
+    /// Space allocated to the journal past its end (`reserve`), up to this offset.
+    private var reservedEnd: Int64 = 0
     /// The `put` records without their `done`, by file (without their bytes); `order` keeps
     /// them in journal order.
     private(set) var pending: [String: Entry] = [:]
@@ -71,6 +73,22 @@ final class Journal {
         self.directory = directory
         name = "journal-\(getpid())-\(instance).log"
         fd = try Self.createLocked(directory + "/" + name)
+        reserve()
+    }
+
+    /// Records must be writable when staging files have filled the cache disk: a `put` so
+    /// that a file written before the disk filled can still be acknowledged and stored, a
+    /// `done` so that a stored file is not stored again. The journal keeps `reserveChunk` or
+    /// more allocated past its last record, taken while there is room: zeros, which end a
+    /// journal as a torn line does (records are written at `bytes`, not appended).
+    static let reserveChunk: Int64 = 256 << 10
+
+    private func reserve() {
+        guard reservedEnd - bytes < Self.reserveChunk / 2 else { return }
+        let start = max(reservedEnd, bytes)
+        if posix_fallocate(fd, off_t(start), off_t(Self.reserveChunk)) == 0 {
+            reservedEnd = start + Self.reserveChunk
+        }
     }
 
     deinit {
@@ -79,7 +97,7 @@ final class Journal {
     }
 
     private static func createLocked(_ path: String) throws(FSError) -> Int32 {
-        let fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0o600)
+        let fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw FSError(errno, "cannot create the journal \(path)") }
         guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
             let e = errno
@@ -117,17 +135,21 @@ final class Journal {
             keptByRecord.remove(file)
         }
         if bytes > compactionThreshold { compact() }
+        reserve()
     }
 
     private func write(_ line: [UInt8]) throws(FSError) {
         var done = 0
         while done < line.count {
-            let n = line.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + done, $0.count - done) }
+            let n = line.withUnsafeBytes {
+                pwrite(fd, $0.baseAddress! + done, $0.count - done, off_t(bytes) + off_t(done))
+            }
             if n < 0 {
                 if errno == EINTR { continue }
                 let e = errno
                 // A partial line is a torn tail: cut it, so that the next record starts clean.
                 ftruncate(fd, off_t(bytes))
+                reservedEnd = bytes  // a truncate frees what was allocated past the end
                 throw FSError(e, "cannot write the journal \(directory)/\(name)")
             }
             done += n
@@ -167,6 +189,8 @@ final class Journal {
         retired.append(fd)
         fd = newFD
         bytes = Int64(text.count)
+        reservedEnd = 0
+        reserve()
     }
 
     /// Removes the journal (at a clean exit with nothing pending).

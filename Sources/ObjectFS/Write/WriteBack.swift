@@ -205,19 +205,27 @@ extension ObjectFS {
             if let dir, !isInside(node, dir) { continue }
             targets.append(node.ino)
         }
-        var failures: [FSError] = []
-        await withTaskGroup(of: FSError?.self) { group in
-            for ino in targets {
-                group.addTask {
-                    await self.uploadLimiter.acquire()
-                    let failure = await self.store(ino)
-                    await self.uploadLimiter.release()
-                    return failure
+        // A full cache disk can refuse a file's journal record until uploads finishing beside
+        // it free their staging files: those go again while another round stores something.
+        var others: [FSError] = []
+        while true {
+            var failures: [(InodeNumber, FSError)] = []
+            await withTaskGroup(of: (InodeNumber, FSError?).self) { group in
+                for ino in targets {
+                    group.addTask {
+                        await self.uploadLimiter.acquire()
+                        let failure = await self.store(ino)
+                        await self.uploadLimiter.release()
+                        return (ino, failure)
+                    }
                 }
+                for await (ino, failure) in group { if let failure { failures.append((ino, failure)) } }
             }
-            for await failure in group { if let failure { failures.append(failure) } }
+            let noSpace = failures.filter { $0.1.errno == ENOSPC }
+            if noSpace.isEmpty || failures.count == targets.count { return others + failures.map(\.1) }
+            others += failures.filter { $0.1.errno != ENOSPC }.map(\.1)
+            targets = noSpace.map(\.0)
         }
-        return failures
     }
 
     /// Stores the file's acknowledged bytes: its sealed version, and when no program has it open
