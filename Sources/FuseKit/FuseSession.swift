@@ -30,6 +30,8 @@ public final class FuseSession: @unchecked Sendable {
     public let options: FuseMountOptions
     let lookups = LookupCounter()
     let pool: BufferPool
+    /// `filesystem.extendedAttributeNamespaces`, read once.
+    let xattrNamespaces: [String]
     private let inFlight = Atomic<Int>(0)
     private var session: OpaquePointer?
     private var mountpoint: String?
@@ -44,6 +46,7 @@ public final class FuseSession: @unchecked Sendable {
         self.filesystem = filesystem
         self.options = options
         self.pool = BufferPool(bufferSize: options.maxWrite)
+        self.xattrNamespaces = filesystem.extendedAttributeNamespaces
     }
 
     /// Creates the session and mounts it. SIGINT, SIGTERM and SIGHUP end `run()` from then on.
@@ -195,8 +198,13 @@ public final class FuseSession: @unchecked Sendable {
         fuse_req_interrupt_func(
             req.raw, { _, data in FuseSession.interrupt(UInt(bitPattern: data)) },
             UnsafeMutableRawPointer(bitPattern: key))
-        let task = Task {
-            defer { self.inFlight.subtract(1, ordering: .releasing) }
+        // The task runs on this thread while it has work here (RequestExecutor).
+        let executor = RequestExecutor()
+        let task = Task(executorPreference: executor) {
+            defer {
+                self.inFlight.subtract(1, ordering: .releasing)
+                executor.finish()
+            }
             let value: T
             do {
                 value = try await work()
@@ -209,7 +217,13 @@ public final class FuseSession: @unchecked Sendable {
             reply(req, value)
         }
         FuseSession.started(key, task)
+        executor.serve(idle: Self.requestIdle)
     }
+
+    /// How long a libfuse thread waits for more of its request's work (an I/O thread's answer)
+    /// before it leaves the rest to the global pool: longer than a page-cache read or an
+    /// fdatasync here, much shorter than a server's reply.
+    static let requestIdle = 1_000_000
 
     /// Tasks of requests in flight that an interrupt may cancel, by request address; `nil`: the
     /// task ended before it was entered.
@@ -713,6 +727,10 @@ public final class FuseSession: @unchecked Sendable {
             let s = FuseSession.session(req)
             let fs = s.filesystem
             let n = FuseSession.decodeName(name)
+            if let n, !s.xattrNamespaces.contains(where: { n.hasPrefix($0) }) {
+                _ = fuse_reply_err(req, ENODATA)
+                return
+            }
             s.respond(
                 Request(raw: req!), { try await fs.getxattr(ino, name: try FuseSession.valid(n, missing: ENODATA)) }
             ) {

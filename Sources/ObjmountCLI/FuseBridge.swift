@@ -246,6 +246,8 @@ final class FuseBridge: FuseFilesystem {
         try await call("listxattr") { () async throws(FSError) in try await fs.extendedAttributeNames(ino) }
     }
 
+    var extendedAttributeNamespaces: [String] { [ObjectFS.userNamespace] }
+
     func getxattr(_ ino: Inode, name: String) async throws -> [UInt8] {
         try await call("getxattr \(name)") { () async throws(FSError) in try await fs.extendedAttribute(ino, name: name)
         }

@@ -13,7 +13,7 @@ extension ObjectFS {
     /// attributes `user.objmount.<name>` of files. Listing them costs no request; reading one
     /// asks the server.
     public static let attributeNamespace = "user.objmount."
-    static let userNamespace = "user."
+    public static let userNamespace = "user."
     /// setxattr flags (linux/xattr.h).
     static let createOnly: Int32 = 1
     static let replaceOnly: Int32 = 2
