@@ -1,6 +1,7 @@
 // AWS Signature Version 4 (PROTOCOLS.md §3.5; docs.aws.amazon.com/IAM/latest/UserGuide/reference_sigv.html).
 
 import Crypto
+import Synchronization
 
 #if canImport(FoundationEssentials)
     import FoundationEssentials
@@ -153,7 +154,7 @@ public enum SigV4 {
     public static func canonicalHeaders(_ headers: [HTTPHeader]) -> (block: String, signedHeaders: String) {
         var values: [String: [String]] = [:]
         for header in headers {
-            let name = header.name.lowercased()
+            let name = lowercasedName(header.name)
             guard !unsignableHeaders.contains(name) else { continue }
             values[name, default: []].append(normalizeValue(header.value))
         }
@@ -163,7 +164,28 @@ public enum SigV4 {
     }
 
     /// Trims spaces and tabs and collapses inner runs of spaces to one.
+    /// A header name in lower case (names are ASCII tokens: no Unicode case mapping for them).
+    static func lowercasedName(_ name: String) -> String {
+        let isUpper = { (b: UInt8) in b >= UInt8(ascii: "A") && b <= UInt8(ascii: "Z") }
+        guard name.utf8.allSatisfy({ $0 < 0x80 }) else { return name.lowercased() }
+        guard name.utf8.contains(where: isUpper) else { return name }
+        return String(decoding: name.utf8.map { isUpper($0) ? $0 + 32 : $0 }, as: UTF8.self)
+    }
+
+    /// The value trimmed, with each run of spaces and tabs inside it made one space.
     static func normalizeValue(_ value: String) -> String {
+        // Most values need nothing: no tab, no space at either end, no two spaces in a row.
+        var previousSpace = true
+        var unchanged = true
+        for byte in value.utf8 {
+            let space = byte == UInt8(ascii: " ")
+            if byte == UInt8(ascii: "\t") || (space && previousSpace) {
+                unchanged = false
+                break
+            }
+            previousSpace = space
+        }
+        if unchanged && (value.isEmpty || !previousSpace) { return value }
         var out = ""
         var pendingSpace = false
         for character in value {
@@ -192,11 +214,26 @@ public enum SigV4 {
         return key
     }
 
+    /// The last signing key derived, with what it was derived from: it changes once a day, and
+    /// deriving it is four of a request's five HMACs.
+    private static let lastKey = Mutex<(scope: String, secret: String, key: [UInt8])?>(nil)
+
     static func signature(
         stringToSign: String, secret: String, date: Date, region: String,
         service: String
     ) -> String {
-        let key = signingKey(secret: secret, date: date, region: region, service: service)
+        let scope = credentialScope(date: date, region: region, service: service)
+        var bytes = lastKey.withLock { last -> [UInt8]? in
+            guard let last, last.scope == scope, last.secret == secret else { return nil }
+            return last.key
+        }
+        if bytes == nil {
+            let derived = signingKey(secret: secret, date: date, region: region, service: service)
+                .withUnsafeBytes { Array($0) }
+            lastKey.withLock { $0 = (scope, secret, derived) }
+            bytes = derived
+        }
+        let key = SymmetricKey(data: bytes!)
         return hex(HMAC<SHA256>.authenticationCode(for: Array(stringToSign.utf8), using: key))
     }
 }

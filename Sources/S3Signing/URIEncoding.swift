@@ -73,6 +73,8 @@ public enum URIEncoding {
     /// The empty path is `/`.
     public static func canonicalS3Path(_ path: String) -> String {
         if path.isEmpty { return "/" }
+        // A path of unreserved characters and slashes is its own canonical form.
+        if path.utf8.allSatisfy({ isUnreserved($0) || $0 == UInt8(ascii: "/") }) { return path }
         return path.split(separator: "/", omittingEmptySubsequences: false)
             .map { segment in decode(String(segment)).map { encode($0) } ?? String(segment) }
             .joined(separator: "/")

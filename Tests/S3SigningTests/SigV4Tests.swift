@@ -260,6 +260,44 @@ func value(_ items: [QueryItem], _ name: String) -> String? {
         #expect(creq.split(separator: "\n", omittingEmptySubsequences: false)[1] == Substring(sent))
     }
 
+    /// Header names lower-cased, values trimmed with inner runs of spaces and tabs made one
+    /// space; values that need none of it are signed as they are.
+    @Test func canonicalHeadersTrimAndLowerCase() {
+        let (block, signed) = SigV4.canonicalHeaders([
+            HTTPHeader("X-Amz-Meta-A", "plain value"), HTTPHeader("x-amz-meta-b", " lead"),
+            HTTPHeader("X-AMZ-META-C", "trail "), HTTPHeader("x-amz-meta-d", "a  b\t\tc"),
+            HTTPHeader("x-amz-meta-e", ""), HTTPHeader("x-amz-meta-f", "   "),
+            HTTPHeader("x-amz-meta-g", "é  ü"), HTTPHeader("x-amz-meta-h", "a\tb"),
+        ])
+        #expect(
+            block
+                == "x-amz-meta-a:plain value\nx-amz-meta-b:lead\nx-amz-meta-c:trail\nx-amz-meta-d:a b c\n"
+                + "x-amz-meta-e:\nx-amz-meta-f:\nx-amz-meta-g:é ü\nx-amz-meta-h:a b\n")
+        #expect(
+            signed
+                == "x-amz-meta-a;x-amz-meta-b;x-amz-meta-c;x-amz-meta-d;x-amz-meta-e;x-amz-meta-f;x-amz-meta-g;x-amz-meta-h"
+        )
+        // A path of unreserved characters and slashes is its own canonical form.
+        #expect(URIEncoding.canonicalS3Path("/bucket/a-b_c.d~e/F9") == "/bucket/a-b_c.d~e/F9")
+    }
+
+    /// The signing key is kept between requests: a request signed with other credentials or on
+    /// another day in between must not reuse it.
+    @Test func signaturesWithAnotherKeyBetweenThemStayRight() {
+        let request = SignableRequest(method: "GET", path: "/", headers: [HTTPHeader("Host", "example.amazonaws.com")])
+        func sign(_ credentials: SigningCredentials, _ date: Date) -> String {
+            SigV4.headerAuth(request, credentials: credentials, region: "us-east-1", service: "service", date: date)
+                .signature
+        }
+        let first = sign(suiteCredentials, suiteDate)
+        let other = sign(s3ExampleCredentials, suiteDate)
+        let nextDay = sign(suiteCredentials, suiteDate.addingTimeInterval(86_400))
+        #expect(first != other && first != nextDay)
+        #expect(sign(suiteCredentials, suiteDate) == first)
+        #expect(sign(s3ExampleCredentials, suiteDate) == other)
+        #expect(sign(suiteCredentials, suiteDate.addingTimeInterval(86_400)) == nextDay)
+    }
+
     @Test func payloadHashAndSigningKey() {
         #expect(SigV4.payloadHash([UInt8]()) == SigV4.emptyPayloadHash)
         #expect(
