@@ -1280,6 +1280,9 @@ class SystemRun:
         src = self.fx["big_src"]
         size = self.s.big_mib * MiB
         run(f"cat '{src}' > /dev/null", 120, check=True)  # the source in the page cache
+        # Dirty pages of earlier work (a build, the fixtures) are written out first: mounts that
+        # stage on local disk would otherwise share the disk with them.
+        os.sync()
         dst = os.path.join(self.w, "big")
         key = f"{self.prefix}/big"
         api = self.api()
