@@ -30,15 +30,22 @@ WRITER = r"""
 import hashlib, os, random, sys
 root, seed = sys.argv[1], int(sys.argv[2])
 rng = random.Random(seed)
+# Every path is taken from a descriptor of the mount's root: once the killed daemon's mount is
+# detached, a path through the mountpoint would name the bare directory under it, and files
+# written there would make the next mount fail ("not empty") and be acknowledged wrongly.
+rootfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
 for i in range(100000):
     name = f"d{i % 4}/f{i:05d}.bin" if i % 3 else f"f{i:05d}.bin"
     if i % 7 == 6:
         name = "rewritten.bin"          # the same name again: dd-style rewrite in place
     data = rng.randbytes(rng.choice([0, 1, 4096, 70000, 300000]))
     print("BEGIN", name, hashlib.sha256(data).hexdigest(), flush=True)
-    path = os.path.join(root, name)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    if "/" in name:
+        try:
+            os.mkdir(os.path.dirname(name), dir_fd=rootfd)
+        except FileExistsError:
+            pass
+    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644, dir_fd=rootfd)
     for off in range(0, len(data), 65536):
         os.write(fd, data[off:off + 65536])
     os.close(fd)
