@@ -223,7 +223,11 @@ final class FuseBridge: FuseFilesystem {
         var report = ""
         for file in kept {
             let why = file.openForWriting ? " (still open for writing)" : ""
-            let line = "not stored\(why): \(file.key) (\(file.size) bytes) is kept in \(file.path)"
+            let line =
+                file.inJournal
+                ? "not stored: \(file.key) (\(file.size) bytes) is kept in the journal \(file.path); "
+                    + "the next mount of this remote stores it"
+                : "not stored\(why): \(file.key) (\(file.size) bytes) is kept in \(file.path)"
             logger.error(line)
             report += line + "\n"
         }

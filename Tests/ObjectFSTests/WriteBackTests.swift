@@ -279,6 +279,75 @@ import Testing
         #expect(Journal.decode(bytes + [UInt8](repeating: 0, count: 4096)) == records)
     }
 
+    /// A compaction keeps the bytes of files that are only in memory in their records (their
+    /// only copy), drops the bytes of files on disk (synced first), and does happen while such
+    /// files are pending.
+    @Test func aCompactionKeepsTheBytesOfFilesOnlyInMemory() throws {
+        let dir = uniqueStagingDirectory()
+        mkdir(dir, 0o700)
+        let journal = try Journal(directory: dir, instance: 1)
+        journal.compactionThreshold = 4096
+        var inMemory = Journal.Entry(file: "staged-1-1-1", key: "memory", size: 4, contentType: nil, metadata: [:])
+        inMemory.data = b("tiny")
+        var onDisk = Journal.Entry(file: "staged-1-1-2", key: "disk", size: 5, contentType: nil, metadata: [:])
+        onDisk.data = b("small")
+        let fd = open(dir + "/" + onDisk.file, O_WRONLY | O_CREAT, 0o600)
+        _ = write(fd, "small", 5)
+        close(fd)
+        try journal.append(.put(inMemory), inMemory: true)
+        try journal.append(.put(onDisk))
+        for i in 0..<100 {
+            let other = Journal.Entry(file: "staged-1-2-\(i)", key: "k\(i)", size: 0, contentType: nil, metadata: [:])
+            try journal.append(.put(other))
+            try journal.append(.done(file: other.file))
+        }
+        var st = stat()
+        #expect(stat(dir + "/" + journal.name, &st) == 0)
+        let read = open(dir + "/" + journal.name, O_RDONLY)
+        defer { close(read) }
+        let records = Journal.decode(readAll(read))
+        // Compacted (more than once): fewer records than the 202 appended.
+        #expect(records.count < 150)
+        var lean = onDisk
+        lean.data = nil
+        #expect(Journal.pending(in: records) == [inMemory, lean])
+        #expect(journal.carriesBytes(of: inMemory.file))
+        #expect(!journal.carriesBytes(of: onDisk.file))
+    }
+
+    /// A recovered small file whose staging file cannot be written again (a full disk) is kept
+    /// in memory, its bytes in the new mount's journal: a crash of that mount loses nothing.
+    @Test func aRecoveredFileTheDiskHasNoRoomForStaysInTheJournal() async throws {
+        let dir = uniqueStagingDirectory()
+        let store = MemoryStorage()
+        let first = try Harness(writeBack: .seconds(3600), journalIn: dir, store: store)
+        try await first.writeFile("small", b("tiny"))
+        let crashed = copyOfDirectory(dir)
+        let journalName = try #require(try listDirectory(crashed).first { $0.hasPrefix("journal-") })
+        let fd = open(crashed + "/" + journalName, O_RDONLY)
+        let record = try #require(Journal.pending(in: Journal.decode(readAll(fd))).first)
+        close(fd)
+        #expect(record.data == b("tiny"))
+        // The restore's temporary name is taken by a directory: writing the file fails.
+        unlink(crashed + "/" + record.file)
+        #expect(mkdir(crashed + "/" + record.file + ".restore", 0o700) == 0)
+
+        let second = try Harness(writeBack: .seconds(3600), journalIn: crashed, store: store)
+        second.storage.fail(.put, with: .unavailable("down"), count: 1000)
+        let recovery = await second.fs.recoverPending()
+        #expect(recovery.keys == ["small"])
+        #expect(recovery.lost == [])
+        #expect(try await second.readFile("small") == b("tiny"))
+        rmdir(crashed + "/" + record.file + ".restore")
+        // The second mount dies too: a third finds the bytes in the second's journal.
+        let again = copyOfDirectory(crashed)
+        let third = try Harness(journalIn: again, store: store)
+        let last = await third.fs.recoverPending()
+        #expect(last.keys == ["small"])
+        try await third.fs.fsyncDirectory(rootInode)
+        #expect(try await store.get("small", range: nil, ifMatch: nil) == b("tiny"))
+    }
+
     /// A full cache disk must not stop `put` and `done` records: the journal holds space
     /// allocated past its records, and its records are read back from the start.
     @Test func theJournalKeepsSpaceAllocatedForItsNextRecords() throws {

@@ -15,7 +15,8 @@
 //
 // A small file (up to `inlineLimit`) is not fsync'd at its close: its `put` record carries its
 // bytes, so that a close costs one sync, the journal's. Recovery writes such a file again from
-// its record; compaction syncs the files whose bytes only the journal held before it drops them.
+// its record; compaction syncs the files whose bytes only the journal held before it drops them,
+// and writes the bytes again for a file that is only in memory (Write/StagingFile.swift).
 
 import ObjectStorage
 
@@ -63,6 +64,9 @@ final class Journal {
     private(set) var pending: [String: Entry] = [:]
     /// Pending files whose latest record carries their bytes: not synced on their own.
     private var keptByRecord: Set<String> = []
+    /// The bytes of those of them that have no file on disk at all (a staging file in memory):
+    /// a compaction writes them into the new journal again, as the only copy a crash keeps.
+    private var carried: [String: [UInt8]] = [:]
     private var order: [String: UInt64] = [:]
     private var serial: UInt64 = 0
     /// Rewritten (only the pending records kept) when it grows past this.
@@ -113,8 +117,9 @@ final class Journal {
     var descriptor: Int32 { fd }
     private var retired: [Int32] = []
 
-    /// Appends `record` (written, not synced: see `descriptor`).
-    func append(_ record: Record) throws(FSError) {
+    /// Appends `record` (written, not synced: see `descriptor`). `inMemory`: the bytes a `put`
+    /// carries are those of a file that is not on disk.
+    func append(_ record: Record, inMemory: Bool = false) throws(FSError) {
         try write(Self.encode(record))
         switch record {
         case .put(var entry):
@@ -124,8 +129,10 @@ final class Journal {
             }
             if entry.data == nil {
                 keptByRecord.remove(entry.file)
+                carried[entry.file] = nil
             } else {
                 keptByRecord.insert(entry.file)
+                carried[entry.file] = inMemory ? entry.data : nil
                 entry.data = nil
             }
             pending[entry.file] = entry
@@ -133,6 +140,7 @@ final class Journal {
             pending[file] = nil
             order[file] = nil
             keptByRecord.remove(file)
+            carried[file] = nil
         }
         if bytes > compactionThreshold { compact() }
         reserve()
@@ -162,23 +170,28 @@ final class Journal {
         pending.values.sorted { (order[$0.file] ?? 0) < (order[$1.file] ?? 0) }
     }
 
+    /// Whether the journal's record of `file` carries its bytes (a small file not synced).
+    func carriesBytes(of file: String) -> Bool { keptByRecord.contains(file) }
+
     /// Rewrites the journal with only its pending records (under a new name, locked before it
-    /// replaces the old one, so that no other mount ever sees it unlocked), without bytes: the
-    /// files whose bytes only their records held are synced first. On failure the old journal
-    /// stays.
+    /// replaces the old one, so that no other mount ever sees it unlocked): the files whose
+    /// bytes only their records held are synced first, and their records lose the bytes, but
+    /// for files in memory, whose records keep them. On failure the old journal stays.
     private func compact() {
-        for file in keptByRecord {
+        for file in keptByRecord where carried[file] == nil {
             let fd = open(directory + "/" + file, O_RDONLY | O_CLOEXEC)
             let synced = fd >= 0 && fsync(fd) == 0
             if fd >= 0 { close(fd) }
             guard synced else { return }
         }
-        keptByRecord = []
         let path = directory + "/" + name
         let temporary = path + ".new"
         guard let newFD = try? Self.createLocked(temporary) else { return }
         var text: [UInt8] = []
-        for entry in pendingInOrder { text += Self.encode(.put(entry)) }
+        for var entry in pendingInOrder {
+            entry.data = carried[entry.file]
+            text += Self.encode(.put(entry))
+        }
         let written = text.withUnsafeBytes { Glibc.write(newFD, $0.baseAddress, $0.count) }
         guard written == text.count, fsync(newFD) == 0, rename(temporary, path) == 0 else {
             close(newFD)
@@ -186,6 +199,7 @@ final class Journal {
             return
         }
         syncDirectory(directory)
+        keptByRecord = Set(carried.keys)
         retired.append(fd)
         fd = newFD
         bytes = Int64(text.count)

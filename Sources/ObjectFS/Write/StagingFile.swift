@@ -43,6 +43,9 @@ final class StagingDirectory: Sendable {
 
     fileprivate func releaseMemory(_ bytes: Int64) { memoryHeld.withLock { $0 -= bytes } }
 
+    /// Takes `bytes` more of the memory even past the cap (a file that has nowhere else to be).
+    fileprivate func takeMemory(_ bytes: Int64) { memoryHeld.withLock { $0 += bytes } }
+
     /// Bytes of staging files in memory now (for tests).
     var memoryInUse: Int64 { memoryHeld.withLock { $0 } }
 
@@ -236,20 +239,40 @@ final class StagingFile: @unchecked Sendable {
         durable = true
     }
 
-    /// The staging file `name` made again, durably, from the bytes a journal record carried.
+    /// The staging file `name` made again, durably, from the bytes a journal record carried:
+    /// written under another name and renamed over it, so that a failure (a full disk) leaves
+    /// what was there, and a hard link to it (`unsaved/`, Write/Unsaved.swift) keeps its bytes.
     init(directory: StagingDirectory, restoring name: String, bytes: [UInt8]) throws(FSError) {
         self.directory = directory
         self.name = name
         path = directory.path + "/" + name
-        fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw FSError(errno, "cannot create staging file \(path)") }
-        journaled = true
-        let written = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) }
-        guard written == bytes.count, fsync(fd) == 0 else {
-            throw FSError(written < 0 ? errno : EIO, "cannot restore staging file \(path)")
+        let temporary = path + ".restore"
+        let fd = open(temporary, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw FSError(errno, "cannot create staging file \(temporary)") }
+        let written = bytes.withUnsafeBytes { Self.writeFully(fd, $0, at: 0) }
+        guard written, fsync(fd) == 0, rename(temporary, path) == 0 else {
+            let error = errno
+            close(fd)
+            unlink(temporary)
+            throw FSError(error == 0 ? EIO : error, "cannot restore staging file \(path)")
         }
+        self.fd = fd
+        journaled = true
         size = Int64(bytes.count)
         durable = true
+    }
+
+    /// The staging file `name` in memory with `bytes` (past the memory cap: it has nowhere else
+    /// to be), for a journal record whose bytes the disk has no room for.
+    init(directory: StagingDirectory, keeping name: String, bytes: [UInt8]) {
+        self.directory = directory
+        self.name = name
+        path = directory.path + "/" + name
+        memory = bytes
+        held = Int64(bytes.count)
+        directory.takeMemory(held)
+        size = held
+        journaled = true
     }
 
     deinit {

@@ -21,6 +21,9 @@ extension ObjectFS {
         /// The file's first bytes were not downloaded (it was being extended): they are those of
         /// the object stored at `key`, and a hole in the kept file.
         public var storedPrefix: Int64 = 0
+        /// Its bytes could not be put in `directory` (a full disk), but the journal record
+        /// that carries them (`path`) is kept: the next mount of the remote stores the file.
+        public var inJournal = false
     }
 
     /// Keeps the data of every file not stored yet (what `flushAll` could not upload) in
@@ -30,7 +33,7 @@ extension ObjectFS {
     /// could not be (their reason logged by the caller).
     public func keepUnsaved(in directory: String) -> (kept: [KeptFile], failed: [String]) {
         let pending = nodes.values.filter { $0.dirty && $0.parent != nil && $0.staging != nil }
-            .map { (key: fileKey($0), staging: $0.staging!, open: $0.writers > 0) }
+            .map { (key: fileKey($0), staging: $0.staging!, open: $0.writers > 0, sealed: $0.sealed === $0.staging) }
             .sorted { $0.key < $1.key }
         guard !pending.isEmpty else { return ([], []) }
         var kept: [KeptFile] = []
@@ -41,7 +44,14 @@ extension ObjectFS {
             let name = String(repeating: "0", count: max(0, 4 - number.count)) + number + "-" + Self.safeName(file.key)
             let path = directory + "/" + name
             guard (try? file.staging.sync()) != nil, Glibc.link(file.staging.path, path) == 0 else {
-                failed.append(file.key)
+                if file.sealed, file.staging.journaled, let journal, journal.carriesBytes(of: file.staging.name) {
+                    kept.append(
+                        KeptFile(
+                            key: file.key, size: file.staging.size, path: journal.directory + "/" + journal.name,
+                            openForWriting: false, inJournal: true))
+                } else {
+                    failed.append(file.key)
+                }
                 continue
             }
             let prefix = file.staging.storedPrefix

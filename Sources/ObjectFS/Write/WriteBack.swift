@@ -65,7 +65,7 @@ extension ObjectFS {
             // Pages written moments ago: a read from the page cache, no disk wait.
             entry.data = try sealed.read(at: 0, count: Int(sealed.size))
         }
-        try journal.append(.put(entry))
+        try journal.append(.put(entry), inMemory: !sealed.onDisk)
         sealed.journaled = true
         journalRecords += 1
         if wait {
@@ -302,15 +302,16 @@ extension ObjectFS {
                     recovery.lost.append(entry.key)
                     continue
                 }
-                entry.data = nil
+                // A file the disk had no room for stays in memory, and its bytes in the record.
+                if file.onDisk { entry.data = nil }
                 do {
                     // This mount's journal names it now, before the old journal goes.
-                    try journal.append(.put(entry))
+                    try journal.append(.put(entry), inMemory: !file.onDisk)
                 } catch {
                     configuration.log("\(error.message): \(entry.key) stays with the journal \(orphan.journal)")
                     return recovery
                 }
-                kept.insert(entry.file)
+                if file.onDisk { kept.insert(entry.file) }
                 place(file, as: entry)
                 recovery.keys.append(entry.key)
                 recovery.bytes += entry.size
@@ -328,14 +329,16 @@ extension ObjectFS {
     }
 
     /// The staging file of a recovered record: as the crashed mount left it, or made again from
-    /// the bytes the record carries (a small file the crash may have cut, since it was not synced).
+    /// the bytes the record carries (a small file the crash may have cut, since it was not
+    /// synced) — in memory if the disk has no room for it: the record is its only copy, and it
+    /// stays the only copy, in this mount's journal.
     private func recoveredFile(_ entry: Journal.Entry) -> StagingFile? {
         guard let data = entry.data else { return try? StagingFile(directory: staging, existing: entry.file) }
         do {
             return try StagingFile(directory: staging, restoring: entry.file, bytes: data)
         } catch {
-            configuration.log(error.message)
-            return nil
+            configuration.log("\(error.message): \(entry.key) is kept in memory and in the journal")
+            return StagingFile(directory: staging, keeping: entry.file, bytes: data)
         }
     }
 
