@@ -66,6 +66,7 @@ final class Journal {
     private var keptByRecord: Set<String> = []
     /// The bytes of those of them that have no file on disk at all (a staging file in memory):
     /// a compaction writes them into the new journal again, as the only copy a crash keeps.
+    /// They share the staging file's buffer (StagingFile.read of a whole file).
     private var carried: [String: [UInt8]] = [:]
     private var order: [String: UInt64] = [:]
     private var serial: UInt64 = 0

@@ -392,7 +392,11 @@ final class StagingFile: @unchecked Sendable {
     private func read(at offset: Int64, count: Int, size: Int64) throws(FSError) -> [UInt8] {
         let n = Int(max(0, min(Int64(count), size - offset)))
         guard n > 0 else { return [] }
-        if let bytes = memory { return Array(bytes[Int(offset)..<(Int(offset) + n)]) }
+        if let bytes = memory {
+            // The whole file shares its buffer (a journal record of a sealed file, never written
+            // again, holds no second copy of it).
+            return offset == 0 && n == bytes.count ? bytes : Array(bytes[Int(offset)..<(Int(offset) + n)])
+        }
         var out = [UInt8](repeating: 0, count: n)
         var done = 0
         while done < n {

@@ -33,7 +33,7 @@ extension ObjectFS {
     /// could not be (their reason logged by the caller).
     public func keepUnsaved(in directory: String) -> (kept: [KeptFile], failed: [String]) {
         let pending = nodes.values.filter { $0.dirty && $0.parent != nil && $0.staging != nil }
-            .map { (key: fileKey($0), staging: $0.staging!, open: $0.writers > 0, sealed: $0.sealed === $0.staging) }
+            .map { (key: fileKey($0), staging: $0.staging!, open: $0.writers > 0) }
             .sorted { $0.key < $1.key }
         guard !pending.isEmpty else { return ([], []) }
         var kept: [KeptFile] = []
@@ -44,7 +44,8 @@ extension ObjectFS {
             let name = String(repeating: "0", count: max(0, 4 - number.count)) + number + "-" + Self.safeName(file.key)
             let path = directory + "/" + name
             guard (try? file.staging.sync()) != nil, Glibc.link(file.staging.path, path) == 0 else {
-                if file.sealed, file.staging.journaled, let journal, journal.carriesBytes(of: file.staging.name) {
+                // (A file written since its seal is a copy under a name no record has.)
+                if let journal, journal.carriesBytes(of: file.staging.name) {
                     kept.append(
                         KeptFile(
                             key: file.key, size: file.staging.size, path: journal.directory + "/" + journal.name,
