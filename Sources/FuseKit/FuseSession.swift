@@ -129,6 +129,9 @@ public final class FuseSession: @unchecked Sendable {
         return fcntl(fd, F_DUPFD_CLOEXEC, highest + 1)
     }
 
+    /// Requests handed to the filesystem and not answered yet.
+    public var requestsInFlight: Int { inFlight.load(ordering: .relaxed) }
+
     /// Ends `run()` from another thread.
     public func exit() {
         if let se = session { fuse_session_exit(se) }

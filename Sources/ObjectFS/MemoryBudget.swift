@@ -89,6 +89,8 @@ final class MemoryBudget: Sendable {
     /// Bytes taken now, and the most ever taken at once.
     var used: Int64 { state.withLock { $0.used } }
     var peak: Int64 { state.withLock { $0.peak } }
+    /// Reservations waiting for room.
+    var waiting: Int { state.withLock { $0.waiters.reduce(0) { $0 + $1.count } } }
     /// Bytes free now.
     var available: Int64 { state.withLock { max(0, limit - $0.used) } }
 }

@@ -40,6 +40,8 @@ public actor ObjectFS {
     var nextHandle: UInt64 = 1
     var stagingSerial: UInt64 = 0
     var lockTickets: UInt64 = 0
+    /// The node each waiting `lock` call waits for, by ticket.
+    var lockWaits: [UInt64: Node] = [:]
     /// When this filesystem started (wall clock): uploads older than this are not its own.
     let startedAt: Timestamp
     /// Directory renames in progress, and the uploads waiting for them to end.
@@ -626,6 +628,7 @@ public actor ObjectFS {
         let failures = await storeSealed()
         // Nothing left for a later mount: the journal goes with this one.
         if let journal, journal.pending.isEmpty { journal.remove() }
+        await staging.finishRecycling(timeout: .seconds(5))
         staging.removeKeptFiles()
         return failures
     }

@@ -221,8 +221,8 @@ public struct BorrowedBytes: @unchecked Sendable {
 
 /// At most `limit` holders at a time; the others wait in order.
 actor AsyncLimiter {
-    private var available: Int
-    private var waiters: [CheckedContinuation<Void, Never>] = []
+    private(set) var available: Int
+    private(set) var waiters: [CheckedContinuation<Void, Never>] = []
 
     init(limit: Int) { available = max(1, limit) }
 

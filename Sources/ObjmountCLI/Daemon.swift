@@ -2,6 +2,7 @@
 // foreground mode as a new session (never fork() a running Swift process) and waits until
 // it reports the mount live, or relays its error.
 
+import Dispatch
 import FuseKit
 import MemoryStorage
 import ObjectFS
@@ -184,6 +185,8 @@ enum Daemon {
         } catch {
             throw fail("cannot mount \(remote) at \(mountpoint) (errno \(error.errno)); see the lines above")
         }
+        let dump = Self.dumpStateOnSignal(fs: fs, session: session, logger: logger)
+        defer { dump.cancel() }
         let pidFile = Paths.pidFile(for: mountpoint)
         if Paths.makeDirectories(Paths.runtimeDirectory) {
             let fd = open(pidFile, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
@@ -201,6 +204,21 @@ enum Daemon {
                 "\(bridge.unsaved.count + bridge.lost.count) file(s) could not be stored; "
                     + (bridge.unsaved.isEmpty ? "see the log" : "their data is kept in \(bridge.unsavedDirectory)"))
         }
+    }
+
+    /// `kill -USR1 <pid>` writes what the mount is doing and waiting for to its log.
+    static func dumpStateOnSignal(fs: ObjectFS, session: FuseSession, logger: Logger) -> any DispatchSourceSignal {
+        signal(SIGUSR1, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: SIGUSR1, queue: .global())
+        source.setEventHandler {
+            let requests = session.requestsInFlight
+            Task {
+                let state = await fs.diagnostics()
+                logger.info("state: \(requests) requests in flight\n" + state)
+            }
+        }
+        source.resume()
+        return source
     }
 
     /// The daemon serving `mountpoint`, from its pid file — only if that process is still an

@@ -257,6 +257,47 @@ import Testing
         #expect(stored == ["renamed": b("tiny"), "large": large, "empty": []])
     }
 
+    /// A mount that ends cleanly removes its journal: none of its staging files may outlive it,
+    /// since no later mount would know whose they are. Files a mount left without a journal
+    /// (one emptied on the I/O pool as the process exited) are removed by the next one.
+    @Test func aCleanExitLeavesNoStagingFileAndLeftoversGoAtTheNextMount() async throws {
+        let dir = uniqueStagingDirectory()
+        let store = MemoryStorage()
+        let large = (0..<(Int(Journal.inlineLimit) * 2)).map { UInt8(truncatingIfNeeded: $0 &* 13) }
+        let first = try Harness(writeBack: .seconds(3600), journalIn: dir, store: store)
+        for i in 0..<20 { try await first.writeFile("f\(i)", large) }
+        #expect(await first.fs.flushAll() == [])
+        #expect(try listDirectory(dir) == [])
+
+        // A live mount's files stay; those of a mount with no journal go.
+        let live = try Harness(writeBack: .seconds(3600), journalIn: dir, store: store)
+        try await live.writeFile("pending", large)
+        let liveFiles = try listDirectory(dir).filter { $0.hasPrefix("staged-") }
+        #expect(liveFiles.count == 1)
+        for name in ["staged-99999-7-3.free", "staged-99999-7-4", "staged-99999-7-5.restore"] {
+            close(open(dir + "/" + name, O_WRONLY | O_CREAT, 0o600))
+        }
+        let next = try Harness(journalIn: dir, store: store)
+        #expect(await next.fs.recoverPending().keys == [])
+        #expect(try listDirectory(dir).filter { $0.hasPrefix("staged-") } == liveFiles)
+        #expect(await live.fs.flushAll() == [])
+
+        // The files of a crashed mount that the next one adopts keep their names, and stay.
+        let crashing = try Harness(writeBack: .seconds(3600), journalIn: dir, store: store)
+        try await crashing.writeFile("large", large)
+        try await crashing.writeFile("small", b("small"))
+        let crashed = copyOfDirectory(dir)
+        // The small file is in memory, carried by its record; the large one on disk.
+        let adopted = try listDirectory(crashed).filter { $0.hasPrefix("staged-") }
+        #expect(adopted.count == 1)
+        let adopting = try Harness(journalIn: crashed, store: store)
+        #expect(await adopting.fs.recoverPending().keys.sorted() == ["large", "small"])
+        #expect(Set(adopted).isSubset(of: try listDirectory(crashed)))
+        #expect(await adopting.fs.flushAll() == [])
+        #expect(try listDirectory(crashed) == [])
+        #expect(await crashing.fs.flushAll() == [])
+    }
+
     @Test func recordsSurviveTheirEncodingAndATornTailEndsTheJournal() {
         let entry = Journal.Entry(
             file: "staged-1-2-3", key: "dir/with\ttab\nnewline %41 and = sign/caf\u{e9}", size: 42,

@@ -43,24 +43,35 @@ extension ObjectFS {
         while n.busy {
             lockTickets += 1
             let ticket = lockTickets
-            let ino = n.ino
+            lockWaits[ticket] = n
             await withTaskCancellationHandler {
                 await withCheckedContinuation { n.waiters.append((ticket, $0)) }
             } onCancel: {
-                Task { await self.stopWaiting(ino, ticket) }
+                Task { await self.stopWaiting(ticket) }
             }
-            if Task.isCancelled { throw FSError(EINTR, "interrupted") }
+            lockWaits[ticket] = nil
+            if Task.isCancelled {
+                // An unlock may have handed the lock to this waiter just before: it passes on.
+                if !n.busy { wakeNextWaiter(n) }
+                throw FSError(EINTR, "interrupted")
+            }
         }
         n.busy = true
     }
 
-    private func stopWaiting(_ ino: InodeNumber, _ ticket: UInt64) {
-        guard let n = nodes[ino], let i = n.waiters.firstIndex(where: { $0.ticket == ticket }) else { return }
+    /// The cancelled waiter `ticket` leaves the queue of the node it waits for (looked up by
+    /// ticket: the node may be gone from the namespace meanwhile).
+    private func stopWaiting(_ ticket: UInt64) {
+        guard let n = lockWaits[ticket], let i = n.waiters.firstIndex(where: { $0.ticket == ticket }) else { return }
         n.waiters.remove(at: i).continuation.resume()
     }
 
     func unlock(_ n: Node) {
         n.busy = false
+        wakeNextWaiter(n)
+    }
+
+    private func wakeNextWaiter(_ n: Node) {
         if !n.waiters.isEmpty { n.waiters.removeFirst().continuation.resume() }
     }
 }

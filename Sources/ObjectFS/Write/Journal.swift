@@ -260,6 +260,22 @@ final class Journal {
         close(orphan.lockFD)
     }
 
+    /// Removes staging files of mounts that left no journal: a mount that ended cleanly
+    /// removes its journal, and a staging file it was still emptying (on the I/O pool) as the
+    /// process exited stays behind, named by no record. Files this journal adopted keep the
+    /// names their mount gave them: they stay.
+    func removeLeftovers() {
+        guard let names = try? listDirectory(directory) else { return }
+        for file in names where file.hasPrefix("staged-") && pending[file] == nil {
+            let parts = file.dropFirst("staged-".count).split(separator: "-", maxSplits: 2)
+            guard parts.count == 3 else { continue }
+            var st = stat()
+            // Checked at the moment of removal: a mount starting now creates its journal first.
+            let journal = directory + "/journal-\(parts[0])-\(parts[1]).log"
+            if stat(journal, &st) != 0 && errno == ENOENT { unlink(directory + "/" + file) }
+        }
+    }
+
     /// The `put` records of `records` without a later `done`, in the order they were first put
     /// (with the bytes an earlier record of the same file carried, if the last one has none).
     static func pending(in records: [Record]) -> [Entry] {

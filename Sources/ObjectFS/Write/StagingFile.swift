@@ -28,6 +28,18 @@ final class StagingDirectory: Sendable {
     /// every recently freed inode, one inode-table lookup each). Up to `keptFree`.
     private let free = Mutex<(files: [(fd: Int32, name: String)], closed: Bool)>(([], false))
     static let keptFree = 64
+    /// Staging files being emptied or removed on the I/O pool.
+    fileprivate let recycling = Mutex<Int>(0)
+
+    /// Returns once the staging files dropped so far are emptied or removed (at exit, within
+    /// `timeout`): one left half-way would outlive the journal that names its mount.
+    func finishRecycling(timeout: Duration) async {
+        let deadline = ContinuousClock.now + timeout
+        while recycling.withLock({ $0 }) > 0 && ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(2))
+        }
+    }
+
     /// Bytes of staging files held in memory, and the most there may be.
     private let memoryHeld = Mutex<Int64>(0)
     static let memoryCap: Int64 = 4 << 20
@@ -286,7 +298,11 @@ final class StagingFile: @unchecked Sendable {
         }
         // Not on the thread that dropped the last reference, which may be the actor's.
         let (fd, name, directory) = (self.fd, self.name, self.directory)
-        BlockingIOPool.shared.submit { directory.recycle(fd, name: name) }
+        directory.recycling.withLock { $0 += 1 }
+        BlockingIOPool.shared.submit {
+            directory.recycle(fd, name: name)
+            directory.recycling.withLock { $0 -= 1 }
+        }
     }
 
     /// A new staging file `name` with this one's bytes (on the I/O pool: the kernel copies them

@@ -325,6 +325,7 @@ extension ObjectFS {
             }
             journal.release(orphan, keeping: kept)
         }
+        journal.removeLeftovers()
         return recovery
     }
 
