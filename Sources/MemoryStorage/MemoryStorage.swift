@@ -192,6 +192,7 @@ public actor MemoryStorage: ObjectStorage {
             throw StorageError.invalidArgument("part number \(number)")
         }
         version += 1
+        partBytesReceived += Int64(bytes.count)
         let etag = ETag("part-\(version)")
         uploads[bytes: upload.uploadID]!.parts[number] = (etag, bytes)
         return UploadedPart(number: number, etag: etag)
@@ -237,6 +238,9 @@ public actor MemoryStorage: ObjectStorage {
     public func abortMultipartUpload(_ upload: MultipartUpload) async throws {
         uploads[bytes: upload.uploadID] = nil
     }
+
+    /// Bytes received as parts (sent or copied), in all uploads so far.
+    public private(set) var partBytesReceived: Int64 = 0
 
     /// Multipart uploads started and neither completed nor aborted.
     public var pendingUploads: [MultipartUpload] {

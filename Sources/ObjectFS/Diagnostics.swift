@@ -10,7 +10,13 @@ extension ObjectFS {
                 + "\(dirty.filter { $0.sealed != nil }.count) sealed")
         lines.append("uploads: \(uploads.count) scheduled or running; " + (await uploadLimiter.state))
         for node in nodes.values where node.busy || !node.waiters.isEmpty {
-            lines.append("  locked: \(fileKey(node)) (\(node.waiters.count) waiting)")
+            lines.append(
+                "  locked: \(fileKey(node)) by \(node.lockedFor ?? "nobody") (\(node.waiters.count) waiting)"
+                    + (nodes[node.ino] === node && node.parent != nil ? "" : ", detached"))
+        }
+        for (ino, purposes) in storing.sorted(by: { $0.key < $1.key }).prefix(20) {
+            let name = nodes[ino].map { fileKey($0) } ?? "inode \(ino)"
+            lines.append("  storing \(name) for " + purposes.joined(separator: ", "))
         }
         for ino in uploads.keys.sorted().prefix(20) {
             guard let node = nodes[ino] else {

@@ -51,6 +51,8 @@ public actor ObjectFS {
     let journal: Journal?
     /// Background uploads, one per file (Write/WriteBack.swift).
     var uploads: [InodeNumber: Task<Void, Never>] = [:]
+    /// Files being stored now (holding a permit of `uploadLimiter`), and for what.
+    var storing: [InodeNumber: [String]] = [:]
     /// Journal records appended, and how many of them a finished journal sync covers.
     var journalRecords: UInt64 = 0
     var syncedJournalRecords: UInt64 = 0
@@ -393,6 +395,7 @@ public actor ObjectFS {
         node.size = staging.size
         node.mtime = clock.wallClock()
         markDirty(node)
+        if staging.size > configuration.multipartThreshold { sendFilledParts(node, staging) }
         return bytes.count
     }
 
@@ -471,7 +474,7 @@ public actor ObjectFS {
         let child = try await resolve(parent: parent, name: name)
         guard child.kind.isObject else { throw FSError(EISDIR, "\(name) is a directory") }
         // An upload of it in flight ends first (its object would show again for a moment).
-        try await lock(child)
+        try await lock(child, for: "unlink")
         defer { unlock(child) }
         guard dir.children[name] == child.ino else { return try await unlink(parent: parent, name: name) }
         try await keepStoredPrefixLocally(child)
@@ -530,7 +533,7 @@ public actor ObjectFS {
         var locked: [Node] = []
         defer { for n in locked { unlock(n) } }
         for n in files {
-            try await lock(n)
+            try await lock(n, for: "rename")
             locked.append(n)
         }
         guard fromDir.children[name] == source.ino, toDir.children[newName] == target?.ino else {
@@ -627,7 +630,7 @@ public actor ObjectFS {
     public func flushAll() async -> [FSError] {
         let failures = await storeSealed()
         // Nothing left for a later mount: the journal goes with this one.
-        if let journal, journal.pending.isEmpty { journal.remove() }
+        if let journal, journal.pending.isEmpty, journal.openUploads.isEmpty { journal.remove() }
         await staging.finishRecycling(timeout: .seconds(5))
         staging.removeKeptFiles()
         return failures

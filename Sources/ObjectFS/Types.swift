@@ -167,6 +167,9 @@ public struct ObjectFSConfiguration: Sendable {
     public var writeBackDelay: Duration = .milliseconds(300)
     /// Background uploads (and uploads of an unmount or a directory fsync) at once.
     public var writeBackConcurrency = 16
+    /// A file being written sends its parts while it grows past the multipart threshold
+    /// (Write/EarlyParts.swift), instead of all of them after its close.
+    public var sendsPartsEarly = true
     /// The staging directory keeps a journal of the versions `close`/`fsync` acknowledged and
     /// outlives the mount: a later mount of the same remote stores what is left
     /// (`ObjectFS.recoverPending`).

@@ -298,6 +298,65 @@ import Testing
         #expect(await crashing.fs.flushAll() == [])
     }
 
+    /// A large file's parts go out while it is written: its close leaves only the last ones to
+    /// send, and no byte is sent twice.
+    @Test func aLargeFileSendsItsPartsWhileItIsWritten() async throws {
+        let h = try Harness(multipartThreshold: 100 << 10, partSize: 32 << 10, journalIn: uniqueStagingDirectory())
+        let data = (0..<(320 << 10)).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ $0 >> 11) }
+        let (attrs, fh) = try await h.fs.create(
+            parent: rootInode, name: "big", mode: 0o644, flags: OpenFlags(posix: O_WRONLY | O_CREAT | O_TRUNC))
+        _ = attrs
+        for offset in stride(from: 0, to: data.count, by: 16 << 10) {
+            _ = try await h.fs.write(fh, offset: Int64(offset), data: Array(data[offset..<offset + (16 << 10)]))
+        }
+        // Before the close: an upload is under way, with parts received, and nothing stored.
+        try await waitUntil { await h.memory.partBytesReceived >= 9 * (32 << 10) }
+        #expect(await h.memory.pendingUploads.count == 1)
+        #expect(await h.keys() == [])
+        try await h.fs.flush(fh)
+        await h.fs.release(fh)
+        #expect(await h.memory.snapshot().map(\.bytes) == [data])
+        #expect(await h.memory.pendingUploads == [])
+        #expect(await h.memory.partBytesReceived == Int64(data.count))
+    }
+
+    /// A write below the parts already sent makes them stale: the upload is aborted and the
+    /// file stored whole, as written last.
+    @Test func aRewriteBelowTheEarlyPartsStoresTheFileAsWrittenLast() async throws {
+        let h = try Harness(multipartThreshold: 100 << 10, partSize: 32 << 10, journalIn: uniqueStagingDirectory())
+        var data = (0..<(256 << 10)).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+        let (_, fh) = try await h.fs.create(
+            parent: rootInode, name: "big", mode: 0o644, flags: OpenFlags(posix: O_WRONLY | O_CREAT | O_TRUNC))
+        _ = try await h.fs.write(fh, offset: 0, data: data)
+        try await waitUntil { await h.memory.partBytesReceived >= 4 * (32 << 10) }
+        _ = try await h.fs.write(fh, offset: 1000, data: b("rewritten"))
+        data.replaceSubrange(1000..<1009, with: b("rewritten"))
+        try await h.fs.flush(fh)
+        await h.fs.release(fh)
+        #expect(await h.memory.snapshot().map(\.bytes) == [data])
+        #expect(await h.memory.pendingUploads == [])
+    }
+
+    /// A mount killed while it sent the parts of a file it was writing: the mount that adopts
+    /// its journal aborts that upload (the server keeps no orphaned parts).
+    @Test func aLaterMountAbortsTheUploadOfAFileACrashedMountWasWriting() async throws {
+        let dir = uniqueStagingDirectory()
+        let store = MemoryStorage(pageSize: 5, minimumPartSize: 8)
+        let first = try Harness(
+            multipartThreshold: 100 << 10, partSize: 32 << 10, writeBack: .seconds(3600), journalIn: dir, store: store)
+        let (_, fh) = try await first.fs.create(
+            parent: rootInode, name: "big", mode: 0o644, flags: OpenFlags(posix: O_WRONLY | O_CREAT | O_TRUNC))
+        _ = try await first.fs.write(fh, offset: 0, data: [UInt8](repeating: 1, count: 200 << 10))
+        try await waitUntil { await store.partBytesReceived >= 5 * (32 << 10) }
+        #expect(await store.pendingUploads.count == 1)
+        let crashed = copyOfDirectory(dir)
+        let second = try Harness(journalIn: crashed, store: store)
+        #expect(await second.fs.recoverPending().keys == [])
+        try await waitUntil { await store.pendingUploads.isEmpty }
+        #expect(await store.snapshot().isEmpty)
+        await first.fs.release(fh)
+    }
+
     @Test func recordsSurviveTheirEncodingAndATornTailEndsTheJournal() {
         let entry = Journal.Entry(
             file: "staged-1-2-3", key: "dir/with\ttab\nnewline %41 and = sign/caf\u{e9}", size: 42,
@@ -428,6 +487,15 @@ func copyOfDirectory(_ directory: String) -> String {
         close(to)
     }
     return copy
+}
+
+/// Polls `condition` (every 5 ms, for up to 5 s) until it holds.
+func waitUntil(_ condition: () async -> Bool) async throws {
+    for _ in 0..<1000 {
+        if await condition() { return }
+        try await Task.sleep(for: .milliseconds(5))
+    }
+    Issue.record("the condition never held")
 }
 
 func appendToJournal(in directory: String, _ text: String) {

@@ -336,6 +336,66 @@ print(json.dumps({{"sha": hashlib.sha256(body).hexdigest(),
     assert len(seen["used"]) == 48
 
 
+def test_a_large_file_sends_its_segments_while_it_is_written_and_a_kill_leaves_none(
+        mounter: Mounter, tmp_path, lhubic_python) -> None:
+    """1 MiB SLO segments: segments are on the server while the file is still open; its close
+    sends the rest, each segment once. A second file is being written when the daemon is killed:
+    the next mount removes the segments of its upload, and stores nothing under its name."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+    from test_swift_driver import CONTAINER, _swift_token, prefix_of, swiftclient
+    remote = swift_remote()
+    cache = tmp_path / "cache"
+    token, url = _swift_token()
+
+    def segments(name: str) -> list[str]:
+        listing = f"{url}/{CONTAINER}_segments?prefix={urllib.parse.quote(prefix_of(remote))}/{name}/"
+        req = urllib.request.Request(listing, headers={"X-Auth-Token": token})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.read().decode().split()
+        except urllib.error.HTTPError:
+            return []
+    m = mounter.mount(remote, cache=cache, extra=["--segment-size", "1"])
+    data = os.urandom((12 << 20) + 77)
+    with open(m.path / "big.bin", "wb") as f:
+        f.write(data[:8 << 20])
+        f.flush()
+        assert wait_for(lambda: len(segments("big.bin")) >= 4, 30, interval=0.01), \
+            "no segment was sent while the file was being written"
+        f.write(data[8 << 20:])
+    m.settle()
+    key = prefix_of(remote) + "/big.bin"
+    seen = swiftclient(lhubic_python, f"""
+import hashlib
+h, body = conn.get_object({CONTAINER!r}, {key!r})
+_, manifest = conn.get_object({CONTAINER!r}, {key!r}, query_string='multipart-manifest=get')
+print(json.dumps({{"sha": hashlib.sha256(body).hexdigest(),
+                   "used": sorted(s['name'].split('/', 2)[2] for s in json.loads(manifest))}}))
+""")
+    assert seen["sha"] == hashlib.sha256(data).hexdigest()
+    assert sorted(segments("big.bin")) == seen["used"]
+    assert len(seen["used"]) == 13
+
+    f = open(m.path / "cut.bin", "wb")
+    try:
+        f.write(os.urandom(6 << 20))
+        f.flush()
+        assert wait_for(lambda: len(segments("cut.bin")) >= 2, 30, interval=0.01)
+        os.kill(m.pid, signal.SIGKILL)
+        assert wait_for(lambda: not is_mounted(m.path), 30)
+    finally:
+        try:
+            f.close()
+        except OSError:
+            pass
+    m = mounter.mount(remote, cache=cache, mountpoint=m.path, extra=["--segment-size", "1"])
+    assert wait_for(lambda: segments("cut.bin") == [], 30), "segments of the cut upload were left behind"
+    assert not (m.path / "cut.bin").exists()
+    assert hashlib.sha256((m.path / "big.bin").read_bytes()).hexdigest() == hashlib.sha256(data).hexdigest()
+
+
 def test_cleanup_removes_swift_segment_sets_no_object_uses(mounter: Mounter, lhubic_python) -> None:
     import urllib.request
     from conftest import OBJMOUNT_BIN

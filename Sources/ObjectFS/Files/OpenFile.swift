@@ -39,7 +39,7 @@ extension ObjectFS {
     }
 
     /// Takes the file's lock; a cancelled task (an interrupted fsync) stops waiting with EINTR.
-    func lock(_ n: Node) async throws(FSError) {
+    func lock(_ n: Node, for purpose: String) async throws(FSError) {
         while n.busy {
             lockTickets += 1
             let ticket = lockTickets
@@ -57,6 +57,7 @@ extension ObjectFS {
             }
         }
         n.busy = true
+        n.lockedFor = purpose
     }
 
     /// The cancelled waiter `ticket` leaves the queue of the node it waits for (looked up by
@@ -68,6 +69,7 @@ extension ObjectFS {
 
     func unlock(_ n: Node) {
         n.busy = false
+        n.lockedFor = nil
         wakeNextWaiter(n)
     }
 

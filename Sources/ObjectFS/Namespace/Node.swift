@@ -70,6 +70,8 @@ extension ObjectFS {
         var openHandles = 0
         var writers = 0
         var busy = false
+        /// What holds the lock, and where it is (for diagnostics).
+        var lockedFor: String?
         /// The key a file had when it was removed from the namespace.
         var detachedKey: ObjectKey?
         /// Who waits for the file's lock (OpenFile.swift), by ticket.

@@ -51,6 +51,11 @@ final class Journal {
     enum Record: Equatable {
         case put(Entry)
         case done(file: String)
+        /// A multipart upload this mount began for a file still being written (its parts go
+        /// out before the close: Write/EarlyParts.swift), and its end (completed or aborted).
+        /// One that a mount that is gone never ended is aborted by the mount that adopts it.
+        case began(MultipartUpload)
+        case ended(uploadID: String)
     }
 
     let directory: String
@@ -70,6 +75,8 @@ final class Journal {
     private var carried: [String: [UInt8]] = [:]
     private var order: [String: UInt64] = [:]
     private var serial: UInt64 = 0
+    /// Multipart uploads begun and not ended, by upload ID.
+    private(set) var openUploads: [String: MultipartUpload] = [:]
     /// Rewritten (only the pending records kept) when it grows past this.
     var compactionThreshold: Int64 = 4 << 20
 
@@ -142,6 +149,10 @@ final class Journal {
             order[file] = nil
             keptByRecord.remove(file)
             carried[file] = nil
+        case .began(let upload):
+            openUploads[upload.uploadID] = upload
+        case .ended(let id):
+            openUploads[id] = nil
         }
         if bytes > compactionThreshold { compact() }
         reserve()
@@ -193,6 +204,7 @@ final class Journal {
             entry.data = carried[entry.file]
             text += Self.encode(.put(entry))
         }
+        for upload in openUploads.values { text += Self.encode(.began(upload)) }
         let written = text.withUnsafeBytes { Glibc.write(newFD, $0.baseAddress, $0.count) }
         guard written == text.count, fsync(newFD) == 0, rename(temporary, path) == 0 else {
             close(newFD)
@@ -220,6 +232,8 @@ final class Journal {
     struct Orphan {
         var journal: String
         var entries: [Entry]
+        /// Multipart uploads it began and never ended.
+        var uploads: [MultipartUpload]
         fileprivate var lockFD: Int32
     }
 
@@ -242,7 +256,10 @@ final class Journal {
                 continue
             }
             let records = Self.decode(readAll(lock))
-            found.append(Orphan(journal: file, entries: Self.pending(in: records), lockFD: lock))
+            found.append(
+                Orphan(
+                    journal: file, entries: Self.pending(in: records), uploads: Self.openUploads(in: records),
+                    lockFD: lock))
         }
         return found
     }
@@ -290,9 +307,24 @@ final class Journal {
             case .done(let file):
                 entries[file] = nil
                 first[file] = nil
+            case .began, .ended:
+                break
             }
         }
         return entries.values.sorted { first[$0.file]! < first[$1.file]! }
+    }
+
+    /// The multipart uploads `records` begin and do not end.
+    static func openUploads(in records: [Record]) -> [MultipartUpload] {
+        var open: [String: MultipartUpload] = [:]
+        for record in records {
+            switch record {
+            case .began(let upload): open[upload.uploadID] = upload
+            case .ended(let id): open[id] = nil
+            case .put, .done: break
+            }
+        }
+        return open.values.sorted { $0.uploadID < $1.uploadID }
     }
 
     // MARK: - Encoding
@@ -315,6 +347,10 @@ final class Journal {
             }
         case .done(let file):
             fields = ["done", escape(file)]
+        case .began(let upload):
+            fields = ["began", escape(upload.key), escape(upload.uploadID)]
+        case .ended(let id):
+            fields = ["ended", escape(id)]
         }
         let body = Array(fields.joined(separator: "\t").utf8)
         let sum = body.withUnsafeBytes { Checksum.of($0) }
@@ -346,6 +382,11 @@ final class Journal {
         switch fields.first {
         case "done" where fields.count == 2:
             return unescape(fields[1]).map { .done(file: $0) }
+        case "began" where fields.count == 3:
+            guard let key = unescape(fields[1]), let id = unescape(fields[2]) else { return nil }
+            return .began(MultipartUpload(key: key, uploadID: id))
+        case "ended" where fields.count == 2:
+            return unescape(fields[1]).map { .ended(uploadID: $0) }
         case "put" where fields.count >= 5:
             guard let file = unescape(fields[1]), let key = unescape(fields[2]), let size = Int64(fields[3]),
                 let type = unescape(fields[4])

@@ -151,6 +151,9 @@ final class StagingFile: @unchecked Sendable {
     var storedPrefix: Int64 = 0
     /// The download of the stored prefix in progress, if any (ObjectFS actor only).
     var prefixFill: Task<FSError?, Never>?
+    /// The parts of this file sent while it is written (Write/EarlyParts.swift; ObjectFS
+    /// actor only). A write or truncate below what they cover makes them unusable.
+    var early: EarlyParts?
     /// Keeps the directory until the file is gone.
     private let directory: StagingDirectory
 
@@ -288,6 +291,7 @@ final class StagingFile: @unchecked Sendable {
     }
 
     deinit {
+        early?.abandon()
         guard fd >= 0 else {
             directory.releaseMemory(held)
             return
@@ -349,6 +353,7 @@ final class StagingFile: @unchecked Sendable {
 
     func write(_ bytes: UnsafeRawBufferPointer, at offset: Int64) throws(FSError) {
         let end = offset + Int64(bytes.count)
+        if let early, offset < early.covered { early.broken = true }
         if memory != nil {
             if resizeInMemory(to: max(size, end)) {
                 memory!.withUnsafeMutableBytes { m in
@@ -439,6 +444,7 @@ final class StagingFile: @unchecked Sendable {
             }
             try moveToDisk()
         }
+        if let early, length < early.covered { early.broken = true }
         guard ftruncate(fd, off_t(length)) == 0 else {
             throw FSError(errno, "cannot truncate staging file")
         }

@@ -41,7 +41,7 @@ extension ObjectFS {
             node.staging = copy
             return copy
         }
-        try await lock(node)
+        try await lock(node, for: "loading for a write")
         defer { unlock(node) }
         if let s = node.staging { return s }
         let staging = try newStagingFile()
@@ -139,7 +139,7 @@ extension ObjectFS {
     /// Stores the file's sealed version (Write/WriteBack.swift), under the name the file has
     /// when the upload ends.
     func upload(_ node: Node) async throws(FSError) {
-        try await lock(node)
+        try await lock(node, for: "upload")
         defer { unlock(node) }
         // A rename during the upload moves the target: store again under the new name, so that
         // a successful close always means the data is stored where the file now is.
@@ -155,8 +155,10 @@ extension ObjectFS {
             }
             let generation = node.sealedGeneration
             // The record of this key is durable before anything is stored under it.
+            node.lockedFor = "upload: journal sync"
             await syncJournalRecordsOrLog()
             let key = fileKey(node)
+            node.lockedFor = "upload: HEAD \(key)"
             // What the server holds at the key now: the version this upload replaces, unless
             // another client changed it since this mount read it (a conflict: both are kept).
             let current: ObjectInfo?
@@ -188,11 +190,18 @@ extension ObjectFS {
             let sent = (mode: node.mode, mtime: node.mtime, uid: node.uid, gid: node.gid)
             var options = putOptions(node)
             options.isNew = node.remote == nil && !node.recovered
+            node.lockedFor = "upload: sending \(key)"
             let info: ObjectInfo
+            // The options the object was stored with: those its early parts' upload began with.
+            var storedOptions = options
             do {
                 if sealed.size > configuration.multipartThreshold || sealed.storedPrefix > 0 {
-                    info = try await multipartUpload(key, staging: sealed, options: options, prefixOf: node.remote)
+                    let early = await earlyParts(of: sealed, for: key)
+                    info = try await multipartUpload(
+                        key, staging: sealed, options: options, prefixOf: node.remote, early: early)
+                    if let early { storedOptions = early.options }
                 } else {
+                    await dropEarlyParts(of: sealed)
                     let payload = sealed.payload()
                     let inFlight = Self.streamingFootprint(payload)
                     await budget.reserve(inFlight)
@@ -202,7 +211,9 @@ extension ObjectFS {
             } catch {
                 throw FSError.from(error, "upload \(key)")
             }
+            node.lockedFor = "upload: waiting for directory renames"
             await waitForDirectoryRenames()
+            node.lockedFor = "upload: after sending"
             if node.parent == nil {
                 // Unlinked while it was being uploaded.
                 try? await storage.delete([key])
@@ -216,8 +227,9 @@ extension ObjectFS {
             // A chmod, utimes or setxattr that arrived while the bytes were on their way.
             let metadataChanged =
                 node.userMetadata != sentMetadata || node.mode != sent.mode || node.mtime != sent.mtime
-                || node.uid != sent.uid || node.gid != sent.gid
-            node.remote = stored(info, with: options)
+                || node.uid != sent.uid || node.gid != sent.gid || storedOptions.metadata != options.metadata
+                || storedOptions.contentType != options.contentType
+            node.remote = stored(info, with: storedOptions)
             node.changedAt = now
             if node.recovered && sealed.size > configuration.multipartThreshold {
                 await abortStaleUploads(of: key)
@@ -276,26 +288,42 @@ extension ObjectFS {
     /// A multipart upload of `staging`: its stored prefix (if any) as parts the server copies
     /// from `remote` (the version at `key` the prefix belongs to), the rest as parts streamed
     /// from the file.
-    func multipartUpload(_ key: ObjectKey, staging: StagingFile, options: PutOptions, prefixOf remote: ObjectInfo?)
+    /// With `early`, the upload its parts were sent to goes on after them, and the stored
+    /// prefix is none.
+    func multipartUpload(
+        _ key: ObjectKey, staging: StagingFile, options: PutOptions, prefixOf remote: ObjectInfo?,
+        early: EarlyParts? = nil
+    )
         async throws -> ObjectInfo
     {
         let size = staging.size
-        let prefix = staging.storedPrefix
+        // The parts sent early stand for the file's first bytes, as a stored prefix would.
+        let sentEarly = early.map { ($0.parts, $0.covered) }
+        let prefix = sentEarly?.1 ?? staging.storedPrefix
         let caps = storage.capabilities
-        guard prefix == 0 || remote != nil else { throw StorageError.invalidArgument("no version to copy from") }
+        guard prefix == 0 || remote != nil || early != nil else {
+            throw StorageError.invalidArgument("no version to copy from")
+        }
         // The prefix in equal parts of at most the largest copy.
-        let copied = prefix == 0 ? 0 : Int((prefix + caps.maximumCopiedPartSize - 1) / caps.maximumCopiedPartSize)
+        let copied =
+            early != nil ? early!.started
+            : prefix == 0 ? 0 : Int((prefix + caps.maximumCopiedPartSize - 1) / caps.maximumCopiedPartSize)
         let copySize = copied == 0 ? 0 : (prefix + Int64(copied) - 1) / Int64(copied)
-        var partSize = max(configuration.partSize, caps.minimumPartSize)
+        var partSize = early?.partSize ?? max(configuration.partSize, caps.minimumPartSize)
         let maxParts = Int64(caps.maximumPartCount - copied)
         if (size - prefix + partSize - 1) / partSize > maxParts { partSize = (size - prefix + maxParts - 1) / maxParts }
-        let upload = try await storage.createMultipartUpload(key, options: options)
+        let upload: MultipartUpload
+        if let existing = early?.upload {
+            upload = existing
+        } else {
+            upload = try await storage.createMultipartUpload(key, options: options)
+        }
         let storage = self.storage
         do {
             let count = copied + Int((size - prefix + partSize - 1) / partSize)
             let parts = try await withThrowingTaskGroup(of: UploadedPart.self) { group in
-                var done: [UploadedPart] = []
-                var next = 0
+                var done: [UploadedPart] = sentEarly?.0 ?? []
+                var next = sentEarly == nil ? 0 : copied
                 func add() {
                     let number = next + 1
                     if next < copied {
@@ -321,16 +349,20 @@ extension ObjectFS {
                     }
                     next += 1
                 }
-                while next < min(count, configuration.uploadConcurrency) { add() }
+                let first = next
+                while next < min(count, first + configuration.uploadConcurrency) { add() }
                 while let part = try await group.next() {
                     done.append(part)
                     if next < count { add() }
                 }
                 return done.sorted { $0.number < $1.number }
             }
-            return try await storage.completeMultipartUpload(upload, parts: parts)
+            let info = try await storage.completeMultipartUpload(upload, parts: parts)
+            if let early { endEarlyUpload(early) }
+            return info
         } catch {
             try? await storage.abortMultipartUpload(upload)
+            if let early { endEarlyUpload(early) }
             throw error
         }
     }

@@ -165,7 +165,7 @@ extension ObjectFS {
         var backoff: Duration = .seconds(1)
         while let node = nodes[ino], node.dirty, node.parent != nil, node.sealed != nil || node.writers == 0 {
             await uploadLimiter.acquire()
-            let failure = await store(ino)
+            let failure = await store(ino, for: "the background upload")
             await uploadLimiter.release()
             guard let failure else {
                 node.uploadError = nil
@@ -214,7 +214,7 @@ extension ObjectFS {
                 for ino in targets {
                     group.addTask {
                         await self.uploadLimiter.acquire()
-                        let failure = await self.store(ino)
+                        let failure = await self.store(ino, for: "a flush of everything")
                         await self.uploadLimiter.release()
                         return (ino, failure)
                     }
@@ -230,8 +230,10 @@ extension ObjectFS {
 
     /// Stores the file's acknowledged bytes: its sealed version, and when no program has it open
     /// for writing, everything written (sealed now; again if writes came in meanwhile).
-    private func store(_ ino: InodeNumber) async -> FSError? {
+    private func store(_ ino: InodeNumber, for purpose: String) async -> FSError? {
         guard let node = nodes[ino] else { return nil }
+        storing[ino, default: []].append(purpose)
+        defer { storing[ino]!.removeFirst(); if storing[ino]!.isEmpty { storing[ino] = nil } }
         do {
             for _ in 0..<3 {
                 if node.writers == 0 { try await seal(node) }
@@ -293,8 +295,25 @@ extension ObjectFS {
     public func recoverPending() -> Recovery {
         var recovery = Recovery()
         guard let journal else { return recovery }
+        var unfinished: [MultipartUpload] = []
+        defer {
+            // Begun by a killed mount for files it was writing: aborted in the background
+            // (this journal names them until then).
+            if !unfinished.isEmpty {
+                Task { for upload in unfinished { await self.abortEarlyUpload(upload) } }
+            }
+        }
         for orphan in journal.orphans() {
             var kept: Set<String> = []
+            for upload in orphan.uploads {
+                do {
+                    try journal.append(.began(upload))
+                    unfinished.append(upload)
+                } catch {
+                    configuration.log("\(error.message): the journal \(orphan.journal) is kept")
+                    return recovery
+                }
+            }
             for var entry in orphan.entries {
                 guard entry.key.hasPrefix(prefix), entry.key.utf8.count > prefix.utf8.count,
                     let file = recoveredFile(entry), file.size == entry.size

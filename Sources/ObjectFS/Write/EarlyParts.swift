@@ -1,0 +1,206 @@
+// EarlyParts: a large file's parts go to the server while the application is still writing it.
+//
+// Once a file being written grows past the multipart threshold, a multipart upload is begun
+// for its key and every part the writes have filled is sent at once (streamed from the staging
+// file, `uploadConcurrency` at a time), so that when the file is closed and its upload runs,
+// only the parts after them are left to send. Nothing is visible on the server before the
+// upload completes, and it completes only for a version a close sealed (Write/WriteBack.swift):
+// an object is never replaced by a prefix of a file.
+//
+// The parts are used only if they still hold the file's bytes: a write or a truncate below
+// what they cover (`covered`), a failed part, or a key that changed (a rename) makes them
+// unusable, and the upload is aborted. The upload is in the journal (`began`, `ended`) from
+// before its first part until it is completed or aborted: a mount that adopts the journal of a
+// killed one aborts what it left.
+
+import ObjectStorage
+
+/// The early parts of one staging file. ObjectFS actor only (`abandon` excepted, which only
+/// hands the upload to the actor).
+final class EarlyParts: @unchecked Sendable {
+    let key: ObjectKey
+    let partSize: Int64
+    /// What the upload was begun with: the object's metadata is the file's as it was then, and
+    /// is stored again after the upload if it changed (Write/Upload.swift).
+    let options: PutOptions
+    var upload: MultipartUpload?
+    /// Parts sent, in any order.
+    var parts: [UploadedPart] = []
+    /// Parts begun (numbers 1...started), and those of them still being sent.
+    var started = 0
+    var running = 0
+    var creating = false
+    /// A write or truncate below `covered`, or a failure: the parts are not used.
+    var broken = false
+    /// Completed or aborted.
+    var ended = false
+    /// Waiting for the parts in flight to end.
+    var waiters: [CheckedContinuation<Void, Never>] = []
+    /// Aborts an upload nobody completed (the staging file went).
+    let onAbandon: @Sendable (MultipartUpload) -> Void
+
+    init(key: ObjectKey, partSize: Int64, options: PutOptions, onAbandon: @escaping @Sendable (MultipartUpload) -> Void) {
+        self.key = key
+        self.partSize = partSize
+        self.options = options
+        self.onAbandon = onAbandon
+    }
+
+    /// Bytes the parts begun cover, from the start of the file.
+    var covered: Int64 { Int64(started) * partSize }
+
+    /// The staging file is gone: an upload begun for it and not ended is aborted.
+    func abandon() {
+        guard !ended, let upload else { return }
+        ended = true
+        onAbandon(upload)
+    }
+}
+
+extension ObjectFS {
+    /// After a write to `staging` (the file `node` is writing): begins the upload once the file
+    /// is past the multipart threshold, and sends every part the writes have filled.
+    func sendFilledParts(_ node: Node, _ staging: StagingFile) {
+        guard configuration.sendsPartsEarly, staging.onDisk, staging.storedPrefix == 0, node.parent != nil,
+            staging.size > configuration.multipartThreshold, staging !== node.sealed
+        else { return }
+        let early: EarlyParts
+        if let existing = staging.early {
+            early = existing
+        } else {
+            var options = putOptions(node)
+            options.isNew = node.remote == nil && !node.recovered
+            early = EarlyParts(
+                key: fileKey(node), partSize: max(configuration.partSize, storage.capabilities.minimumPartSize),
+                options: options,
+                onAbandon: { [weak self] upload in
+                    guard let self else { return }
+                    Task { await self.abortEarlyUpload(upload) }
+                })
+            staging.early = early
+        }
+        guard !early.broken, !early.ended, !early.creating else { return }
+        guard let upload = early.upload else {
+            early.creating = true
+            Task { await self.beginEarlyUpload(early, of: node.ino, staging) }
+            return
+        }
+        let limit = max(1, configuration.uploadConcurrency)
+        while early.running < limit, early.started < storage.capabilities.maximumPartCount,
+            staging.size >= early.covered + early.partSize
+        {
+            early.started += 1
+            early.running += 1
+            let number = early.started
+            let payload = staging.payload(offset: early.covered - early.partSize, length: early.partSize)
+            Task { await self.sendEarlyPart(early, upload, number: number, payload: payload, of: node.ino, staging) }
+        }
+    }
+
+    private func beginEarlyUpload(_ early: EarlyParts, of ino: InodeNumber, _ staging: StagingFile) async {
+        do {
+            let upload = try await storage.createMultipartUpload(early.key, options: early.options)
+            early.upload = upload
+            // In the journal before any part is sent: a crash from here on leaves nothing behind.
+            if let journal {
+                try journal.append(.began(upload))
+                journalRecords += 1
+                try await syncJournalRecords()
+            }
+        } catch {
+            configuration.log("cannot send the parts of \(early.key) while it is written: \(error)")
+            early.broken = true
+            if let upload = early.upload, !early.ended {
+                // Begun, but not recorded: it goes now.
+                early.ended = true
+                await abortEarlyUpload(upload)
+            }
+        }
+        early.creating = false
+        wakeEarlyWaiters(early)
+        if let node = nodes[ino], node.staging === staging { sendFilledParts(node, staging) }
+    }
+
+    private func sendEarlyPart(
+        _ early: EarlyParts, _ upload: MultipartUpload, number: Int, payload: Payload, of ino: InodeNumber,
+        _ staging: StagingFile
+    ) async {
+        let inFlight = Self.streamingFootprint(payload)
+        await budget.reserve(inFlight)
+        do {
+            let part = try await storage.uploadPart(upload, number: number, payload: payload)
+            early.parts.append(part)
+        } catch {
+            early.broken = true
+        }
+        budget.release(inFlight)
+        early.running -= 1
+        wakeEarlyWaiters(early)
+        if let node = nodes[ino], node.staging === staging { sendFilledParts(node, staging) }
+    }
+
+    private func wakeEarlyWaiters(_ early: EarlyParts) {
+        guard early.running == 0, !early.creating else { return }
+        let waiters = early.waiters
+        early.waiters = []
+        for w in waiters { w.resume() }
+    }
+
+    /// The parts sent early for `staging`, once none is in flight, if they can be used for its
+    /// upload under `key`; otherwise their upload is aborted and nil returned.
+    func earlyParts(of staging: StagingFile, for key: ObjectKey) async -> EarlyParts? {
+        guard let early = staging.early, !early.ended else { return nil }
+        while early.running > 0 || early.creating {
+            await withCheckedContinuation { early.waiters.append($0) }
+        }
+        let caps = storage.capabilities
+        let rest = (staging.size - early.covered + early.partSize - 1) / early.partSize
+        if !early.broken, early.upload != nil, early.key == key, staging.storedPrefix == 0, early.started > 0,
+            early.parts.count == early.started, Int64(early.started) + rest <= Int64(caps.maximumPartCount)
+        {
+            return early
+        }
+        await dropEarlyParts(of: staging)
+        return nil
+    }
+
+    /// Aborts the upload of `staging`'s early parts, if it has one that has not ended.
+    func dropEarlyParts(of staging: StagingFile) async {
+        guard let early = staging.early else { return }
+        staging.early = nil
+        guard !early.ended, let upload = early.upload else { return }
+        early.ended = true
+        await abortEarlyUpload(upload)
+    }
+
+    /// The early upload has ended (completed): recorded, so that no later mount aborts it.
+    func endEarlyUpload(_ early: EarlyParts) {
+        early.ended = true
+        guard let journal, let upload = early.upload else { return }
+        do {
+            try journal.append(.ended(uploadID: upload.uploadID))
+            journalRecords += 1
+        } catch {
+            configuration.log(error.message)
+        }
+    }
+
+    func abortEarlyUpload(_ upload: MultipartUpload) async {
+        do {
+            try await storage.abortMultipartUpload(upload)
+        } catch StorageError.notFound {
+            // Completed or aborted already.
+        } catch {
+            // Stays in the journal: the next mount that adopts it tries again.
+            configuration.log("cannot abort the upload of \(upload.key) begun while it was written: \(error)")
+            return
+        }
+        guard let journal, journal.openUploads[upload.uploadID] != nil else { return }
+        do {
+            try journal.append(.ended(uploadID: upload.uploadID))
+            journalRecords += 1
+        } catch {
+            configuration.log(error.message)
+        }
+    }
+}
