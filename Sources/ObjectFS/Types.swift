@@ -234,7 +234,15 @@ actor AsyncLimiter {
             available -= 1
             return
         }
-        await withCheckedContinuation { waiters.append($0) }
+        await withCheckedContinuation { c in
+            // Looked at again where it queues: a release in between would have woken nobody.
+            if available > 0 {
+                available -= 1
+                c.resume()
+            } else {
+                waiters.append(c)
+            }
+        }
     }
 
     func release() {

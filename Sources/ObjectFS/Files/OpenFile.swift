@@ -39,13 +39,21 @@ extension ObjectFS {
     }
 
     /// Takes the file's lock; a cancelled task (an interrupted fsync) stops waiting with EINTR.
+    ///
+    /// A waiter looks at the lock again where it queues itself: the call into the cancellation
+    /// handler may leave the actor and come back (a request's task prefers the executor of its
+    /// FUSE thread, FuseKit/RequestExecutor.swift), and an unlock that ran in between, with no
+    /// one queued yet, woke nobody: the waiter slept for good on a free lock (the crash test
+    /// found it once in a few hundred remounts).
     func lock(_ n: Node, for purpose: String) async throws(FSError) {
         while n.busy {
             lockTickets += 1
             let ticket = lockTickets
             lockWaits[ticket] = n
             await withTaskCancellationHandler {
-                await withCheckedContinuation { n.waiters.append((ticket, $0)) }
+                await withCheckedContinuation { c in
+                    if n.busy { n.waiters.append((ticket, c)) } else { c.resume() }
+                }
             } onCancel: {
                 Task { await self.stopWaiting(ticket) }
             }

@@ -151,7 +151,10 @@ extension ObjectFS {
     func earlyParts(of staging: StagingFile, for key: ObjectKey) async -> EarlyParts? {
         guard let early = staging.early, !early.ended else { return nil }
         while early.running > 0 || early.creating {
-            await withCheckedContinuation { early.waiters.append($0) }
+            await withCheckedContinuation { c in
+                // Looked at again where it queues (see `lock`).
+                if early.running > 0 || early.creating { early.waiters.append(c) } else { c.resume() }
+            }
         }
         let caps = storage.capabilities
         let rest = (staging.size - early.covered + early.partSize - 1) / early.partSize

@@ -192,7 +192,12 @@ extension ObjectFS {
     /// Returns once no directory rename is copying keys: an object stored meanwhile might sit
     /// under the old name of a directory whose copy missed it.
     func waitForDirectoryRenames() async {
-        while directoryRenames > 0 { await withCheckedContinuation { renameWaiters.append($0) } }
+        while directoryRenames > 0 {
+            // Looked at again where it queues (see `lock`).
+            await withCheckedContinuation { c in
+                if directoryRenames > 0 { renameWaiters.append(c) } else { c.resume() }
+            }
+        }
     }
 
     static let permanentErrors: Set<Int32> = [EACCES, EPERM, ENAMETOOLONG, EFBIG, EROFS, EINVAL, EDQUOT, ENOSPC]
