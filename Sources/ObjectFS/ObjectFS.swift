@@ -53,6 +53,8 @@ public actor ObjectFS {
     var uploads: [InodeNumber: Task<Void, Never>] = [:]
     /// Files being stored now (holding a permit of `uploadLimiter`), and for what.
     var storing: [InodeNumber: [String]] = [:]
+    /// Bytes per second a part upload goes at, once one was measured (Write/EarlyParts.swift).
+    var partRate: Double?
     /// Journal records appended, and how many of them a finished journal sync covers.
     var journalRecords: UInt64 = 0
     var syncedJournalRecords: UInt64 = 0

@@ -298,19 +298,29 @@ import Testing
         #expect(await crashing.fs.flushAll() == [])
     }
 
-    /// A large file's parts go out while it is written: its close leaves only the last ones to
-    /// send, and no byte is sent twice.
-    @Test func aLargeFileSendsItsPartsWhileItIsWritten() async throws {
+    /// A large file written no faster than its parts are sent has them sent as it is written:
+    /// its close leaves only the last ones to send, and no byte is sent twice. One written
+    /// faster has only its first part sent before the close (the one that measures the upload).
+    @Test(arguments: [true, false])
+    func aLargeFileSendsItsPartsWhileItIsWritten(slowly: Bool) async throws {
         let h = try Harness(multipartThreshold: 100 << 10, partSize: 32 << 10, journalIn: uniqueStagingDirectory())
+        // A part takes 50 ms or more: parts go at 0.65 MB/s at most.
+        h.storage.setLatency(.milliseconds(50))
         let data = (0..<(320 << 10)).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ $0 >> 11) }
         let (attrs, fh) = try await h.fs.create(
             parent: rootInode, name: "big", mode: 0o644, flags: OpenFlags(posix: O_WRONLY | O_CREAT | O_TRUNC))
         _ = attrs
+        // 16 KiB every 40 ms (0.4 MB/s), or all at once.
         for offset in stride(from: 0, to: data.count, by: 16 << 10) {
             _ = try await h.fs.write(fh, offset: Int64(offset), data: Array(data[offset..<offset + (16 << 10)]))
+            if slowly { try await Task.sleep(for: .milliseconds(40)) }
         }
         // Before the close: an upload is under way, with parts received, and nothing stored.
-        try await waitUntil { await h.memory.partBytesReceived >= 9 * (32 << 10) }
+        try await waitUntil { await h.memory.partBytesReceived >= (slowly ? 9 : 1) * (32 << 10) }
+        if !slowly {
+            try await Task.sleep(for: .milliseconds(150))
+            #expect(await h.memory.partBytesReceived == 32 << 10)
+        }
         #expect(await h.memory.pendingUploads.count == 1)
         #expect(await h.keys() == [])
         try await h.fs.flush(fh)
@@ -328,7 +338,7 @@ import Testing
         let (_, fh) = try await h.fs.create(
             parent: rootInode, name: "big", mode: 0o644, flags: OpenFlags(posix: O_WRONLY | O_CREAT | O_TRUNC))
         _ = try await h.fs.write(fh, offset: 0, data: data)
-        try await waitUntil { await h.memory.partBytesReceived >= 4 * (32 << 10) }
+        try await waitUntil { await h.memory.partBytesReceived >= 32 << 10 }
         _ = try await h.fs.write(fh, offset: 1000, data: b("rewritten"))
         data.replaceSubrange(1000..<1009, with: b("rewritten"))
         try await h.fs.flush(fh)
@@ -347,7 +357,7 @@ import Testing
         let (_, fh) = try await first.fs.create(
             parent: rootInode, name: "big", mode: 0o644, flags: OpenFlags(posix: O_WRONLY | O_CREAT | O_TRUNC))
         _ = try await first.fs.write(fh, offset: 0, data: [UInt8](repeating: 1, count: 200 << 10))
-        try await waitUntil { await store.partBytesReceived >= 5 * (32 << 10) }
+        try await waitUntil { await store.partBytesReceived >= 32 << 10 }
         #expect(await store.pendingUploads.count == 1)
         let crashed = copyOfDirectory(dir)
         let second = try Harness(journalIn: crashed, store: store)

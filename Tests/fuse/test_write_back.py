@@ -338,9 +338,10 @@ print(json.dumps({{"sha": hashlib.sha256(body).hexdigest(),
 
 def test_a_large_file_sends_its_segments_while_it_is_written_and_a_kill_leaves_none(
         mounter: Mounter, tmp_path, lhubic_python) -> None:
-    """1 MiB SLO segments: segments are on the server while the file is still open; its close
-    sends the rest, each segment once. A second file is being written when the daemon is killed:
-    the next mount removes the segments of its upload, and stores nothing under its name."""
+    """1 MiB SLO segments, a file written at about 10 MB/s (slower than a segment is sent):
+    segments are on the server while the file is still open; its close sends the rest, each
+    segment once. A second file is being written when the daemon is killed: the next mount
+    removes the segments of its upload, and stores nothing under its name."""
     import urllib.error
     import urllib.parse
     import urllib.request
@@ -359,9 +360,13 @@ def test_a_large_file_sends_its_segments_while_it_is_written_and_a_kill_leaves_n
             return []
     m = mounter.mount(remote, cache=cache, extra=["--segment-size", "1"])
     data = os.urandom((12 << 20) + 77)
+    def write_slowly(f, chunks: list[bytes]) -> None:
+        for chunk in chunks:
+            f.write(chunk)
+            f.flush()
+            time.sleep(0.1)
     with open(m.path / "big.bin", "wb") as f:
-        f.write(data[:8 << 20])
-        f.flush()
+        write_slowly(f, [data[i:i + (1 << 20)] for i in range(0, 8 << 20, 1 << 20)])
         assert wait_for(lambda: len(segments("big.bin")) >= 4, 30, interval=0.01), \
             "no segment was sent while the file was being written"
         f.write(data[8 << 20:])
@@ -380,8 +385,7 @@ print(json.dumps({{"sha": hashlib.sha256(body).hexdigest(),
 
     f = open(m.path / "cut.bin", "wb")
     try:
-        f.write(os.urandom(6 << 20))
-        f.flush()
+        write_slowly(f, [os.urandom(1 << 20) for _ in range(6)])
         assert wait_for(lambda: len(segments("cut.bin")) >= 2, 30, interval=0.01)
         os.kill(m.pid, signal.SIGKILL)
         assert wait_for(lambda: not is_mounted(m.path), 30)

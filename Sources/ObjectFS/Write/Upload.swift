@@ -345,7 +345,10 @@ extension ObjectFS {
                     group.addTask {
                         await budget.reserve(inFlight)
                         defer { budget.release(inFlight) }
-                        return try await storage.uploadPart(upload, number: number, payload: payload)
+                        let started = ContinuousClock.now
+                        let part = try await storage.uploadPart(upload, number: number, payload: payload)
+                        await self.notePartSent(payload.length, in: ContinuousClock.now - started)
+                        return part
                     }
                     next += 1
                 }
