@@ -10,8 +10,10 @@
 // Only a writer no faster than a part is sent gets its parts sent beside it: one writing faster
 // (`cp` of a file in the page cache) finishes first anyway, and parts sent meanwhile would only
 // take CPU and bandwidth from it (on a 2-core machine with the server on loopback, a 1 GiB `dd`
-// went from 736 to 267 MB/s to close, and was not stored sooner). The first part goes at once
-// and measures the upload; a writer that slows down gets the next parts sent as it goes.
+// went from 736 to 267 MB/s to close, and was not stored sooner). The writer's pace is known
+// once it has written a part past the threshold; the parts' is measured on this mount's
+// uploads (64 MB/s until one is). A writer that slows down gets the next parts sent as it
+// goes. The upload begins with its first part: a file never sent early costs no request.
 //
 // The parts are used only if they still hold the file's bytes: a write or a truncate below
 // what they cover (`covered`), a failed part, or a key that changed (a rename) makes them
@@ -63,7 +65,7 @@ final class EarlyParts: @unchecked Sendable {
     func writerRate(size: Int64) -> Double {
         let elapsed = ContinuousClock.now - since
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
-        return Double(size - sizeThen) / max(seconds, 1e-3)
+        return Double(size - sizeThen) / max(seconds, 1e-6)
     }
 
     /// Bytes the parts begun cover, from the start of the file.
@@ -99,7 +101,9 @@ extension ObjectFS {
                 })
             staging.early = early
         }
-        guard !early.broken, !early.ended, !early.creating else { return }
+        guard !early.broken, !early.ended, !early.creating,
+            staging.size >= early.covered + early.partSize, keepsPace(early, staging)
+        else { return }
         guard let upload = early.upload else {
             early.creating = true
             Task { await self.beginEarlyUpload(early, of: node.ino, staging) }
@@ -117,13 +121,15 @@ extension ObjectFS {
         }
     }
 
-    /// Whether the next part goes now: the first always (it measures the upload); the others
-    /// while the file is written no faster than one part is sent.
+    /// Whether the next part goes now: while the file is written no faster than one part is
+    /// sent (known once it has grown by a part past the threshold).
     private func keepsPace(_ early: EarlyParts, _ staging: StagingFile) -> Bool {
-        guard early.started > 0 else { return true }
-        guard let partRate else { return false }
-        return early.writerRate(size: staging.size) <= partRate
+        guard staging.size >= early.sizeThen + early.partSize else { return false }
+        return early.writerRate(size: staging.size) <= partRate ?? Self.assumedPartRate
     }
+
+    /// The rate a part is assumed to go at until one was measured: 64 MB/s.
+    static let assumedPartRate: Double = 64e6
 
     /// A part of `bytes` was sent in `elapsed`: the rate parts go at (a moving average).
     func notePartSent(_ bytes: Int64, in elapsed: Duration) {
@@ -188,6 +194,10 @@ extension ObjectFS {
     /// upload under `key`; otherwise their upload is aborted and nil returned.
     func earlyParts(of staging: StagingFile, for key: ObjectKey) async -> EarlyParts? {
         guard let early = staging.early, !early.ended else { return nil }
+        guard early.upload != nil || early.creating else {
+            staging.early = nil  // none was sent
+            return nil
+        }
         while early.running > 0 || early.creating {
             await withCheckedContinuation { c in
                 // Looked at again where it queues (see `lock`).

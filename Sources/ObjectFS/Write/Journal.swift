@@ -79,6 +79,13 @@ final class Journal {
     private(set) var openUploads: [String: MultipartUpload] = [:]
     /// Rewritten (only the pending records kept) when it grows past this.
     var compactionThreshold: Int64 = 4 << 20
+    /// The size the journal was left at by its last compaction (or attempt): the next one waits
+    /// until it has doubled. What a compaction keeps (the records of pending files, with the
+    /// bytes of those only in memory, up to 4 MiB twice over in hex) can exceed the threshold,
+    /// and a `tar x` of small files then compacted at every record.
+    private var compactedSize: Int64 = 0
+    /// Compactions done (for tests).
+    private(set) var compactions = 0
 
     /// Opens a new journal for this mount in `directory` (which must exist).
     init(directory: String, instance: UInt32) throws(FSError) {
@@ -154,7 +161,7 @@ final class Journal {
         case .ended(let id):
             openUploads[id] = nil
         }
-        if bytes > compactionThreshold { compact() }
+        if bytes > max(compactionThreshold, 2 * compactedSize) { compact() }
         reserve()
     }
 
@@ -190,6 +197,8 @@ final class Journal {
     /// bytes only their records held are synced first, and their records lose the bytes, but
     /// for files in memory, whose records keep them. On failure the old journal stays.
     private func compact() {
+        // Tried again once the journal has doubled, whatever happens here.
+        compactedSize = bytes
         for file in keptByRecord where carried[file] == nil {
             let fd = open(directory + "/" + file, O_RDONLY | O_CLOEXEC)
             let synced = fd >= 0 && fsync(fd) == 0
@@ -216,6 +225,8 @@ final class Journal {
         retired.append(fd)
         fd = newFD
         bytes = Int64(text.count)
+        compactedSize = bytes
+        compactions += 1
         reservedEnd = 0
         reserve()
     }
