@@ -305,9 +305,12 @@ extension ObjectFS {
             throw StorageError.invalidArgument("no version to copy from")
         }
         // The prefix in equal parts of at most the largest copy.
-        let copied =
-            early != nil ? early!.started
-            : prefix == 0 ? 0 : Int((prefix + caps.maximumCopiedPartSize - 1) / caps.maximumCopiedPartSize)
+        let copied: Int
+        if let early {
+            copied = early.started
+        } else {
+            copied = prefix == 0 ? 0 : Int((prefix + caps.maximumCopiedPartSize - 1) / caps.maximumCopiedPartSize)
+        }
         let copySize = copied == 0 ? 0 : (prefix + Int64(copied) - 1) / Int64(copied)
         var partSize = early?.partSize ?? max(configuration.partSize, caps.minimumPartSize)
         let maxParts = Int64(caps.maximumPartCount - copied)
