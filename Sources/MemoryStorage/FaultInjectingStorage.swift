@@ -17,6 +17,8 @@ public final class FaultInjectingStorage<Base: ObjectStorage>: ObjectStorage, Se
         var latency: Duration = .zero
         var faults: [StorageOperation: [StorageError]] = [:]
         var calls: [StorageOperation: Int] = [:]
+        var waiting: [StorageOperation: Int] = [:]
+        var mostWaiting: [StorageOperation: Int] = [:]
         var bytesRead: Int64 = 0
         var bytesSent: Int64 = 0
         var lateReplies: [StorageOperation: [LateReply]] = [:]
@@ -61,6 +63,12 @@ public final class FaultInjectingStorage<Base: ObjectStorage>: ObjectStorage, Se
         state.withLock { $0.calls[operation, default: 0] }
     }
 
+    /// The most calls of `operation` that were in their latency at once: how many the caller
+    /// had in flight together.
+    public func mostAtOnce(_ operation: StorageOperation) -> Int {
+        state.withLock { $0.mostWaiting[operation, default: 0] }
+    }
+
     /// Bytes returned by `get` so far: what a server would have sent.
     public var bytesRead: Int64 { state.withLock { $0.bytesRead } }
     /// Bytes of the bodies given to `put` and `uploadPart` so far: what a client would send.
@@ -72,9 +80,16 @@ public final class FaultInjectingStorage<Base: ObjectStorage>: ObjectStorage, Se
             var queue = s.faults[op, default: []]
             let f = queue.isEmpty ? nil : queue.removeFirst()
             s.faults[op] = queue
+            if s.latency > .zero {
+                s.waiting[op, default: 0] += 1
+                s.mostWaiting[op] = max(s.mostWaiting[op, default: 0], s.waiting[op, default: 0])
+            }
             return (s.latency, f)
         }
-        if delay > .zero { try await Task.sleep(for: delay) }
+        if delay > .zero {
+            defer { state.withLock { $0.waiting[op, default: 0] -= 1 } }
+            try await Task.sleep(for: delay)
+        }
         if let f = fault { throw f }
     }
 
