@@ -9,6 +9,16 @@ public enum StorageOperation: String, Sendable, CaseIterable {
     case list, head, get, put, copy, delete, multipart, accountInfo
 }
 
+/// What a server does with a PUT that carries `If-None-Match: *` (`PutOptions.ifAbsent`).
+public enum IfAbsentSupport: Sendable {
+    /// Refuses it with 412 when an object has the key (MemoryStorage does).
+    case honoured
+    /// Stores the object anyway.
+    case ignored
+    /// Answers that it does not implement the header (Swift's s3api: 501).
+    case refused
+}
+
 public final class FaultInjectingStorage<Base: ObjectStorage>: ObjectStorage, Sendable {
     public let base: Base
     private let state = Mutex<State>(State())
@@ -22,6 +32,7 @@ public final class FaultInjectingStorage<Base: ObjectStorage>: ObjectStorage, Se
         var bytesRead: Int64 = 0
         var bytesSent: Int64 = 0
         var lateReplies: [StorageOperation: [LateReply]] = [:]
+        var ifAbsent = IfAbsentSupport.honoured
     }
 
     public init(_ base: Base, latency: Duration = .zero) {
@@ -34,6 +45,11 @@ public final class FaultInjectingStorage<Base: ObjectStorage>: ObjectStorage, Se
     /// The next `count` calls of `operation` throw `error`.
     public func fail(_ operation: StorageOperation, with error: StorageError, count: Int = 1) {
         state.withLock { $0.faults[operation, default: []] += Array(repeating: error, count: count) }
+    }
+
+    /// Plays a server that honours, ignores or refuses a conditional PUT.
+    public func setIfAbsent(_ support: IfAbsentSupport) {
+        state.withLock { $0.ifAbsent = support }
     }
 
     public func setLatency(_ latency: Duration) {
@@ -124,6 +140,14 @@ public final class FaultInjectingStorage<Base: ObjectStorage>: ObjectStorage, Se
         -> ObjectInfo
     {
         try await enter(.put)
+        var options = options
+        if options.ifAbsent {
+            switch state.withLock({ $0.ifAbsent }) {
+            case .honoured: break
+            case .ignored: options.ifAbsent = false
+            case .refused: throw StorageError.invalidArgument("\(key): NotImplemented: If-None-Match")
+            }
+        }
         state.withLock { $0.bytesSent += payload.length }
         return try await base.put(key, payload: payload, options: options)
     }

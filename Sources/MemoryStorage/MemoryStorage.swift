@@ -147,6 +147,7 @@ public actor MemoryStorage: ObjectStorage {
 
     private func putBytes(_ key: ObjectKey, _ bytes: [UInt8], options: PutOptions) throws -> ObjectInfo {
         try validate(key)
+        if options.ifAbsent && objects[bytes: key] != nil { throw StorageError.preconditionFailed(key) }
         try checkQuota(adding: Int64(bytes.count), replacing: key)
         return store(key, chunks: [bytes], options: options)
     }

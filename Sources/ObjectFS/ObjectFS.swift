@@ -59,6 +59,9 @@ public actor ObjectFS {
     var journalRecords: UInt64 = 0
     var syncedJournalRecords: UInt64 = 0
     var journalSyncScheduled = false
+    /// Whether the server refuses a PUT with `If-None-Match: *` over an existing object (found
+    /// by the first upload of a new small file, Write/Upload.swift); `nil`: not known yet.
+    var ifAbsentHonoured: Bool?
     let uploadLimiter: AsyncLimiter
     /// Staging names are unique per instance: several filesystems may share a directory.
     let instanceID = UInt32.random(in: 0...UInt32.max)

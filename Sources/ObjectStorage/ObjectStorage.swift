@@ -147,10 +147,28 @@ public struct PutOptions: Sendable, Hashable {
     /// to delete them). If another client stored one meanwhile, its segments stay behind;
     /// nothing else changes.
     public var isNew: Bool
-    public init(contentType: String? = nil, metadata: [String: String] = [:], isNew: Bool = false) {
+    /// Store only if no object has the key (`If-None-Match: *`): `put` throws
+    /// `.preconditionFailed` when one does, on a server that honours the condition (one that
+    /// does not stores anyway: ObjectFS finds out once per mount). A try sent again after a
+    /// lost reply that finds the object its first try stored (same size and MD5 ETag) succeeds.
+    public var ifAbsent: Bool
+    public init(
+        contentType: String? = nil, metadata: [String: String] = [:], isNew: Bool = false, ifAbsent: Bool = false
+    ) {
         self.contentType = contentType
         self.metadata = metadata
         self.isNew = isNew
+        self.ifAbsent = ifAbsent
+    }
+}
+
+extension ObjectStorage {
+    /// What a conditional PUT (`ifAbsent`) that the server refused (412) after it had been sent
+    /// again finds at `key`: the object its own earlier try stored (its reply lost), if the
+    /// object has the size and the MD5 ETag of the bytes sent; nil if it is another one.
+    public func storedByAnEarlierTry(_ key: ObjectKey, size: Int64, md5: ETag) async -> ObjectInfo? {
+        guard let found = try? await head(key), found.size == size, found.etag == md5 else { return nil }
+        return found
     }
 }
 

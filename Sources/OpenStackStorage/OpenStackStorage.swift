@@ -146,7 +146,7 @@ public final class OpenStackStorage: ObjectStorage, PresigningStorage, Incomplet
                 h.append(("Range", resume))
             }
             h.append(("X-Auth-Token", creds.token))
-            let response: HTTPResponse
+            var response: HTTPResponse
             do {
                 response = try await transport.send(
                     HTTPRequest(method: method, url: url, headers: h, body: body, file: file, stream: stream))
@@ -161,6 +161,7 @@ public final class OpenStackStorage: ObjectStorage, PresigningStorage, Incomplet
                 await tokens.reject(creds.token)
                 continue
             }
+            response.retried = attempt > 0
             if RetryPolicy.isRetryable(status: response.status) {
                 attempt += 1
                 if attempt >= retry.attempts { return response }
@@ -183,7 +184,7 @@ public final class OpenStackStorage: ObjectStorage, PresigningStorage, Incomplet
         case 401, 403: .accessDenied("\(what): HTTP \(r.status)")
         case 409: .notEmpty(what)
         case 413: r.text.lowercased().contains("quota") ? .quotaExceeded : .entityTooLarge
-        case 400, 411, 416, 422: .invalidArgument("\(what): HTTP \(r.status) \(r.text.prefix(200))")
+        case 400, 411, 416, 422, 501: .invalidArgument("\(what): HTTP \(r.status) \(r.text.prefix(200))")
         case 500...: .unavailable("\(what): HTTP \(r.status)")
         default: .other("\(what): HTTP \(r.status)")
         }
@@ -247,7 +248,13 @@ public final class OpenStackStorage: ObjectStorage, PresigningStorage, Incomplet
         let md5 = body.hex
         var headers = metadataHeaders(options)
         headers.append(("ETag", md5))
+        if options.ifAbsent { headers.append(("If-None-Match", "*")) }
         let r = try await call("PUT", objectPath(key), headers: headers, body: body.bytes, file: body.file)
+        if r.status == 412 && r.retried && options.ifAbsent,
+            let mine = await storedByAnEarlierTry(key, size: body.length, md5: ETag(md5))
+        {
+            return mine
+        }
         try check(r, key)
         if let previous { try await deleteSegments(of: previous) }
         return ObjectInfo(

@@ -113,6 +113,7 @@ public final class S3Storage: ObjectStorage, ObjectAttributeSource, PresigningSt
                 // status its code has, and let the usual rules decide.
                 response.status = Self.retryableCodes.contains(e.code) ? 503 : 400
             }
+            response.retried = attempt > 0
             if Self.isRetryable(response) {
                 attempt += 1
                 if attempt >= retry.attempts { return response }
@@ -268,7 +269,9 @@ public final class S3Storage: ObjectStorage, ObjectAttributeSource, PresigningSt
         case "QuotaExceeded", "TooManyBuckets": return .quotaExceeded
         case "EntityTooSmall", "InvalidPart", "InvalidPartOrder", "InvalidArgument", "InvalidRequest", "MalformedXML",
             "InvalidDigest", "BadDigest", "InvalidRange", "InvalidStorageClass", "InvalidBucketName", "KeyTooLongError",
-            "InvalidObjectName", "InvalidKey", "InvalidPartNum", "MetadataTooLarge":
+            "InvalidObjectName", "InvalidKey", "InvalidPartNum", "MetadataTooLarge",
+            // A header the server does not implement (Swift's s3api: If-None-Match on a PUT).
+            "NotImplemented":
             return .invalidArgument("\(what): \(message)")
         default: break
         }
@@ -277,7 +280,7 @@ public final class S3Storage: ObjectStorage, ObjectAttributeSource, PresigningSt
         case 412: return .preconditionFailed(what)
         case 401, 403: return .accessDenied("\(what): \(message)")
         case 409: return .notEmpty(what)
-        case 400, 411, 416: return .invalidArgument("\(what): \(message)")
+        case 400, 411, 416, 501: return .invalidArgument("\(what): \(message)")
         case 500...: return .unavailable("\(what): \(message)")
         default: return .other("\(what): \(message)")
         }
@@ -406,8 +409,14 @@ public final class S3Storage: ObjectStorage, ObjectAttributeSource, PresigningSt
 
     public func put(_ key: ObjectKey, payload: Payload, options: PutOptions) async throws -> ObjectInfo {
         let body = try await prepared(payload)
-        let r = try await send(
-            "PUT", key: key, headers: metadataHeaders(key, options, storageClass: storageClass), prepared: body)
+        var headers = metadataHeaders(key, options, storageClass: storageClass)
+        if options.ifAbsent { headers.append(HTTPHeader("If-None-Match", "*")) }
+        let r = try await send("PUT", key: key, headers: headers, prepared: body)
+        if r.status == 412 && r.retried && options.ifAbsent {
+            var md5 = Self.md5ETag(body)
+            if md5 == nil { md5 = ETag(try await PreparedBody.prepare(payload, digest: .md5).hex) }
+            if let md5, let mine = await storedByAnEarlierTry(key, size: body.length, md5: md5) { return mine }
+        }
         try check(r, key)
         return ObjectInfo(
             key: key, size: body.length, etag: r.header("ETag").map(Self.etag) ?? Self.md5ETag(body),

@@ -125,6 +125,9 @@ public struct HTTPResponse: Sendable {
     public var status: Int
     public var headers: [(String, String)]
     public var body: [UInt8]
+    /// An earlier try of this request went out and got no answer, or one that was tried again:
+    /// the server may have done what it asked (a conditional PUT may find its own object).
+    public var retried = false
     public init(status: Int, headers: [(String, String)] = [], body: [UInt8] = []) {
         self.status = status
         self.headers = headers

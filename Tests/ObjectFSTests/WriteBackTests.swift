@@ -44,15 +44,20 @@ import Testing
 
     @Test func rsyncsCloseUtimesChmodRenameIsOnePutUnderTheFinalName() async throws {
         let h = try Harness(writeBack: .seconds(3600))
+        // A mount's first new file also finds out whether the server honours If-None-Match (a
+        // second PUT): not counted.
+        try await h.writeFile("warm-up", b("w"))
+        try await h.fs.fsyncDirectory(rootInode)
+        let puts = h.storage.calls(.put)
         try await h.writeFile(".f.XYZ", b("data"), mode: 0o600)
         let a = try await h.resolve(".f.XYZ")
         _ = try await h.fs.setattr(a.ino, AttributeChanges(mtime: .set(Timestamp(seconds: 1_600_000_000))))
         _ = try await h.fs.setattr(a.ino, AttributeChanges(mode: 0o644))
         try await h.fs.rename(parent: rootInode, name: ".f.XYZ", newParent: rootInode, newName: "f")
         try await h.fs.fsyncDirectory(rootInode)
-        #expect(h.storage.calls(.put) == 1)
+        #expect(h.storage.calls(.put) == puts + 1)
         #expect(h.storage.calls(.copy) == 0)
-        #expect(await h.keys() == ["f"])
+        #expect(await h.keys() == ["f", "warm-up"])
         let info = try await h.memory.head("f")
         #expect(info.metadata?["mode"] == String(0o100644))
         #expect(info.metadata?["mtime"].flatMap(Timestamp.init(metadataValue:)) == Timestamp(seconds: 1_600_000_000))
@@ -155,6 +160,53 @@ import Testing
         let stored = Dictionary(uniqueKeysWithValues: await h.memory.snapshot().map { ($0.key, $0.bytes) })
         #expect(stored["new"] == b("theirs"))
         #expect(stored.filter { $0.key.hasPrefix("new.conflict-") }.values.map { $0 } == [b("ours")])
+    }
+
+    /// Once the first new file's upload has seen the server refuse a conditional PUT over an
+    /// existing object (its probe), new files go without a HEAD first; a name another client
+    /// took is still found (the PUT's 412) and the file stored beside it.
+    @Test func newFilesGoWithoutAHeadWhereTheServerHonoursIfNoneMatch() async throws {
+        let h = try Harness(writeBack: .seconds(3600))
+        try await h.writeFile("first", b("1"))
+        try await h.fs.fsyncDirectory(rootInode)
+        for i in 0..<5 { try await h.writeFile("n\(i)", b("x\(i)")) }
+        var heads = h.storage.calls(.head)
+        let puts = h.storage.calls(.put)
+        try await h.fs.fsyncDirectory(rootInode)
+        #expect(h.storage.calls(.head) == heads)
+        #expect(h.storage.calls(.put) == puts + 5)
+        try await h.writeFile("taken", b("ours"))
+        try await h.put("taken", "theirs")
+        heads = h.storage.calls(.head)
+        try await h.fs.fsyncDirectory(rootInode)
+        let stored = Dictionary(uniqueKeysWithValues: await h.memory.snapshot().map { ($0.key, $0.bytes) })
+        #expect(stored["taken"] == b("theirs"))
+        #expect(stored.filter { $0.key.hasPrefix("taken.conflict-") }.values.map { $0 } == [b("ours")])
+        #expect(stored.filter { $0.key.hasPrefix("n") }.count == 5)
+        // The HEAD of the conflict's other side, for its log line: none before the PUT.
+        #expect(h.storage.calls(.head) - heads <= 2)
+    }
+
+    /// A server that stores over an existing object despite the condition, or refuses the
+    /// header: every new file's upload keeps its HEAD, and conflicts are found by it.
+    @Test(arguments: [IfAbsentSupport.ignored, .refused])
+    func newFilesKeepTheirHeadWhereTheServerDoesNotHonourIfNoneMatch(_ support: IfAbsentSupport) async throws {
+        let h = try Harness(writeBack: .seconds(3600))
+        h.storage.setIfAbsent(support)
+        for i in 0..<4 {
+            try await h.writeFile("n\(i)", b("x\(i)"))
+            let heads = h.storage.calls(.head)
+            try await h.fs.fsyncDirectory(rootInode)
+            // The first: HEAD, the refused PUT, HEAD again and the PUT without the header.
+            #expect(h.storage.calls(.head) == heads + (i == 0 && support == .refused ? 2 : 1))
+        }
+        try await h.writeFile("taken", b("ours"))
+        try await h.put("taken", "theirs")
+        try await h.fs.fsyncDirectory(rootInode)
+        let stored = Dictionary(uniqueKeysWithValues: await h.memory.snapshot().map { ($0.key, $0.bytes) })
+        #expect(stored["taken"] == b("theirs"))
+        #expect(stored.filter { $0.key.hasPrefix("taken.conflict-") }.values.map { $0 } == [b("ours")])
+        #expect((0..<4).allSatisfy { stored["n\($0)"] == b("x\($0)") })
     }
 
     @Test func renamingOverAStoredFileIsNoConflict() async throws {
@@ -388,14 +440,29 @@ import Testing
         #expect(Journal.decode(bytes + [UInt8](repeating: 0, count: 4096)) == records)
     }
 
-    /// A compaction keeps the bytes of files that are only in memory in their records (their
-    /// only copy), drops the bytes of files on disk (synced first), and does happen while such
-    /// files are pending.
-    @Test func aCompactionKeepsTheBytesOfFilesOnlyInMemory() throws {
+    /// A journal in a directory of its own that compacts past 4 KiB.
+    func smallJournal() throws -> (directory: String, journal: Journal) {
         let dir = uniqueStagingDirectory()
         mkdir(dir, 0o700)
         let journal = try Journal(directory: dir, instance: 1)
         journal.compactionThreshold = 4096
+        return (dir, journal)
+    }
+
+    /// Records `count` empty files put and stored: a `put` then a `done` each.
+    func appendStoredFiles(_ count: Int, to journal: Journal) throws {
+        for i in 0..<count {
+            let other = Journal.Entry(file: "staged-1-2-\(i)", key: "k\(i)", size: 0, contentType: nil, metadata: [:])
+            try journal.append(.put(other))
+            try journal.append(.done(file: other.file))
+        }
+    }
+
+    /// A compaction keeps the bytes of files that are only in memory in their records (their
+    /// only copy), drops the bytes of files on disk (synced first), and does happen while such
+    /// files are pending.
+    @Test func aCompactionKeepsTheBytesOfFilesOnlyInMemory() throws {
+        let (dir, journal) = try smallJournal()
         var inMemory = Journal.Entry(file: "staged-1-1-1", key: "memory", size: 4, contentType: nil, metadata: [:])
         inMemory.data = b("tiny")
         var onDisk = Journal.Entry(file: "staged-1-1-2", key: "disk", size: 5, contentType: nil, metadata: [:])
@@ -405,11 +472,7 @@ import Testing
         close(fd)
         try journal.append(.put(inMemory), inMemory: true)
         try journal.append(.put(onDisk))
-        for i in 0..<100 {
-            let other = Journal.Entry(file: "staged-1-2-\(i)", key: "k\(i)", size: 0, contentType: nil, metadata: [:])
-            try journal.append(.put(other))
-            try journal.append(.done(file: other.file))
-        }
+        try appendStoredFiles(100, to: journal)
         var st = stat()
         #expect(stat(dir + "/" + journal.name, &st) == 0)
         let read = open(dir + "/" + journal.name, O_RDONLY)
@@ -427,18 +490,11 @@ import Testing
     /// What a compaction keeps may be more than the threshold (the bytes of files in memory):
     /// the next compaction waits until the journal has doubled, not for the next record.
     @Test func aJournalThatStaysLargeIsNotCompactedAtEveryRecord() throws {
-        let dir = uniqueStagingDirectory()
-        mkdir(dir, 0o700)
-        let journal = try Journal(directory: dir, instance: 1)
-        journal.compactionThreshold = 4096
+        let (dir, journal) = try smallJournal()
         var held = Journal.Entry(file: "staged-1-1-1", key: "memory", size: 3000, contentType: nil, metadata: [:])
         held.data = [UInt8](repeating: 7, count: 3000)
         try journal.append(.put(held), inMemory: true)
-        for i in 0..<400 {
-            let other = Journal.Entry(file: "staged-1-2-\(i)", key: "k\(i)", size: 0, contentType: nil, metadata: [:])
-            try journal.append(.put(other))
-            try journal.append(.done(file: other.file))
-        }
+        try appendStoredFiles(400, to: journal)
         // 800 records of about 40 bytes: the journal (6 KB after each compaction) doubles a
         // few times, not 800.
         #expect(journal.compactions >= 1)

@@ -143,6 +143,34 @@ func connect(_ t: ScriptedTransport, key: String = "secret") async throws -> Ope
         #expect(header(put, "X-Object-Meta-Mtime") == "1700000000.5")
     }
 
+    /// A conditional PUT sent again after a 503 that finds an object with its own size and MD5
+    /// (its first try was stored) succeeds; one that finds other bytes is a conflict.
+    @Test func aRetriedConditionalPutThatFindsItsOwnObjectSucceeds() async throws {
+        let md5OfHello = "5d41402abc4b2a76b9719d911017c592"
+        for (stored, ours) in [(md5OfHello, true), ("0123456789abcdef0123456789abcdef", false)] {
+            let puts = Mutex(0)
+            let t = server { r in
+                if r.method == "HEAD" {
+                    return HTTPResponse(status: 200, headers: [("Content-Length", "5"), ("Etag", stored)])
+                }
+                let n = puts.withLock {
+                    $0 += 1; return $0
+                }
+                #expect(header(r, "If-None-Match") == "*")
+                return HTTPResponse(status: n == 1 ? 503 : 412)
+            }
+            let s = try await connect(t)
+            let put = {
+                try await s.put("k", payload: .bytes(Array("hello".utf8)), options: PutOptions(ifAbsent: true))
+            }
+            if ours {
+                #expect(try await put().etag == ETag(md5OfHello))
+            } else {
+                await #expect(throws: StorageError.preconditionFailed("k")) { try await put() }
+            }
+        }
+    }
+
     @Test func rangedReadsAskForTheRangeAndTheVersion() async throws {
         let t = server { r in HTTPResponse(status: 206, body: Array("wor".utf8)) }
         let s = try await connect(t)

@@ -92,6 +92,38 @@ func errorBody(_ code: String) -> String {
         }
     }
 
+    /// A conditional PUT (If-None-Match: *) whose first try was stored but answered 503 gets
+    /// 412 when sent again: the object at the key has the size and MD5 of the bytes sent, so it
+    /// is this PUT's own. A 412 to a first try, or to a retry that finds other bytes, is a
+    /// conflict.
+    @Test func aRetriedConditionalPutThatFindsItsOwnObjectSucceeds() async throws {
+        let md5OfHello = "5d41402abc4b2a76b9719d911017c592"
+        func server(firstReply: Int, storedETag: String) -> ScriptedTransport {
+            ScriptedTransport { r, n in
+                if r.method == "HEAD" {
+                    return HTTPResponse(status: 200, headers: [("Content-Length", "5"), ("ETag", "\"\(storedETag)\"")])
+                }
+                return n == 1 && firstReply != 412
+                    ? xml(firstReply, errorBody("SlowDown")) : xml(412, errorBody("PreconditionFailed"))
+            }
+        }
+        let options = PutOptions(ifAbsent: true)
+        let ours = server(firstReply: 503, storedETag: md5OfHello)
+        let info = try await storage(ours).put("k", payload: .bytes(Array("hello".utf8)), options: options)
+        #expect(info.etag == ETag(md5OfHello))
+        #expect(ours.requests.map(\.method) == ["PUT", "PUT", "HEAD"])
+        #expect(ours.requests.first?.header("If-None-Match") == "*")
+        let theirs = server(firstReply: 503, storedETag: "0123456789abcdef0123456789abcdef")
+        await #expect(throws: StorageError.preconditionFailed("k")) {
+            try await storage(theirs).put("k", payload: .bytes(Array("hello".utf8)), options: options)
+        }
+        let atOnce = server(firstReply: 412, storedETag: md5OfHello)
+        await #expect(throws: StorageError.preconditionFailed("k")) {
+            try await storage(atOnce).put("k", payload: .bytes(Array("hello".utf8)), options: options)
+        }
+        #expect(atOnce.requests.map(\.method) == ["PUT"])
+    }
+
     @Test func otherClientErrorsAreNotRetried() async throws {
         let t = ScriptedTransport { _, _ in xml(403, errorBody("SignatureDoesNotMatch")) }
         await #expect(throws: StorageError.accessDenied("signature does not match — check the secret key")) {

@@ -158,16 +158,24 @@ extension ObjectFS {
             node.lockedFor = "upload: journal sync"
             await syncJournalRecordsOrLog()
             let key = fileKey(node)
-            node.lockedFor = "upload: HEAD \(key)"
+            // A file this mount created replaces nothing: its PUT carries `If-None-Match: *`,
+            // and where the server is known to honour it, that PUT finds a conflict by itself.
+            let expectsNone = !node.recovered && node.remote == nil && node.replaces == nil
+            let single = sealed.size <= configuration.multipartThreshold && sealed.storedPrefix == 0
             // What the server holds at the key now: the version this upload replaces, unless
             // another client changed it since this mount read it (a conflict: both are kept).
             let current: ObjectInfo?
-            do {
-                current = try await storage.head(key)
-            } catch StorageError.notFound {
+            if expectsNone && single && ifAbsentHonoured == true {
                 current = nil
-            } catch {
-                throw FSError.from(error, "upload \(key)")
+            } else {
+                node.lockedFor = "upload: HEAD \(key)"
+                do {
+                    current = try await storage.head(key)
+                } catch StorageError.notFound {
+                    current = nil
+                } catch {
+                    throw FSError.from(error, "upload \(key)")
+                }
             }
             if !node.recovered, current?.etag != (node.remote?.etag ?? node.replaces) {
                 guard sealed.storedPrefix == 0 else {
@@ -190,12 +198,13 @@ extension ObjectFS {
             let sent = (mode: node.mode, mtime: node.mtime, uid: node.uid, gid: node.gid)
             var options = putOptions(node)
             options.isNew = node.remote == nil && !node.recovered
+            options.ifAbsent = expectsNone && single && current == nil && ifAbsentHonoured != false
             node.lockedFor = "upload: sending \(key)"
             let info: ObjectInfo
             // The options the object was stored with: those its early parts' upload began with.
             var storedOptions = options
             do {
-                if sealed.size > configuration.multipartThreshold || sealed.storedPrefix > 0 {
+                if !single {
                     let early = await earlyParts(of: sealed, for: key)
                     info = try await multipartUpload(
                         key, staging: sealed, options: options, prefixOf: node.remote, early: early)
@@ -207,7 +216,25 @@ extension ObjectFS {
                     await budget.reserve(inFlight)
                     defer { budget.release(inFlight) }
                     info = try await storage.put(key, payload: payload, options: options)
+                    if options.ifAbsent && ifAbsentHonoured == nil { await probeIfAbsent(key, payload, options) }
                 }
+            } catch StorageError.preconditionFailed where options.ifAbsent {
+                // Another client stored an object under the key since this mount listed it (the
+                // driver told a try of its own, sent again after a lost reply, from that).
+                try await moveAsideForConflict(node, key: key, found: try? await storage.head(key))
+                continue
+            } catch let error as StorageError
+                where options.ifAbsent && ifAbsentHonoured != true && error.refusesCondition
+            {
+                // A server that refuses the header itself: sent again without it (the HEAD
+                // before each upload finds conflicts there). Uploads in flight at the same time
+                // may all hear it.
+                if ifAbsentHonoured == nil {
+                    configuration.log(
+                        "the server refuses If-None-Match on PUT (\(error)): each upload is checked with a HEAD")
+                }
+                ifAbsentHonoured = false
+                continue
             } catch {
                 throw FSError.from(error, "upload \(key)")
             }
@@ -255,6 +282,23 @@ extension ObjectFS {
         if !node.dirty && node.openHandles == 0 { node.staging = nil }
     }
 
+    /// Finds out, once per mount, whether the server honours `If-None-Match: *` on a PUT: the
+    /// small file just stored at `key` is sent again, the same bytes and metadata, with the
+    /// condition. A refusal (412) means it does, and later uploads of new files skip their
+    /// `HEAD`; a server that stores it again has changed nothing (the same version, stored
+    /// twice), and the `HEAD` before each upload stays. Any other failure: asked again next time.
+    func probeIfAbsent(_ key: ObjectKey, _ payload: Payload, _ options: PutOptions) async {
+        guard payload.length <= Journal.inlineLimit else { return }
+        do {
+            _ = try await storage.put(key, payload: payload, options: options)
+            ifAbsentHonoured = false
+            configuration.log(
+                "the server ignores If-None-Match on PUT: each upload of a new file is checked with a HEAD first")
+        } catch StorageError.preconditionFailed {
+            ifAbsentHonoured = true
+        } catch {}
+    }
+
     /// Another client changed or created the object at `key` since this mount read it: the
     /// file is renamed to `NAME.conflict-<UTC time>` in its directory (and its journal record
     /// with it), to be stored there; the other client's object stays under NAME.
@@ -268,6 +312,7 @@ extension ObjectFS {
             name = base + "-\(n)"
         }
         try checkNewName(name, in: dir)
+        let before = (name: node.name, remote: node.remote, replaces: node.replaces)
         dir.children[node.name] = nil
         dir.negative[node.name] = nil
         node.name = name
@@ -275,7 +320,21 @@ extension ObjectFS {
         node.remote = nil
         node.replaces = nil
         // Durable before the upload under the new name: a crash must not store it under NAME.
-        try await recordSealed(node, wait: true)
+        do {
+            try await recordSealed(node, wait: true)
+        } catch {
+            // Not recorded (a full cache disk): the file keeps its name, as its journal record
+            // does (unless a new file took the name meanwhile), and the next try finds the
+            // conflict again.
+            if dir.children[before.name] == nil && dir.children[name] == node.ino && node.name == name {
+                dir.children[name] = nil
+                node.name = before.name
+                dir.children[before.name] = node.ino
+                node.remote = before.remote
+                node.replaces = before.replaces
+            }
+            throw error
+        }
         configuration.log(
             "conflict: \(key) was \(found == nil ? "deleted" : "changed") on the server since this mount read it; "
                 + "this mount's version is stored as \(fileKey(node))")
@@ -370,6 +429,17 @@ extension ObjectFS {
             try? await storage.abortMultipartUpload(upload)
             if let early { endEarlyUpload(early) }
             throw error
+        }
+    }
+}
+
+extension StorageError {
+    /// What a server that does not take `If-None-Match` on a PUT may answer instead of storing
+    /// (a 400 or a 501), as opposed to a failure of the connection.
+    var refusesCondition: Bool {
+        switch self {
+        case .invalidArgument, .other, .malformedReply: true
+        default: false
         }
     }
 }
