@@ -356,14 +356,15 @@ import Testing
     @Test(arguments: [true, false])
     func aLargeFileSendsItsPartsWhileItIsWritten(slowly: Bool) async throws {
         let h = try Harness(multipartThreshold: 100 << 10, partSize: 32 << 10, journalIn: uniqueStagingDirectory())
-        // A part takes 50 ms or more: parts go at 0.65 MB/s at most.
-        h.storage.setLatency(.milliseconds(50))
+        // A part takes 10 ms or more: parts go at 3.2 MB/s at most, 12 times the slow writer's
+        // pace (with 50 ms, 1.6 times: a loaded CI run sent parts slower than it wrote).
+        h.storage.setLatency(.milliseconds(10))
         let data = (0..<(320 << 10)).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ $0 >> 11) }
         let (attrs, fh) = try await h.fs.create(
             parent: rootInode, name: "big", mode: 0o644, flags: OpenFlags(posix: O_WRONLY | O_CREAT | O_TRUNC))
         _ = attrs
-        // 16 KiB every 40 ms (0.4 MB/s), or all at once.
-        try await write(data, to: fh, of: h, pause: slowly ? .milliseconds(40) : .zero)
+        // 16 KiB every 60 ms (0.27 MB/s), or all at once.
+        try await write(data, to: fh, of: h, pause: slowly ? .milliseconds(60) : .zero)
         // Before the close: an upload is under way, with parts received, and nothing stored.
         if slowly {
             try await waitUntil { await h.memory.partBytesReceived >= 9 * (32 << 10) }
