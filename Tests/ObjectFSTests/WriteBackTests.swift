@@ -154,12 +154,7 @@ import Testing
 
     @Test func aNewFileWhoseNameAnotherClientTookIsStoredBesideIt() async throws {
         let h = try Harness(writeBack: .seconds(3600))
-        try await h.writeFile("new", b("ours"))
-        try await h.put("new", "theirs")
-        try await h.fs.fsyncDirectory(rootInode)
-        let stored = Dictionary(uniqueKeysWithValues: await h.memory.snapshot().map { ($0.key, $0.bytes) })
-        #expect(stored["new"] == b("theirs"))
-        #expect(stored.filter { $0.key.hasPrefix("new.conflict-") }.values.map { $0 } == [b("ours")])
+        try await storeBesideAnotherClientsObject("new", in: h)
     }
 
     /// Once the first new file's upload has seen the server refuse a conditional PUT over an
@@ -200,12 +195,7 @@ import Testing
             // The first: HEAD, the refused PUT, HEAD again and the PUT without the header.
             #expect(h.storage.calls(.head) == heads + (i == 0 && support == .refused ? 2 : 1))
         }
-        try await h.writeFile("taken", b("ours"))
-        try await h.put("taken", "theirs")
-        try await h.fs.fsyncDirectory(rootInode)
-        let stored = Dictionary(uniqueKeysWithValues: await h.memory.snapshot().map { ($0.key, $0.bytes) })
-        #expect(stored["taken"] == b("theirs"))
-        #expect(stored.filter { $0.key.hasPrefix("taken.conflict-") }.values.map { $0 } == [b("ours")])
+        let stored = try await storeBesideAnotherClientsObject("taken", in: h)
         #expect((0..<4).allSatisfy { stored["n\($0)"] == b("x\($0)") })
     }
 
@@ -577,6 +567,20 @@ func copyOfDirectory(_ directory: String) -> String {
         close(to)
     }
     return copy
+}
+
+/// Writes `name` ("ours") after another client stored "theirs" under it, stores it, and checks
+/// that both are kept: theirs under the name, ours beside it as `name.conflict-*`. Returns what
+/// the server holds.
+@discardableResult
+func storeBesideAnotherClientsObject(_ name: String, in h: Harness) async throws -> [String: [UInt8]] {
+    try await h.writeFile(name, b("ours"))
+    try await h.put(name, "theirs")
+    try await h.fs.fsyncDirectory(rootInode)
+    let stored = Dictionary(uniqueKeysWithValues: await h.memory.snapshot().map { ($0.key, $0.bytes) })
+    #expect(stored[name] == b("theirs"))
+    #expect(stored.filter { $0.key.hasPrefix(name + ".conflict-") }.values.map { $0 } == [b("ours")])
+    return stored
 }
 
 /// Writes `data` to `fh` 16 KiB at a time, with `pause` after each write.

@@ -144,6 +144,9 @@ extension ObjectFS {
         // A rename during the upload moves the target: store again under the new name, so that
         // a successful close always means the data is stored where the file now is.
         var renamedAway = false
+        // The server answered a PUT with the condition by a refusal of the request (4xx, 501):
+        // sent again without it, and if that is stored, the header was what it refused.
+        var refusedWithCondition: StorageError?
         for _ in 0..<8 {
             renamedAway = false
             guard node.dirty, let sealed = node.sealed else { break }
@@ -198,7 +201,8 @@ extension ObjectFS {
             let sent = (mode: node.mode, mtime: node.mtime, uid: node.uid, gid: node.gid)
             var options = putOptions(node)
             options.isNew = node.remote == nil && !node.recovered
-            options.ifAbsent = expectsNone && single && current == nil && ifAbsentHonoured != false
+            options.ifAbsent =
+                expectsNone && single && current == nil && ifAbsentHonoured != false && refusedWithCondition == nil
             node.lockedFor = "upload: sending \(key)"
             let info: ObjectInfo
             // The options the object was stored with: those its early parts' upload began with.
@@ -217,6 +221,11 @@ extension ObjectFS {
                     defer { budget.release(inFlight) }
                     info = try await storage.put(key, payload: payload, options: options)
                     if options.ifAbsent && ifAbsentHonoured == nil { await probeIfAbsent(key, payload, options) }
+                    if let refusal = refusedWithCondition, ifAbsentHonoured == nil {
+                        ifAbsentHonoured = false
+                        configuration.log(
+                            "the server refuses If-None-Match on PUT (\(refusal)): each upload is checked with a HEAD")
+                    }
                 }
             } catch StorageError.preconditionFailed where options.ifAbsent {
                 // Another client stored an object under the key since this mount listed it (the
@@ -226,14 +235,10 @@ extension ObjectFS {
             } catch let error as StorageError
                 where options.ifAbsent && ifAbsentHonoured != true && error.refusesCondition
             {
-                // A server that refuses the header itself: sent again without it (the HEAD
-                // before each upload finds conflicts there). Uploads in flight at the same time
-                // may all hear it.
-                if ifAbsentHonoured == nil {
-                    configuration.log(
-                        "the server refuses If-None-Match on PUT (\(error)): each upload is checked with a HEAD")
-                }
-                ifAbsentHonoured = false
+                // Perhaps a server that refuses the header itself (the HEAD before each upload
+                // finds conflicts there): sent again without it. A refusal of something else
+                // (a name too long) fails again, and says nothing of the header.
+                refusedWithCondition = error
                 continue
             } catch {
                 throw FSError.from(error, "upload \(key)")
