@@ -8,6 +8,21 @@ import Testing
     import Glibc
 #endif
 
+/// `count` bytes, byte i being `byte(i)`. Written through a pointer: the tests run unoptimized,
+/// where `(0..<n).map` costs ~300 ns a byte and megabytes of test data held both cooperative
+/// threads for seconds at the start of every run (timing-bound tests beside them then failed).
+func bytes(_ count: Int, _ byte: (Int) -> UInt8) -> [UInt8] {
+    [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
+        guard let base = buffer.baseAddress else { return }
+        var i = 0
+        while i < count {
+            base[i] = byte(i)
+            i &+= 1
+        }
+        initialized = count
+    }
+}
+
 /// A clock the test moves by hand: cache expiry without sleeping.
 final class ManualClock: TimeSource {
     private let ns = Mutex<Int64>(1_000_000_000)

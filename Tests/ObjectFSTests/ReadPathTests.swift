@@ -16,7 +16,7 @@ import Testing
 private let block: Int64 = 64 << 10
 
 private func content(_ n: Int, seed: Int = 1) -> [UInt8] {
-    (0..<n).map { UInt8(truncatingIfNeeded: ($0 &* 7 &+ $0 / 251) ^ seed) }
+    bytes(n) { UInt8(truncatingIfNeeded: ($0 &* 7 &+ $0 / 251) ^ seed) }
 }
 
 /// An ObjectFS over `storage` with a disk block cache in `cache` (or none).

@@ -265,7 +265,7 @@ import Testing
         let dir = uniqueStagingDirectory()
         let store = MemoryStorage()
         let first = try Harness(writeBack: .seconds(3600), journalIn: dir, store: store)
-        let large = (0..<(Int(Journal.inlineLimit) + 1)).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+        let large = bytes(Int(Journal.inlineLimit) + 1) { UInt8(truncatingIfNeeded: $0 &* 7) }
         try await first.writeFile("small", b("tiny"))
         try await first.writeFile("large", large)
         try await first.writeFile("empty", [])
@@ -305,7 +305,7 @@ import Testing
     @Test func aCleanExitLeavesNoStagingFileAndLeftoversGoAtTheNextMount() async throws {
         let dir = uniqueStagingDirectory()
         let store = MemoryStorage()
-        let large = (0..<(Int(Journal.inlineLimit) * 2)).map { UInt8(truncatingIfNeeded: $0 &* 13) }
+        let large = bytes(Int(Journal.inlineLimit) * 2) { UInt8(truncatingIfNeeded: $0 &* 13) }
         let first = try Harness(writeBack: .seconds(3600), journalIn: dir, store: store)
         for i in 0..<20 { try await first.writeFile("f\(i)", large) }
         #expect(await first.fs.flushAll() == [])
@@ -349,7 +349,7 @@ import Testing
         // A part takes 10 ms or more: parts go at 3.2 MB/s at most, 12 times the slow writer's
         // pace (with 50 ms, 1.6 times: a loaded CI run sent parts slower than it wrote).
         h.storage.setLatency(.milliseconds(10))
-        let data = (0..<(320 << 10)).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ $0 >> 11) }
+        let data = bytes(320 << 10) { UInt8(truncatingIfNeeded: $0 &* 31 &+ $0 >> 11) }
         let (attrs, fh) = try await h.fs.create(
             parent: rootInode, name: "big", mode: 0o644, flags: OpenFlags(posix: O_WRONLY | O_CREAT | O_TRUNC))
         _ = attrs
@@ -376,7 +376,7 @@ import Testing
     /// file stored whole, as written last.
     @Test func aRewriteBelowTheEarlyPartsStoresTheFileAsWrittenLast() async throws {
         let h = try Harness(multipartThreshold: 100 << 10, partSize: 32 << 10, journalIn: uniqueStagingDirectory())
-        var data = (0..<(256 << 10)).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+        var data = bytes(256 << 10) { UInt8(truncatingIfNeeded: $0 &* 7) }
         let (_, fh) = try await h.fs.create(
             parent: rootInode, name: "big", mode: 0o644, flags: OpenFlags(posix: O_WRONLY | O_CREAT | O_TRUNC))
         try await write(data, to: fh, of: h, pause: .milliseconds(10))
