@@ -56,7 +56,7 @@ public final class FaultInjectingStorage<Base: ObjectStorage>: ObjectStorage, Se
         state.withLock { $0.latency = latency }
     }
 
-    /// The next call of `operation` does its work at once (a listing sees the store as it is
+    /// The next call of `operation` (a list, head or put) does its work at once (a listing sees the store as it is
     /// now) but returns only once the test calls `release()` on the answer: a reply that
     /// arrives after what the filesystem did meanwhile.
     public func holdNextReply(of operation: StorageOperation) -> LateReply {
@@ -149,7 +149,13 @@ public final class FaultInjectingStorage<Base: ObjectStorage>: ObjectStorage, Se
             }
         }
         state.withLock { $0.bytesSent += payload.length }
-        return try await base.put(key, payload: payload, options: options)
+        let late = lateReply(.put)
+        let info: Result<ObjectInfo, any Error>
+        do { info = .success(try await base.put(key, payload: payload, options: options)) } catch {
+            info = .failure(error)
+        }
+        await late?.arrive()
+        return try info.get()
     }
 
     public func copy(from source: ObjectKey, to destination: ObjectKey, replacing: PutOptions?)

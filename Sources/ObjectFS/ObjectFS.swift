@@ -58,6 +58,11 @@ public actor ObjectFS {
     /// Journal records appended, and how many of them a finished journal sync covers.
     var journalRecords: UInt64 = 0
     var syncedJournalRecords: UInt64 = 0
+    /// The latest journal record naming each key (a `put` under it, or the `done` of a file
+    /// recorded under it), while it is not synced: an upload waits for its key's records only.
+    var unsyncedRecordOf: [ObjectKey: UInt64] = [:]
+    /// Journal syncs done (for tests).
+    var journalSyncs = 0
     var journalSyncScheduled = false
     /// Whether the server refuses a PUT with `If-None-Match: *` over an existing object (found
     /// by the first upload of a new small file, Write/Upload.swift); `nil`: not known yet.

@@ -528,6 +528,41 @@ import Testing
         #expect(try await store.get("small", range: nil, ifMatch: nil) == b("tiny"))
     }
 
+    /// An upload waits for the journal records that name its key (a rename of the file not
+    /// synced yet), not for the `done`s of the uploads that finished before it: cp -r of small
+    /// files synced the journal twice per file, once at the close and once before the PUT.
+    @Test func anUploadSyncsTheJournalOnlyForRecordsOfItsOwnKey() async throws {
+        let h = try Harness(writeBack: .seconds(3600), journalIn: uniqueStagingDirectory())
+        try await h.writeFile("warm-up", b("w"))
+        try await h.fs.fsyncDirectory(rootInode)
+        var handles: [UInt64] = []
+        for i in 0..<8 {
+            try await h.writeFile("f\(i)", b("file \(i)"))
+            handles.append(try await h.fs.open(h.resolve("f\(i)").ino, flags: OpenFlags(posix: O_RDONLY)))
+        }
+        let before = await h.fs.journalSyncs
+        // Stored one after the other, each upload leaving a `done` not synced yet.
+        for fh in handles {
+            try await h.fs.fsync(fh)
+            await h.fs.release(fh)
+        }
+        #expect(await h.keys().count == 9)
+        // At most the background sync of the `done`s, 50 ms after the first (7 before).
+        #expect(await h.fs.journalSyncs - before <= 2)
+
+        // The record of a rename is synced lazily, but before anything is stored under the
+        // new name: when the PUT arrives, no record naming the key is left unsynced.
+        try await h.writeFile("g", b("renamed"))
+        try await h.fs.rename(parent: rootInode, name: "g", newParent: rootInode, newName: "h")
+        let put = h.storage.holdNextReply(of: .put)
+        let stored = Task { try await h.fs.fsyncDirectory(rootInode) }
+        await put.arrived()
+        #expect(await !h.fs.unsyncedRecords(naming: "h"))
+        put.release()
+        try await stored.value
+        #expect(try await h.memory.head("h").size == 7)
+    }
+
     /// A full cache disk must not stop `put` and `done` records: the journal holds space
     /// allocated past its records, and its records are read back from the start.
     @Test func theJournalKeepsSpaceAllocatedForItsNextRecords() throws {
@@ -543,7 +578,27 @@ import Testing
         let fd = open(dir + "/" + journal.name, O_RDONLY)
         defer { close(fd) }
         #expect(Journal.decode(readAll(fd)) == [.put(entry), .done(file: "staged-1-1-1")])
+        // Written zeros, not unwritten extents (a record's fdatasync over those waits for a
+        // commit of the filesystem's own journal): no hole, where this filesystem shows
+        // fallocate's space as one.
+        if fallocatedSpaceIsAHole(in: dir) { #expect(lseek(fd, 0, seekHole) == off_t(st.st_size)) }
     }
+}
+
+/// `SEEK_HOLE` (Linux; Glibc declares it only with _GNU_SOURCE).
+private let seekHole: Int32 = 4
+
+/// Whether `SEEK_HOLE` finds space allocated by fallocate (and never written) in `directory`
+/// as a hole, as ext4 and XFS do.
+func fallocatedSpaceIsAHole(in directory: String) -> Bool {
+    let path = directory + "/fallocate-probe"
+    let fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0o600)
+    guard fd >= 0 else { return false }
+    defer {
+        close(fd)
+        unlink(path)
+    }
+    return posix_fallocate(fd, 0, 64 << 10) == 0 && lseek(fd, 0, seekHole) == 0
 }
 
 /// What a crash would leave of `directory`, copied while the mount that owns it may still be

@@ -146,7 +146,7 @@ extension ObjectFS {
             // In the journal before any part is sent: a crash from here on leaves nothing behind.
             if let journal {
                 try journal.append(.began(upload))
-                journalRecords += 1
+                countJournalRecord()
                 try await syncJournalRecords()
             }
         } catch {
@@ -230,7 +230,7 @@ extension ObjectFS {
         guard let journal, let upload = early.upload else { return }
         do {
             try journal.append(.ended(uploadID: upload.uploadID))
-            journalRecords += 1
+            countJournalRecord()
         } catch {
             configuration.log(error.message)
         }
@@ -249,7 +249,7 @@ extension ObjectFS {
         guard let journal, journal.openUploads[upload.uploadID] != nil else { return }
         do {
             try journal.append(.ended(uploadID: upload.uploadID))
-            journalRecords += 1
+            countJournalRecord()
         } catch {
             configuration.log(error.message)
         }

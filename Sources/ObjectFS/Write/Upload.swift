@@ -157,10 +157,19 @@ extension ObjectFS {
                 break
             }
             let generation = node.sealedGeneration
-            // The record of this key is durable before anything is stored under it.
+            // The records naming this key are durable before anything is stored under it (the
+            // key looked at again after a sync: a rename may have come meanwhile).
             node.lockedFor = "upload: journal sync"
-            await syncJournalRecordsOrLog()
-            let key = fileKey(node)
+            var key = fileKey(node)
+            while unsyncedRecords(naming: key) {
+                do {
+                    try await syncJournalRecords()
+                } catch {
+                    configuration.log(error.message)
+                    break
+                }
+                key = fileKey(node)
+            }
             // A file this mount created replaces nothing: its PUT carries `If-None-Match: *`,
             // and where the server is known to honour it, that PUT finds a conflict by itself.
             let expectsNone = !node.recovered && node.remote == nil && node.replaces == nil

@@ -67,7 +67,7 @@ extension ObjectFS {
         }
         try journal.append(.put(entry), inMemory: !sealed.onDisk)
         sealed.journaled = true
-        journalRecords += 1
+        countJournalRecord(naming: entry.key)
         if wait {
             try await syncJournalRecords()
         } else {
@@ -78,6 +78,7 @@ extension ObjectFS {
     /// Makes the journal's records so far durable (fdatasync on the I/O pool).
     func syncJournal(_ journal: Journal) async throws(FSError) {
         let fd = journal.descriptor
+        journalSyncs += 1
         let error = await BlockingIOPool.shared.run { () -> Int32 in fdatasync(fd) == 0 ? 0 : errno }
         if error != 0 { throw FSError(error, "cannot sync the journal in \(journal.directory)") }
     }
@@ -86,10 +87,11 @@ extension ObjectFS {
     /// and the file may go.
     func forgetVersion(_ file: StagingFile) {
         guard file.journaled, let journal else { return }
+        let key = journal.pending[file.name]?.key
         do {
             try journal.append(.done(file: file.name))
             file.journaled = false
-            journalRecords += 1
+            countJournalRecord(naming: key)
             scheduleJournalSync()
         } catch {
             // The record stays pending: a later mount may store this version again.
@@ -112,12 +114,31 @@ extension ObjectFS {
         }
     }
 
+    /// Counts a record just appended to the journal; `key`: the object it names, if any.
+    func countJournalRecord(naming key: ObjectKey? = nil) {
+        journalRecords += 1
+        if let key { unsyncedRecordOf[key] = journalRecords }
+    }
+
     /// Makes every journal record so far durable.
     func syncJournalRecords() async throws(FSError) {
         guard let journal, syncedJournalRecords < journalRecords else { return }
         let covered = journalRecords
         try await syncJournal(journal)
         syncedJournalRecords = max(syncedJournalRecords, covered)
+        let synced = syncedJournalRecords
+        unsyncedRecordOf = unsyncedRecordOf.filter { $0.value > synced }
+    }
+
+    /// Whether a record naming `key` is not synced yet. Before a version is stored under a key,
+    /// every record that names the key must be durable — the file's own `put` (a rename or a
+    /// metadata change is synced lazily), and the `done` of a version stored there before (else
+    /// a crash would have the next mount store that older version again over this one) — but
+    /// not the `done`s of other keys' uploads: waiting for those made each small file's upload
+    /// cost a second fdatasync.
+    func unsyncedRecords(naming key: ObjectKey) -> Bool {
+        guard let record = unsyncedRecordOf[key] else { return false }
+        return record > syncedJournalRecords
     }
 
     /// `syncJournalRecords` before this mount deletes, moves or stores an object: a record
