@@ -56,9 +56,9 @@ public final class FaultInjectingStorage<Base: ObjectStorage>: ObjectStorage, Se
         state.withLock { $0.latency = latency }
     }
 
-    /// The next call of `operation` (a list, head or put) does its work at once (a listing sees the store as it is
-    /// now) but returns only once the test calls `release()` on the answer: a reply that
-    /// arrives after what the filesystem did meanwhile.
+    /// The next call of `operation` (a list, head or put) does its work at once (a listing
+    /// sees the store as it is now) but returns only once the test calls `release()` on the
+    /// answer: a reply that arrives after what the filesystem did meanwhile.
     public func holdNextReply(of operation: StorageOperation) -> LateReply {
         let reply = LateReply()
         state.withLock { $0.lateReplies[operation, default: []].append(reply) }

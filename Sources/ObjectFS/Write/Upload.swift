@@ -161,15 +161,7 @@ extension ObjectFS {
             // key looked at again after a sync: a rename may have come meanwhile).
             node.lockedFor = "upload: journal sync"
             var key = fileKey(node)
-            while unsyncedRecords(naming: key) {
-                do {
-                    try await syncJournalRecords()
-                } catch {
-                    configuration.log(error.message)
-                    break
-                }
-                key = fileKey(node)
-            }
+            while unsyncedRecords(naming: key), await syncJournalRecordsOrLog() { key = fileKey(node) }
             // A file this mount created replaces nothing: its PUT carries `If-None-Match: *`,
             // and where the server is known to honour it, that PUT finds a conflict by itself.
             let expectsNone = !node.recovered && node.remote == nil && node.replaces == nil

@@ -60,14 +60,19 @@ extension ObjectFS {
             entry.storedPrefix = Journal.StoredPrefix(
                 length: sealed.storedPrefix, etag: etag.value, objectSize: remote.size)
         }
-        if journal.pending[sealed.name] == entry { return }
+        let previous = journal.pending[sealed.name]
+        if previous == entry { return }
         if !sealed.durable {
             // Pages written moments ago: a read from the page cache, no disk wait.
             entry.data = try sealed.read(at: 0, count: Int(sealed.size))
         }
         try journal.append(.put(entry), inMemory: !sealed.onDisk)
         sealed.journaled = true
-        countJournalRecord(naming: entry.key)
+        // A rename's record names the key it leaves too: until it is durable, a crash would
+        // have the next mount store this version there again. (Every store there is preceded
+        // by a close or by a record naming that key, both of which sync everything; this keeps
+        // "every record naming the key" true without that argument.)
+        countJournalRecord(naming: [entry.key, previous?.key].compactMap { $0 })
         if wait {
             try await syncJournalRecords()
         } else {
@@ -91,7 +96,7 @@ extension ObjectFS {
         do {
             try journal.append(.done(file: file.name))
             file.journaled = false
-            countJournalRecord(naming: key)
+            countJournalRecord(naming: key.map { [$0] } ?? [])
             scheduleJournalSync()
         } catch {
             // The record stays pending: a later mount may store this version again.
@@ -114,10 +119,10 @@ extension ObjectFS {
         }
     }
 
-    /// Counts a record just appended to the journal; `key`: the object it names, if any.
-    func countJournalRecord(naming key: ObjectKey? = nil) {
+    /// Counts a record just appended to the journal; `keys`: the objects it names.
+    func countJournalRecord(naming keys: [ObjectKey] = []) {
         journalRecords += 1
-        if let key { unsyncedRecordOf[key] = journalRecords }
+        for key in keys { unsyncedRecordOf[key] = journalRecords }
     }
 
     /// Makes every journal record so far durable.
@@ -143,8 +148,16 @@ extension ObjectFS {
 
     /// `syncJournalRecords` before this mount deletes, moves or stores an object: a record
     /// that names an older state of it must never come back after a crash.
-    func syncJournalRecordsOrLog() async {
-        do { try await syncJournalRecords() } catch { configuration.log(error.message) }
+    /// Returns whether the records are durable now.
+    @discardableResult
+    func syncJournalRecordsOrLog() async -> Bool {
+        do {
+            try await syncJournalRecords()
+            return true
+        } catch {
+            configuration.log(error.message)
+            return false
+        }
     }
 
     /// Records every sealed file under `dir` again (its key changed with a directory rename).
