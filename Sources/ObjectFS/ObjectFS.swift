@@ -55,6 +55,8 @@ public actor ObjectFS {
     var storing: [InodeNumber: [String]] = [:]
     /// Bytes per second a part upload goes at, once one was measured (Write/EarlyParts.swift).
     var partRate: Double?
+    /// Parts being sent now, by every upload of this mount.
+    var partsInFlight = 0
     /// Journal records appended, and how many of them a finished journal sync covers.
     var journalRecords: UInt64 = 0
     var syncedJournalRecords: UInt64 = 0

@@ -413,10 +413,7 @@ extension ObjectFS {
                     group.addTask {
                         await budget.reserve(inFlight)
                         defer { budget.release(inFlight) }
-                        let started = ContinuousClock.now
-                        let part = try await storage.uploadPart(upload, number: number, payload: payload)
-                        await self.notePartSent(payload.length, in: ContinuousClock.now - started)
-                        return part
+                        return try await self.sendPart(upload, number: number, payload: payload)
                     }
                     next += 1
                 }
