@@ -374,8 +374,11 @@ class RssSampler:
             step, samples = self.step, self.samples
             self.step, self.samples = None, []
         if step is not None:
+            # The high-water mark after the step: the step that raised it took a peak the
+            # samples may have missed.
             self.by_step[step] = {"max_rss_mib": max((v for _, v in samples), default=None),
-                                  "samples": len(samples)}
+                                  "samples": len(samples),
+                                  "hwm_after_mib": vm_hwm_mib(self.m.pid) if self.m.pid else None}
 
     def max_since(self, t0: float) -> tuple:
         """(largest sample taken since t0 in the current step, number of such samples)."""
