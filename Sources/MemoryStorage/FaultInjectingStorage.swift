@@ -85,6 +85,11 @@ public final class FaultInjectingStorage<Base: ObjectStorage>: ObjectStorage, Se
         state.withLock { $0.mostWaiting[operation, default: 0] }
     }
 
+    /// Forgets the calls counted by `mostAtOnce` so far.
+    public func resetMostAtOnce() {
+        state.withLock { $0.mostWaiting = [:] }
+    }
+
     /// Bytes returned by `get` so far: what a server would have sent.
     public var bytesRead: Int64 { state.withLock { $0.bytesRead } }
     /// Bytes of the bodies given to `put` and `uploadPart` so far: what a client would send.

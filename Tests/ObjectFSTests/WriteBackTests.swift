@@ -341,35 +341,54 @@ import Testing
     }
 
     /// A large file written no faster than its parts are sent has them sent as it is written:
-    /// its close leaves only the last ones to send, and no byte is sent twice. One written
-    /// faster is sent after its close, all of it (no upload is begun before).
-    @Test(arguments: [true, false])
-    func aLargeFileSendsItsPartsWhileItIsWritten(slowly: Bool) async throws {
+    /// its close leaves only the last ones to send, and no byte is sent twice.
+    @Test func aLargeFileSendsItsPartsWhileItIsWritten() async throws {
         let h = try Harness(multipartThreshold: 100 << 10, partSize: 32 << 10, journalIn: uniqueStagingDirectory())
-        // A part takes 10 ms or more: parts go at 3.2 MB/s at most, 12 times the slow writer's
-        // pace (with 50 ms, 1.6 times: a loaded CI run sent parts slower than it wrote).
+        // A part takes 10 ms or more: parts go at 3.2 MB/s at most, 12 times the writer's pace
+        // (with 50 ms, 1.6 times: a loaded CI run sent parts slower than it wrote).
         h.storage.setLatency(.milliseconds(10))
         let data = bytes(320 << 10) { UInt8(truncatingIfNeeded: $0 &* 31 &+ $0 >> 11) }
-        let (attrs, fh) = try await h.fs.create(
+        let (_, fh) = try await h.fs.create(
             parent: rootInode, name: "big", mode: 0o644, flags: OpenFlags(posix: O_WRONLY | O_CREAT | O_TRUNC))
-        _ = attrs
-        // 16 KiB every 60 ms (0.27 MB/s), or all at once.
-        try await write(data, to: fh, of: h, pause: slowly ? .milliseconds(60) : .zero)
+        // 16 KiB every 60 ms (0.27 MB/s).
+        try await write(data, to: fh, of: h, pause: .milliseconds(60))
         // Before the close: an upload is under way, with parts received, and nothing stored.
-        if slowly {
-            try await waitUntil { await h.memory.partBytesReceived >= 9 * (32 << 10) }
-            #expect(await h.memory.pendingUploads.count == 1)
-        } else {
-            try await Task.sleep(for: .milliseconds(150))
-            #expect(await h.memory.partBytesReceived == 0)
-            #expect(await h.memory.pendingUploads.count == 0)
-        }
+        try await waitUntil { await h.memory.partBytesReceived >= 9 * (32 << 10) }
+        #expect(await h.memory.pendingUploads.count == 1)
         #expect(await h.keys() == [])
         try await h.fs.flush(fh)
         await h.fs.release(fh)
         #expect(await h.memory.snapshot().map(\.bytes) == [data])
         #expect(await h.memory.pendingUploads == [])
         #expect(await h.memory.partBytesReceived == Int64(data.count))
+    }
+
+    /// A file written faster than its parts are sent has them sent one at a time beside the
+    /// writer (four at once would take its CPU and link), the rest after its close; no byte is
+    /// sent twice.
+    @Test func aWriterFasterThanItsPartsHasThemSentOneAtATime() async throws {
+        let h = try Harness(multipartThreshold: 100 << 10, partSize: 32 << 10, journalIn: uniqueStagingDirectory())
+        h.storage.setLatency(.milliseconds(200))
+        // The parts' rate, measured on a first file: 4 parts of 32 KiB per 200 ms or more,
+        // 0.66 MB/s at most.
+        let first = bytes(256 << 10) { UInt8(truncatingIfNeeded: $0 >> 3) }
+        try await h.writeFile("first", first)
+        h.storage.resetMostAtOnce()
+        let data = bytes(1 << 20) { UInt8(truncatingIfNeeded: $0 &* 7 &+ 1) }
+        let (_, fh) = try await h.fs.create(
+            parent: rootInode, name: "fast", mode: 0o644, flags: OpenFlags(posix: O_WRONLY | O_CREAT | O_TRUNC))
+        // 16 KiB every 5 ms: 3.2 MB/s, five times the parts' pace (still twice it if each write
+        // took four times as long).
+        try await write(data, to: fh, of: h, pause: .milliseconds(5))
+        #expect(h.storage.mostAtOnce(.multipart) == 1)
+        // A part went before the close.
+        try await waitUntil { await h.memory.partBytesReceived >= Int64(first.count + (32 << 10)) }
+        #expect(await h.keys() == ["first"])
+        try await h.fs.flush(fh)
+        await h.fs.release(fh)
+        #expect(await h.memory.snapshot().map(\.bytes) == [data, first])
+        #expect(await h.memory.pendingUploads == [])
+        #expect(await h.memory.partBytesReceived == Int64(first.count + data.count))
     }
 
     /// Parts sent side by side share the link: the rate that paces early parts counts them

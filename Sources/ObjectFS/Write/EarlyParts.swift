@@ -2,18 +2,19 @@
 //
 // Once a file being written grows past the multipart threshold, a multipart upload is begun
 // for its key and every part the writes have filled is sent at once (streamed from the staging
-// file, `uploadConcurrency` at a time), so that when the file is closed and its upload runs,
+// file), so that when the file is closed and its upload runs,
 // only the parts after them are left to send. Nothing is visible on the server before the
 // upload completes, and it completes only for a version a close sealed (Write/WriteBack.swift):
 // an object is never replaced by a prefix of a file.
 //
-// Only a writer no faster than a part is sent gets its parts sent beside it: one writing faster
-// (`cp` of a file in the page cache) finishes first anyway, and parts sent meanwhile would only
-// take CPU and bandwidth from it (on a 2-core machine with the server on loopback, a 1 GiB `dd`
-// went from 736 to 267 MB/s to close, and was not stored sooner). The writer's pace is known
-// once it has written a part past the threshold; the parts' is measured on this mount's
-// uploads (64 MB/s until one is). A writer that slows down gets the next parts sent as it
-// goes. The upload begins with its first part: a file never sent early costs no request.
+// A writer no faster than parts are sent gets them sent `uploadConcurrency` at a time beside it.
+// One writing faster (`cp` of a file in the page cache) gets one part at a time: on a 2-core
+// machine with the server on loopback, four parts beside a 1 GiB `dd` took it from 736 to
+// 267 MB/s to close (30b6333); sending none before its close gave ~1,000 MB/s to close and
+// 240–280 until stored, one at a time 800–880 and 260–320 (2026-12-06). The writer's pace is known
+// once it has written a part past the threshold; the parts' is measured on this mount's uploads
+// (64 MB/s until one is). A writer that slows down gets the next parts sent four at a time.
+// The upload begins with its first part: a file too small to send one costs no request.
 //
 // The parts are used only if they still hold the file's bytes: a write or a truncate below
 // what they cover (`covered`), a failed part, or a key that changed (a rename) makes them
@@ -102,16 +103,15 @@ extension ObjectFS {
             staging.early = early
         }
         guard !early.broken, !early.ended, !early.creating,
-            staging.size >= early.covered + early.partSize, keepsPace(early, staging)
+            staging.size >= early.covered + early.partSize, earlyPartLimit(early, staging) > 0
         else { return }
         guard let upload = early.upload else {
             early.creating = true
             Task { await self.beginEarlyUpload(early, of: node.ino, staging) }
             return
         }
-        let limit = max(1, configuration.uploadConcurrency)
-        while early.running < limit, early.started < storage.capabilities.maximumPartCount,
-            staging.size >= early.covered + early.partSize, keepsPace(early, staging)
+        while early.running < earlyPartLimit(early, staging), early.started < storage.capabilities.maximumPartCount,
+            staging.size >= early.covered + early.partSize
         {
             early.started += 1
             early.running += 1
@@ -121,11 +121,15 @@ extension ObjectFS {
         }
     }
 
-    /// Whether the next part goes now: while the file is written no faster than one part is
-    /// sent (known once it has grown by a part past the threshold).
-    private func keepsPace(_ early: EarlyParts, _ staging: StagingFile) -> Bool {
-        guard staging.size >= early.sizeThen + early.partSize else { return false }
-        return early.writerRate(size: staging.size) <= partRate ?? Self.assumedPartRate
+    /// How many parts may be in flight beside the writer now: none until its pace is known
+    /// (once the file has grown by a part past the threshold); `uploadConcurrency` while it
+    /// writes no faster than parts are sent; one while it writes faster.
+    private func earlyPartLimit(_ early: EarlyParts, _ staging: StagingFile) -> Int {
+        guard staging.size >= early.sizeThen + early.partSize else { return 0 }
+        if early.writerRate(size: staging.size) <= partRate ?? Self.assumedPartRate {
+            return max(1, configuration.uploadConcurrency)
+        }
+        return 1
     }
 
     /// The rate a part is assumed to go at until one was measured: 64 MB/s.
