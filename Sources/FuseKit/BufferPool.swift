@@ -31,6 +31,15 @@ final class BufferPool: Sendable {
         if !kept { box.buffer.deallocate() }
     }
 
+    /// Frees the buffers kept for reuse (the mount is idle: they need not stay resident).
+    func drain() {
+        let kept = free.withLock { list in
+            defer { list = [] }
+            return list
+        }
+        kept.forEach { $0.buffer.deallocate() }
+    }
+
     deinit {
         free.withLock { list in list.forEach { $0.buffer.deallocate() } }
     }

@@ -33,6 +33,7 @@ public final class FuseSession: @unchecked Sendable {
     /// `filesystem.extendedAttributeNamespaces`, read once.
     let xattrNamespaces: [String]
     private let inFlight = Atomic<Int>(0)
+    private let received = Atomic<Int>(0)
     private var session: OpaquePointer?
     private var mountpoint: String?
     private var signalHandlersSet = false
@@ -132,6 +133,12 @@ public final class FuseSession: @unchecked Sendable {
     /// Requests handed to the filesystem and not answered yet.
     public var requestsInFlight: Int { inFlight.load(ordering: .relaxed) }
 
+    /// Requests received so far: unchanged over an interval, the mount was idle in it.
+    public var requestsReceived: Int { received.load(ordering: .relaxed) }
+
+    /// Frees the write buffers kept for reuse (call when the mount is idle).
+    public func releaseIdleBuffers() { pool.drain() }
+
     /// Ends `run()` from another thread.
     public func exit() {
         if let se = session { fuse_session_exit(se) }
@@ -194,6 +201,7 @@ public final class FuseSession: @unchecked Sendable {
         reply: @escaping @Sendable (Request, T) -> Void
     ) {
         inFlight.add(1, ordering: .relaxed)
+        received.add(1, ordering: .relaxed)
         // FUSE_INTERRUPT (the caller got a signal) cancels the request's task: an fsync waiting
         // for a server returns EINTR. Registered before the task can reply (libfuse frees the
         // request with its reply); the callback finds the task by the request's address.
@@ -325,6 +333,7 @@ public final class FuseSession: @unchecked Sendable {
         guard lookups.forget(ino, n), ino != FUSE_ROOT_ID else { return }
         let fs = filesystem
         inFlight.add(1, ordering: .relaxed)
+        received.add(1, ordering: .relaxed)
         Task {
             await fs.forget(ino)
             self.inFlight.subtract(1, ordering: .releasing)
@@ -572,6 +581,7 @@ public final class FuseSession: @unchecked Sendable {
             // 1 MiB read-ahead requests the Task and its array cost the daemon about a tenth of
             // its CPU per GiB read. The buffer comes and goes with the request.
             do {
+                s.received.add(1, ordering: .relaxed)
                 let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 16)
                 defer { buffer.deallocate() }
                 if let n = fs.readImmediately(ino, handle: fh, offset: Int64(off), into: buffer) {

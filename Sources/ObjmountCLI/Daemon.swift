@@ -187,6 +187,9 @@ enum Daemon {
         }
         let dump = Self.dumpStateOnSignal(fs: fs, session: session, logger: logger)
         defer { dump.cancel() }
+        let trimmer = MemoryTuning.trimWhenIdle(
+            activity: { session.requestsReceived }, release: { session.releaseIdleBuffers() })
+        defer { trimmer.cancel() }
         let pidFile = Paths.pidFile(for: mountpoint)
         if Paths.makeDirectories(Paths.runtimeDirectory) {
             let fd = open(pidFile, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
