@@ -581,10 +581,10 @@ public final class FuseSession: @unchecked Sendable {
             // 1 MiB read-ahead requests the Task and its array cost the daemon about a tenth of
             // its CPU per GiB read. The buffer comes and goes with the request.
             do {
-                s.received.add(1, ordering: .relaxed)
                 let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 16)
                 defer { buffer.deallocate() }
                 if let n = fs.readImmediately(ino, handle: fh, offset: Int64(off), into: buffer) {
+                    s.received.add(1, ordering: .relaxed)  // `respond` counts the others
                     _ = fuse_reply_buf(req, buffer.baseAddress?.assumingMemoryBound(to: CChar.self), n)
                     return
                 }

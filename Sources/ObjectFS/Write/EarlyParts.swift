@@ -2,19 +2,19 @@
 //
 // Once a file being written grows past the multipart threshold, a multipart upload is begun
 // for its key and every part the writes have filled is sent at once (streamed from the staging
-// file), so that when the file is closed and its upload runs,
-// only the parts after them are left to send. Nothing is visible on the server before the
-// upload completes, and it completes only for a version a close sealed (Write/WriteBack.swift):
-// an object is never replaced by a prefix of a file.
+// file), so that when the file is closed and its upload runs, only the parts after them are
+// left to send. Nothing is visible on the server before the upload completes, and it completes
+// only for a version a close sealed (Write/WriteBack.swift): an object is never replaced by a
+// prefix of a file.
 //
-// A writer no faster than parts are sent gets them sent `uploadConcurrency` at a time beside it.
-// One writing faster (`cp` of a file in the page cache) gets one part at a time: on a 2-core
+// A writer no faster than parts are sent gets them sent `uploadConcurrency` at a time beside
+// it. One writing faster (`cp` of a file in the page cache) gets one part at a time: on a 2-core
 // machine with the server on loopback, four parts beside a 1 GiB `dd` took it from 736 to
 // 267 MB/s to close (30b6333); sending none before its close gave ~1,000 MB/s to close and
-// 240–280 until stored, one at a time 800–880 and 260–320 (2026-12-06). The writer's pace is known
-// once it has written a part past the threshold; the parts' is measured on this mount's uploads
-// (64 MB/s until one is). A writer that slows down gets the next parts sent four at a time.
-// The upload begins with its first part: a file too small to send one costs no request.
+// 240–280 until stored, one at a time 800–880 and 260–320 (2026-12-06). The writer's pace is
+// known once it has written a part past the threshold; the parts' is measured on this mount's
+// uploads (64 MB/s until one is). A writer that slows down gets the next parts sent four at a
+// time. The upload begins with its first part: a file too small to send one costs no request.
 //
 // The parts are used only if they still hold the file's bytes: a write or a truncate below
 // what they cover (`covered`), a failed part, or a key that changed (a rename) makes them
