@@ -740,8 +740,11 @@ public final class FuseSession: @unchecked Sendable {
             let s = FuseSession.session(req)
             let fs = s.filesystem
             let n = FuseSession.decodeName(name)
+            // A namespace the filesystem has no attributes in (security.*, system.* ACLs,
+            // trusted.*) is ENOTSUP, as on a Linux filesystem without a handler for it: `ls -l`
+            // then stops asking for SELinux labels and ACLs on this mount (two requests per file).
             if let n, !s.xattrNamespaces.contains(where: { n.hasPrefix($0) }) {
-                _ = fuse_reply_err(req, ENODATA)
+                _ = fuse_reply_err(req, ENOTSUP)
                 return
             }
             s.respond(

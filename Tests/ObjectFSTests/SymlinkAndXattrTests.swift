@@ -189,6 +189,13 @@ import Testing
             try await h.fs.changeExtendedAttribute(f.ino, name: "security.selinux", value: b("x"))
         }
         await expectErrno(ENOTSUP) { try await h.fs.changeExtendedAttribute(f.ino, name: "trusted.x", value: b("x")) }
+        // Reading them is ENOTSUP too (the namespace is not supported, on files and directories
+        // alike): `ls -l` stops asking after the first file.
+        let d = try await h.fs.mkdir(parent: rootInode, name: "d", mode: 0o755)
+        for name in ["security.selinux", "system.posix_acl_access", "trusted.x"] {
+            for ino in [f.ino, d.ino] { await expectErrno(ENOTSUP) { _ = try await h.fs.extendedAttribute(ino, name: name) } }
+        }
+        await expectErrno(ENODATA) { _ = try await h.fs.extendedAttribute(d.ino, name: "user.a") }
         // S3's 2 KB: over it, ENOSPC, and nothing is stored.
         await expectErrno(ENOSPC) {
             try await h.fs.changeExtendedAttribute(f.ino, name: "user.big", value: Array(repeating: 65, count: 2100))

@@ -146,6 +146,14 @@ def test_user_xattrs(mounter: Mounter, remote: Remote) -> None:
         with pytest.raises(OSError) as e:
             os.setxattr(f, name, b"x")
         assert e.value.errno in (errno.ENOTSUP, errno.EPERM), (name, e.value)
+    # Reading a namespace the mount does not support is ENOTSUP (not ENODATA), on files and
+    # directories: `ls -l` then stops asking for SELinux labels and ACLs on this mount.
+    (m.path / "dir").mkdir()
+    for path in (f, m.path / "dir"):
+        for name in ("security.selinux", "system.posix_acl_access", "trusted.foo"):
+            with pytest.raises(OSError) as e:
+                os.getxattr(path, name, follow_symlinks=False)
+            assert e.value.errno == errno.ENOTSUP, (path, name, e.value)
     with pytest.raises(OSError) as e:
         os.setxattr(f, "user.too-big", b"x" * 5000)
     assert e.value.errno in (errno.E2BIG, errno.ENOSPC)

@@ -31,6 +31,9 @@ extension ObjectFS {
 
     public func extendedAttribute(_ ino: InodeNumber, name: String) async throws(FSError) -> [UInt8] {
         let node = try self.node(ino)
+        // Like a Linux filesystem without a handler for a namespace: ENOTSUP, which `ls -l`
+        // remembers for the whole mount instead of asking again for every file.
+        guard name.hasPrefix(Self.userNamespace) else { throw FSError(ENOTSUP, "no \(name): only user.* is supported") }
         guard node.kind == .file else { throw FSError(ENODATA, "no extended attribute \(name)") }
         if name.hasPrefix(Self.attributeNamespace), let source = storage as? any ObjectAttributeSource {
             let short = String(name.dropFirst(Self.attributeNamespace.count))
@@ -43,7 +46,6 @@ extension ObjectFS {
                 throw FSError.from(error, "getxattr \(name)")
             }
         }
-        guard name.hasPrefix(Self.userNamespace) else { throw FSError(ENODATA, "no extended attribute \(name)") }
         try await knowMetadata(node)
         let key = UserMetadata.metadataName(for: String(name.dropFirst(Self.userNamespace.count)))
         guard let stored = userMetadata(of: node)[key] else { throw FSError(ENODATA, "no extended attribute \(name)") }
