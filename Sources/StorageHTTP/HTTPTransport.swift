@@ -238,6 +238,9 @@ public final class AHCTransport: HTTPTransport {
         var config = HTTPClient.Configuration()
         config.redirectConfiguration = .disallow
         config.decompression = .disabled
+        // No spans: with the default (no-op) tracer the client still builds one per request and
+        // sets its attributes, about 4 % of the daemon's CPU in a cold `ls -l` (one HEAD a file).
+        config.tracing.tracer = nil
         config.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 16)
         config.connectionPool.retryConnectionEstablishment = false
         config.timeout = .init(
