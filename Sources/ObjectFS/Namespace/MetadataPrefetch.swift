@@ -41,8 +41,7 @@ extension ObjectFS {
     /// metadata is unknown; each applies its answer when it comes.
     func prefetchMetadata(from n: Node) {
         guard let dir = n.parent.flatMap({ nodes[$0] }) else { return }
-        let names = dir.children.names.filter { !$0.precedesInByteOrder(n.name) }.sortedInByteOrder()
-            .prefix(configuration.metadataPrefetchBatch)
+        let names = dir.children.names(from: n.name, limit: configuration.metadataPrefetchBatch)
         let limiter = metadataLimiter
         let storage = self.storage
         for name in names {

@@ -101,6 +101,13 @@ struct Names<Value>: Sequence {
     }
 
     var names: [String] { table.keys.map(\.string) }
+
+    /// The first `limit` names from `name` on (itself included) in byte order: one pass and a
+    /// sort of those names only, not of the whole directory's as Strings.
+    func names(from name: String, limit: Int) -> [String] {
+        let start = ByteString(name)
+        return table.keys.filter { !($0 < start) }.sorted().prefix(limit).map(\.string)
+    }
     var isEmpty: Bool { table.isEmpty }
 
     mutating func removeAll(where shouldRemove: (Value) -> Bool) {
