@@ -36,6 +36,8 @@ public actor ObjectFS {
     /// HEADs in flight for files whose listing carried no metadata (see `completeMetadata`).
     var metadataFetches: [InodeNumber: Task<Void, Never>] = [:]
     let metadataLimiter: AsyncLimiter
+    /// How many of those HEADs go at once, when it adapts to the server (else `nil`).
+    var metadataWidth: AdaptiveWidth?
     var directoryHandles: [UInt64: [DirectoryEntry]] = [:]
     var nextHandle: UInt64 = 1
     var stagingSerial: UInt64 = 0
@@ -91,6 +93,11 @@ public actor ObjectFS {
         journal = configuration.journaled ? try Journal(directory: staging.path, instance: instanceID) : nil
         uploadLimiter = AsyncLimiter(limit: configuration.writeBackConcurrency)
         self.metadataLimiter = AsyncLimiter(limit: configuration.metadataPrefetch)
+        if configuration.metadataPrefetch > 0, configuration.metadataPrefetchMaximum > configuration.metadataPrefetch {
+            metadataWidth = AdaptiveWidth(
+                start: configuration.metadataPrefetch,
+                range: max(1, configuration.metadataPrefetch / 2)...configuration.metadataPrefetchMaximum)
+        }
         budget = MemoryBudget(limit: configuration.dataMemoryLimit)
         var cache: any BlockCache = MemoryBlockCache(
             blockSize: configuration.blockSize,

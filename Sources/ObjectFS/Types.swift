@@ -179,6 +179,9 @@ public struct ObjectFSConfiguration: Sendable {
     /// HEADs in flight for the metadata of a directory's files when listings carry none (0: one
     /// HEAD per file, when it is asked for), and how many siblings one stat starts.
     public var metadataPrefetch = 0
+    /// With a maximum above `metadataPrefetch`, the width adapts to how the server's answer
+    /// time holds up (Namespace/AdaptiveWidth.swift): from half of `metadataPrefetch` to this.
+    public var metadataPrefetchMaximum = 0
     public var metadataPrefetchBatch = 1000
     /// Where the block cache keeps its files (one directory per remote), or `nil` for none:
     /// blocks then pass through a small memory cache only.
@@ -246,9 +249,19 @@ actor AsyncLimiter {
     }
 
     func release() {
-        if waiters.isEmpty {
+        if available < 0 || waiters.isEmpty {
             available += 1
         } else {
+            waiters.removeFirst().resume()
+        }
+    }
+
+    /// Changes the limit from `old` to `new`: a wider one lets waiters in at once; a narrower
+    /// one lets nobody in until enough holders have left.
+    func resize(from old: Int, to new: Int) {
+        available += max(1, new) - max(1, old)
+        while available > 0, !waiters.isEmpty {
+            available -= 1
             waiters.removeFirst().resume()
         }
     }

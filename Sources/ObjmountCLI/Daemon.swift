@@ -124,8 +124,12 @@ enum Daemon {
         configuration.writeBack = writeBack
         configuration.log = { logger.warning($0) }
         configuration.fixedOwner = options.uid != nil || options.gid != nil
-        // A directory's file metadata (HEADs, when listings carry none) is fetched 16 at a time.
-        if remote.scheme != .memory { configuration.metadataPrefetch = 16 }
+        // A directory's file metadata (HEADs, when listings carry none) is fetched 32 at a time
+        // at first, then 16 to 128 as the server's answer time allows.
+        if remote.scheme != .memory {
+            configuration.metadataPrefetch = 32
+            configuration.metadataPrefetchMaximum = 128
+        }
         configuration.memoryLimit = cache.memoryLimit
         let cacheSize =
             cache.cacheSize ?? (remote.scheme == .memory ? 0 : CacheSettings.defaultSize(of: cacheDirectory))

@@ -241,7 +241,9 @@ public final class AHCTransport: HTTPTransport {
         // No spans: with the default (no-op) tracer the client still builds one per request and
         // sets its attributes, about 4 % of the daemon's CPU in a cold `ls -l` (one HEAD a file).
         config.tracing.tracer = nil
-        config.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 16)
+        // As many connections as the widest use: metadata HEADs go up to 128 at once to a far
+        // server (the callers' own limits bound each kind of request).
+        config.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 128)
         config.connectionPool.retryConnectionEstablishment = false
         config.timeout = .init(
             connect: Self.amount(connectTimeout), read: Self.amount(idleTimeout), write: Self.amount(idleTimeout))

@@ -600,6 +600,28 @@ struct MetadataFreeListings: ObjectStorage {
         #expect(storage.calls(.head) - headsBefore == 40)
         #expect(storage.mostAtOnce(.head) >= 4, "\(storage.mostAtOnce(.head)) HEADs at once")
     }
+
+    @Test func aServerThatKeepsItsAnswerTimeGetsMoreHeadsAtOnce() async throws {
+        let memory = MemoryStorage()
+        let count = 300
+        for i in 0..<count {
+            _ = try await memory.put(
+                "d/" + String(format: "f%03d", i), payload: .bytes([1]), options: PutOptions(metadata: ["mtime": "1"]))
+        }
+        // Every HEAD takes 50 ms however many go at once: a far server with room to spare.
+        let storage = FaultInjectingStorage(MetadataFreeListings(base: memory), latency: .milliseconds(50))
+        var config = ObjectFSConfiguration(stagingDirectory: uniqueStagingDirectory())
+        config.metadataPrefetch = 8
+        config.metadataPrefetchMaximum = 64
+        let fs = try ObjectFS(storage: storage, configuration: config)
+        let d = try await fs.lookup(parent: rootInode, name: "d")
+        let names = try await fs.list(d.ino).map(\.name)
+        let headsBefore = storage.calls(.head)
+        for name in names { _ = try await fs.lookup(parent: d.ino, name: name) }
+        #expect(storage.calls(.head) - headsBefore == count)
+        // 8, then 16, 32, 64 as rounds keep their time (a fixed width would stay at 8).
+        #expect(storage.mostAtOnce(.head) > 16, "\(storage.mostAtOnce(.head)) HEADs at once")
+    }
 }
 
 @Suite struct PageCacheTests {

@@ -52,15 +52,35 @@ extension ObjectFS {
             let etag = c.remote?.etag
             metadataFetches[ino] = Task {
                 await limiter.acquire()
+                let started = ContinuousClock.now
                 let info = try? await storage.head(key)
+                let took = started.duration(to: .now)
                 await limiter.release()
-                self.finishMetadataFetch(ino, info, listedETag: etag)
+                let c = took.components
+                if let width = await self.finishMetadataFetch(
+                    ino, info, listedETag: etag, took: c.seconds * 1_000_000_000 + c.attoseconds / 1_000_000_000)
+                {
+                    // Deltas: resizes applied in another order than decided end at the same width.
+                    await limiter.resize(from: width.old, to: width.new)
+                }
             }
         }
     }
 
-    func finishMetadataFetch(_ ino: InodeNumber, _ info: ObjectInfo?, listedETag: ETag?) {
+    /// Applies a HEAD's answer; returns the HEADs' new width when this answer changed it.
+    func finishMetadataFetch(
+        _ ino: InodeNumber, _ info: ObjectInfo?, listedETag: ETag?, took nanoseconds: Int64
+    ) -> (old: Int, new: Int)? {
         metadataFetches[ino] = nil
+        var resized: (old: Int, new: Int)? = nil
+        if info != nil, let old = metadataWidth?.width, let new = metadataWidth?.record(nanoseconds: nanoseconds) {
+            resized = (old, new)
+        }
+        apply(info, fetchedFor: ino, listedETag: listedETag)
+        return resized
+    }
+
+    private func apply(_ info: ObjectInfo?, fetchedFor ino: InodeNumber, listedETag: ETag?) {
         // Only the version the listing showed: anything else is left to the caller's own HEAD.
         guard let n = nodes[ino], !n.isPinned, !n.metadataKnown else { return }
         if n.kind == .directory {
