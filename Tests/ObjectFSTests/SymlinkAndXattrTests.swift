@@ -193,7 +193,9 @@ import Testing
         // alike): `ls -l` stops asking after the first file.
         let d = try await h.fs.mkdir(parent: rootInode, name: "d", mode: 0o755)
         for name in ["security.selinux", "system.posix_acl_access", "trusted.x"] {
-            for ino in [f.ino, d.ino] { await expectErrno(ENOTSUP) { _ = try await h.fs.extendedAttribute(ino, name: name) } }
+            for ino in [f.ino, d.ino] {
+                await expectErrno(ENOTSUP) { _ = try await h.fs.extendedAttribute(ino, name: name) }
+            }
         }
         await expectErrno(ENODATA) { _ = try await h.fs.extendedAttribute(d.ino, name: "user.a") }
         // S3's 2 KB: over it, ENOSPC, and nothing is stored.
