@@ -182,6 +182,10 @@ public struct ObjectFSConfiguration: Sendable {
     /// With a maximum above `metadataPrefetch`, the width adapts to how the server's answer
     /// time holds up (Namespace/AdaptiveWidth.swift): from half of `metadataPrefetch` to this.
     public var metadataPrefetchMaximum = 0
+    /// `--listing-mtime`: a listed file whose listing carries no metadata is shown with the
+    /// listing's Last-Modified as its mtime and the default mode and owner, and no HEAD asks
+    /// for more (until a rewrite or an extended attribute needs its metadata).
+    public var listingMetadataTrusted = false
     public var metadataPrefetchBatch = 1000
     /// Where the block cache keeps its files (one directory per remote), or `nil` for none:
     /// blocks then pass through a small memory cache only.

@@ -110,6 +110,12 @@ struct Mount: ParsableCommand {
     )
     var metadataTTL: Double = 10
 
+    @Flag(
+        help:
+            "Show a file's mtime as the listing's Last-Modified (the upload time) and send no HEAD for its mode, owner or mtime metadata: a cold ls -l as fast as the listing; symlinks on S3 show as files."
+    )
+    var listingMtime = false
+
     @Option(help: "error, warning, info or debug.")
     var logLevel: LogLevel = .info
 
@@ -183,7 +189,7 @@ struct Mount: ParsableCommand {
                 cacheDirectory: cacheDirectory,
                 cache: CacheSettings(cacheSize: cacheSize?.bytes, memoryLimit: memoryLimit.bytes),
                 writeBack: writeBack == .on,
-                metadataTTL: metadataTTL, segmentMiB: segmentSize,
+                metadata: MetadataSettings(ttl: metadataTTL, listingMtime: listingMtime), segmentMiB: segmentSize,
                 logger: Logger(level: logLevel))
         } else {
             // A key given as a flag goes to the daemon through its environment, not its argv

@@ -67,7 +67,7 @@ enum Daemon {
     static func serve(
         remote: Remote, driver: DriverSettings, mountpoint: String, options: MountOptions, seed: String?,
         cacheDirectory: String, cache: CacheSettings, writeBack: Bool,
-        metadataTTL: Double, segmentMiB: Int?, logger: Logger
+        metadata: MetadataSettings, segmentMiB: Int?, logger: Logger
     ) throws(CLIError) {
         MemoryTuning.apply()
         DescriptorLimit.raise()
@@ -142,7 +142,8 @@ enum Daemon {
         if let gid = options.gid { configuration.gid = gid }
         if let umask = options.umask { configuration.umask = umask }
         configuration.readOnly = options.readOnly
-        configuration.metadataTTL = .milliseconds(Int64(metadataTTL * 1000))
+        configuration.metadataTTL = .milliseconds(Int64(metadata.ttl * 1000))
+        configuration.listingMetadataTrusted = metadata.listingMtime
         if let mib = segmentMiB {
             configuration.partSize = Int64(mib) << 20
             configuration.multipartThreshold = Int64(mib) << 20
@@ -268,6 +269,12 @@ func blockingAwait<T: Sendable>(_ body: @escaping @Sendable () async throws -> T
     }
     done.wait()
     return try box.get()
+}
+
+/// How long metadata is trusted, and whether a listing's Last-Modified is enough for `stat`.
+struct MetadataSettings: Sendable {
+    var ttl: Double
+    var listingMtime: Bool
 }
 
 /// Where the block cache goes and how big it and the memory budget are.

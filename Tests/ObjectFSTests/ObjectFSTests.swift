@@ -601,6 +601,34 @@ struct MetadataFreeListings: ObjectStorage {
         #expect(storage.mostAtOnce(.head) >= 4, "\(storage.mostAtOnce(.head)) HEADs at once")
     }
 
+    @Test func withListingMtimeAStatSendsNoHeadAndShowsLastModified() async throws {
+        let memory = MemoryStorage()
+        for i in 0..<20 {
+            _ = try await memory.put(
+                "d/f\(i)", payload: .bytes([1]),
+                options: PutOptions(metadata: ["mtime": "1000000000", "mode": "384", "color": "red"]))
+        }
+        let storage = FaultInjectingStorage(MetadataFreeListings(base: memory))
+        var config = ObjectFSConfiguration(stagingDirectory: uniqueStagingDirectory())
+        config.metadataPrefetch = 8
+        config.listingMetadataTrusted = true
+        let fs = try ObjectFS(storage: storage, configuration: config)
+        let d = try await fs.lookup(parent: rootInode, name: "d")
+        let listed = try await fs.list(d.ino)
+        let headsBefore = storage.calls(.head)
+        for entry in listed {
+            let a = try await fs.lookup(parent: d.ino, name: entry.name)
+            let stored = try await memory.head("d/" + entry.name)
+            #expect(a.mtime == stored.lastModified && a.mode == 0o644 && a.kind == .file)
+        }
+        #expect(storage.calls(.head) == headsBefore)
+        // An extended attribute still reads the object's metadata (and with it the real mtime).
+        let f = try await fs.lookup(parent: d.ino, name: "f0")
+        #expect(try await fs.extendedAttribute(f.ino, name: "user.color") == Array("red".utf8))
+        #expect(storage.calls(.head) == headsBefore + 1)
+        #expect(try await fs.getattr(f.ino).mtime == Timestamp(seconds: 1_000_000_000))
+    }
+
     @Test func aServerThatKeepsItsAnswerTimeGetsMoreHeadsAtOnce() async throws {
         let memory = MemoryStorage()
         let count = 300

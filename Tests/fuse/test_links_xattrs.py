@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -192,3 +193,25 @@ def test_directory_modes_and_mtimes_survive_a_remount(mounter: Mounter, remote: 
     assert os.stat(m.path / "r/dir/sub").st_mtime == 1_200_000_000
     out = run(["rsync", "-a", "-i", f"{src}/", f"{m.path}/r/"]).stdout.decode()
     assert out.strip() == "", f"second pass after a remount changed:\n{out}"
+
+
+def test_listing_mtime_shows_the_upload_time_and_still_reads_metadata_when_asked(
+        mounter: Mounter, remote: Remote) -> None:
+    if remote.scheme == "memory":
+        pytest.skip("memory:// listings carry metadata: --listing-mtime changes nothing there")
+    m = mounter.mount(remote)
+    f = m.path / "old.txt"
+    f.write_bytes(b"old")
+    os.setxattr(f, "user.color", b"red")
+    os.utime(f, (1_000_000_000, 1_000_000_000))
+    run([os.environ["OBJMOUNT_BIN"], "unmount", m.path], timeout=60, env=remote.env)
+    # With the flag: the listing's Last-Modified (the upload, a moment ago), not the mtime
+    # metadata, and the default mode; a user attribute is still read (one HEAD) when asked.
+    m = mounter.mount(remote, mountpoint=m.path, extra=["--listing-mtime"])
+    st = os.stat(m.path / "old.txt")
+    assert abs(st.st_mtime - time.time()) < 600, st.st_mtime
+    assert os.getxattr(m.path / "old.txt", "user.color") == b"red"
+    assert (m.path / "old.txt").read_bytes() == b"old"
+    # Without it: the stored mtime.
+    m = remount(mounter, m, remote)
+    assert os.stat(m.path / "old.txt").st_mtime == 1_000_000_000

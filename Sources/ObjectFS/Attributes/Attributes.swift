@@ -31,7 +31,7 @@ extension ObjectFS {
         if info.metadata != nil {
             n.metadataKnown = true
         } else if !sameVersion {
-            n.metadataKnown = false
+            n.metadataKnown = configuration.listingMetadataTrusted
         }
         if let meta = info.metadata {
             n.mtime = meta["mtime"].flatMap(Timestamp.init(metadataValue:)) ?? info.lastModified
