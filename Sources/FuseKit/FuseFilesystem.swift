@@ -43,6 +43,11 @@ public struct FuseAttributes: Sendable, Hashable {
     public var nlink: UInt32
     public var mtimeSeconds: Int64
     public var mtimeNanoseconds: Int32
+    /// How long the kernel may keep this entry and these attributes (seconds); `nil`: the
+    /// mount's `entryTimeout` / `attributeTimeout`. A filesystem that trusts what it knows
+    /// for a while says how much of that while is left, so that the kernel never keeps an
+    /// answer longer than the filesystem itself would.
+    public var cacheSeconds: Double?
     public init(
         ino: Inode, type: FuseFileType, permissions: UInt32, size: Int64, uid: UInt32, gid: UInt32,
         nlink: UInt32, mtimeSeconds: Int64, mtimeNanoseconds: Int32

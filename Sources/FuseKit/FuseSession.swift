@@ -35,6 +35,12 @@ public final class FuseSession: @unchecked Sendable {
     private let inFlight = Atomic<Int>(0)
     private let received = Atomic<Int>(0)
     private var session: OpaquePointer?
+    /// The session's address while notifications may be sent to the kernel (0 before the mount
+    /// and once the loop has ended).
+    private let notifiable = Mutex<UInt>(0)
+    /// Notifications go out one at a time, off the request threads: the kernel may hold one
+    /// until a request on the same directory is answered.
+    private let notifications = DispatchQueue(label: "objmount.fuse.notify")
     private var mountpoint: String?
     private var signalHandlersSet = false
     /// A second descriptor of the FUSE device, numbered above every descriptor open at mount
@@ -79,6 +85,7 @@ public final class FuseSession: @unchecked Sendable {
             throw FuseError(EIO)
         }
         self.mountpoint = mountpoint
+        notifiable.withLock { $0 = UInt(bitPattern: Int(bitPattern: UnsafeRawPointer(se))) }
         if options.autoUnmount { lateDevice = Self.holdDeviceLast(fuse_session_fd(se)) }
         if options.readAheadKiB > 0 { Self.raiseReadAhead(mountpoint: mountpoint, kib: options.readAheadKiB) }
     }
@@ -89,6 +96,7 @@ public final class FuseSession: @unchecked Sendable {
     public func run() -> Int32 {
         guard let se = session else { return -EINVAL }
         let r = cfuse_session_loop_mt(se, 0, -1)
+        notifiable.withLock { $0 = 0 }
         // Requests already handed to Tasks finish (and reply) before the session goes away.
         var waited = 0
         while inFlight.load(ordering: .acquiring) > 0 && waited < 60_000 {
@@ -236,6 +244,19 @@ public final class FuseSession: @unchecked Sendable {
     /// fdatasync here, much shorter than a server's reply.
     static let requestIdle = 1_000_000
 
+    /// Tells the kernel to drop its entry for `name` in directory `parent` (and the negative
+    /// entry, if it cached one), so that its next use looks the name up again: for changes the
+    /// filesystem makes by itself, which the kernel did not see go by. Returns at once.
+    public func invalidateEntry(parent: Inode, name: String) {
+        notifications.async { [self] in
+            notifiable.withLock { address in
+                guard let se = OpaquePointer(bitPattern: address) else { return }
+                // ENOENT: the kernel holds no such entry. Nothing else to do either way.
+                _ = name.withCString { fuse_lowlevel_notify_inval_entry(se, parent, $0, strlen($0)) }
+            }
+        }
+    }
+
     /// Tasks of requests in flight that an interrupt may cancel, by request address; `nil`: the
     /// task ended before it was entered.
     private static let running = Mutex<[UInt: Task<Void, Never>?]>([:])
@@ -303,8 +324,8 @@ public final class FuseSession: @unchecked Sendable {
         e.ino = a.ino
         e.generation = 0
         e.attr = fillStat(a)
-        e.attr_timeout = options.attributeTimeout
-        e.entry_timeout = options.entryTimeout
+        e.attr_timeout = a.cacheSeconds ?? options.attributeTimeout
+        e.entry_timeout = a.cacheSeconds ?? options.entryTimeout
         return e
     }
 
@@ -437,7 +458,7 @@ public final class FuseSession: @unchecked Sendable {
             let fs = s.filesystem
             s.respond(Request(raw: req!), { try await fs.getattr(ino) }) { req, a in
                 var st = s.fillStat(a)
-                _ = fuse_reply_attr(req.raw, &st, s.options.attributeTimeout)
+                _ = fuse_reply_attr(req.raw, &st, a.cacheSeconds ?? s.options.attributeTimeout)
             }
         }
         ops.setattr = { req, ino, attr, toSet, fi in
@@ -463,7 +484,7 @@ public final class FuseSession: @unchecked Sendable {
             let changes = c
             s.respond(Request(raw: req!), { try await fs.setattr(ino, changes, handle: handle) }) { req, a in
                 var out = s.fillStat(a)
-                _ = fuse_reply_attr(req.raw, &out, s.options.attributeTimeout)
+                _ = fuse_reply_attr(req.raw, &out, a.cacheSeconds ?? s.options.attributeTimeout)
             }
         }
         ops.opendir = { req, ino, fi in

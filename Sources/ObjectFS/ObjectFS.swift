@@ -38,7 +38,7 @@ public actor ObjectFS {
     let metadataLimiter: AsyncLimiter
     /// How many of those HEADs go at once, when it adapts to the server (else `nil`).
     var metadataWidth: AdaptiveWidth?
-    var directoryHandles: [UInt64: [DirectoryEntry]] = [:]
+    var directoryHandles: [UInt64: (entries: [DirectoryEntry], openedAt: Int64)] = [:]
     var nextHandle: UInt64 = 1
     var stagingSerial: UInt64 = 0
     var lockTickets: UInt64 = 0
@@ -164,7 +164,7 @@ public actor ObjectFS {
                 // Gone on the server: keep the last attributes for holders of this inode, and
                 // let the next lookup of the name find that it is gone.
                 if let p = node.parent.flatMap({ nodes[$0] }), !node.isPinned {
-                    detach(node, from: p)
+                    detachGone(node, from: p)
                 }
             } catch {
                 throw FSError.from(error, "getattr")
@@ -256,15 +256,23 @@ public actor ObjectFS {
             }
         }
         let fh = newHandleNumber()
-        directoryHandles[fh] = entries
+        directoryHandles[fh] = (entries, now)
         return fh
     }
 
     /// Entries from index `offset` on (offset 0 is "."); an entry's offset for the next call is
     /// its index + 1.
     public func readdir(_ fh: UInt64, offset: Int) throws(FSError) -> ArraySlice<DirectoryEntry> {
-        guard let entries = directoryHandles[fh] else { throw FSError(EBADF, "bad directory handle") }
-        return entries.dropFirst(max(0, offset))
+        guard let handle = directoryHandles[fh] else { throw FSError(EBADF, "bad directory handle") }
+        var entries = handle.entries.dropFirst(max(0, offset))
+        // The snapshot ages: what is left of each entry's validity is less by that age.
+        let age = Double(now - handle.openedAt) / 1e9
+        if age > 0 {
+            for i in entries.indices {
+                entries[i].attributes.trustedFor = max(0, entries[i].attributes.trustedFor - age)
+            }
+        }
+        return entries
     }
 
     public func releasedir(_ fh: UInt64) {

@@ -25,7 +25,23 @@ public struct FileAttributes: Sendable, Hashable {
     public var uid: UInt32
     public var gid: UInt32
     public var mtime: Timestamp
+    /// How much longer these attributes (and the name that led to them) are trusted, in
+    /// seconds: the rest of the metadata TTL since the server was last asked, the whole TTL for
+    /// a file this mount holds (open, unsaved, not stored yet), 0 for attributes a listing
+    /// only approximated. Not part of equality.
+    public var trustedFor: Double = 0
     public var nlink: UInt32 { kind == .directory ? 2 : 1 }
+
+    public static func == (a: FileAttributes, b: FileAttributes) -> Bool {
+        a.ino == b.ino && a.kind == b.kind && a.size == b.size && a.mode == b.mode && a.uid == b.uid
+            && a.gid == b.gid && a.mtime == b.mtime
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(ino)
+        hasher.combine(mtime)
+        hasher.combine(size)
+    }
 }
 
 extension FileKind {
@@ -186,6 +202,10 @@ public struct ObjectFSConfiguration: Sendable {
     /// listing's Last-Modified as its mtime and the default mode and owner, and no HEAD asks
     /// for more (until a rewrite or an extended attribute needs its metadata).
     public var listingMetadataTrusted = false
+    /// Tells the kernel to forget a name in a directory (inode, name): called for changes the
+    /// filesystem makes by itself (a conflict rename, a name found gone on the server), which
+    /// the kernel may otherwise keep for the rest of the validity it was given.
+    public var invalidateEntry: (@Sendable (InodeNumber, String) -> Void)? = nil
     public var metadataPrefetchBatch = 1000
     /// Where the block cache keeps its files (one directory per remote), or `nil` for none:
     /// blocks then pass through a small memory cache only.

@@ -9,6 +9,7 @@ import ObjectFS
 import ObjectStorage
 import OpenStackStorage
 import StorageHTTP
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -144,6 +145,12 @@ enum Daemon {
         configuration.readOnly = options.readOnly
         configuration.metadataTTL = .milliseconds(Int64(metadata.ttl * 1000))
         configuration.listingMetadataTrusted = metadata.listingMtime
+        // The session is made after the filesystem: names the filesystem changes by itself reach
+        // the kernel once it is there.
+        let kernel = Mutex<FuseSession?>(nil)
+        configuration.invalidateEntry = { parent, name in
+            kernel.withLock { $0 }?.invalidateEntry(parent: parent, name: name)
+        }
         if let mib = segmentMiB {
             configuration.partSize = Int64(mib) << 20
             configuration.multipartThreshold = Int64(mib) << 20
@@ -169,6 +176,10 @@ enum Daemon {
         var fuseOptions = FuseMountOptions(fsName: "objmount:\(remote)")
         fuseOptions.allowOther = options.allowOther
         fuseOptions.readOnly = options.readOnly
+        // Every reply says how long the kernel may keep it (the rest of the metadata TTL); these
+        // are the bounds for any that would not.
+        fuseOptions.entryTimeout = metadata.ttl
+        fuseOptions.attributeTimeout = metadata.ttl
         fuseOptions.debug = logger.level == .debug && Paths.environment("OBJMOUNT_FUSE_DEBUG") != nil
         let report = Paths.unsavedReport(for: mountpoint)
         unlink(report)
@@ -177,6 +188,7 @@ enum Daemon {
             unsavedReport: Paths.makeDirectories(Paths.runtimeDirectory) ? report : nil,
             progressFile: Paths.progressFile(for: mountpoint))
         let session = FuseSession(filesystem: bridge, options: fuseOptions)
+        kernel.withLock { $0 = session }
         let display = "\(remote)"
         session.onInitialized = {
             logger.info("mounted \(display) at \(mountpoint)")

@@ -56,10 +56,12 @@ final class FuseBridge: FuseFilesystem {
     }
 
     static func attributes(_ a: FileAttributes) -> FuseAttributes {
-        FuseAttributes(
+        var f = FuseAttributes(
             ino: a.ino, type: type(a.kind), permissions: a.mode, size: a.size,
             uid: a.uid, gid: a.gid, nlink: a.nlink, mtimeSeconds: a.mtime.seconds,
             mtimeNanoseconds: a.mtime.nanoseconds)
+        f.cacheSeconds = a.trustedFor
+        return f
     }
 
     static func type(_ kind: FileKind) -> FuseFileType {

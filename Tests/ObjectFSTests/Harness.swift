@@ -31,6 +31,16 @@ final class ManualClock: TimeSource {
     func advance(seconds: Double) { ns.withLock { $0 += Int64(seconds * 1e9) } }
 }
 
+/// The names the filesystem told the kernel to forget, in order.
+final class KernelInvalidations: Sendable {
+    private let names = Mutex<[(InodeNumber, String)]>([])
+    func add(_ parent: InodeNumber, _ name: String) { names.withLock { $0.append((parent, name)) } }
+    func contains(_ parent: InodeNumber, _ name: String) -> Bool {
+        names.withLock { $0.contains { $0.0 == parent && $0.1 == name } }
+    }
+    var count: Int { names.withLock { $0.count } }
+}
+
 struct Harness {
     let memory: MemoryStorage
     let storage: FaultInjectingStorage<MemoryStorage>
@@ -38,6 +48,7 @@ struct Harness {
     let clock: ManualClock
     let ttl: Double
     let stagingDirectory: String
+    let invalidated = KernelInvalidations()
 
     init(
         prefix: String = "", markerStyle: DirectoryMarkerStyle = .trailingSlash, ttl: Double = 10,
@@ -66,6 +77,8 @@ struct Harness {
             config.writeBackDelay = delay
         }
         config.journaled = stagingDirectory != nil
+        let invalidated = self.invalidated
+        config.invalidateEntry = { invalidated.add($0, $1) }
         fs = try ObjectFS(storage: storage, configuration: config, clock: clock)
     }
 

@@ -146,6 +146,9 @@ import Testing
         let conflicts = stored.keys.filter { $0.hasPrefix("f.conflict-") }
         #expect(conflicts.count == 1)
         #expect(conflicts.first.flatMap { stored[$0] } == b("ours"))
+        // The kernel, which still maps "f" to our file's inode, is told to forget both names.
+        #expect(h.invalidated.contains(rootInode, "f"))
+        #expect(conflicts.allSatisfy { h.invalidated.contains(rootInode, $0) })
         // The mount shows both.
         h.expireCaches()
         #expect(try await h.readFile("f") == b("theirs"))

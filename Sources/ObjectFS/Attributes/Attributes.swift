@@ -55,10 +55,15 @@ extension ObjectFS {
     }
 
     func attributes(_ n: Node) -> FileAttributes {
-        return FileAttributes(
+        var a = FileAttributes(
             ino: n.ino, kind: n.kind, size: n.kind.isObject ? n.size : 0, mode: n.kind == .symlink ? 0o777 : n.mode,
             uid: configuration.fixedOwner ? configuration.uid : n.uid ?? configuration.uid,
             gid: configuration.fixedOwner ? configuration.gid : n.gid ?? configuration.gid, mtime: n.mtime)
+        let t = now
+        // What this mount holds changes only through it; the rest is trusted until `validUntil`.
+        let until = n.isPinned || n.ino == rootInode ? t + ttl : min(n.validUntil, t + ttl)
+        a.trustedFor = until > t ? Double(until - t) / 1e9 : 0  // `validUntil` may be .min
+        return a
     }
 
     /// The stored version's content type and other metadata (or the user metadata changed

@@ -20,7 +20,7 @@ extension ObjectFS {
             let info = try await storage.head(key)
             if !n.isPinned { apply(info, to: n) }
         } catch StorageError.notFound {
-            if let p = n.parent.flatMap({ nodes[$0] }), !n.isPinned { detach(n, from: p) }
+            if let p = n.parent.flatMap({ nodes[$0] }), !n.isPinned { detachGone(n, from: p) }
             throw FSError(ENOENT, "no such entry")
         } catch {
             throw FSError.from(error, "lookup \(key)")

@@ -105,7 +105,7 @@ extension ObjectFS {
             throw FSError(ENOENT, "no such entry")
         }
         guard let found else {
-            if let ino = dir.children[name], let n = nodes[ino] { detach(n, from: dir) }
+            if let ino = dir.children[name], let n = nodes[ino] { detachGone(n, from: dir) }
             dir.negative[name] = now + ttl
             throw FSError(ENOENT, "no such entry")
         }
@@ -158,7 +158,7 @@ extension ObjectFS {
             upsert(dir, name: entry.name, kind: entry.kind, info: entry.info)
         }
         for (name, ino) in dir.children where !seen.contains(ByteString(name)) {
-            if let n = nodes[ino], !heldAgainstServer(n, askedAt: trusted) { detach(n, from: dir) }
+            if let n = nodes[ino], !heldAgainstServer(n, askedAt: trusted) { detachGone(n, from: dir) }
         }
         dir.negative = Names()
         dir.listedUntil = now + ttl
@@ -199,7 +199,7 @@ extension ObjectFS {
                 if n.kind == .directory { n.validUntil = now + ttl }
                 return n
             }
-            detach(n, from: dir)
+            detachGone(n, from: dir)
         }
         let n = addChild(to: dir, name: name, kind: kind)
         if let info {
@@ -234,6 +234,15 @@ extension ObjectFS {
 
     /// Removes a node from its directory. The kernel may still hold the inode; it is freed on
     /// forget (or kept while handles are open).
+    /// `detach` of a name the server no longer has, or has as something else. The kernel may
+    /// keep what it was told of the name for the rest of its validity: it is told to forget the
+    /// name now.
+    func detachGone(_ n: Node, from dir: Node) {
+        let name = n.name
+        detach(n, from: dir)
+        configuration.invalidateEntry?(dir.ino, name)
+    }
+
     func detach(_ n: Node, from dir: Node) {
         if n.kind.isObject && n.parent != nil { n.detachedKey = fileKey(n) }
         if dir.children[n.name] == n.ino { dir.children[n.name] = nil }

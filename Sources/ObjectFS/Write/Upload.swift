@@ -341,6 +341,10 @@ extension ObjectFS {
             }
             throw error
         }
+        // The kernel holds NAME for this file's inode (for as long as a pinned file's attributes
+        // are trusted): NAME now means the other client's object.
+        configuration.invalidateEntry?(dir.ino, before.name)
+        configuration.invalidateEntry?(dir.ino, name)
         configuration.log(
             "conflict: \(key) was \(found == nil ? "deleted" : "changed") on the server since this mount read it; "
                 + "this mount's version is stored as \(fileKey(node))")

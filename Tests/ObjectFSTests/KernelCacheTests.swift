@@ -1,0 +1,72 @@
+// What the kernel may cache: every answer says how much of the metadata TTL is left for it, and
+// names the filesystem changes by itself (gone on the server, moved aside by a conflict) are
+// taken back from the kernel at once.
+
+import MemoryStorage
+import ObjectFS
+import ObjectStorage
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+@Suite struct KernelCacheTests {
+    @Test func anAnswerIsTrustedForTheRestOfTheTTLSinceTheServerWasAsked() async throws {
+        let h = try Harness(ttl: 10)
+        try await h.put("f", "x")
+        #expect(try await h.resolve("f").trustedFor == 10)
+        h.clock.advance(seconds: 4)
+        #expect(try await h.resolve("f").trustedFor == 6)
+        #expect(try await h.fs.getattr(try await h.resolve("f").ino).trustedFor == 6)
+        // Past the TTL the server is asked again, and the whole TTL starts over.
+        h.clock.advance(seconds: 7)
+        let heads = h.storage.calls(.head)
+        #expect(try await h.resolve("f").trustedFor == 10)
+        #expect(h.storage.calls(.head) > heads)
+        // A listing's snapshot ages with its handle.
+        let fh = try await h.fs.opendir(rootInode)
+        h.clock.advance(seconds: 3)
+        let entry = try await h.fs.readdir(fh, offset: 2).first { $0.name == "f" }
+        #expect(entry?.attributes.trustedFor == 7)
+        await h.fs.releasedir(fh)
+    }
+
+    @Test func aFileThisMountHoldsIsTrustedForTheWholeTTLAndTTLZeroForNothing() async throws {
+        let h = try Harness(ttl: 10)
+        let (a, fh) = try await h.fs.create(
+            parent: rootInode, name: "new", mode: 0o644, flags: OpenFlags(posix: O_WRONLY | O_CREAT))
+        #expect(a.trustedFor == 10)
+        h.clock.advance(seconds: 30)
+        #expect(try await h.fs.getattr(a.ino).trustedFor == 10)  // open: only this mount changes it
+        await h.fs.release(fh)
+        let zero = try Harness(ttl: 0)
+        try await zero.put("f", "x")
+        #expect(try await zero.resolve("f").trustedFor == 0)
+    }
+
+    @Test func aNameFoundGoneOnTheServerIsTakenBackFromTheKernel() async throws {
+        let h = try Harness(ttl: 10)
+        try await h.put("d/listed", "x")
+        try await h.put("d/looked-up", "x")
+        try await h.put("stat", "x")
+        let d = try await h.resolve("d")
+        #expect(try await h.fs.list(d.ino).map(\.name).sorted() == ["listed", "looked-up"])
+        let stat = try await h.resolve("stat")
+        try await h.memory.delete(["d/listed", "d/looked-up", "stat"])
+        h.expireCaches()
+        #expect(h.invalidated.count == 0)
+        // A listing without the name, a lookup and a stat that find it gone.
+        #expect(try await h.fs.list(d.ino).isEmpty)
+        #expect(h.invalidated.contains(d.ino, "listed") && h.invalidated.contains(d.ino, "looked-up"))
+        await expectErrno(ENOENT) { _ = try await h.fs.lookup(parent: rootInode, name: "nothing-here") }
+        _ = try? await h.fs.getattr(stat.ino)
+        #expect(h.invalidated.contains(rootInode, "stat"))
+        // Local changes go through the kernel, which updates its own entries: nothing to take back.
+        let before = h.invalidated.count
+        try await h.writeFile("mine", b("1"))
+        try await h.fs.rename(parent: rootInode, name: "mine", newParent: rootInode, newName: "moved")
+        try await h.fs.unlink(parent: rootInode, name: "moved")
+        #expect(h.invalidated.count == before)
+    }
+}
