@@ -106,8 +106,13 @@ class Store:
         return old.segments
 
 
+SHARED_PATHS: set = set()  # data files that --fill objects share: never unlinked
+
+
 def unlink_all(segments) -> None:
     for path, _ in segments:
+        if path in SHARED_PATHS:
+            continue
         try:
             os.unlink(path)
         except FileNotFoundError:
@@ -899,6 +904,27 @@ class Handler(BaseHTTPRequestHandler):
         self.reply(204)
 
 
+def fill(store: Store, spec: str) -> None:
+    """--fill BUCKET/PREFIX:COUNT:PER_DIR: many objects at once, without a request each."""
+    where, count, per_dir = spec.rsplit(":", 2)
+    bucket, _, prefix = where.partition("/")
+    count, per_dir = int(count), int(per_dir)
+    body = b"x" * 100
+    path = store.new_path()
+    with open(path, "wb") as f:
+        f.write(body)
+    SHARED_PATHS.add(path)
+    etag = hashlib.md5(body).hexdigest()
+    b = store.buckets.setdefault(bucket, Bucket(created=time.time()))
+    now = time.time()
+    prefix = prefix.rstrip("/") + "/" if prefix else ""
+    for i in range(count):
+        key = f"{prefix}f{i:09d}" if per_dir >= count else f"{prefix}d{i // per_dir:05d}/f{i:09d}"
+        b.objects[key] = Obj(segments=[(path, len(body))], size=len(body), etag=etag, mtime=now,
+                             ctype="application/octet-stream", meta={})
+    b.keys = sorted(b.objects)
+
+
 class Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
@@ -915,6 +941,10 @@ def main(argv=None) -> int:
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--bucket", action="append", default=[], help="create this bucket at start")
     ap.add_argument("--log", help="append one line per request to this file")
+    ap.add_argument("--fill", action="append", default=[], metavar="BUCKET/PREFIX:COUNT:PER_DIR",
+                    help="create COUNT 100-byte objects at start, in directories of PER_DIR: "
+                         "PREFIX/dNNNNN/fNNNNNNNNN, or PREFIX/fNNNNNNNNN when PER_DIR >= COUNT "
+                         "(for scale tests; they share one data file)")
     a = ap.parse_args(argv)
     if a.log:
         global REQUEST_LOG
@@ -922,6 +952,8 @@ def main(argv=None) -> int:
     store = Store(a.root)
     for name in a.bucket:
         store.buckets[name] = Bucket(created=time.time())
+    for spec in a.fill:
+        fill(store, spec)
     Handler.store = store
     httpd = Server((a.host, a.port), Handler)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=httpd.shutdown, daemon=True).start())

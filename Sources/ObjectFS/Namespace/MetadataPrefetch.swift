@@ -57,7 +57,7 @@ extension ObjectFS {
                 let took = started.duration(to: .now)
                 await limiter.release()
                 let c = took.components
-                if let width = await self.finishMetadataFetch(
+                if let width = self.finishMetadataFetch(
                     ino, info, listedETag: etag, took: c.seconds * 1_000_000_000 + c.attoseconds / 1_000_000_000)
                 {
                     // Deltas: resizes applied in another order than decided end at the same width.

@@ -9,8 +9,8 @@ extension ObjectFS {
         var kind: FileKind
         /// `nil` once removed from the namespace (unlinked, replaced); such a node lives on only
         /// while the kernel or an open handle still refers to it.
-        var parent: InodeNumber? { didSet { if parent != oldValue { readSource.clear() } } }
-        var name: String { didSet { if name != oldValue { readSource.clear() } } }
+        var parent: InodeNumber? { didSet { if parent != oldValue { readSourceIfMade?.clear() } } }
+        var name: String { didSet { if name != oldValue { readSourceIfMade?.clear() } } }
         var mode: UInt32
         /// The version whose bytes the kernel may still hold in its page cache from an earlier
         /// open; nil once the file is written through the mount.
@@ -19,10 +19,10 @@ extension ObjectFS {
         var uid: UInt32?
         var gid: UInt32?
         var mtime: Timestamp
-        var size: Int64 = 0 { didSet { if size != oldValue { readSource.clear() } } }
+        var size: Int64 = 0 { didSet { if size != oldValue { readSourceIfMade?.clear() } } }
         /// File: the last server version seen; `nil` for a file not uploaded yet.
         var remote: ObjectInfo? {
-            didSet { if remote?.etag != oldValue?.etag || remote?.size != oldValue?.size { readSource.clear() } }
+            didSet { if remote?.etag != oldValue?.etag || remote?.size != oldValue?.size { readSourceIfMade?.clear() } }
         }
         var validUntil: Int64 = .min
         /// When this mount last wrote, or moved, this node's object or marker (monotonic ns): a
@@ -45,10 +45,18 @@ extension ObjectFS {
         /// User metadata (names without protocol prefix) changed locally and not stored yet;
         /// nil: the server's (`remote.metadata`).
         var userMetadata: [String: String]?
-        var staging: StagingFile? { didSet { if staging !== oldValue { readSource.clear() } } }
+        var staging: StagingFile? { didSet { if staging !== oldValue { readSourceIfMade?.clear() } } }
         /// The stored version reads come from, for reads answered outside the actor
         /// (Read/ImmediateRead.swift); cleared by every change above that moves the bytes.
-        let readSource = ReadSource()
+        var readSource: ReadSource {
+            if let r = readSourceIfMade { return r }
+            let r = ReadSource()
+            readSourceIfMade = r
+            return r
+        }
+        /// Made at the first open: a listed file never opened carries none (a million listed
+        /// objects would hold a million).
+        private(set) var readSourceIfMade: ReadSource?
         var dirty = false
         /// The staging file whose bytes a close or fsync acknowledged and that is not stored
         /// yet (Write/WriteBack.swift); never written again. Often the same as `staging`.
