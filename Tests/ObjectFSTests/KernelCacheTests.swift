@@ -45,6 +45,18 @@ import Testing
         #expect(try await zero.resolve("f").trustedFor == 0)
     }
 
+    @Test func aDirectoryIsTrustedWhileItsParentsListingIsFreshOrAfterThisMountMadeIt() async throws {
+        let h = try Harness(ttl: 10)
+        try await h.put("listed/f", "x")
+        #expect(try await h.names("").contains("listed"))  // the root's listing: fresh for 10 s
+        h.clock.advance(seconds: 3)
+        #expect(try await h.resolve("listed").trustedFor == 7)
+        let made = try await h.fs.mkdir(parent: rootInode, name: "made", mode: 0o755)
+        #expect(made.trustedFor == 10)
+        h.clock.advance(seconds: 4)
+        #expect(try await h.fs.getattr(made.ino).trustedFor == 6)
+    }
+
     @Test func aNameFoundGoneOnTheServerIsTakenBackFromTheKernel() async throws {
         let h = try Harness(ttl: 10)
         try await h.put("d/listed", "x")

@@ -208,6 +208,7 @@ def test_listing_mtime_shows_the_upload_time_and_still_reads_metadata_when_asked
     # With the flag: the listing's Last-Modified (the upload, a moment ago), not the mtime
     # metadata, and the default mode; a user attribute is still read (one HEAD) when asked.
     m = mounter.mount(remote, mountpoint=m.path, extra=["--listing-mtime"])
+    assert "old.txt" in os.listdir(m.path)  # as `ls -l` does: the name comes from a listing
     st = os.stat(m.path / "old.txt")
     assert abs(st.st_mtime - time.time()) < 600, st.st_mtime
     assert os.getxattr(m.path / "old.txt", "user.color") == b"red"

@@ -60,10 +60,21 @@ extension ObjectFS {
             uid: configuration.fixedOwner ? configuration.uid : n.uid ?? configuration.uid,
             gid: configuration.fixedOwner ? configuration.gid : n.gid ?? configuration.gid, mtime: n.mtime)
         let t = now
-        // What this mount holds changes only through it; the rest is trusted until `validUntil`.
-        let until = n.isPinned || n.ino == rootInode ? t + ttl : min(n.validUntil, t + ttl)
+        let until = min(trustedUntil(n), t + ttl)
         a.trustedFor = until > t ? Double(until - t) / 1e9 : 0  // `validUntil` may be .min
         return a
+    }
+
+    /// Until when (monotonic ns) `n`'s name and attributes are trusted without asking the
+    /// server: forever for what this mount holds (it changes only through this mount); a file
+    /// until `validUntil`; a directory also while its parent's listing is fresh, and for a TTL
+    /// after this mount made or moved it.
+    func trustedUntil(_ n: Node) -> Int64 {
+        if n.isPinned || n.ino == rootInode { return .max }
+        guard n.kind == .directory else { return n.validUntil }
+        let listed = n.parent.flatMap { nodes[$0] }?.listedUntil ?? .min
+        let changed = n.changedAt == .min ? Int64.min : n.changedAt + ttl
+        return max(n.validUntil, listed, changed)
     }
 
     /// The stored version's content type and other metadata (or the user metadata changed

@@ -80,9 +80,7 @@ extension ObjectFS {
         if name.utf8.count > KeyPath.maximumNameLength { throw FSError(ENAMETOOLONG, "name too long") }
         guard KeyPath.isRepresentable(name) else { throw FSError(ENOENT, "no such entry") }
         let t = now
-        if let ino = dir.children[name], let n = nodes[ino],
-            n.isPinned || n.validUntil >= t || n.kind == .directory && dir.listedUntil >= t
-        {
+        if let ino = dir.children[name], let n = nodes[ino], trustedUntil(n) >= t {
             if n.kind.isObject && !n.metadataKnown && !n.isPinned { try await completeMetadata(n) }
             if n.kind == .directory && !n.metadataKnown { try await completeDirectoryMetadata(n) }
             return n
@@ -232,8 +230,6 @@ extension ObjectFS {
         return n
     }
 
-    /// Removes a node from its directory. The kernel may still hold the inode; it is freed on
-    /// forget (or kept while handles are open).
     /// `detach` of a name the server no longer has, or has as something else. The kernel may
     /// keep what it was told of the name for the rest of its validity: it is told to forget the
     /// name now.
@@ -243,6 +239,8 @@ extension ObjectFS {
         configuration.invalidateEntry?(dir.ino, name)
     }
 
+    /// Removes a node from its directory. The kernel may still hold the inode; it is freed on
+    /// forget (or kept while handles are open).
     func detach(_ n: Node, from dir: Node) {
         if n.kind.isObject && n.parent != nil { n.detachedKey = fileKey(n) }
         if dir.children[n.name] == n.ino { dir.children[n.name] = nil }
