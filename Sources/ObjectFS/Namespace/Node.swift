@@ -12,6 +12,9 @@ extension ObjectFS {
         var parent: InodeNumber? { didSet { if parent != oldValue { readSourceIfMade?.clear() } } }
         var name: String { didSet { if name != oldValue { readSourceIfMade?.clear() } } }
         var mode: UInt32
+        /// The version whose bytes the kernel may still hold in its page cache from an earlier
+        /// open; nil once the file is written through the mount.
+        var pageCacheETag: ETag?
         /// Owner stored in the object's metadata (or set by chown); nil: the mount's owner.
         var uid: UInt32?
         var gid: UInt32?
@@ -36,119 +39,51 @@ extension ObjectFS {
         /// Names this mount removed, with when: a listing asked before, or lagging behind, does
         /// not bring them back.
         var removed = Names<Int64>()
-        // File state: what only a file this mount opened, wrote or locked has, kept apart
-        // (`local`, made when first set) so that each of a million listed files does not carry
-        // it. Read through the properties below as if they were the node's own.
-        private(set) var local: LocalState?
-        var openHandles = 0
-        var dirty = false
-
-        private var made: LocalState {
-            if let l = local { return l }
-            let l = LocalState()
-            local = l
-            return l
-        }
-        private func get<T>(_ path: Swift.KeyPath<LocalState, T>, _ none: T) -> T { local?[keyPath: path] ?? none }
-        private func set<T: Equatable>(_ path: Swift.ReferenceWritableKeyPath<LocalState, T>, _ value: T, _ none: T) {
-            if local != nil || value != none { made[keyPath: path] = value }
-        }
-        private func set<T>(_ path: Swift.ReferenceWritableKeyPath<LocalState, T?>, _ value: T?) {
-            if local != nil || value != nil { made[keyPath: path] = value }
-        }
-
-        /// The version whose bytes the kernel may still hold in its page cache from an earlier
-        /// open; nil once the file is written through the mount.
-        var pageCacheETag: ETag? {
-            get { local?.pageCacheETag }
-            set { set(\LocalState.pageCacheETag, newValue) }
-        }
+        // File state.
         /// Symlink: the target, once read (dropped when the version changes).
-        var target: String? {
-            get { local?.target }
-            set { set(\LocalState.target, newValue) }
-        }
+        var target: String?
         /// User metadata (names without protocol prefix) changed locally and not stored yet;
         /// nil: the server's (`remote.metadata`).
-        var userMetadata: [String: String]? {
-            get { local?.userMetadata }
-            set { set(\LocalState.userMetadata, newValue) }
-        }
-        var staging: StagingFile? {
-            get { local?.staging }
-            set {
-                if newValue !== local?.staging { readSourceIfMade?.clear() }
-                set(\LocalState.staging, newValue)
-            }
-        }
+        var userMetadata: [String: String]?
+        var staging: StagingFile? { didSet { if staging !== oldValue { readSourceIfMade?.clear() } } }
         /// The stored version reads come from, for reads answered outside the actor
-        /// (Read/ImmediateRead.swift); cleared by every change that moves the bytes. Made at
-        /// the first open.
+        /// (Read/ImmediateRead.swift); cleared by every change above that moves the bytes.
         var readSource: ReadSource {
             if let r = readSourceIfMade { return r }
             let r = ReadSource()
-            made.readSource = r
+            readSourceIfMade = r
             return r
         }
-        var readSourceIfMade: ReadSource? { local?.readSource }
+        /// Made at the first open: a listed file never opened carries none (a million listed
+        /// objects would hold a million).
+        private(set) var readSourceIfMade: ReadSource?
+        var dirty = false
         /// The staging file whose bytes a close or fsync acknowledged and that is not stored
         /// yet (Write/WriteBack.swift); never written again. Often the same as `staging`.
-        var sealed: StagingFile? {
-            get { local?.sealed }
-            set { set(\LocalState.sealed, newValue) }
-        }
+        var sealed: StagingFile?
         /// `generation` when `sealed` was taken.
-        var sealedGeneration: UInt64 {
-            get { get(\LocalState.sealedGeneration, 0) }
-            set { set(\LocalState.sealedGeneration, newValue, 0) }
-        }
+        var sealedGeneration: UInt64 = 0
         /// Why the last background upload failed, for the next close or fsync to report.
-        var uploadError: FSError? {
-            get { local?.uploadError }
-            set { set(\LocalState.uploadError, newValue) }
-        }
+        var uploadError: FSError?
         /// Adopted from the journal of a mount that is gone: whatever the server holds at its
         /// key is replaced (and its old segments removed), as that mount would have done.
-        var recovered: Bool {
-            get { get(\LocalState.recovered, false) }
-            set { set(\LocalState.recovered, newValue, false) }
-        }
+        var recovered = false
         /// A file not stored yet that was renamed over a stored one: the version its upload
         /// replaces (for conflict detection; a stored file's is `remote`).
-        var replaces: ETag? {
-            get { local?.replaces }
-            set { set(\LocalState.replaces, newValue) }
-        }
+        var replaces: ETag?
         /// Not stored yet, but the server may hold an older object under its name (one it was
         /// renamed over, or the version before a crash): a rename or unlink removes that too.
         var shadowsStoredObject: Bool { remote == nil && (replaces != nil || recovered) }
-        var generation: UInt64 {
-            get { get(\LocalState.generation, 0) }
-            set { set(\LocalState.generation, newValue, 0) }
-        }
-        var writers: Int {
-            get { get(\LocalState.writers, 0) }
-            set { set(\LocalState.writers, newValue, 0) }
-        }
-        var busy: Bool {
-            get { get(\LocalState.busy, false) }
-            set { set(\LocalState.busy, newValue, false) }
-        }
+        var generation: UInt64 = 0
+        var openHandles = 0
+        var writers = 0
+        var busy = false
         /// What holds the lock, and where it is (for diagnostics).
-        var lockedFor: String? {
-            get { local?.lockedFor }
-            set { set(\LocalState.lockedFor, newValue) }
-        }
+        var lockedFor: String?
         /// The key a file had when it was removed from the namespace.
-        var detachedKey: ObjectKey? {
-            get { local?.detachedKey }
-            set { set(\LocalState.detachedKey, newValue) }
-        }
+        var detachedKey: ObjectKey?
         /// Who waits for the file's lock (OpenFile.swift), by ticket.
-        var waiters: [(ticket: UInt64, continuation: CheckedContinuation<Void, Never>)] {
-            get { local?.waiters ?? [] }
-            set { if local != nil || !newValue.isEmpty { made.waiters = newValue } }
-        }
+        var waiters: [(ticket: UInt64, continuation: CheckedContinuation<Void, Never>)] = []
 
         init(ino: InodeNumber, kind: FileKind, parent: InodeNumber?, name: String, mode: UInt32, mtime: Timestamp) {
             self.ino = ino
@@ -160,26 +95,6 @@ extension ObjectFS {
         }
 
         var isPinned: Bool { openHandles > 0 || dirty || (kind == .file && remote == nil) }
-    }
-
-    /// A node's file state, for the files that have any (Node's `local`).
-    final class LocalState {
-        var pageCacheETag: ETag?
-        var target: String?
-        var userMetadata: [String: String]?
-        var staging: StagingFile?
-        var readSource: ReadSource?
-        var sealed: StagingFile?
-        var sealedGeneration: UInt64 = 0
-        var uploadError: FSError?
-        var recovered = false
-        var replaces: ETag?
-        var generation: UInt64 = 0
-        var writers = 0
-        var busy = false
-        var lockedFor: String?
-        var detachedKey: ObjectKey?
-        var waiters: [(ticket: UInt64, continuation: CheckedContinuation<Void, Never>)] = []
     }
 }
 
