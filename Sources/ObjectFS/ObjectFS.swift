@@ -260,11 +260,15 @@ public actor ObjectFS {
         return fh
     }
 
-    /// Entries from index `offset` on (offset 0 is "."); an entry's offset for the next call is
-    /// its index + 1.
+    /// Entries from index `offset` on (offset 0 is "."), at most `readdirBatch` of them (empty
+    /// only at the end); an entry's offset for the next call is its index + 1.
     public func readdir(_ fh: UInt64, offset: Int) throws(FSError) -> ArraySlice<DirectoryEntry> {
         guard let handle = directoryHandles[fh] else { throw FSError(EBADF, "bad directory handle") }
-        var entries = handle.entries.dropFirst(max(0, offset))
+        // A batch, not the rest: the kernel takes what fits in its buffer and asks again, and
+        // each call copies what it returns (a directory of n entries read a few at a time must
+        // not cost n² copies).
+        let start = min(max(0, offset), handle.entries.count)
+        var entries = handle.entries[start..<min(handle.entries.count, start + Self.readdirBatch)]
         // The snapshot ages: what is left of each entry's validity is less by that age.
         let age = Double(now - handle.openedAt) / 1e9
         if age > 0 {
@@ -275,6 +279,9 @@ public actor ObjectFS {
         return entries
     }
 
+    /// Most entries one `readdir` call returns.
+    public static let readdirBatch = 1024
+
     public func releasedir(_ fh: UInt64) {
         directoryHandles[fh] = nil
     }
@@ -283,7 +290,12 @@ public actor ObjectFS {
     public func list(_ ino: InodeNumber) async throws(FSError) -> [DirectoryEntry] {
         let fh = try await opendir(ino)
         defer { releasedir(fh) }
-        return Array(try readdir(fh, offset: 2))
+        var all: [DirectoryEntry] = []
+        while true {
+            let batch = try readdir(fh, offset: 2 + all.count)
+            if batch.isEmpty { return all }
+            all += batch
+        }
     }
 
     public func mkdir(parent: InodeNumber, name: String, mode: UInt32) async throws(FSError) -> FileAttributes {

@@ -57,6 +57,24 @@ import Testing
         #expect(try await h.fs.getattr(made.ino).trustedFor == 6)
     }
 
+    @Test func readdirAnswersInBatchesThatTogetherHoldEveryEntryOnce() async throws {
+        let memory = MemoryStorage()
+        for i in 0..<2500 { _ = try await memory.put("d/f\(i)", payload: .bytes([1]), options: PutOptions()) }
+        let h = try Harness(store: memory)
+        let d = try await h.resolve("d")
+        let fh = try await h.fs.opendir(d.ino)
+        var names: [String] = []
+        while true {
+            let batch = try await h.fs.readdir(fh, offset: names.count)
+            if batch.isEmpty { break }
+            #expect(batch.count <= ObjectFS.readdirBatch)
+            names += batch.map(\.name)
+        }
+        await h.fs.releasedir(fh)
+        #expect(names.count == 2502 && Set(names).count == 2502)  // with "." and ".."
+        #expect(try await h.fs.list(d.ino).count == 2500)
+    }
+
     @Test func aNameFoundGoneOnTheServerIsTakenBackFromTheKernel() async throws {
         let h = try Harness(ttl: 10)
         try await h.put("d/listed", "x")
