@@ -52,14 +52,11 @@ extension ObjectFS {
             let etag = c.remote?.etag
             metadataFetches[ino] = Task {
                 await limiter.acquire()
-                let started = ContinuousClock.now
+                let started = self.now
                 let info = try? await storage.head(key)
-                let took = started.duration(to: .now)
+                let took = self.now - started
                 await limiter.release()
-                let c = took.components
-                if let width = self.finishMetadataFetch(
-                    ino, info, listedETag: etag, took: c.seconds * 1_000_000_000 + c.attoseconds / 1_000_000_000)
-                {
+                if let width = self.finishMetadataFetch(ino, info, listedETag: etag, took: took) {
                     // Deltas: resizes applied in another order than decided end at the same width.
                     await limiter.resize(from: width.old, to: width.new)
                 }
