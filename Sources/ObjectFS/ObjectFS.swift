@@ -38,7 +38,7 @@ public actor ObjectFS {
     let metadataLimiter: AsyncLimiter
     /// How many of those HEADs go at once, when it adapts to the server (else `nil`).
     var metadataWidth: AdaptiveWidth?
-    var directoryHandles: [UInt64: (entries: [DirectoryEntry], openedAt: Int64)] = [:]
+    var directoryHandles: [UInt64: (dir: InodeNumber, entries: [DirectoryEntry], openedAt: Int64)] = [:]
     var nextHandle: UInt64 = 1
     var stagingSerial: UInt64 = 0
     var lockTickets: UInt64 = 0
@@ -143,11 +143,41 @@ public actor ObjectFS {
         return attributes(node)
     }
 
-    /// The kernel dropped its last reference to `ino`.
+    /// The kernel dropped its last reference to `ino`: the node goes (with what is under it,
+    /// which the kernel cannot hold without it) unless this mount still needs it — open, not
+    /// stored, locked, or changed by this mount within the TTL. Its directory then no longer
+    /// knows all its names: the next lookup there asks the server, the next readdir lists
+    /// again. Inode numbers are never reused (a name seen again gets a new one), so generation
+    /// 0 never confuses a new inode with an old one.
     public func forget(_ ino: InodeNumber) {
-        if let n = nodes[ino], n.parent == nil, ino != rootInode, n.openHandles == 0, !n.dirty {
-            nodes[ino] = nil
+        guard ino != rootInode, let n = nodes[ino] else { return }
+        guard let dir = n.parent.flatMap({ nodes[$0] }) else {
+            // Removed from the namespace: kept only for its handles and its upload.
+            if n.openHandles == 0, !n.dirty { nodes[ino] = nil }
+            return
         }
+        // An open listing may still hand the inode to the kernel.
+        guard isForgettable(n, at: now), !directoryHandles.values.contains(where: { $0.dir == dir.ino }) else { return }
+        if dir.children[n.name] == n.ino { dir.children[n.name] = nil }
+        dir.listedUntil = .min
+        drop(n)
+    }
+
+    /// Inodes in the table (the root included), for tests and diagnostics.
+    public var inodeCount: Int { nodes.count }
+
+    private func isForgettable(_ n: Node, at t: Int64) -> Bool {
+        if n.isPinned || n.busy || !n.waiters.isEmpty || n.writers > 0 || n.sealed != nil || n.staging != nil
+            || uploads[n.ino] != nil || (n.changedAt != .min && n.changedAt >= t - ttl)
+        {
+            return false
+        }
+        return n.children.values.allSatisfy { nodes[$0].map { isForgettable($0, at: t) } ?? true }
+    }
+
+    private func drop(_ n: Node) {
+        for ino in n.children.values { if let c = nodes[ino] { drop(c) } }
+        nodes[n.ino] = nil
     }
 
     public func getattr(_ ino: InodeNumber) async throws(FSError) -> FileAttributes {
@@ -256,7 +286,7 @@ public actor ObjectFS {
             }
         }
         let fh = newHandleNumber()
-        directoryHandles[fh] = (entries, now)
+        directoryHandles[fh] = (dir.ino, entries, now)
         return fh
     }
 
