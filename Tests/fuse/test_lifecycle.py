@@ -4,6 +4,7 @@ guarantees about data written just before it."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -15,6 +16,7 @@ import pytest
 from conftest import (
     MOUNT_TIMEOUT,
     OBJMOUNT_BIN,
+    Mounted,
     Mounter,
     Remote,
     fuse_unavailable_reason,
@@ -171,3 +173,35 @@ def test_an_unreachable_server_fails_the_mount_at_once(mounter: Mounter, tmp_pat
     assert err == f"objmount: cannot connect to {server}: connection refused", err
     assert elapsed < 8, f"took {elapsed:.1f} s to give up"
     assert not is_mounted(mp)
+
+
+def inode_count(m: Mounted) -> int:
+    """The daemon's inode table size, from the state it logs on SIGUSR1."""
+    log = m.cache_dir / "objmount.log"
+    before = log.read_text(errors="replace").count("inodes,") if log.exists() else 0
+    assert m.pid is not None
+    os.kill(m.pid, signal.SIGUSR1)
+    assert wait_for(lambda: log.exists() and log.read_text(errors="replace").count("inodes,") > before, 30)
+    return int(re.findall(r"files: (\d+) inodes,", log.read_text(errors="replace"))[-1])
+
+
+def test_the_daemon_forgets_the_inodes_the_kernel_forgot(mounter: Mounter, remote: Remote) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("drop_caches needs root")
+    m = mounter.mount(remote, extra=["--metadata-ttl", "1"])
+    for d in range(3):
+        (m / f"d{d}").mkdir()
+        for f in range(40):
+            (m / f"d{d}" / f"f{f}").write_bytes(b"%d/%d" % (d, f))
+    # What this mount stored it keeps for a TTL (against lagging listings): a short one here.
+    m.settle()
+    time.sleep(1.5)
+    found = subprocess.run(["find", str(m.path)], capture_output=True, text=True, check=True, timeout=120)
+    assert len(found.stdout.splitlines()) == 1 + 3 + 120
+    assert inode_count(m) >= 1 + 3 + 120
+    # The kernel forgets its dentries and inodes; the daemon drops its nodes with them.
+    subprocess.run(["sh", "-c", "sync; echo 3 > /proc/sys/vm/drop_caches"], check=False, timeout=60)
+    assert wait_for(lambda: inode_count(m) < 20, 30), inode_count(m)
+    # Everything is still there, with the same bytes.
+    assert (m / "d2" / "f39").read_bytes() == b"2/39"
+    assert sorted(os.listdir(m / "d1")) == sorted(f"f{f}" for f in range(40))
