@@ -9,21 +9,27 @@ extension ObjectFS {
         var kind: FileKind
         /// `nil` once removed from the namespace (unlinked, replaced); such a node lives on only
         /// while the kernel or an open handle still refers to it.
-        var parent: InodeNumber? { didSet { if parent != oldValue { readSourceIfMade?.clear() } } }
-        var name: String { didSet { if name != oldValue { readSourceIfMade?.clear() } } }
+        var parent: InodeNumber? { didSet { if parent != oldValue { local?.readSource?.clear() } } }
+        var name: String { didSet { if name != oldValue { local?.readSource?.clear() } } }
         var mode: UInt32
-        /// The version whose bytes the kernel may still hold in its page cache from an earlier
-        /// open; nil once the file is written through the mount.
-        var pageCacheETag: ETag?
         /// Owner stored in the object's metadata (or set by chown); nil: the mount's owner.
         var uid: UInt32?
         var gid: UInt32?
         var mtime: Timestamp
-        var size: Int64 = 0 { didSet { if size != oldValue { readSourceIfMade?.clear() } } }
-        /// File: the last server version seen; `nil` for a file not uploaded yet.
+        var size: Int64 = 0 { didSet { if size != oldValue { local?.readSource?.clear() } } }
+        /// File: the last server version seen, without its key (`fileKey` says where it is: a
+        /// million listed objects would hold every key twice); `nil` for a file not uploaded yet.
         var remote: ObjectInfo? {
-            didSet { if remote?.etag != oldValue?.etag || remote?.size != oldValue?.size { readSourceIfMade?.clear() } }
+            get { storedRemote }
+            set {
+                if newValue?.etag != storedRemote?.etag || newValue?.size != storedRemote?.size {
+                    local?.readSource?.clear()
+                }
+                storedRemote = newValue
+                storedRemote?.key = ""
+            }
         }
+        private var storedRemote: ObjectInfo?
         var validUntil: Int64 = .min
         /// When this mount last wrote, or moved, this node's object or marker (monotonic ns): a
         /// listing or HEAD that was asked before, or that lags behind, does not remove it
@@ -39,51 +45,15 @@ extension ObjectFS {
         /// Names this mount removed, with when: a listing asked before, or lagging behind, does
         /// not bring them back.
         var removed = Names<Int64>()
-        // File state.
-        /// Symlink: the target, once read (dropped when the version changes).
-        var target: String?
-        /// User metadata (names without protocol prefix) changed locally and not stored yet;
-        /// nil: the server's (`remote.metadata`).
-        var userMetadata: [String: String]?
-        var staging: StagingFile? { didSet { if staging !== oldValue { readSourceIfMade?.clear() } } }
-        /// The stored version reads come from, for reads answered outside the actor
-        /// (Read/ImmediateRead.swift); cleared by every change above that moves the bytes.
-        var readSource: ReadSource {
-            if let r = readSourceIfMade { return r }
-            let r = ReadSource()
-            readSourceIfMade = r
-            return r
+        /// What only a file this mount opened, wrote, locked or read a link of has: made at the
+        /// first such use, so that a listed node stays small (a million of them are common).
+        private var local: LocalState?
+        private var made: LocalState {
+            if let l = local { return l }
+            let l = LocalState()
+            local = l
+            return l
         }
-        /// Made at the first open: a listed file never opened carries none (a million listed
-        /// objects would hold a million).
-        private(set) var readSourceIfMade: ReadSource?
-        var dirty = false
-        /// The staging file whose bytes a close or fsync acknowledged and that is not stored
-        /// yet (Write/WriteBack.swift); never written again. Often the same as `staging`.
-        var sealed: StagingFile?
-        /// `generation` when `sealed` was taken.
-        var sealedGeneration: UInt64 = 0
-        /// Why the last background upload failed, for the next close or fsync to report.
-        var uploadError: FSError?
-        /// Adopted from the journal of a mount that is gone: whatever the server holds at its
-        /// key is replaced (and its old segments removed), as that mount would have done.
-        var recovered = false
-        /// A file not stored yet that was renamed over a stored one: the version its upload
-        /// replaces (for conflict detection; a stored file's is `remote`).
-        var replaces: ETag?
-        /// Not stored yet, but the server may hold an older object under its name (one it was
-        /// renamed over, or the version before a crash): a rename or unlink removes that too.
-        var shadowsStoredObject: Bool { remote == nil && (replaces != nil || recovered) }
-        var generation: UInt64 = 0
-        var openHandles = 0
-        var writers = 0
-        var busy = false
-        /// What holds the lock, and where it is (for diagnostics).
-        var lockedFor: String?
-        /// The key a file had when it was removed from the namespace.
-        var detachedKey: ObjectKey?
-        /// Who waits for the file's lock (OpenFile.swift), by ticket.
-        var waiters: [(ticket: UInt64, continuation: CheckedContinuation<Void, Never>)] = []
 
         init(ino: InodeNumber, kind: FileKind, parent: InodeNumber?, name: String, mode: UInt32, mtime: Timestamp) {
             self.ino = ino
@@ -95,6 +65,130 @@ extension ObjectFS {
         }
 
         var isPinned: Bool { openHandles > 0 || dirty || (kind == .file && remote == nil) }
+
+        // File state (in `local`; the defaults when there is none).
+
+        /// The version whose bytes the kernel may still hold in its page cache from an earlier
+        /// open; nil once the file is written through the mount.
+        var pageCacheETag: ETag? {
+            get { local?.pageCacheETag }
+            set { if newValue != nil || local != nil { made.pageCacheETag = newValue } }
+        }
+        /// Symlink: the target, once read (dropped when the version changes).
+        var target: String? {
+            get { local?.target }
+            set { if newValue != nil || local != nil { made.target = newValue } }
+        }
+        /// User metadata (names without protocol prefix) changed locally and not stored yet;
+        /// nil: the server's (`remote.metadata`).
+        var userMetadata: [String: String]? {
+            get { local?.userMetadata }
+            set { if newValue != nil || local != nil { made.userMetadata = newValue } }
+        }
+        var staging: StagingFile? {
+            get { local?.staging }
+            set {
+                if newValue !== local?.staging { local?.readSource?.clear() }
+                if newValue != nil || local != nil { made.staging = newValue }
+            }
+        }
+        /// The stored version reads come from, for reads answered outside the actor
+        /// (Read/ImmediateRead.swift); cleared by every change above that moves the bytes.
+        /// Made at the first open.
+        var readSource: ReadSource {
+            if let r = local?.readSource { return r }
+            let r = ReadSource()
+            made.readSource = r
+            return r
+        }
+        var dirty: Bool {
+            get { local?.dirty ?? false }
+            set { if newValue || local != nil { made.dirty = newValue } }
+        }
+        /// The staging file whose bytes a close or fsync acknowledged and that is not stored
+        /// yet (Write/WriteBack.swift); never written again. Often the same as `staging`.
+        var sealed: StagingFile? {
+            get { local?.sealed }
+            set { if newValue != nil || local != nil { made.sealed = newValue } }
+        }
+        /// `generation` when `sealed` was taken.
+        var sealedGeneration: UInt64 {
+            get { local?.sealedGeneration ?? 0 }
+            set { if newValue != 0 || local != nil { made.sealedGeneration = newValue } }
+        }
+        /// Why the last background upload failed, for the next close or fsync to report.
+        var uploadError: FSError? {
+            get { local?.uploadError }
+            set { if newValue != nil || local != nil { made.uploadError = newValue } }
+        }
+        /// Adopted from the journal of a mount that is gone: whatever the server holds at its
+        /// key is replaced (and its old segments removed), as that mount would have done.
+        var recovered: Bool {
+            get { local?.recovered ?? false }
+            set { if newValue || local != nil { made.recovered = newValue } }
+        }
+        /// A file not stored yet that was renamed over a stored one: the version its upload
+        /// replaces (for conflict detection; a stored file's is `remote`).
+        var replaces: ETag? {
+            get { local?.replaces }
+            set { if newValue != nil || local != nil { made.replaces = newValue } }
+        }
+        /// Not stored yet, but the server may hold an older object under its name (one it was
+        /// renamed over, or the version before a crash): a rename or unlink removes that too.
+        var shadowsStoredObject: Bool { remote == nil && (replaces != nil || recovered) }
+        var generation: UInt64 {
+            get { local?.generation ?? 0 }
+            set { if newValue != 0 || local != nil { made.generation = newValue } }
+        }
+        var openHandles: Int {
+            get { local?.openHandles ?? 0 }
+            set { if newValue != 0 || local != nil { made.openHandles = newValue } }
+        }
+        var writers: Int {
+            get { local?.writers ?? 0 }
+            set { if newValue != 0 || local != nil { made.writers = newValue } }
+        }
+        var busy: Bool {
+            get { local?.busy ?? false }
+            set { if newValue || local != nil { made.busy = newValue } }
+        }
+        /// What holds the lock, and where it is (for diagnostics).
+        var lockedFor: String? {
+            get { local?.lockedFor }
+            set { if newValue != nil || local != nil { made.lockedFor = newValue } }
+        }
+        /// The key a file had when it was removed from the namespace.
+        var detachedKey: ObjectKey? {
+            get { local?.detachedKey }
+            set { if newValue != nil || local != nil { made.detachedKey = newValue } }
+        }
+        /// Who waits for the file's lock (OpenFile.swift), by ticket.
+        var waiters: [(ticket: UInt64, continuation: CheckedContinuation<Void, Never>)] {
+            get { local?.waiters ?? [] }
+            set { if !newValue.isEmpty || local != nil { made.waiters = newValue } }
+        }
+    }
+
+    /// A node's state for local work; see `Node.local`.
+    final class LocalState {
+        var pageCacheETag: ETag?
+        var target: String?
+        var userMetadata: [String: String]?
+        var staging: StagingFile?
+        var readSource: ReadSource?
+        var dirty = false
+        var sealed: StagingFile?
+        var sealedGeneration: UInt64 = 0
+        var uploadError: FSError?
+        var recovered = false
+        var replaces: ETag?
+        var generation: UInt64 = 0
+        var openHandles = 0
+        var writers = 0
+        var busy = false
+        var lockedFor: String?
+        var detachedKey: ObjectKey?
+        var waiters: [(ticket: UInt64, continuation: CheckedContinuation<Void, Never>)] = []
     }
 }
 
