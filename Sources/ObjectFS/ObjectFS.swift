@@ -38,7 +38,9 @@ public actor ObjectFS {
     let metadataLimiter: AsyncLimiter
     /// How many of those HEADs go at once, when it adapts to the server (else `nil`).
     var metadataWidth: AdaptiveWidth?
-    var directoryHandles: [UInt64: (dir: InodeNumber, entries: [DirectoryEntry], openedAt: Int64)] = [:]
+    var directoryHandles: [UInt64: DirectoryHandle] = [:]
+    /// When the latest listing was asked (Namespace/Listing.swift), unique per listing.
+    var lastListingAsked: Int64 = .min
     var nextHandle: UInt64 = 1
     var stagingSerial: UInt64 = 0
     var lockTickets: UInt64 = 0
@@ -268,65 +270,6 @@ public actor ObjectFS {
     }
 
     // MARK: - Directories
-
-    public func opendir(_ ino: InodeNumber) async throws(FSError) -> UInt64 {
-        let dir = try directory(ino)
-        if dir.listedUntil < now { try await refreshListing(dir) }
-        var entries: [DirectoryEntry] = [
-            DirectoryEntry(name: ".", attributes: attributes(dir)),
-            DirectoryEntry(name: "..", attributes: attributes(dir.parent.flatMap { nodes[$0] } ?? dir)),
-        ]
-        for name in dir.children.names.sortedInByteOrder() {
-            if let child = nodes[dir.children[name]!] {
-                entries.append(
-                    DirectoryEntry(
-                        name: name, attributes: attributes(child),
-                        attributesComplete: child.metadataKnown || child.isPinned,
-                        kindKnown: kindKnown(child)))
-            }
-        }
-        let fh = newHandleNumber()
-        directoryHandles[fh] = (dir.ino, entries, now)
-        return fh
-    }
-
-    /// Entries from index `offset` on (offset 0 is "."), at most `readdirBatch` of them (empty
-    /// only at the end); an entry's offset for the next call is its index + 1.
-    public func readdir(_ fh: UInt64, offset: Int) throws(FSError) -> ArraySlice<DirectoryEntry> {
-        guard let handle = directoryHandles[fh] else { throw FSError(EBADF, "bad directory handle") }
-        // A batch, not the rest: the kernel takes what fits in its buffer and asks again, and
-        // each call copies what it returns (a directory of n entries read a few at a time must
-        // not cost n² copies).
-        let start = min(max(0, offset), handle.entries.count)
-        var entries = handle.entries[start..<min(handle.entries.count, start + Self.readdirBatch)]
-        // The snapshot ages: what is left of each entry's validity is less by that age.
-        let age = Double(now - handle.openedAt) / 1e9
-        if age > 0 {
-            for i in entries.indices {
-                entries[i].attributes.trustedFor = max(0, entries[i].attributes.trustedFor - age)
-            }
-        }
-        return entries
-    }
-
-    /// Most entries one `readdir` call returns.
-    public static let readdirBatch = 1024
-
-    public func releasedir(_ fh: UInt64) {
-        directoryHandles[fh] = nil
-    }
-
-    /// Names of a directory (without "." and ".."), for tests and tools.
-    public func list(_ ino: InodeNumber) async throws(FSError) -> [DirectoryEntry] {
-        let fh = try await opendir(ino)
-        defer { releasedir(fh) }
-        var all: [DirectoryEntry] = []
-        while true {
-            let batch = try readdir(fh, offset: 2 + all.count)
-            if batch.isEmpty { return all }
-            all += batch
-        }
-    }
 
     public func mkdir(parent: InodeNumber, name: String, mode: UInt32) async throws(FSError) -> FileAttributes {
         try checkWritable()

@@ -100,3 +100,48 @@ import Testing
         #expect(h.invalidated.count == before)
     }
 }
+
+/// readdir serves a listing page by page: the first entries go out before the next page is
+/// asked, and a handle holds one page.
+@Suite struct StreamingListingTests {
+    @Test func theFirstEntriesAreReturnedBeforeTheSecondPageIsFetched() async throws {
+        let h = try Harness(ttl: 10)  // pages of 5
+        for i in 0..<12 { try await h.put("d/f\(String(format: "%02d", i))", "\(i)") }
+        let d = try await h.resolve("d")
+        let lists = h.storage.calls(.list)
+        let fh = try await h.fs.opendir(d.ino)
+        #expect(h.storage.calls(.list) == lists + 1)  // the first page only
+        let second = h.storage.holdNextReply(of: .list)
+        let first = try await h.fs.readdir(fh, offset: 0)
+        #expect(first.map(\.name) == [".", "..", "f00", "f01", "f02", "f03", "f04"])
+        // The next entries wait for the second page, held by the server.
+        let rest = Task { try await h.fs.readdir(fh, offset: 7) }
+        await second.arrived()
+        #expect(h.storage.calls(.list) == lists + 2)
+        second.release()
+        #expect(try await rest.value.map(\.name) == ["f05", "f06", "f07", "f08", "f09"])
+        // A rewind lists again from the start; the end is empty.
+        #expect(try await h.fs.readdir(fh, offset: 3).first?.name == "f01")
+        var names: [String] = []
+        while true {
+            let batch = try await h.fs.readdir(fh, offset: 3 + names.count)
+            if batch.isEmpty { break }
+            names += batch.map(\.name)
+        }
+        #expect(names == (1..<12).map { "f" + String(format: "%02d", $0) })
+        await h.fs.releasedir(fh)
+    }
+
+    @Test func aNameGoneFromTheListingGoesAndOneNotStoredYetComesLast() async throws {
+        let h = try Harness(ttl: 10, writeBack: .seconds(3600))
+        for i in 0..<7 { try await h.put("d/f\(i)", "\(i)") }
+        #expect(try await h.names("d").count == 7)
+        _ = try await h.memory.delete(["d/f3"])
+        try await h.writeFile("d/a-new", b("new"))  // not stored: only this mount has it
+        h.expireCaches()
+        let names = try await h.names("d")
+        #expect(names == ["f0", "f1", "f2", "f4", "f5", "f6", "a-new"])
+        await expectErrno(ENOENT) { _ = try await h.resolve("d/f3") }
+        #expect(await h.fs.flushAll().isEmpty)
+    }
+}

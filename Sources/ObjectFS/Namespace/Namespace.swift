@@ -135,33 +135,6 @@ extension ObjectFS {
         return nil
     }
 
-    func refreshListing(_ dir: Node) async throws(FSError) {
-        let dirPrefix = directoryPrefix(dir)
-        let asked = now
-        let page: ListPage
-        do {
-            page = try await storage.listAll(prefix: dirPrefix, delimiter: KeyPath.delimiter)
-        } catch {
-            throw FSError.from(error, "list \(dirPrefix)")
-        }
-        guard directoryPrefix(dir) == dirPrefix else { return }  // renamed meanwhile
-        // What this mount changed after the listing was asked, or up to one TTL before it (a
-        // server may update its listings a little later: Swift's container updates can go
-        // asynchronous under load), is newer than the listing.
-        let trusted = asked - ttl
-        if !dir.removed.isEmpty { dir.removed.removeAll { $0 < trusted } }
-        var seen: Set<ByteString> = []
-        for entry in KeyPath.children(of: dirPrefix, in: page) where dir.removed[entry.name] == nil {
-            seen.insert(ByteString(entry.name))
-            upsert(dir, name: entry.name, kind: entry.kind, info: entry.info)
-        }
-        for (name, ino) in dir.children where !seen.contains(ByteString(name)) {
-            if let n = nodes[ino], !heldAgainstServer(n, askedAt: trusted) { detachGone(n, from: dir) }
-        }
-        dir.negative = Names()
-        dir.listedUntil = now + ttl
-    }
-
     func isPinnedTree(_ n: Node) -> Bool { heldAgainstServer(n, askedAt: .max) }
 
     /// Whether `n` stays whatever a listing or HEAD asked at `askedAt` says: it (or a file

@@ -41,6 +41,8 @@ extension ObjectFS {
         // Directory state.
         var children = Names<InodeNumber>()
         var listedUntil: Int64 = .min
+        /// When the last listing of its directory that showed it was asked (Listing.swift).
+        var listedAt: Int64 = .min
         var negative = Names<Int64>()
         /// Names this mount removed, with when: a listing asked before, or lagging behind, does
         /// not bring them back.
