@@ -16,9 +16,52 @@ public typealias ObjectKey = String
 
 /// An entity tag: an opaque version identifier of an object's bytes.
 public struct ETag: Hashable, Sendable, CustomStringConvertible {
-    public var value: String
-    public init(_ value: String) { self.value = value }
+    /// The usual ETag, an MD5 as 32 lower-case hex digits (bare, or in double quotes), is held
+    /// as its 16 bytes rather than as a String: a mount holds one per object it has listed,
+    /// millions of them. Every spelling maps to one form, so equality is the text's.
+    private enum Form: Hashable, Sendable {
+        case md5(UInt64, UInt64, quoted: Bool)
+        case text(String)
+    }
+    private var form: Form
+
+    public init(_ value: String) { form = Self.form(of: value) }
+
+    public var value: String {
+        get {
+            switch form {
+            case .text(let s): return s
+            case .md5(let high, let low, let quoted):
+                let hex = Self.hex(high) + Self.hex(low)
+                return quoted ? "\"" + hex + "\"" : hex
+            }
+        }
+        set { form = Self.form(of: newValue) }
+    }
     public var description: String { value }
+
+    private static func form(of value: String) -> Form {
+        var digits = Substring(value)
+        let quoted = digits.utf8.count == 34 && digits.utf8.first == 0x22 && digits.utf8.last == 0x22
+        if quoted { digits = digits.dropFirst().dropLast() }
+        guard digits.utf8.count == 32 else { return .text(value) }
+        var halves: [UInt64] = [0, 0]
+        for (i, c) in digits.utf8.enumerated() {
+            let nibble: UInt8
+            switch c {
+            case 0x30...0x39: nibble = c - 0x30
+            case 0x61...0x66: nibble = c - 0x61 + 10
+            default: return .text(value)  // upper case or not hex: kept as written
+            }
+            halves[i / 16] = halves[i / 16] << 4 | UInt64(nibble)
+        }
+        return .md5(halves[0], halves[1], quoted: quoted)
+    }
+
+    private static func hex(_ v: UInt64) -> String {
+        let s = String(v, radix: 16)
+        return String(repeating: "0", count: 16 - s.utf8.count) + s
+    }
 }
 
 /// A half-open byte range `[offset, offset + length)`.

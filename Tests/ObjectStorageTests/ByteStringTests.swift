@@ -76,3 +76,28 @@ import Testing
         #expect(ByteString(Self.nfc).description == Self.nfc)
     }
 }
+
+@Suite struct ETagTests {
+    @Test(arguments: [
+        "d41d8cd98f00b204e9800998ecf8427e", "\"d41d8cd98f00b204e9800998ecf8427e\"",
+        "00000000000000000000000000000000", "\"0000000000000000ffffffffffffffff\"",
+        "D41D8CD98F00B204E9800998ECF8427E", "\"d41d8cd98f00b204e9800998ecf8427e-3\"",
+        "d41d8cd98f00b204e9800998ecf8427", "\"d41d8cd98f00b204e9800998ecf8427e", "", "W/\"x\"", "é",
+    ])
+    func anETagReadsBackAsWrittenAndComparesAsItsText(_ text: String) {
+        let tag = ETag(text)
+        #expect(tag.value == text)
+        #expect(tag == ETag(text) && tag.hashValue == ETag(text).hashValue)
+        // Another spelling is another ETag: quotes, case.
+        #expect(tag != ETag(text + "0"))
+        #expect(ETag(text.uppercased()) == tag || text.uppercased() != text)
+        var changed = tag
+        changed.value = "abc"
+        #expect(changed == ETag("abc") && changed.value == "abc")
+    }
+
+    @Test func quotedAndBareMD5sAreDifferentETags() {
+        #expect(ETag("d41d8cd98f00b204e9800998ecf8427e") != ETag("\"d41d8cd98f00b204e9800998ecf8427e\""))
+        #expect(ETag("d41d8cd98f00b204e9800998ecf8427e") != ETag("D41D8CD98F00B204E9800998ECF8427E"))
+    }
+}
