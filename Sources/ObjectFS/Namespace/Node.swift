@@ -20,16 +20,32 @@ extension ObjectFS {
         /// File: the last server version seen, without its key (`fileKey` says where it is: a
         /// million listed objects would hold every key twice); `nil` for a file not uploaded yet.
         var remote: ObjectInfo? {
-            get { storedRemote }
+            get {
+                storedRemote.map {
+                    ObjectInfo(
+                        key: "", size: $0.size, etag: $0.etag, lastModified: $0.lastModified,
+                        contentType: $0.contentType, metadata: $0.metadata)
+                }
+            }
             set {
                 if newValue?.etag != storedRemote?.etag || newValue?.size != storedRemote?.size {
                     local?.readSource?.clear()
                 }
-                storedRemote = newValue
-                storedRemote?.key = ""
+                storedRemote = newValue.map {
+                    StoredVersion(
+                        size: $0.size, etag: $0.etag, lastModified: $0.lastModified, contentType: $0.contentType,
+                        metadata: $0.metadata)
+                }
             }
         }
-        private var storedRemote: ObjectInfo?
+        private var storedRemote: StoredVersion?
+        private struct StoredVersion {
+            var size: Int64
+            var etag: ETag?
+            var lastModified: Timestamp
+            var contentType: String?
+            var metadata: [String: String]?
+        }
         var validUntil: Int64 = .min
         /// When this mount last wrote, or moved, this node's object or marker (monotonic ns): a
         /// listing or HEAD that was asked before, or that lags behind, does not remove it
@@ -38,15 +54,34 @@ extension ObjectFS {
         /// False while a file's mtime/mode come from a listing that carried no metadata (Swift,
         /// S3): a lookup then asks the object itself once.
         var metadataKnown = true
-        // Directory state.
-        var children = Names<InodeNumber>()
-        var listedUntil: Int64 = .min
+        // Directory state (in `directoryState`, made for directories only).
+        var children: Names<InodeNumber> {
+            get { directoryState?.children ?? Names() }
+            _modify { yield &madeDirectoryState.children }
+        }
+        var listedUntil: Int64 {
+            get { directoryState?.listedUntil ?? .min }
+            set { if newValue != .min || directoryState != nil { madeDirectoryState.listedUntil = newValue } }
+        }
         /// When the last listing of its directory that showed it was asked (Listing.swift).
         var listedAt: Int64 = .min
-        var negative = Names<Int64>()
+        var negative: Names<Int64> {
+            get { directoryState?.negative ?? Names() }
+            _modify { yield &madeDirectoryState.negative }
+        }
         /// Names this mount removed, with when: a listing asked before, or lagging behind, does
         /// not bring them back.
-        var removed = Names<Int64>()
+        var removed: Names<Int64> {
+            get { directoryState?.removed ?? Names() }
+            _modify { yield &madeDirectoryState.removed }
+        }
+        private var directoryState: DirectoryState?
+        private var madeDirectoryState: DirectoryState {
+            if let d = directoryState { return d }
+            let d = DirectoryState()
+            directoryState = d
+            return d
+        }
         /// What only a file this mount opened, wrote, locked or read a link of has: made at the
         /// first such use, so that a listed node stays small (a million of them are common).
         private var local: LocalState?
@@ -169,6 +204,14 @@ extension ObjectFS {
             get { local?.waiters ?? [] }
             set { if !newValue.isEmpty || local != nil { made.waiters = newValue } }
         }
+    }
+
+    /// A directory's names; see `Node.children`.
+    final class DirectoryState {
+        var children = Names<InodeNumber>()
+        var listedUntil: Int64 = .min
+        var negative = Names<Int64>()
+        var removed = Names<Int64>()
     }
 
     /// A node's state for local work; see `Node.local`.
