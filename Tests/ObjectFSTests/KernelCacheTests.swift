@@ -109,14 +109,16 @@ import Testing
         for i in 0..<12 { try await h.put("d/f\(String(format: "%02d", i))", "\(i)") }
         let d = try await h.resolve("d")
         let lists = h.storage.calls(.list)
-        let fh = try await h.fs.opendir(d.ino)
-        #expect(h.storage.calls(.list) == lists + 1)  // the first page only
+        // The server answers the first page and holds the second.
+        let first = h.storage.holdNextReply(of: .list)
         let second = h.storage.holdNextReply(of: .list)
-        let first = try await h.fs.readdir(fh, offset: 0)
-        #expect(first.map(\.name) == [".", "..", "f00", "f01", "f02", "f03", "f04"])
-        // The next entries wait for the second page, held by the server.
-        let rest = Task { try await h.fs.readdir(fh, offset: 7) }
+        first.release()
+        let fh = try await h.fs.opendir(d.ino)
+        #expect(try await h.fs.readdir(fh, offset: 0).map(\.name) == [".", "..", "f00", "f01", "f02", "f03", "f04"])
+        // The second page was asked already (one page ahead); its entries wait for it.
         await second.arrived()
+        let rest = Task { try await h.fs.readdir(fh, offset: 7) }
+        try await Task.sleep(for: .milliseconds(50))
         #expect(h.storage.calls(.list) == lists + 2)
         second.release()
         #expect(try await rest.value.map(\.name) == ["f05", "f06", "f07", "f08", "f09"])

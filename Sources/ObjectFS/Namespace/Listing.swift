@@ -19,8 +19,16 @@ extension ObjectFS {
         var madeAt: Int64 = 0
         /// The listing in progress, while pages are left to ask.
         var listing: Listing?
+        /// The next page, asked as soon as the one before came (while the kernel takes that
+        /// one's entries), with the continuation it was asked with.
+        var ahead: (continuation: String, page: Task<ListPage, any Error>)?
 
         init(dir: InodeNumber) { self.dir = dir }
+
+        func dropAhead() {
+            ahead?.page.cancel()
+            ahead = nil
+        }
     }
 
     struct Listing {
@@ -71,7 +79,7 @@ extension ObjectFS {
     public static let readdirBatch = 1024
 
     public func releasedir(_ fh: UInt64) {
-        directoryHandles[fh] = nil
+        directoryHandles.removeValue(forKey: fh)?.dropAhead()
     }
 
     /// Names of a directory (without "." and ".."), for tests and tools.
@@ -89,6 +97,7 @@ extension ObjectFS {
     /// "." and "..", then the children from the inode table (listing fresh) or the listing's
     /// first page.
     private func startListing(_ handle: DirectoryHandle, _ dir: Node) async throws(FSError) {
+        handle.dropAhead()
         handle.base = 0
         handle.madeAt = now
         handle.entries = [
@@ -114,9 +123,14 @@ extension ObjectFS {
         guard var listing = handle.listing else { return }
         let page: ListPage
         do {
-            page = try await storage.list(
-                prefix: listing.prefix, delimiter: KeyPath.delimiter, continuation: listing.continuation,
-                maxKeys: nil)
+            if let ahead = handle.ahead, ahead.continuation == listing.continuation {
+                handle.ahead = nil
+                page = try await ahead.page.value
+            } else {
+                page = try await storage.list(
+                    prefix: listing.prefix, delimiter: KeyPath.delimiter, continuation: listing.continuation,
+                    maxKeys: nil)
+            }
         } catch {
             throw FSError.from(error, "list \(listing.prefix)")
         }
@@ -146,7 +160,15 @@ extension ObjectFS {
         }
         listing.continuation = page.continuation
         handle.listing = listing
-        if page.continuation == nil { finishListing(handle, dir, listing) }
+        guard let next = page.continuation else { return finishListing(handle, dir, listing) }
+        let storage = self.storage
+        let prefix = listing.prefix
+        handle.ahead = (
+            next,
+            Task {
+                try await storage.list(prefix: prefix, delimiter: KeyPath.delimiter, continuation: next, maxKeys: nil)
+            }
+        )
     }
 
     /// After the last page: a child the listing did not show is gone, unless this mount holds
