@@ -5,7 +5,8 @@ grow with the number of objects. Python standard library only.
 For each COUNT: bench/s3server.py starts with COUNT objects (`--fill`): COUNT/10 in `big/`,
 the rest in directories of 1,000 (`dNNNNN/`), and one directory of 10,000 (`ten/`). objmount
 mounts the bucket; then, each on a fresh mount with the kernel's caches dropped:
-  - `find MNT | wc -l`: time and time per object;
+  - `find MNT | wc -l`: time and time per object, and the CPU time per object of the daemon
+    and of the server apart;
   - `ls -f MNT/big`: time to its first line and in all;
   - `ls -l MNT/ten`: 10,000 stats;
 and the daemon's VmHWM after each.
@@ -50,6 +51,13 @@ def daemon_pid(mountpoint: str) -> int | None:
         if len(argv) > 3 and argv[1] == b"mount" and argv[3] == mountpoint.encode():
             return int(d)
     return None
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def hwm_mib(pid: int) -> float:
@@ -114,9 +122,15 @@ def run_count(args, count: int) -> dict:
             m = Mount(args.objmount, port, mp, os.path.join(work, f"cache-{step}"))
             try:
                 if step == "find":
+                    # CPU per object, the daemon's and the server's apart: which one grows
+                    # faster than the count.
+                    before = (cpu_s(m.pid) if m.pid else 0.0, cpu_s(server.pid))
                     first, total, lines = timed(["find", mp])
+                    after = (cpu_s(m.pid) if m.pid else 0.0, cpu_s(server.pid))
                     out.update(find_s=round(total, 2), find_lines=lines,
-                               find_us_per_object=round(total / max(1, lines) * 1e6, 1))
+                               find_us_per_object=round(total / max(1, lines) * 1e6, 1),
+                               find_daemon_cpu_us_per_object=round((after[0] - before[0]) / max(1, lines) * 1e6, 1),
+                               find_server_cpu_us_per_object=round((after[1] - before[1]) / max(1, lines) * 1e6, 1))
                 elif step == "ls_f":
                     first, total, lines = timed(["ls", "-f", os.path.join(mp, "big")])
                     out.update(ls_f_first_line_s=round(first, 3), ls_f_s=round(total, 2), ls_f_lines=lines)
