@@ -76,3 +76,24 @@ import Testing
         #expect(try await h.readFile("d/unsaved") == b("u"))
     }
 }
+
+/// What a node keeps of its server version (without the key, with shared content types) is
+/// what a later store of the object carries over.
+@Suite struct StoredVersionTests {
+    @Test func aChmodAndARenameKeepEachObjectsContentType() async throws {
+        let h = try Harness(ttl: 10)
+        let types = ["image/jpeg", "text/plain; charset=utf-8", "application/octet-stream"]
+        for (i, type) in types.enumerated() { try await h.put("f\(i)", "\(i)", contentType: type) }
+        for i in types.indices {
+            let a = try await h.resolve("f\(i)")
+            _ = try await h.fs.setattr(a.ino, AttributeChanges(mode: 0o600))
+            try await h.fs.rename(parent: rootInode, name: "f\(i)", newParent: rootInode, newName: "g\(i)")
+        }
+        for (i, type) in types.enumerated() {
+            let info = try await h.memory.head("g\(i)")
+            #expect(info.contentType == type)
+            #expect(info.metadata?["mode"].flatMap { UInt32($0) }.map { $0 & 0o7777 } == 0o600)
+            #expect(try await h.readFile("g\(i)") == b("\(i)"))
+        }
+    }
+}

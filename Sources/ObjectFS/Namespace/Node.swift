@@ -2,6 +2,7 @@
 // the last server version seen and its local (staged, dirty) state.
 
 import ObjectStorage
+import Synchronization
 
 extension ObjectFS {
     final class Node {
@@ -33,8 +34,8 @@ extension ObjectFS {
                 }
                 storedRemote = newValue.map {
                     StoredVersion(
-                        size: $0.size, etag: $0.etag, lastModified: $0.lastModified, contentType: $0.contentType,
-                        metadata: $0.metadata)
+                        size: $0.size, etag: $0.etag, lastModified: $0.lastModified,
+                        contentType: $0.contentType.map(ContentTypes.shared), metadata: $0.metadata)
                 }
             }
         }
@@ -265,5 +266,21 @@ struct Names<Value>: Sequence {
 
     func makeIterator() -> some IteratorProtocol<(name: String, value: Value)> {
         table.lazy.map { (name: $0.key.string, value: $0.value) }.makeIterator()
+    }
+}
+
+/// One copy of each content type the nodes hold: a HEAD's `Content-Type` is a String of its
+/// own per object (most are the same few, `application/octet-stream`), kept by every node.
+enum ContentTypes {
+    private static let seen = Mutex<[ByteString: String]>([:])
+    /// At most this many kinds are shared; others stay as they came.
+    static let limit = 256
+
+    static func shared(_ type: String) -> String {
+        seen.withLock { seen in
+            if let known = seen[ByteString(type)] { return known }
+            if seen.count < limit { seen[ByteString(type)] = type }
+            return type
+        }
     }
 }
