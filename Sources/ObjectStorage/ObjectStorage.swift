@@ -32,7 +32,7 @@ public struct ETag: Hashable, Sendable, CustomStringConvertible {
             switch form {
             case .text(let s): return s
             case .md5(let high, let low, let quoted):
-                let hex = Self.hex(high) + Self.hex(low)
+                let hex = hex16(high) + hex16(low)
                 return quoted ? "\"" + hex + "\"" : hex
             }
         }
@@ -45,23 +45,25 @@ public struct ETag: Hashable, Sendable, CustomStringConvertible {
         let quoted = digits.utf8.count == 34 && digits.utf8.first == 0x22 && digits.utf8.last == 0x22
         if quoted { digits = digits.dropFirst().dropLast() }
         guard digits.utf8.count == 32 else { return .text(value) }
-        var halves: [UInt64] = [0, 0]
+        var high: UInt64 = 0
+        var low: UInt64 = 0
         for (i, c) in digits.utf8.enumerated() {
-            let nibble: UInt8
+            let nibble: UInt64
             switch c {
-            case 0x30...0x39: nibble = c - 0x30
-            case 0x61...0x66: nibble = c - 0x61 + 10
+            case 0x30...0x39: nibble = UInt64(c - 0x30)
+            case 0x61...0x66: nibble = UInt64(c - 0x61 + 10)
             default: return .text(value)  // upper case or not hex: kept as written
             }
-            halves[i / 16] = halves[i / 16] << 4 | UInt64(nibble)
+            if i < 16 { high = high << 4 | nibble } else { low = low << 4 | nibble }
         }
-        return .md5(halves[0], halves[1], quoted: quoted)
+        return .md5(high, low, quoted: quoted)
     }
+}
 
-    private static func hex(_ v: UInt64) -> String {
-        let s = String(v, radix: 16)
-        return String(repeating: "0", count: 16 - s.utf8.count) + s
-    }
+/// `v` as 16 lower-case hex digits, zero-padded.
+public func hex16(_ v: UInt64) -> String {
+    let s = String(v, radix: 16)
+    return String(repeating: "0", count: 16 - s.utf8.count) + s
 }
 
 /// A half-open byte range `[offset, offset + length)`.

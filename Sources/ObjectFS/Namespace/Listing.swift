@@ -113,6 +113,10 @@ extension ObjectFS {
         }
         // A stamp of its own even on a coarse clock: a pass knows which names it showed.
         lastListingAsked = max(now, lastListingAsked + 1)
+        // What this mount removed after the listing was asked, or up to one TTL before it (a
+        // server may update its listings a little later: Swift's container updates can go
+        // asynchronous under load), stays removed; older removals are forgotten.
+        if !dir.removed.isEmpty { dir.removed.removeAll { $0 < lastListingAsked - ttl } }
         handle.listing = Listing(prefix: directoryPrefix(dir), asked: lastListingAsked, continuation: nil)
         try await nextPage(handle, dir, keeping: true)
     }
@@ -127,9 +131,7 @@ extension ObjectFS {
                 handle.ahead = nil
                 page = try await ahead.page.value
             } else {
-                page = try await storage.list(
-                    prefix: listing.prefix, delimiter: KeyPath.delimiter, continuation: listing.continuation,
-                    maxKeys: nil)
+                page = try await Self.page(of: listing.prefix, after: listing.continuation, in: storage)
             }
         } catch {
             throw FSError.from(error, "list \(listing.prefix)")
@@ -144,10 +146,6 @@ extension ObjectFS {
             handle.listing = nil
             return
         }
-        // What this mount removed after the listing was asked, or up to one TTL before it (a
-        // server may update its listings a little later: Swift's container updates can go
-        // asynchronous under load), stays removed.
-        if !dir.removed.isEmpty { dir.removed.removeAll { $0 < listing.asked - ttl } }
         for child in KeyPath.children(of: listing.prefix, in: page) where dir.removed[child.name] == nil {
             // Once per pass, also when a later page shows the name again: a directory `a/`
             // comes after a file `a` it shadows (it replaces the file, which the kernel is
@@ -161,14 +159,15 @@ extension ObjectFS {
         listing.continuation = page.continuation
         handle.listing = listing
         guard let next = page.continuation else { return finishListing(handle, dir, listing) }
-        let storage = self.storage
-        let prefix = listing.prefix
-        handle.ahead = (
-            next,
-            Task {
-                try await storage.list(prefix: prefix, delimiter: KeyPath.delimiter, continuation: next, maxKeys: nil)
-            }
-        )
+        let (storage, prefix) = (self.storage, listing.prefix)
+        handle.ahead = (next, Task { try await Self.page(of: prefix, after: next, in: storage) })
+    }
+
+    /// One page of a directory's listing (delimiter "/") after `continuation`.
+    private static func page(of prefix: String, after continuation: String?, in storage: any ObjectStorage)
+        async throws -> ListPage
+    {
+        try await storage.list(prefix: prefix, delimiter: KeyPath.delimiter, continuation: continuation, maxKeys: nil)
     }
 
     /// After the last page: a child the listing did not show is gone, unless this mount holds

@@ -16,6 +16,8 @@
 // later. Each read checks the header and the sectors it returns — a 4 KiB read costs one
 // 16 KiB checksum, not the whole block's.
 
+import ObjectStorage
+
 #if canImport(Glibc)
     import Glibc
 #endif
@@ -174,10 +176,6 @@ enum Checksum {
             y = (y ^ UInt64(byte)) &* 0x100_0000_01B3
             y = (y << 7) | (y >> 57)
         }
-        func hex(_ v: UInt64) -> String {
-            let s = String(v, radix: 16)
-            return String(repeating: "0", count: 16 - s.count) + s
-        }
-        return hex(x) + hex(y)
+        return hex16(x) + hex16(y)
     }
 }

@@ -375,8 +375,7 @@ final class Journal {
         }
         let body = Array(fields.joined(separator: "\t").utf8)
         let sum = body.withUnsafeBytes { Checksum.of($0) }
-        let hex = String(sum, radix: 16)
-        return Array((String(repeating: "0", count: 16 - hex.count) + hex + " ").utf8) + body + [0x0A]
+        return Array((hex16(sum) + " ").utf8) + body + [0x0A]
     }
 
     /// The records of a journal's bytes, up to the first torn or damaged line.
