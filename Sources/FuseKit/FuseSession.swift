@@ -257,6 +257,9 @@ public final class FuseSession: @unchecked Sendable {
         }
     }
 
+    /// Whether the kernel holds `ino` (its lookup count is above zero).
+    public func holds(_ ino: Inode) -> Bool { lookups.count(ino) > 0 }
+
     /// Tasks of requests in flight that an interrupt may cancel, by request address; `nil`: the
     /// task ended before it was entered.
     private static let running = Mutex<[UInt: Task<Void, Never>?]>([:])

@@ -29,6 +29,13 @@ public actor ObjectFS {
     let clock: any TimeSource
     var nodes: [InodeNumber: Node] = [:]
     var nextInode: InodeNumber = rootInode + 1
+    /// The nodes in the order the inode limit looks at them, those whose names the kernel was
+    /// asked to forget for it, and the table size below which it does not try again after a
+    /// pass that freed too little (Namespace/InodeLimit.swift).
+    var inodeQueue = InodeQueue()
+    var evicting: Set<InodeNumber> = []
+    var inodeLimitRetryAt = 0
+    var inodeTrimScheduled = false
     var handles: [UInt64: Handle] = [:]
     /// The reading state of every open handle, for reads answered outside the actor.
     nonisolated let readHandles = Mutex<[UInt64: HandleReads]>([:])
@@ -141,7 +148,11 @@ public actor ObjectFS {
     // MARK: - Lookup and attributes
 
     public func lookup(parent: InodeNumber, name: String) async throws(FSError) -> FileAttributes {
-        let node = try await resolve(parent: parent, name: name)
+        var node = try await resolve(parent: parent, name: name)
+        // Dropped by the inode limit while a HEAD was awaited (it was not the kernel's yet):
+        // the kernel must not get an inode the table no longer has.
+        for _ in 0..<3 where nodes[node.ino] !== node { node = try await resolve(parent: parent, name: name) }
+        node.referenced = true
         return attributes(node)
     }
 
@@ -153,6 +164,7 @@ public actor ObjectFS {
     /// 0 never confuses a new inode with an old one.
     public func forget(_ ino: InodeNumber) {
         guard ino != rootInode, let n = nodes[ino] else { return }
+        evicting.remove(ino)
         guard let dir = n.parent.flatMap({ nodes[$0] }) else {
             // Removed from the namespace: kept only for its handles and its upload.
             if n.openHandles == 0, !n.dirty { nodes[ino] = nil }
@@ -160,27 +172,11 @@ public actor ObjectFS {
         }
         // An open listing may still hand the inode to the kernel.
         guard isForgettable(n, at: now), !directoryHandles.values.contains(where: { $0.dir == dir.ino }) else { return }
-        if dir.children[n.name] == n.ino { dir.children[n.name] = nil }
-        dir.listedUntil = .min
-        drop(n)
+        dropChild(n, from: dir)
     }
 
     /// Inodes in the table (the root included), for tests and diagnostics.
     public var inodeCount: Int { nodes.count }
-
-    private func isForgettable(_ n: Node, at t: Int64) -> Bool {
-        if n.isPinned || n.busy || !n.waiters.isEmpty || n.writers > 0 || n.sealed != nil || n.staging != nil
-            || uploads[n.ino] != nil || (n.changedAt != .min && n.changedAt >= t - ttl)
-        {
-            return false
-        }
-        return n.children.values.allSatisfy { nodes[$0].map { isForgettable($0, at: t) } ?? true }
-    }
-
-    private func drop(_ n: Node) {
-        for ino in n.children.values { if let c = nodes[ino] { drop(c) } }
-        nodes[n.ino] = nil
-    }
 
     public func getattr(_ ino: InodeNumber) async throws(FSError) -> FileAttributes {
         let node = try self.node(ino)
@@ -281,6 +277,8 @@ public actor ObjectFS {
         let key = directoryPrefix(dir) + name
         let node = addChild(to: dir, name: name, kind: .directory)
         node.mode = mode & 0o7777
+        // Changed by this mount from now on: nothing drops or replaces it while it is stored.
+        node.changedAt = now
         do {
             try await putMarker(directoryKey: key, metadata: directoryMetadata(node))
         } catch {

@@ -207,6 +207,14 @@ public struct ObjectFSConfiguration: Sendable {
     /// the kernel may otherwise keep for the rest of the validity it was given.
     public var invalidateEntry: (@Sendable (InodeNumber, String) -> Void)? = nil
     public var metadataPrefetchBatch = 1000
+    /// The most inodes the table keeps (`--max-inodes`; 0: no bound). Beyond it the least
+    /// recently used idle ones go (Namespace/InodeLimit.swift): dropped at once when the kernel
+    /// does not hold them, else the kernel is asked to forget their names (`invalidateEntry`)
+    /// and they go with its forget.
+    public var inodeLimit = 100_000
+    /// Whether the kernel holds an inode (its lookup count is above zero); `nil`: it holds none
+    /// (no kernel, as in tests).
+    public var kernelHolds: (@Sendable (InodeNumber) -> Bool)? = nil
     /// Where the block cache keeps its files (one directory per remote), or `nil` for none:
     /// blocks then pass through a small memory cache only.
     public var blockCacheDirectory: String? = nil

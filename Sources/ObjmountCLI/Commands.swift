@@ -116,6 +116,13 @@ struct Mount: ParsableCommand {
     )
     var listingMtime = false
 
+    @Option(
+        parsing: .unconditional,
+        help: ArgumentHelp(
+            "The most files and directories the daemon keeps in memory (default 100000, like s3fs's max_stat_cache_size): past it, the least recently used idle ones are forgotten (by the kernel too) and looked up again when next used; 0: no limit.",
+            valueName: "count"))
+    var maxInodes = 100_000
+
     @Option(help: "error, warning, info or debug.")
     var logLevel: LogLevel = .info
 
@@ -153,6 +160,9 @@ struct Mount: ParsableCommand {
             throw ValidationError(
                 "--metadata-ttl must be a non-negative number of seconds (got \(Self.number(metadataTTL)))")
         }
+        guard maxInodes == 0 || maxInodes >= 100 else {
+            throw ValidationError("--max-inodes must be 0 (no limit) or at least 100 (got \(maxInodes))")
+        }
         guard metadataTTL <= 86_400 else {
             throw ValidationError("--metadata-ttl must be at most 86400 seconds (got \(Self.number(metadataTTL)))")
         }
@@ -189,7 +199,8 @@ struct Mount: ParsableCommand {
                 cacheDirectory: cacheDirectory,
                 cache: CacheSettings(cacheSize: cacheSize?.bytes, memoryLimit: memoryLimit.bytes),
                 writeBack: writeBack == .on,
-                metadata: MetadataSettings(ttl: metadataTTL, listingMtime: listingMtime), segmentMiB: segmentSize,
+                metadata: MetadataSettings(ttl: metadataTTL, listingMtime: listingMtime, inodeLimit: maxInodes),
+                segmentMiB: segmentSize,
                 logger: Logger(level: logLevel))
         } else {
             // A key given as a flag goes to the daemon through its environment, not its argv

@@ -151,6 +151,8 @@ enum Daemon {
         configuration.invalidateEntry = { parent, name in
             kernel.withLock { $0 }?.invalidateEntry(parent: parent, name: name)
         }
+        configuration.inodeLimit = metadata.inodeLimit
+        configuration.kernelHolds = { ino in kernel.withLock { $0 }?.holds(ino) ?? false }
         if let mib = segmentMiB {
             configuration.partSize = Int64(mib) << 20
             configuration.multipartThreshold = Int64(mib) << 20
@@ -205,7 +207,11 @@ enum Daemon {
         let dump = Self.dumpStateOnSignal(fs: fs, session: session, logger: logger)
         defer { dump.cancel() }
         let trimmer = MemoryTuning.trimWhenIdle(
-            activity: { session.requestsReceived }, release: { session.releaseIdleBuffers() })
+            activity: { session.requestsReceived },
+            release: {
+                session.releaseIdleBuffers()
+                Task { await fs.trimInodeTable() }
+            })
         defer { trimmer.cancel() }
         let pidFile = Paths.pidFile(for: mountpoint)
         if Paths.makeDirectories(Paths.runtimeDirectory) {
@@ -287,6 +293,8 @@ func blockingAwait<T: Sendable>(_ body: @escaping @Sendable () async throws -> T
 struct MetadataSettings: Sendable {
     var ttl: Double
     var listingMtime: Bool
+    /// `--max-inodes` (0: no limit).
+    var inodeLimit = 100_000
 }
 
 /// Where the block cache goes and how big it and the memory budget are.

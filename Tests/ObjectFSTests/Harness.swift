@@ -39,6 +39,15 @@ final class KernelInvalidations: Sendable {
         names.withLock { $0.contains { $0.0 == parent && $0.1 == name } }
     }
     var count: Int { names.withLock { $0.count } }
+    var all: [(InodeNumber, String)] { names.withLock { $0 } }
+}
+
+/// The inodes a kernel holds (as FuseKit counts lookups), for the inode limit's tests.
+final class KernelLookups: Sendable {
+    private let counts = Mutex<[InodeNumber: Int]>([:])
+    func add(_ ino: InodeNumber) { counts.withLock { $0[ino, default: 0] += 1 } }
+    func remove(_ ino: InodeNumber) { counts.withLock { $0[ino] = nil } }
+    func holds(_ ino: InodeNumber) -> Bool { counts.withLock { $0[ino] != nil } }
 }
 
 struct Harness {
@@ -55,7 +64,8 @@ struct Harness {
         readOnly: Bool = false, multipartThreshold: Int64 = 64 << 20, partSize: Int64 = 16 << 20,
         fixedOwner: Bool = false, blockSize: Int64 = 1 << 20,
         metadataPrefetch: Int = 0, storeMetadataInListings: Bool = true,
-        writeBack: Duration? = nil, journalIn stagingDirectory: String? = nil, store: MemoryStorage? = nil
+        writeBack: Duration? = nil, journalIn stagingDirectory: String? = nil, store: MemoryStorage? = nil,
+        inodeLimit: Int = 100_000, kernel: KernelLookups? = nil
     ) throws {
         memory = store ?? MemoryStorage(markerStyle: markerStyle, pageSize: 5, minimumPartSize: 8)
         storage = FaultInjectingStorage(memory)
@@ -79,6 +89,8 @@ struct Harness {
         config.journaled = stagingDirectory != nil
         let invalidated = self.invalidated
         config.invalidateEntry = { invalidated.add($0, $1) }
+        config.inodeLimit = inodeLimit
+        if let kernel { config.kernelHolds = { kernel.holds($0) } }
         fs = try ObjectFS(storage: storage, configuration: config, clock: clock)
     }
 

@@ -30,6 +30,8 @@ import Testing
         (["--metadata-ttl", "-5"], "--metadata-ttl must be a non-negative number of seconds (got -5)"),
         (["--metadata-ttl=-0.5"], "--metadata-ttl must be a non-negative number of seconds (got -0.5)"),
         (["--metadata-ttl", "90000"], "--metadata-ttl must be at most 86400 seconds (got 90000)"),
+        (["--max-inodes", "50"], "--max-inodes must be 0 (no limit) or at least 100 (got 50)"),
+        (["--max-inodes", "-1"], "--max-inodes must be 0 (no limit) or at least 100 (got -1)"),
     ])
     func outOfRangeNumbersSayWhatIsExpected(_ arguments: [String], _ expected: String) throws {
         let message = try #require(failure(arguments))

@@ -67,9 +67,15 @@ extension ObjectFS {
         var entries = handle.entries[start..<min(handle.entries.count, start + Self.readdirBatch)]
         // The entries age: what is left of each one's validity is less by that age.
         let age = Double(now - handle.madeAt) / 1e9
-        if age > 0 {
-            for i in entries.indices {
-                entries[i].attributes.trustedFor = max(0, entries[i].attributes.trustedFor - age)
+        for i in entries.indices {
+            if age > 0 { entries[i].attributes.trustedFor = max(0, entries[i].attributes.trustedFor - age) }
+            // An entry whose node the inode limit dropped since its page came goes out as a
+            // name only: the kernel looks it up before using it (InodeLimit.swift).
+            if let n = nodes[entries[i].ino] {
+                n.referenced = true
+            } else if entries[i].name != "." && entries[i].name != ".." {
+                entries[i].kindKnown = false
+                entries[i].attributesComplete = false
             }
         }
         return entries
@@ -188,7 +194,8 @@ extension ObjectFS {
             handle.entries.append(entry(name, n))
         }
         dir.negative = Names()
-        dir.listedUntil = now + ttl
+        // Complete unless a name was dropped from the table meanwhile.
+        if dir.childDroppedAt < listing.asked { dir.listedUntil = now + ttl }
     }
 
     private func entry(_ name: String, _ child: Node) -> DirectoryEntry {

@@ -19,6 +19,7 @@ extension ObjectFS {
 
     func node(_ ino: InodeNumber) throws(FSError) -> Node {
         guard let n = nodes[ino] else { throw FSError(ENOENT, "stale inode \(ino)") }
+        n.referenced = true
         return n
     }
 
@@ -200,6 +201,8 @@ extension ObjectFS {
         dir.children[name] = ino
         dir.negative[name] = nil
         dir.removed[name] = nil
+        inodeQueue.append(ino)
+        enforceInodeLimit()
         return n
     }
 

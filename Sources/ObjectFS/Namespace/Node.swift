@@ -55,6 +55,8 @@ extension ObjectFS {
         /// False while a file's mtime/mode come from a listing that carried no metadata (Swift,
         /// S3): a lookup then asks the object itself once.
         var metadataKnown = true
+        /// Used since the inode limit last passed it by (InodeLimit.swift: a second chance).
+        var referenced = true
         // Directory state (in `directoryState`, made for directories only).
         var children: Names<InodeNumber> {
             get { directoryState?.children ?? Names() }
@@ -63,6 +65,12 @@ extension ObjectFS {
         var listedUntil: Int64 {
             get { directoryState?.listedUntil ?? .min }
             set { if newValue != .min || directoryState != nil { madeDirectoryState.listedUntil = newValue } }
+        }
+        /// When a child was last dropped from the table (a stamp like a listing's, InodeLimit.swift):
+        /// a listing asked before does not know all the names.
+        var childDroppedAt: Int64 {
+            get { directoryState?.childDroppedAt ?? .min }
+            set { madeDirectoryState.childDroppedAt = newValue }
         }
         /// When the last listing of its directory that showed it was asked (Listing.swift).
         var listedAt: Int64 = .min
@@ -211,6 +219,7 @@ extension ObjectFS {
     final class DirectoryState {
         var children = Names<InodeNumber>()
         var listedUntil: Int64 = .min
+        var childDroppedAt: Int64 = .min
         var negative = Names<Int64>()
         var removed = Names<Int64>()
     }
