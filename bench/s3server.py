@@ -27,6 +27,7 @@ import base64
 import bisect
 import gc
 import hashlib
+import json
 import os
 import signal
 import socket
@@ -45,6 +46,7 @@ NS = "http://s3.amazonaws.com/doc/2006-03-01/"
 XML_HEAD = '<?xml version="1.0" encoding="UTF-8"?>\n'
 BUF = 1 << 20
 REQUEST_LOG = None  # --log FILE: one line per request (for debugging a client)
+REQUESTS: dict = {}  # "GET bucket" (listings), "HEAD object"...: how many; GET /-/requests says
 MAX_KEYS = 1000
 
 
@@ -194,7 +196,11 @@ class Handler(BaseHTTPRequestHandler):
 
     def dispatch(self, method):
         try:
+            if self.path == "/-/requests":  # not a bucket name (3 characters at least)
+                return self.reply(200, json.dumps(REQUESTS).encode(), ctype="application/json")
             self.parse()
+            kind = f"{self.command} {'object' if self.key else 'bucket' if self.bucket else 'service'}"
+            REQUESTS[kind] = REQUESTS.get(kind, 0) + 1
             method()
             if REQUEST_LOG is not None:
                 REQUEST_LOG.write(f"{time.time():.3f} {self.command} {self.path} "

@@ -5,8 +5,8 @@ grow with the number of objects. Python standard library only.
 For each COUNT: bench/s3server.py starts with COUNT objects (`--fill`): COUNT/10 in `big/`,
 the rest in directories of 1,000 (`dNNNNN/`), and one directory of 10,000 (`ten/`). objmount
 mounts the bucket; then, each on a fresh mount with the kernel's caches dropped:
-  - `find MNT | wc -l`: time and time per object, and the CPU time per object of the daemon
-    and of the server apart;
+  - `find MNT | wc -l`: time and time per object, the CPU time per object of the daemon and
+    of the server apart, and the server's requests per object by kind;
   - `ls -f MNT/big`: time to its first line and in all;
   - `ls -l MNT/ten`: 10,000 stats;
 and the daemon's VmHWM after each.
@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 
 def log(msg: str) -> None:
@@ -99,6 +100,12 @@ def timed(cmd: list[str]) -> tuple[float, float, int]:
     return first or 0.0, time.monotonic() - t0, lines
 
 
+def requests(port: int) -> dict:
+    """The server's requests so far, by kind (bench/s3server.py's GET /-/requests)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/requests", timeout=30) as r:
+        return json.loads(r.read())
+
+
 def run_count(args, count: int) -> dict:
     work = tempfile.mkdtemp(prefix="objmount-scale.")
     root = tempfile.mkdtemp(prefix="objmount-scale-s3.", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
@@ -125,8 +132,13 @@ def run_count(args, count: int) -> dict:
                     # CPU per object, the daemon's and the server's apart: which one grows
                     # faster than the count.
                     before = (cpu_s(m.pid) if m.pid else 0.0, cpu_s(server.pid))
+                    asked = requests(port)
                     first, total, lines = timed(["find", mp])
                     after = (cpu_s(m.pid) if m.pid else 0.0, cpu_s(server.pid))
+                    # Requests per object by kind ("HEAD object", "GET bucket" = a listing page).
+                    for kind, n in sorted(requests(port).items()):
+                        per = (n - asked.get(kind, 0)) / max(1, lines)
+                        out["find_" + kind.lower().replace(" ", "_") + "_per_object"] = round(per, 3)
                     out.update(find_s=round(total, 2), find_lines=lines,
                                find_us_per_object=round(total / max(1, lines) * 1e6, 1),
                                find_daemon_cpu_us_per_object=round((after[0] - before[0]) / max(1, lines) * 1e6, 1),

@@ -141,8 +141,8 @@ public struct FuseOpenResult: Sendable, Hashable {
 /// becomes EIO. Every method is called from Swift concurrency, never on a libfuse thread.
 public protocol FuseFilesystem: Sendable {
     func lookup(parent: Inode, name: String) async throws -> FuseAttributes
-    /// The kernel dropped its last reference to `ino` (lookup count reached zero).
-    func forget(_ ino: Inode) async
+    /// The kernel dropped its last reference to each of `inos` (FuseKit counts the lookups).
+    func forget(_ inos: [Inode]) async
     func getattr(_ ino: Inode) async throws -> FuseAttributes
     func setattr(_ ino: Inode, _ changes: FuseSetAttributes, handle: UInt64?) async throws -> FuseAttributes
     func opendir(_ ino: Inode) async throws -> UInt64

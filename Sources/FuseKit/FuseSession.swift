@@ -29,6 +29,10 @@ public final class FuseSession: @unchecked Sendable {
     public let filesystem: any FuseFilesystem
     public let options: FuseMountOptions
     let lookups = LookupCounter()
+    /// Inodes forgotten and not yet told to the filesystem, and whether a task is telling them.
+    private let forgotten = Mutex<(inodes: [Inode], draining: Bool)>(([], false))
+    /// The last getattr/lookup answers, for GETATTRs answered on the receiving thread.
+    let attributes = AttributeCache()
     let pool: BufferPool
     /// `filesystem.extendedAttributeNamespaces`, read once.
     let xattrNamespaces: [String]
@@ -204,12 +208,16 @@ public final class FuseSession: @unchecked Sendable {
 
     /// Runs `work` in a Task and replies exactly once: with `reply` on success, or
     /// fuse_reply_err on failure. Every request except forget goes through here.
+    /// `keepsAttributes`: the request changes no attributes (AttributeCache); any other makes
+    /// the attributes kept so far stale, when it comes and when it ends.
     func respond<T: Sendable>(
-        _ req: Request, _ work: @escaping @Sendable () async throws -> T,
+        _ req: Request, keepsAttributes: Bool = false, _ work: @escaping @Sendable () async throws -> T,
         reply: @escaping @Sendable (Request, T) -> Void
     ) {
         inFlight.add(1, ordering: .relaxed)
         received.add(1, ordering: .relaxed)
+        let attributeCache = keepsAttributes ? nil : self.attributes
+        attributeCache?.changed()
         // FUSE_INTERRUPT (the caller got a signal) cancels the request's task: an fsync waiting
         // for a server returns EINTR. Registered before the task can reply (libfuse frees the
         // request with its reply); the callback finds the task by the request's address.
@@ -221,6 +229,7 @@ public final class FuseSession: @unchecked Sendable {
         let executor = RequestExecutor()
         let task = Task(executorPreference: executor) {
             defer {
+                attributeCache?.changed()
                 self.inFlight.subtract(1, ordering: .releasing)
                 executor.finish()
             }
@@ -353,13 +362,31 @@ public final class FuseSession: @unchecked Sendable {
         }
     }
 
+    /// Forgets at a lookup count of zero go to the filesystem in batches, by one task at a
+    /// time: a kernel that drops a directory of 100,000 entries sends as many forgets at once,
+    /// and a task each (100,000 of them) held some 60 MB until the actor took them.
     func dropLookups(_ ino: Inode, _ n: UInt64) {
         guard lookups.forget(ino, n), ino != FUSE_ROOT_ID else { return }
+        let start = forgotten.withLock { f in
+            f.inodes.append(ino)
+            defer { f.draining = true }
+            return !f.draining
+        }
+        guard start else { return }
         let fs = filesystem
         inFlight.add(1, ordering: .relaxed)
         received.add(1, ordering: .relaxed)
         Task {
-            await fs.forget(ino)
+            while true {
+                let batch = self.forgotten.withLock { f in
+                    let batch = f.inodes.prefix(4096)
+                    f.inodes.removeFirst(batch.count)
+                    if batch.isEmpty { f.draining = false }
+                    return Array(batch)
+                }
+                if batch.isEmpty { break }
+                await fs.forget(batch)
+            }
             self.inFlight.subtract(1, ordering: .releasing)
         }
     }
@@ -422,8 +449,9 @@ public final class FuseSession: @unchecked Sendable {
             let s = FuseSession.session(req)
             let fs = s.filesystem
             let n = FuseSession.decodeName(name)
+            let asked = s.attributes.generation
             s.respond(
-                Request(raw: req!),
+                Request(raw: req!), keepsAttributes: true,
                 { () async throws -> FuseAttributes? in
                     do {
                         guard let n else { throw FuseError(ENOENT) }  // no object can have this name
@@ -434,6 +462,7 @@ public final class FuseSession: @unchecked Sendable {
                 }
             ) { req, attributes in
                 if let a = attributes {
+                    s.attributes.keep(a, for: a.cacheSeconds ?? s.options.attributeTimeout, askedAt: asked)
                     s.replyEntry(req, a)
                 } else {
                     // A negative entry the kernel may cache for negativeTimeout.
@@ -458,10 +487,19 @@ public final class FuseSession: @unchecked Sendable {
         }
         ops.getattr = { req, ino, _ in
             let s = FuseSession.session(req)
-            let fs = s.filesystem
-            s.respond(Request(raw: req!), { try await fs.getattr(ino) }) { req, a in
+            if let (a, seconds) = s.attributes.fresh(ino) {
+                s.received.add(1, ordering: .relaxed)  // `respond` counts the others
                 var st = s.fillStat(a)
-                _ = fuse_reply_attr(req.raw, &st, a.cacheSeconds ?? s.options.attributeTimeout)
+                _ = fuse_reply_attr(req, &st, seconds)
+                return
+            }
+            let fs = s.filesystem
+            let asked = s.attributes.generation
+            s.respond(Request(raw: req!), keepsAttributes: true, { try await fs.getattr(ino) }) { req, a in
+                var st = s.fillStat(a)
+                let seconds = a.cacheSeconds ?? s.options.attributeTimeout
+                s.attributes.keep(a, for: seconds, askedAt: asked)
+                _ = fuse_reply_attr(req.raw, &st, seconds)
             }
         }
         ops.setattr = { req, ino, attr, toSet, fi in
@@ -494,7 +532,7 @@ public final class FuseSession: @unchecked Sendable {
             let s = FuseSession.session(req)
             let fs = s.filesystem
             let info = FileInfoCopy(info: fi!.pointee)
-            s.respond(Request(raw: req!), { try await fs.opendir(ino) }) { req, fh in
+            s.respond(Request(raw: req!), keepsAttributes: true, { try await fs.opendir(ino) }) { req, fh in
                 var i = info.info
                 i.fh = fh
                 if fuse_reply_open(req.raw, &i) != 0 { Task { await fs.releasedir(ino, handle: fh) } }
@@ -512,7 +550,7 @@ public final class FuseSession: @unchecked Sendable {
             let s = FuseSession.session(req)
             let fs = s.filesystem
             let fh = fi!.pointee.fh
-            s.respond(Request(raw: req!), { await fs.releasedir(ino, handle: fh) }) { req, _ in
+            s.respond(Request(raw: req!), keepsAttributes: true, { await fs.releasedir(ino, handle: fh) }) { req, _ in
                 _ = fuse_reply_err(req.raw, 0)
             }
         }
@@ -613,7 +651,10 @@ public final class FuseSession: @unchecked Sendable {
                     return
                 }
             }
-            s.respond(Request(raw: req!), { try await fs.read(ino, handle: fh, offset: Int64(off), size: size) }) {
+            s.respond(
+                Request(raw: req!), keepsAttributes: true,
+                { try await fs.read(ino, handle: fh, offset: Int64(off), size: size) }
+            ) {
                 req, bytes in
                 _ = bytes.withUnsafeBytes { b in
                     fuse_reply_buf(req.raw, b.baseAddress?.assumingMemoryBound(to: CChar.self), b.count)
@@ -675,7 +716,7 @@ public final class FuseSession: @unchecked Sendable {
         ops.statfs = { req, ino in
             let s = FuseSession.session(req)
             let fs = s.filesystem
-            s.respond(Request(raw: req!), { try await fs.statfs(ino) }) { req, st in
+            s.respond(Request(raw: req!), keepsAttributes: true, { try await fs.statfs(ino) }) { req, st in
                 var v = statvfs()
                 v.f_bsize = UInt(st.blockSize)
                 v.f_frsize = UInt(st.blockSize)
@@ -709,7 +750,7 @@ public final class FuseSession: @unchecked Sendable {
         ops.readlink = { req, ino in
             let s = FuseSession.session(req)
             let fs = s.filesystem
-            s.respond(Request(raw: req!), { try await fs.readlink(ino) }) { req, target in
+            s.respond(Request(raw: req!), keepsAttributes: true, { try await fs.readlink(ino) }) { req, target in
                 _ = target.withCString { fuse_reply_readlink(req.raw, $0) }
             }
         }
@@ -755,7 +796,7 @@ public final class FuseSession: @unchecked Sendable {
         ops.listxattr = { req, ino, size in
             let s = FuseSession.session(req)
             let fs = s.filesystem
-            s.respond(Request(raw: req!), { try await fs.listxattr(ino) }) { req, names in
+            s.respond(Request(raw: req!), keepsAttributes: true, { try await fs.listxattr(ino) }) { req, names in
                 let list: [UInt8] = names.flatMap { (n: String) -> [UInt8] in Array(n.utf8) + [0] }
                 FuseSession.replyXattr(req, list, size: size)
             }
@@ -772,7 +813,8 @@ public final class FuseSession: @unchecked Sendable {
                 return
             }
             s.respond(
-                Request(raw: req!), { try await fs.getxattr(ino, name: try FuseSession.valid(n, missing: ENODATA)) }
+                Request(raw: req!), keepsAttributes: true,
+                { try await fs.getxattr(ino, name: try FuseSession.valid(n, missing: ENODATA)) }
             ) {
                 req, value in
                 FuseSession.replyXattr(req, value, size: size)

@@ -162,6 +162,10 @@ public actor ObjectFS {
     /// knows all its names: the next lookup there asks the server, the next readdir lists
     /// again. Inode numbers are never reused (a name seen again gets a new one), so generation
     /// 0 never confuses a new inode with an old one.
+    public func forget(_ inos: [InodeNumber]) {
+        for ino in inos { forget(ino) }
+    }
+
     public func forget(_ ino: InodeNumber) {
         guard ino != rootInode, let n = nodes[ino] else { return }
         evicting.remove(ino)

@@ -79,7 +79,7 @@ final class FuseBridge: FuseFilesystem {
             })
     }
 
-    func forget(_ ino: Inode) async { await fs.forget(ino) }
+    func forget(_ inos: [Inode]) async { await fs.forget(inos) }
 
     func getattr(_ ino: Inode) async throws -> FuseAttributes {
         Self.attributes(try await call("getattr") { () async throws(FSError) in try await fs.getattr(ino) })

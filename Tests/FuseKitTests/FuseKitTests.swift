@@ -30,6 +30,60 @@ import Testing
     }
 }
 
+@Suite struct AttributeCacheTests {
+    func attributes(_ ino: Inode, size: Int64) -> FuseAttributes {
+        FuseAttributes(
+            ino: ino, type: .regular, permissions: 0o644, size: size, uid: 0, gid: 0, nlink: 1, mtimeSeconds: 0,
+            mtimeNanoseconds: 0)
+    }
+
+    @Test func answersWhatWasKeptWithTheValidityLeft() throws {
+        let c = AttributeCache()
+        c.keep(attributes(5, size: 10), for: 30, askedAt: c.generation)
+        let (a, seconds) = try #require(c.fresh(5))
+        #expect(a.size == 10)
+        #expect(seconds > 29 && seconds <= 30)
+        #expect(c.fresh(6) == nil)
+    }
+
+    @Test func nothingIsKeptWithoutAValidity() {
+        let c = AttributeCache()
+        c.keep(attributes(5, size: 10), for: 0, askedAt: c.generation)
+        #expect(c.fresh(5) == nil)
+        c.keep(attributes(5, size: 10), for: 0.001, askedAt: c.generation)
+        usleep(5_000)
+        #expect(c.fresh(5) == nil)
+    }
+
+    @Test func aChangeMakesEverythingKeptStale() {
+        let c = AttributeCache()
+        c.keep(attributes(5, size: 10), for: 30, askedAt: c.generation)
+        c.keep(attributes(6, size: 10), for: 30, askedAt: c.generation)
+        c.changed()
+        #expect(c.fresh(5) == nil)
+        #expect(c.fresh(6) == nil)
+    }
+
+    @Test func anAnswerComputedWhileSomethingChangedIsNotKept() {
+        let c = AttributeCache()
+        let asked = c.generation
+        c.changed()  // a write came (or ended) while the getattr ran
+        c.keep(attributes(5, size: 10), for: 30, askedAt: asked)
+        #expect(c.fresh(5) == nil)
+        c.keep(attributes(5, size: 20), for: 30, askedAt: c.generation)
+        #expect(c.fresh(5)?.attributes.size == 20)
+    }
+
+    @Test func staysWithinItsCapacity() {
+        let c = AttributeCache()
+        for ino in 1...Inode(AttributeCache.capacity + 10) {
+            c.keep(attributes(ino, size: 1), for: 30, askedAt: c.generation)
+        }
+        #expect(c.count <= AttributeCache.capacity)
+        #expect(c.fresh(Inode(AttributeCache.capacity + 10)) != nil)
+    }
+}
+
 @Suite struct MountOptionStringTests {
     @Test func allowOtherAlwaysComesWithDefaultPermissions() {
         var o = FuseMountOptions(fsName: "objmount:memory://b")
@@ -107,7 +161,7 @@ final class MinimalFilesystem: FuseFilesystem {
     func record(_ call: String) { calls.withLock { $0.append(call) } }
 
     func lookup(parent: Inode, name: String) async throws -> FuseAttributes { throw FuseError(ENOENT) }
-    func forget(_ ino: Inode) async {}
+    func forget(_ inos: [Inode]) async {}
     func getattr(_ ino: Inode) async throws -> FuseAttributes { Self.file }
     func setattr(_ ino: Inode, _ changes: FuseSetAttributes, handle: UInt64?) async throws -> FuseAttributes {
         Self.file

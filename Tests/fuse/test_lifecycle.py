@@ -230,3 +230,37 @@ def test_past_max_inodes_the_daemon_keeps_its_table_within_the_bound(mounter: Mo
            for d in range(3) for f in range(80)}
     assert got == expected
     assert wait_for(lambda: inode_count(m) <= 100, 30), inode_count(m)
+
+
+def forced_stat(path: Path) -> tuple[int, int]:
+    """(size, mode) from statx(AT_STATX_FORCE_SYNC): the kernel asks the daemon (a GETATTR)."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    buf = ctypes.create_string_buffer(256)  # struct statx: stx_mode at 28 (u16), stx_size at 40 (u64)
+    if libc.statx(-100, str(path).encode(), 0x100 | 0x2000, 0x7FF, buf) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e), str(path))
+    return int.from_bytes(buf.raw[40:48], "little"), int.from_bytes(buf.raw[28:30], "little") & 0o7777
+
+
+def test_a_stat_the_daemon_answers_from_memory_shows_local_changes_at_once(mounter: Mounter, remote: Remote) -> None:
+    m = mounter.mount(remote)
+    f = m / "f"
+    f.write_bytes(b"0123456789")
+    os.chmod(f, 0o644)
+    # Asked twice: the second answer comes from what the daemon kept of the first.
+    assert forced_stat(f) == (10, 0o644)
+    assert forced_stat(f) == (10, 0o644)
+    with open(f, "ab") as w:
+        w.write(b"abcde")
+        w.flush()
+        assert forced_stat(f) == (15, 0o644)
+    os.chmod(f, 0o600)
+    assert forced_stat(f) == (15, 0o600)
+    os.truncate(f, 3)
+    assert forced_stat(f) == (3, 0o600)
+    os.rename(f, m / "g")
+    assert forced_stat(m / "g") == (3, 0o600)
+    with pytest.raises(FileNotFoundError):
+        forced_stat(f)
+    assert (m / "g").read_bytes() == b"012"
