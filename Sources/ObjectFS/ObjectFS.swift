@@ -162,10 +162,6 @@ public actor ObjectFS {
     /// knows all its names: the next lookup there asks the server, the next readdir lists
     /// again. Inode numbers are never reused (a name seen again gets a new one), so generation
     /// 0 never confuses a new inode with an old one.
-    public func forget(_ inos: [InodeNumber]) {
-        for ino in inos { forget(ino) }
-    }
-
     public func forget(_ ino: InodeNumber) {
         guard ino != rootInode, let n = nodes[ino] else { return }
         evicting.remove(ino)
@@ -177,6 +173,11 @@ public actor ObjectFS {
         // An open listing may still hand the inode to the kernel.
         guard isForgettable(n, at: now), !directoryHandles.values.contains(where: { $0.dir == dir.ino }) else { return }
         dropChild(n, from: dir)
+    }
+
+    /// `forget` of each, in the order the kernel forgot them.
+    public func forget(_ inos: [InodeNumber]) {
+        for ino in inos { forget(ino) }
     }
 
     /// Inodes in the table (the root included), for tests and diagnostics.

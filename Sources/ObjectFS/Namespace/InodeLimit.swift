@@ -60,7 +60,7 @@ extension ObjectFS {
             left -= 1
             evicting.remove(ino)
             guard let n = nodes[ino] else { continue }
-            guard !n.referenced, let dir = n.parent.flatMap({ nodes[$0] }), isEvictable(n, in: dir, at: t) else {
+            guard !n.referenced, let dir = n.parent.flatMap({ nodes[$0] }), isEvictable(n, at: t) else {
                 if n.referenced { spared += 1 }
                 n.referenced = false
                 inodeQueue.append(ino)
@@ -98,7 +98,7 @@ extension ObjectFS {
         trimInodeTable()
     }
 
-    private func isEvictable(_ n: Node, in dir: Node, at t: Int64) -> Bool {
+    private func isEvictable(_ n: Node, at t: Int64) -> Bool {
         guard isForgettable(n, at: t), metadataFetches[n.ino] == nil else { return false }
         return n.kind != .directory || !directoryHandles.values.contains { $0.dir == n.ino }
     }
