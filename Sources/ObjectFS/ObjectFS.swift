@@ -36,6 +36,8 @@ public actor ObjectFS {
     var evicting: Set<InodeNumber> = []
     var inodeLimitRetryAt = 0
     var inodeTrimScheduled = false
+    /// How many names `Node.droppedObjects` hold in all (InodeLimit.swift).
+    var droppedObjectNames = 0
     var handles: [UInt64: Handle] = [:]
     /// The reading state of every open handle, for reads answered outside the actor.
     nonisolated let readHandles = Mutex<[UInt64: HandleReads]>([:])

@@ -36,6 +36,24 @@ import Testing
         await expectErrno(ENOENT) { _ = try await h.fs.lookup(parent: d.ino, name: "f0999") }
     }
 
+    @Test func aNameDroppedBeforeTheKernelHeldItIsLookedUpWithItsHeadAlone() async throws {
+        // `find` or `ls -l` of a directory larger than the limit: the whole listing, then a
+        // lookup of every name, half of them dropped meanwhile.
+        let h = try await filled(150)
+        let d = try await h.resolve("d")
+        _ = try await h.fs.list(d.ino)
+        let (heads, lists) = (h.storage.calls(.head), h.storage.calls(.list))
+        for name in Self.names {
+            #expect(try await h.fs.lookup(parent: d.ino, name: name).size == Int64(name.utf8.count))
+        }
+        #expect(h.storage.calls(.list) == lists)
+        #expect(h.storage.calls(.head) - heads >= 150)
+        #expect(await h.fs.inodeCount <= 150)
+        // A name the listing did not show is asked in full.
+        await expectErrno(ENOENT) { _ = try await h.fs.lookup(parent: d.ino, name: "f0999") }
+        #expect(h.storage.calls(.list) == lists + 1)
+    }
+
     @Test func inodesTheKernelHoldsGoOnceItForgetsTheirNames() async throws {
         let kernel = KernelLookups()
         let h = try await filled(100, kernel: kernel)

@@ -32,6 +32,30 @@ import Testing
         await h.fs.releasedir(fh)
     }
 
+    @Test func aFileSeenBeforeIsCheckedAgainWithItsHeadAloneAndANameThatIsGoneInFull() async throws {
+        let h = try Harness(ttl: 10)
+        try await h.put("f", "x")
+        try await h.put("g", "y")
+        _ = try await h.resolve("f")
+        _ = try await h.resolve("g")
+        h.expireCaches()
+        let (heads, lists) = (h.storage.calls(.head), h.storage.calls(.list))
+        #expect(try await h.resolve("f").size == 1)
+        #expect(h.storage.calls(.head) == heads + 1)
+        #expect(h.storage.calls(.list) == lists)
+        // Gone as a file and now a directory: the HEAD finds nothing, the listing says what it is.
+        try await h.memory.delete(["g"])
+        try await h.put("g/inner", "z")
+        h.expireCaches()
+        #expect(try await h.resolve("g").kind == .directory)
+        #expect(h.storage.calls(.list) == lists + 1)
+        #expect(try await h.readFile("g/inner") == b("z"))
+        // Gone altogether.
+        try await h.memory.delete(["f"])
+        h.expireCaches()
+        await expectErrno(ENOENT) { _ = try await h.resolve("f") }
+    }
+
     @Test func aFileThisMountHoldsIsTrustedForTheWholeTTLAndTTLZeroForNothing() async throws {
         let h = try Harness(ttl: 10)
         let (a, fh) = try await h.fs.create(

@@ -8,8 +8,9 @@
 // kernel does not hold is dropped at once; for one it holds, the kernel is asked to forget the
 // name (`invalidateEntry`), and the node goes with the kernel's FORGET (`ObjectFS.forget`). A
 // node this mount needs (open, not stored, changed within the TTL...) is never dropped. Its
-// directory then no longer knows all its names: the next lookup there asks the server, and a
-// listing asked before the drop does not count as complete.
+// directory then no longer knows all its names: the next lookup there asks the server (the
+// HEAD only for a name it listed as an object), and a listing asked before the drop does not
+// count as complete.
 
 import ObjectStorage
 
@@ -72,6 +73,7 @@ extension ObjectFS {
                 inodeQueue.append(ino)
                 configuration.invalidateEntry?(dir.ino, n.name)
             } else {
+                if n.kind.isObject { noteDroppedObject(n.name, in: dir) }
                 dropChild(n, from: dir)
             }
         }
@@ -96,6 +98,26 @@ extension ObjectFS {
     private func trimAgain() {
         inodeTrimScheduled = false
         trimInodeTable()
+    }
+
+    /// Keeps the name of an object dropped before the kernel held it: `find` and `ls -l` of a
+    /// directory larger than the limit look each name up after the whole listing, and that
+    /// lookup then asks the object's HEAD only. A name costs ~50 bytes, not a node's ~400; past
+    /// twice as many names as the limit allows nodes, those of other directories are forgotten
+    /// (their lookups then ask as for any name), and this one's too if that is not enough.
+    private func noteDroppedObject(_ name: String, in dir: Node) {
+        if droppedObjectNames >= 2 * configuration.inodeLimit {
+            for d in nodes.values where d !== dir && d.kind == .directory && !d.droppedObjects.isEmpty {
+                d.droppedObjects = Names()
+            }
+            droppedObjectNames = dir.droppedObjects.count
+            if droppedObjectNames >= 2 * configuration.inodeLimit {
+                dir.droppedObjects = Names()
+                droppedObjectNames = 0
+            }
+        }
+        if dir.droppedObjects[name] == nil { droppedObjectNames += 1 }
+        dir.droppedObjects[name] = ()
     }
 
     private func isEvictable(_ n: Node, at t: Int64) -> Bool {

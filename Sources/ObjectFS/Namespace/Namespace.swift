@@ -91,12 +91,15 @@ extension ObjectFS {
         }
         if let until = dir.negative[name], until >= t { throw FSError(ENOENT, "no such entry") }
         let key = directoryPrefix(dir) + name
+        // A name last seen as an object is most likely one still.
+        let object = dir.children[name].flatMap { nodes[$0] }.map(\.kind.isObject) ?? (dir.droppedObjects[name] != nil)
         let found: (kind: FileKind, info: ObjectInfo?)?
         do {
-            found = try await probe(key)
+            found = try await probe(key, object: object)
         } catch {
             throw FSError.from(error, "lookup \(key)")
         }
+        if !dir.droppedObjects.isEmpty { dir.droppedObjects[name] = nil }
         // The actor may have changed the directory while we waited; a directory holding files
         // not stored yet exists whatever the server says.
         if let ino = dir.children[name], let n = nodes[ino], heldAgainstServer(n, askedAt: t) { return n }
@@ -115,14 +118,30 @@ extension ObjectFS {
     }
 
     /// What the server has at `key`: a directory (listing under `key/` not empty, or a marker),
-    /// a file, or nothing. The HEAD and the 1-key LIST run in parallel.
-    func probe(_ key: ObjectKey) async throws -> (kind: FileKind, info: ObjectInfo?)? {
+    /// a file, or nothing. The HEAD and the 1-key LIST run in parallel; for a name last seen as
+    /// an `object`, the LIST only if the HEAD finds none (that such a name became a directory
+    /// too shows at the next listing of its directory: SEMANTICS.md).
+    func probe(_ key: ObjectKey, object: Bool = false) async throws -> (kind: FileKind, info: ObjectInfo?)? {
         let storage = self.storage
-        async let head: ObjectInfo? = {
+        @Sendable func head() async throws -> ObjectInfo? {
             do { return try await storage.head(key) } catch StorageError.notFound { return nil }
-        }()
-        async let listing = storage.list(prefix: key + "/", delimiter: "/", continuation: nil, maxKeys: 1)
-        let (h, l) = try await (head, listing)
+        }
+        @Sendable func listing() async throws -> ListPage {
+            try await storage.list(prefix: key + "/", delimiter: "/", continuation: nil, maxKeys: 1)
+        }
+        let h: ObjectInfo?
+        let l: ListPage
+        if object {
+            h = try await head()
+            if let h, !KeyPath.isDirectoryMarker(h) {
+                return (PosixMetadata.isSymlink(h) == true ? .symlink : .file, h)
+            }
+            l = try await listing()
+        } else {
+            async let headed = head()
+            async let listed = listing()
+            (h, l) = try await (headed, listed)
+        }
         if !l.objects.isEmpty || !l.commonPrefixes.isEmpty {
             if let h, KeyPath.isDirectoryMarker(h) { return (.directory, h) }
             // An S3-style marker sorts first in the listing of its prefix.
@@ -201,6 +220,7 @@ extension ObjectFS {
         dir.children[name] = ino
         dir.negative[name] = nil
         dir.removed[name] = nil
+        if !dir.droppedObjects.isEmpty { dir.droppedObjects[name] = nil }
         inodeQueue.append(ino)
         enforceInodeLimit()
         return n

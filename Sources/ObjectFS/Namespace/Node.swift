@@ -84,6 +84,13 @@ extension ObjectFS {
             get { directoryState?.removed ?? Names() }
             _modify { yield &madeDirectoryState.removed }
         }
+        /// Names of objects (files, symlinks) the inode limit dropped before the kernel held
+        /// them (InodeLimit.swift): a lookup of one asks its HEAD only, not whether the name is
+        /// also a directory.
+        var droppedObjects: Names<Void> {
+            get { directoryState?.droppedObjects ?? Names() }
+            _modify { yield &madeDirectoryState.droppedObjects }
+        }
         private var directoryState: DirectoryState?
         private var madeDirectoryState: DirectoryState {
             if let d = directoryState { return d }
@@ -222,6 +229,7 @@ extension ObjectFS {
         var childDroppedAt: Int64 = .min
         var negative = Names<Int64>()
         var removed = Names<Int64>()
+        var droppedObjects = Names<Void>()
     }
 
     /// A node's state for local work; see `Node.local`.
