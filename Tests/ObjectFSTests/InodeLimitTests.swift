@@ -86,6 +86,46 @@ import Testing
         #expect(try await h.readFile("d/f1000") == b("f1000"))
     }
 
+    @Test func aDirectoryWalkedAndLeftGoesWholeWithOneRequestToTheKernel() async throws {
+        // `find` over 30 directories of 10 files, each file looked up (and held by the kernel).
+        let kernel = KernelLookups()
+        let h = try Harness(ttl: 10, inodeLimit: 160, kernel: kernel)
+        let dirs = (0..<30).map { "d" + String(10 + $0) }
+        for dir in dirs { for i in 0..<10 { try await h.put("\(dir)/f\(i)", "\(dir)/\(i)") } }
+        var inoOf: [String: InodeNumber] = [:]
+        for dir in dirs {
+            let d = try await h.fs.lookup(parent: rootInode, name: dir)
+            kernel.add(d.ino)
+            inoOf[dir] = d.ino
+            for entry in try await h.fs.list(d.ino) {
+                let a = try await h.fs.lookup(parent: d.ino, name: entry.name)
+                kernel.add(a.ino)
+                inoOf["\(dir)/\(entry.name)"] = a.ino
+            }
+        }
+        // The directories left first are asked to go whole; no file of theirs one by one.
+        let asked = h.invalidated.all
+        let whole = asked.filter { $0.0 == rootInode }.map(\.1)
+        #expect(whole.count >= 10)
+        #expect(whole.contains("d10"))
+        #expect(!asked.contains { $0.0 == inoOf["d10"] })
+        #expect(!whole.contains("d39"))
+        // The kernel forgets each such directory and what it held under it.
+        for dir in whole {
+            for i in 0..<10 {
+                kernel.remove(inoOf["\(dir)/f\(i)"]!)
+                await h.fs.forget(inoOf["\(dir)/f\(i)"]!)
+            }
+            kernel.remove(inoOf[dir]!)
+            await h.fs.forget(inoOf[dir]!)
+        }
+        #expect(await h.fs.inodeCount <= 160)
+        // Everything is found and read again; what the kernel holds keeps its inode.
+        #expect(try await h.readFile("d10/f3") == b("d10/3"))
+        #expect(try await h.fs.list(try await h.resolve("d10").ino).count == 10)
+        #expect(try await h.fs.getattr(inoOf["d39/f9"]!).size == 5)
+    }
+
     @Test func whatThisMountNeedsStaysPastTheLimit() async throws {
         let h = try await filled(100, writeBack: .seconds(3600))
         let open = try await h.resolve("d/f1000")

@@ -208,26 +208,29 @@ def test_the_daemon_forgets_the_inodes_the_kernel_forgot(mounter: Mounter, remot
     assert sorted(os.listdir(m / "d1")) == sorted(f"f{f}" for f in range(40))
 
 
-def test_past_max_inodes_the_daemon_keeps_its_table_within_the_bound(mounter: Mounter, remote: Remote) -> None:
+@pytest.mark.parametrize("dirs,files", [(3, 80), (30, 5)], ids=["file-by-file", "whole-directories"])
+def test_past_max_inodes_the_daemon_keeps_its_table_within_the_bound(
+        mounter: Mounter, remote: Remote, dirs: int, files: int) -> None:
+    # Directories of 80 go file by file; of 5 (at most 1/16 of the limit), whole.
     m = mounter.mount(remote, extra=["--metadata-ttl", "1", "--max-inodes", "100"])
     expected = {}
-    for d in range(3):
+    for d in range(dirs):
         (m / f"d{d}").mkdir()
-        for f in range(80):
+        for f in range(files):
             expected[f"d{d}/f{f}"] = hashlib.sha256(b"%d/%d" % (d, f)).hexdigest()
             (m / f"d{d}" / f"f{f}").write_bytes(b"%d/%d" % (d, f))
     # What this mount stored it keeps for a TTL (against lagging listings): a short one here.
     m.settle()
     time.sleep(1.5)
     found = subprocess.run(["find", str(m.path)], capture_output=True, text=True, check=True, timeout=120)
-    assert len(found.stdout.splitlines()) == 1 + 3 + 240
+    assert len(found.stdout.splitlines()) == 1 + dirs + dirs * files
     # The kernel was asked to forget the oldest names; its forgets bring the table under the bound.
     assert wait_for(lambda: inode_count(m) <= 100, 30), inode_count(m)
     # Every name is still listed and found, with its bytes, and the table stays bounded.
-    for d in range(3):
-        assert sorted(os.listdir(m / f"d{d}")) == sorted(f"f{f}" for f in range(80))
+    for d in range(dirs):
+        assert sorted(os.listdir(m / f"d{d}")) == sorted(f"f{f}" for f in range(files))
     got = {f"d{d}/f{f}": hashlib.sha256((m / f"d{d}" / f"f{f}").read_bytes()).hexdigest()
-           for d in range(3) for f in range(80)}
+           for d in range(dirs) for f in range(files)}
     assert got == expected
     assert wait_for(lambda: inode_count(m) <= 100, 30), inode_count(m)
 

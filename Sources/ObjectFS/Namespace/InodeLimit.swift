@@ -57,10 +57,19 @@ extension ObjectFS {
         let t = now
         var left = inodeQueue.count
         var spared = 0
+        var idle: [InodeNumber: Bool] = [:]
         while nodes.count - evicting.count > target, left > 0, let ino = inodeQueue.popFirst() {
             left -= 1
+            guard let n = nodes[ino] else {
+                evicting.remove(ino)
+                continue
+            }
+            if evicting.contains(ino), let p = n.parent, evicting.contains(p) {
+                // Its whole directory is being forgotten: that directory's turn asks again.
+                inodeQueue.append(ino)
+                continue
+            }
             evicting.remove(ino)
-            guard let n = nodes[ino] else { continue }
             guard !n.referenced, let dir = n.parent.flatMap({ nodes[$0] }), isEvictable(n, at: t) else {
                 if n.referenced { spared += 1 }
                 n.referenced = false
@@ -68,9 +77,17 @@ extension ObjectFS {
                 continue
             }
             if configuration.kernelHolds?(ino) == true {
+                inodeQueue.append(ino)
+                if let up = dir.parent.flatMap({ nodes[$0] }), isIdleLeaf(dir, at: t, checked: &idle) {
+                    // The kernel forgets the whole directory at once: one request, not one per
+                    // file (a `find` leaves thousands of such directories behind it).
+                    evicting.insert(dir.ino)
+                    for c in dir.children.values { evicting.insert(c) }
+                    configuration.invalidateEntry?(up.ino, dir.name)
+                    continue
+                }
                 // Asked again at its next turn if no forget came (the kernel may be using it).
                 evicting.insert(ino)
-                inodeQueue.append(ino)
                 configuration.invalidateEntry?(dir.ino, n.name)
             } else {
                 if n.kind.isObject { noteDroppedObject(n.name, in: dir) }
@@ -118,6 +135,27 @@ extension ObjectFS {
         }
         if dir.droppedObjects[name] == nil { droppedObjectNames += 1 }
         dir.droppedObjects[name] = ()
+    }
+
+    /// Whether `dir` may go with everything in it: files only, a few (at most 1/16 of the
+    /// limit: a larger directory goes file by file, the least recently used first), none used
+    /// since the clock last passed it, none needed by this mount, and no open handle on it.
+    private func isIdleLeaf(_ dir: Node, at t: Int64, checked: inout [InodeNumber: Bool]) -> Bool {
+        if let known = checked[dir.ino] { return known }
+        let children = dir.children
+        var idle = dir.ino != rootInode && children.count <= max(1, configuration.inodeLimit / 16)
+        idle = idle && !directoryHandles.values.contains { $0.dir == dir.ino }
+        if idle {
+            for ino in children.values {
+                guard let c = nodes[ino] else { continue }
+                if !c.kind.isObject || c.referenced || metadataFetches[ino] != nil || !isForgettable(c, at: t) {
+                    idle = false
+                    break
+                }
+            }
+        }
+        checked[dir.ino] = idle
+        return idle
     }
 
     private func isEvictable(_ n: Node, at t: Int64) -> Bool {
