@@ -47,6 +47,15 @@ let package = Package(
             ]),
         .executableTarget(name: "objmount", dependencies: ["ObjmountCLI"]),
         .target(name: "S3Signing", dependencies: [.product(name: "Crypto", package: "swift-crypto")]),
+        // ks3sdk's client-side encryption format: AES-128-CBC from OpenSSL's EVP (libssl-dev).
+        .systemLibrary(name: "COpenSSL", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+        .target(
+            name: "ClientEncryption",
+            dependencies: ["COpenSSL", .product(name: "Crypto", package: "swift-crypto")]),
+        .testTarget(
+            name: "ClientEncryptionTests",
+            dependencies: ["ClientEncryption", .product(name: "Crypto", package: "swift-crypto")],
+            exclude: ["make_vectors.py", "vectors.json"]),
         .testTarget(
             name: "ObjectFSTests",
             dependencies: [

@@ -9,7 +9,7 @@ as_root() {
 # Debian packages objmount needs to build and mount, plus the packages "$@" (e.g.
 # "${TEST_PACKAGES[@]}"): installed only if missing.
 install_missing_packages() {
-    install_packages_if_missing fuse3 libfuse3-dev pkg-config rsync curl "$@"
+    install_packages_if_missing fuse3 libfuse3-dev libssl-dev pkg-config rsync curl "$@"
 }
 
 # Installs the Debian packages "$@" that are not installed yet (one apt-get run for all).
