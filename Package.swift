@@ -43,7 +43,7 @@ let package = Package(
             name: "ObjmountCLI",
             dependencies: [
                 "FuseKit", "ObjectFS", "ObjectStorage", "MemoryStorage", "StorageHTTP", "OpenStackStorage", "S3Storage",
-                "S3Signing", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "S3Signing", "ClientEncryption", .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .executableTarget(name: "objmount", dependencies: ["ObjmountCLI"]),
         .target(name: "S3Signing", dependencies: [.product(name: "Crypto", package: "swift-crypto")]),
@@ -51,10 +51,12 @@ let package = Package(
         .systemLibrary(name: "COpenSSL", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         .target(
             name: "ClientEncryption",
-            dependencies: ["COpenSSL", .product(name: "Crypto", package: "swift-crypto")]),
+            dependencies: ["COpenSSL", "ObjectStorage", .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(
             name: "ClientEncryptionTests",
-            dependencies: ["ClientEncryption", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: [
+                "ClientEncryption", "ObjectStorage", "MemoryStorage", .product(name: "Crypto", package: "swift-crypto"),
+            ],
             exclude: ["make_vectors.py", "vectors.json"]),
         .testTarget(
             name: "ObjectFSTests",

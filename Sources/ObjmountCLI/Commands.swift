@@ -1,4 +1,5 @@
 import ArgumentParser
+import ClientEncryption
 import FuseKit
 import MemoryStorage
 import ObjectFS
@@ -23,7 +24,7 @@ public struct Objmount: ParsableCommand {
             s3://<bucket>[/<prefix>] (AWS_* variables, ~/.aws), ks3://<bucket>[/<prefix>] (KS3_*).
             swift://, hubic:// and s3:// without a name mount the whole account.
             """,
-        subcommands: [Mount.self, Unmount.self, Sync.self, URLCommand.self, Cleanup.self, Login.self])
+        subcommands: [Mount.self, Unmount.self, Sync.self, URLCommand.self, Cleanup.self, Login.self, Keygen.self])
 
     public init() {}
 
@@ -123,6 +124,12 @@ struct Mount: ParsableCommand {
             valueName: "count"))
     var maxInodes = 100_000
 
+    @Option(
+        help: ArgumentHelp(
+            "A 16-byte key file (yours, mode 0600 or 0400; `objmount keygen` writes one): objects in ks3sdk's client-side encryption format (local_encrypt=True) are decrypted with it. Read-only for now.",
+            valueName: "path"))
+    var encryptionKeyFile: String?
+
     @Option(help: "error, warning, info or debug.")
     var logLevel: LogLevel = .info
 
@@ -163,6 +170,11 @@ struct Mount: ParsableCommand {
         guard maxInodes == 0 || maxInodes >= 100 else {
             throw ValidationError("--max-inodes must be 0 (no limit) or at least 100 (got \(maxInodes))")
         }
+        if encryptionKeyFile != nil && listingMtime {
+            throw ValidationError(
+                "--listing-mtime cannot be used with --encryption-key-file: a listing does not say a file's plaintext size"
+            )
+        }
         guard metadataTTL <= 86_400 else {
             throw ValidationError("--metadata-ttl must be at most 86400 seconds (got \(Self.number(metadataTTL)))")
         }
@@ -189,6 +201,10 @@ struct Mount: ParsableCommand {
         }
         let driver = try DriverSettings.resolve(
             remote, authURL: authURL, user: user, key: key, address: address, storageClass: storageClass)
+        // Read in the first process too: a key that cannot be used fails the mount command.
+        let encryptionKey = try encryptionKeyFile.map { path throws(CLIError) in
+            do { return try KeyFile.load(Paths.absolute(path)) } catch { throw CLIError("\(error)") }
+        }
         let cacheDirectory = Paths.absolute(cacheDir ?? Paths.defaultCacheDirectory)
         guard Paths.makeDirectories(cacheDirectory) else {
             throw CLIError("cannot create cache directory \(cacheDirectory): \(errnoText(errno))")
@@ -200,7 +216,7 @@ struct Mount: ParsableCommand {
                 cache: CacheSettings(cacheSize: cacheSize?.bytes, memoryLimit: memoryLimit.bytes),
                 writeBack: writeBack == .on,
                 metadata: MetadataSettings(ttl: metadataTTL, listingMtime: listingMtime, inodeLimit: maxInodes),
-                segmentMiB: segmentSize,
+                segmentMiB: segmentSize, encryptionKey: encryptionKey,
                 logger: Logger(level: logLevel))
         } else {
             // A key given as a flag goes to the daemon through its environment, not its argv

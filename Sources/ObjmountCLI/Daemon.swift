@@ -2,6 +2,7 @@
 // foreground mode as a new session (never fork() a running Swift process) and waits until
 // it reports the mount live, or relays its error.
 
+import ClientEncryption
 import Dispatch
 import FuseKit
 import MemoryStorage
@@ -68,7 +69,7 @@ enum Daemon {
     static func serve(
         remote: Remote, driver: DriverSettings, mountpoint: String, options: MountOptions, seed: String?,
         cacheDirectory: String, cache: CacheSettings, writeBack: Bool,
-        metadata: MetadataSettings, segmentMiB: Int?, logger: Logger
+        metadata: MetadataSettings, segmentMiB: Int?, encryptionKey: [UInt8]? = nil, logger: Logger
     ) throws(CLIError) {
         MemoryTuning.apply()
         DescriptorLimit.raise()
@@ -83,7 +84,7 @@ enum Daemon {
             }
             return CLIError(message)
         }
-        let storage: any ObjectStorage
+        var storage: any ObjectStorage
         var transport: AHCTransport? = nil
         defer {
             if let t = transport { try? blockingAwait { await t.shutdown() } }
@@ -111,7 +112,14 @@ enum Daemon {
                 throw fail(Drivers.failure(of: remote, error, doing: "cannot open"))
             }
         }
-        let identity = "\(remote.scheme.rawValue) \(driver.location) \(remote.container ?? "")"
+        var identity = "\(remote.scheme.rawValue) \(driver.location) \(remote.container ?? "")"
+        let readOnly = options.readOnly || encryptionKey != nil
+        if let encryptionKey {
+            storage = EncryptedStorage(storage, key: encryptionKey)
+            // Its cached blocks are plaintext: never those of an unencrypted mount of the remote.
+            identity += " encrypted"
+            logger.info("decrypting ks3sdk's client-side encryption format; the mount is read-only")
+        }
         // Files being written and the write-back journal live in one directory per remote and
         // prefix, which outlives the mount: a later mount stores what this one could not.
         // (memory:// stores die with their process: nothing to recover.)
@@ -142,7 +150,7 @@ enum Daemon {
         if let uid = options.uid { configuration.uid = uid }
         if let gid = options.gid { configuration.gid = gid }
         if let umask = options.umask { configuration.umask = umask }
-        configuration.readOnly = options.readOnly
+        configuration.readOnly = readOnly
         configuration.metadataTTL = .milliseconds(Int64(metadata.ttl * 1000))
         configuration.listingMetadataTrusted = metadata.listingMtime
         // The session is made after the filesystem: names the filesystem changes by itself reach
@@ -177,7 +185,7 @@ enum Daemon {
 
         var fuseOptions = FuseMountOptions(fsName: "objmount:\(remote)")
         fuseOptions.allowOther = options.allowOther
-        fuseOptions.readOnly = options.readOnly
+        fuseOptions.readOnly = readOnly
         // Every reply says how long the kernel may keep it (the rest of the metadata TTL); these
         // are the bounds for any that would not.
         fuseOptions.entryTimeout = metadata.ttl

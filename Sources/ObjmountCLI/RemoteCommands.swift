@@ -2,6 +2,7 @@
 // file) and `cleanup` (abort multipart uploads a crash left behind).
 
 import ArgumentParser
+import ClientEncryption
 import FuseKit
 import ObjectStorage
 
@@ -195,5 +196,25 @@ struct Cleanup: ParsableCommand {
         if lines.isEmpty {
             writeStderr("objmount: no incomplete uploads older than \(olderThan.seconds) s under \(remote)\n")
         }
+    }
+}
+
+struct Keygen: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Write a new random encryption key for --encryption-key-file.",
+        discussion: """
+            16 random bytes, mode 0600, in the format of ks3sdk's Crypts.generate_key (a key file
+            either can use). Keep a copy somewhere safe: without it the data cannot be decrypted.
+
+            Example:
+              objmount keygen ~/.config/objmount/photos.key
+            """)
+
+    @Argument(help: "Where to write the key (must not exist yet).")
+    var path: String
+
+    func run() throws {
+        do { try KeyFile.generate(Paths.absolute(path)) } catch { throw CLIError("\(error)") }
+        print("wrote a new key to \(path); keep a copy somewhere safe: without it the data cannot be decrypted")
     }
 }

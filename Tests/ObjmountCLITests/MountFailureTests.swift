@@ -32,6 +32,10 @@ import Testing
         (["--metadata-ttl", "90000"], "--metadata-ttl must be at most 86400 seconds (got 90000)"),
         (["--max-inodes", "50"], "--max-inodes must be 0 (no limit) or at least 100 (got 50)"),
         (["--max-inodes", "-1"], "--max-inodes must be 0 (no limit) or at least 100 (got -1)"),
+        (
+            ["--encryption-key-file", "/k", "--listing-mtime"],
+            "--listing-mtime cannot be used with --encryption-key-file"
+        ),
     ])
     func outOfRangeNumbersSayWhatIsExpected(_ arguments: [String], _ expected: String) throws {
         let message = try #require(failure(arguments))

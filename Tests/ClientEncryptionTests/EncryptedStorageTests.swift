@@ -1,0 +1,75 @@
+// EncryptedStorage over a store holding objects in ks3sdk's format (made by the codec that
+// KS3FormatTests checks against the SDK): plaintext sizes, whole and ranged reads, objects
+// without encryption metadata shown as they are, another key refused, writes refused.
+
+import ClientEncryption
+import MemoryStorage
+import ObjectStorage
+import Testing
+
+@Suite struct EncryptedStorageTests {
+    let key = Array("1234567890123456".utf8)
+    let iv: [UInt8] = Array(0..<16)
+
+    /// Stores `plain` in the SDK's format under `name` (with or without the length metadata).
+    func store(_ memory: MemoryStorage, _ name: String, _ plain: [UInt8], length: Bool = true) async throws {
+        var meta = KS3Format.metadata(key: key, iv: iv, plainSize: Int64(plain.count), plainMD5: nil)
+        if !length { meta[KS3Format.lengthMetadata] = nil }
+        meta["mtime"] = "1700000000"
+        _ = try await memory.put(
+            name, payload: .bytes(try KS3Format.encrypt(plain, key: key, iv: iv)), options: PutOptions(metadata: meta))
+    }
+
+    @Test func sizesAndBytesAreThePlaintextsWholeAndByRange() async throws {
+        let memory = MemoryStorage()
+        let storage = EncryptedStorage(memory, key: key)
+        for n in [1, 15, 16, 17, 1000, 70_001] {
+            let plain = plaintext(n)
+            try await store(memory, "f\(n)", plain, length: n % 2 == 0)
+            let info = try await storage.head("f\(n)")
+            #expect(info.size == Int64(n))
+            // The encryption metadata is the store's business; the rest is the file's.
+            #expect(info.metadata == ["mtime": "1700000000"])
+            #expect(try await storage.get("f\(n)", range: nil, ifMatch: nil) == plain)
+            #expect(try await storage.get("f\(n)", range: nil, ifMatch: info.etag) == plain)
+            for (s, l) in [(0, 1), (n - 1, 1), (n / 2, 33), (1, n), (0, n + 100)] where s < n {
+                let got = try await storage.get(
+                    "f\(n)", range: ByteRange(offset: Int64(s), length: Int64(l)), ifMatch: nil)
+                #expect(got == Array(plain[s..<min(n, s + l)]), "n \(n) \(s)+\(l)")
+            }
+            #expect(try await storage.get("f\(n)", range: ByteRange(offset: Int64(n), length: 5), ifMatch: nil) == [])
+        }
+    }
+
+    @Test func objectsWithoutEncryptionMetadataAreShownAsTheyAre() async throws {
+        let memory = MemoryStorage()
+        let storage = EncryptedStorage(memory, key: key)
+        _ = try await memory.put("plain", payload: .bytes(Array("hello".utf8)), options: PutOptions())
+        _ = try await memory.put("empty", payload: .bytes([]), options: PutOptions())
+        #expect(try await storage.head("plain").size == 5)
+        #expect(
+            try await storage.get("plain", range: ByteRange(offset: 1, length: 3), ifMatch: nil) == Array("ell".utf8))
+        #expect(try await storage.get("empty", range: nil, ifMatch: nil) == [])
+        #expect(try await storage.list(prefix: "", delimiter: "/", continuation: nil, maxKeys: nil).objects.count == 2)
+    }
+
+    @Test func anotherKeyIsRefusedAndNothingIsWritten() async throws {
+        let memory = MemoryStorage()
+        try await store(memory, "secret", plaintext(100))
+        let other = EncryptedStorage(memory, key: Array("6543210987654321".utf8))
+        await #expect {
+            _ = try await other.head("secret")
+        } throws: { error in
+            (error as? StorageError)?.errno == 13 && "\(error)".contains("another key")
+        }
+        await #expect(throws: StorageError.self) { _ = try await other.get("secret", range: nil, ifMatch: nil) }
+        await #expect(throws: StorageError.self) {
+            _ = try await other.put("x", payload: .bytes([1]), options: PutOptions())
+        }
+        await #expect(throws: StorageError.self) { try await other.delete(["secret"]) }
+        #expect(await memory.snapshot().map(\.key) == ["secret"])
+    }
+}
+
+/// The plaintext make_vectors.py encrypts.
+func plaintext(_ n: Int) -> [UInt8] { (0..<n).map { UInt8(($0 * 7 + 3) % 251) } }
