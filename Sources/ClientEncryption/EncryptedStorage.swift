@@ -11,16 +11,23 @@
 import ObjectStorage
 import Synchronization
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 public struct EncryptedStorage: ObjectStorage {
     public let base: any ObjectStorage
     private let key: [UInt8]
     private let fingerprint: String
+    private let scratch: String
     /// What a HEAD said of each version: encrypted (and its plaintext size) or not.
     private let versions = VersionTable()
 
-    public init(_ base: any ObjectStorage, key: [UInt8]) {
+    /// `scratch`: where bodies are encrypted before they are sent (the cache directory).
+    public init(_ base: any ObjectStorage, key: [UInt8], scratch: String) {
         self.base = base
         self.key = key
+        self.scratch = scratch
         fingerprint = KS3Format.fingerprint(key: key)
     }
 
@@ -101,26 +108,99 @@ public struct EncryptedStorage: ObjectStorage {
         return try KS3Format.decrypt(fetched: fetched, forPlain: wanted, plainSize: size, key: self.key)
     }
 
-    private static func readOnly() -> StorageError {
-        .accessDenied("an encrypted mount is read-only: writing in ks3sdk's format is not supported yet")
+    private static func unsupported(_ what: String) -> StorageError {
+        .invalidArgument("\(what) is not supported in an encrypted mount (files are stored by single PUTs)")
     }
 
+    /// Stores `payload` encrypted, with a fresh IV: the body is written to a file under
+    /// `scratch` first (never held whole in memory), then sent. An empty file is stored as it is.
     public func put(_ key: ObjectKey, payload: Payload, options: PutOptions) async throws -> ObjectInfo {
-        throw Self.readOnly()
+        guard payload.length > 0 else { return try await base.put(key, payload: payload, options: options) }
+        let iv = KS3Format.randomIV()
+        var sealed = options
+        sealed.metadata.merge(
+            KS3Format.metadata(key: self.key, iv: iv, plainSize: payload.length, plainMD5: nil)
+        ) { $1 }
+        let (secret, scratch) = (self.key, self.scratch)
+        let body = try await BlockingIOPool.shared.run {
+            try EncryptedStorage.encrypt(payload, key: secret, iv: iv, in: scratch)
+        }
+        defer { unlink(body.path) }
+        var info = try await base.put(
+            key, payload: .file(path: body.path, offset: 0, length: body.length), options: sealed)
+        info.metadata = sealed.metadata
+        return try await plain(info)
     }
+
+    /// Writes the body of `payload` (IV, cipher blocks, pad) to a new file in `directory`.
+    static func encrypt(_ payload: Payload, key: [UInt8], iv: [UInt8], in directory: String) throws
+        -> (path: String, length: Int64)
+    {
+        var template = Array((directory + "/encrypting-XXXXXX").utf8CString)
+        let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        guard fd >= 0 else { throw StorageError.localIO(errno, "create a file in \(directory)") }
+        let path = String(decoding: template.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        defer { close(fd) }
+        do {
+            var encryptor = try KS3Format.Encryptor(key: key, iv: iv)
+            let chunk: Int64 = 4 << 20
+            var done: Int64 = 0
+            var written: Int64 = 0
+            repeat {
+                let n = min(chunk, payload.length - done)
+                let plain = try piece(of: payload, from: done, count: n).readBytes()
+                let out = try encryptor.next(plain, last: done + n == payload.length)
+                try out.withUnsafeBytes { buffer in
+                    var at = 0
+                    while at < buffer.count {
+                        let w = pwrite(fd, buffer.baseAddress! + at, buffer.count - at, off_t(written) + off_t(at))
+                        if w < 0 && errno == EINTR { continue }
+                        guard w > 0 else { throw StorageError.localIO(errno, "write \(path)") }
+                        at += w
+                    }
+                }
+                written += Int64(out.count)
+                done += n
+            } while done < payload.length
+            return (path, written)
+        } catch {
+            unlink(path)
+            throw error
+        }
+    }
+
+    private static func piece(of payload: Payload, from offset: Int64, count: Int64) -> Payload {
+        switch payload {
+        case .bytes(let b): return .bytes(Array(b[Int(offset)..<Int(offset + count)]))
+        case .file(let path, let start, _): return .file(path: path, offset: start + offset, length: count)
+        }
+    }
+
+    /// A server-side copy keeps the encryption metadata, also when it replaces the rest.
     public func copy(from source: ObjectKey, to destination: ObjectKey, replacing metadata: PutOptions?)
         async throws -> ObjectInfo
-    { throw Self.readOnly() }
-    public func delete(_ keys: [ObjectKey]) async throws { throw Self.readOnly() }
+    {
+        var replacing = metadata
+        if var options = metadata, let stored = try await base.head(source).metadata {
+            for name in [KS3Format.keyMetadata, KS3Format.ivMetadata, KS3Format.lengthMetadata, KS3Format.md5Metadata] {
+                if let value = stored[name] { options.metadata[name] = value }
+            }
+            replacing = options
+        }
+        return try await plain(try await base.copy(from: source, to: destination, replacing: replacing))
+    }
+
+    public func delete(_ keys: [ObjectKey]) async throws { try await base.delete(keys) }
+    public func removeAfterMove(_ keys: [ObjectKey]) async throws { try await base.removeAfterMove(keys) }
     public func createMultipartUpload(_ key: ObjectKey, options: PutOptions) async throws -> MultipartUpload {
-        throw Self.readOnly()
+        throw Self.unsupported("a multipart upload")
     }
     public func uploadPart(_ upload: MultipartUpload, number: Int, payload: Payload) async throws -> UploadedPart {
-        throw Self.readOnly()
+        throw Self.unsupported("a multipart upload")
     }
     public func completeMultipartUpload(_ upload: MultipartUpload, parts: [UploadedPart]) async throws
         -> ObjectInfo
-    { throw Self.readOnly() }
+    { throw Self.unsupported("a multipart upload") }
     public func abortMultipartUpload(_ upload: MultipartUpload) async throws {
         try await base.abortMultipartUpload(upload)
     }

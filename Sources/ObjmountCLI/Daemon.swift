@@ -113,12 +113,11 @@ enum Daemon {
             }
         }
         var identity = "\(remote.scheme.rawValue) \(driver.location) \(remote.container ?? "")"
-        let readOnly = options.readOnly || encryptionKey != nil
         if let encryptionKey {
-            storage = EncryptedStorage(storage, key: encryptionKey)
+            storage = EncryptedStorage(storage, key: encryptionKey, scratch: cacheDirectory)
             // Its cached blocks are plaintext: never those of an unencrypted mount of the remote.
             identity += " encrypted"
-            logger.info("decrypting ks3sdk's client-side encryption format; the mount is read-only")
+            logger.info("files are stored and read in ks3sdk's client-side encryption format")
         }
         // Files being written and the write-back journal live in one directory per remote and
         // prefix, which outlives the mount: a later mount stores what this one could not.
@@ -150,7 +149,7 @@ enum Daemon {
         if let uid = options.uid { configuration.uid = uid }
         if let gid = options.gid { configuration.gid = gid }
         if let umask = options.umask { configuration.umask = umask }
-        configuration.readOnly = readOnly
+        configuration.readOnly = options.readOnly
         configuration.metadataTTL = .milliseconds(Int64(metadata.ttl * 1000))
         configuration.listingMetadataTrusted = metadata.listingMtime
         // The session is made after the filesystem: names the filesystem changes by itself reach
@@ -165,6 +164,9 @@ enum Daemon {
             configuration.partSize = Int64(mib) << 20
             configuration.multipartThreshold = Int64(mib) << 20
         }
+        // Encrypted files go by single PUTs (a CBC chain across parts in order is not written
+        // yet): up to the servers' 5 GiB.
+        if encryptionKey != nil { configuration.multipartThreshold = 5 << 30 }
         let fs: ObjectFS
         do { fs = try ObjectFS(storage: storage, configuration: configuration) } catch { throw fail(error.message) }
         if let problem = fs.blockCacheProblem {
@@ -185,7 +187,7 @@ enum Daemon {
 
         var fuseOptions = FuseMountOptions(fsName: "objmount:\(remote)")
         fuseOptions.allowOther = options.allowOther
-        fuseOptions.readOnly = readOnly
+        fuseOptions.readOnly = options.readOnly
         // Every reply says how long the kernel may keep it (the rest of the metadata TTL); these
         // are the bounds for any that would not.
         fuseOptions.entryTimeout = metadata.ttl

@@ -3,6 +3,7 @@
 // without encryption metadata shown as they are, another key refused, writes refused.
 
 import ClientEncryption
+import Foundation
 import MemoryStorage
 import ObjectStorage
 import Testing
@@ -22,7 +23,7 @@ import Testing
 
     @Test func sizesAndBytesAreThePlaintextsWholeAndByRange() async throws {
         let memory = MemoryStorage()
-        let storage = EncryptedStorage(memory, key: key)
+        let storage = EncryptedStorage(memory, key: key, scratch: scratch())
         for n in [1, 15, 16, 17, 1000, 70_001] {
             let plain = plaintext(n)
             try await store(memory, "f\(n)", plain, length: n % 2 == 0)
@@ -43,7 +44,7 @@ import Testing
 
     @Test func objectsWithoutEncryptionMetadataAreShownAsTheyAre() async throws {
         let memory = MemoryStorage()
-        let storage = EncryptedStorage(memory, key: key)
+        let storage = EncryptedStorage(memory, key: key, scratch: scratch())
         _ = try await memory.put("plain", payload: .bytes(Array("hello".utf8)), options: PutOptions())
         _ = try await memory.put("empty", payload: .bytes([]), options: PutOptions())
         #expect(try await storage.head("plain").size == 5)
@@ -53,22 +54,63 @@ import Testing
         #expect(try await storage.list(prefix: "", delimiter: "/", continuation: nil, maxKeys: nil).objects.count == 2)
     }
 
-    @Test func anotherKeyIsRefusedAndNothingIsWritten() async throws {
+    @Test func writesAreStoredInTheFormatAndCopiesKeepIt() async throws {
+        let memory = MemoryStorage()
+        let dir = scratch()
+        let storage = EncryptedStorage(memory, key: key, scratch: dir)
+        for n in [1, 16, 17, 5 << 20] {
+            let plain = plaintext(n)
+            let put = try await storage.put(
+                "w\(n)", payload: .bytes(plain), options: PutOptions(metadata: ["mode": "420"]))
+            #expect(put.size == Int64(n) && put.metadata == ["mode": "420"])
+            // On the server: the SDK's body and metadata.
+            let stored = try await memory.head("w\(n)")
+            #expect(stored.size == KS3Format.bodySize(plainSize: Int64(n)))
+            #expect(stored.metadata?["key"] == KS3Format.fingerprint(key: key))
+            #expect(stored.metadata?["unencrypted-content-length"] == String(n))
+            let body = try await memory.get("w\(n)", range: nil, ifMatch: nil)
+            #expect(try KS3Format.decrypt(body, key: key) == plain)
+            #expect(try await storage.get("w\(n)", range: nil, ifMatch: put.etag) == plain)
+        }
+        // From a file region, as uploads send staged files.
+        let path = dir + "/staged"
+        #expect(FileManager.default.createFile(atPath: path, contents: Data([9, 9] + plaintext(40) + [9])))
+        _ = try await storage.put("fromFile", payload: .file(path: path, offset: 2, length: 40), options: PutOptions())
+        #expect(try await storage.get("fromFile", range: nil, ifMatch: nil) == plaintext(40))
+        // A copy that replaces the metadata (chmod, a rename) keeps the encryption's.
+        let copied = try await storage.copy(
+            from: "w17", to: "moved", replacing: PutOptions(metadata: ["mode": "384"]))
+        #expect(copied.size == 17 && copied.metadata == ["mode": "384"])
+        #expect(try await storage.get("moved", range: nil, ifMatch: nil) == plaintext(17))
+        // An empty file is stored as it is; large files go by single PUTs.
+        _ = try await storage.put("empty", payload: .bytes([]), options: PutOptions())
+        #expect(try await memory.head("empty").metadata?["key"] == nil)
+        await #expect(throws: StorageError.self) {
+            _ = try await storage.createMultipartUpload("big", options: PutOptions())
+        }
+        // Nothing is left in the scratch directory.
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasPrefix("encrypting") }.isEmpty)
+    }
+
+    @Test func anotherKeyIsRefused() async throws {
         let memory = MemoryStorage()
         try await store(memory, "secret", plaintext(100))
-        let other = EncryptedStorage(memory, key: Array("6543210987654321".utf8))
+        let other = EncryptedStorage(memory, key: Array("6543210987654321".utf8), scratch: scratch())
         await #expect {
             _ = try await other.head("secret")
         } throws: { error in
             (error as? StorageError)?.errno == 13 && "\(error)".contains("another key")
         }
         await #expect(throws: StorageError.self) { _ = try await other.get("secret", range: nil, ifMatch: nil) }
-        await #expect(throws: StorageError.self) {
-            _ = try await other.put("x", payload: .bytes([1]), options: PutOptions())
-        }
-        await #expect(throws: StorageError.self) { try await other.delete(["secret"]) }
-        #expect(await memory.snapshot().map(\.key) == ["secret"])
     }
+}
+
+/// A new directory for encrypted bodies on their way.
+func scratch() -> String {
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("encrypted-storage-\(UUID().uuidString)")
+        .path
+    try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    return dir
 }
 
 /// The plaintext make_vectors.py encrypts.

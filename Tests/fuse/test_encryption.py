@@ -1,8 +1,9 @@
 """Client-side encryption in ks3sdk's format (issue 14): objects the real ks3sdk 1.18.0 writes
 with `local_encrypt=True` (single PUT and multipart), through the KS3 emulator, read back
 through an encrypted ks3:// mount — whole, and by random ranges — with a key `objmount keygen`
-made (the SDK loads it too). The bytes on the server are not the plaintext; another key gives
-EACCES; a key file others can read is refused. Needs the ks3:// remote of scripts/test.sh.
+made (the SDK loads it too); and files written through the mount (new, renamed, chmod-ed,
+appended to) read back by ks3sdk. The bytes on the server are not the plaintext; another key
+gives EACCES; a key file others can read is refused. Needs the ks3:// remote of scripts/test.sh.
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ MIB = 1 << 20
 
 # Runs in the tests' virtualenv: uploads each (name, path) of argv[1] with ks3sdk's local
 # encryption, `put` as one PUT, `multipart` in parts of 5 MiB (the SDK wants non-last parts a
-# multiple of 16); `raw` reads objects back without the key (what the server holds).
+# multiple of 16); `raw` reads objects back without the key (what the server holds), `read`
+# with it (size and sha256 of what the SDK decrypts).
 WRITER = r'''
-import json, os, sys
+import hashlib, json, os, sys
 from ks3.connection import Connection, PathCallingFormat
 
 spec = json.loads(sys.argv[1])
@@ -52,10 +54,13 @@ for name, parts in spec["multipart"]:
             mp.upload_part_from_file(fp, part_num=i, is_last_part=(i == len(parts)))
     mp.complete_upload()
 raw = connect(False).get_bucket(spec["bucket"])
-out = {}
+out = {"raw": {}, "read": {}}
 for name in spec["raw"]:
     k = raw.get_key(spec["prefix"] + name)
-    out[name] = k.get_contents_as_string().hex()
+    out["raw"][name] = k.get_contents_as_string().hex()
+for name in spec["read"]:
+    data = b.get_key(spec["prefix"] + name).get_contents_as_string()
+    out["read"][name] = [len(data), hashlib.sha256(data).hexdigest()]
 print(json.dumps(out))
 '''
 
@@ -78,12 +83,15 @@ def ks3_remote(request: pytest.FixtureRequest) -> Remote:
     return Remote(url=request.param.unique_url(), spec=request.param)
 
 
-def write_with_sdk(remote: Remote, key: Path, tmp: Path, put: dict[str, int],
-                   multipart: dict[str, list[int]]) -> dict[str, bytes]:
-    """Uploads the plaintexts with ks3sdk; returns what the server holds for each."""
+def sdk(remote: Remote, key: Path, tmp: Path, put: dict[str, int] | None = None,
+        multipart: dict[str, list[int]] | None = None, read: list[str] | None = None) -> dict:
+    """Uploads the plaintexts with ks3sdk; returns what the server holds for each ("raw") and
+    what the SDK decrypts of the objects `read`."""
+    put, multipart = put or {}, multipart or {}
     bucket, _, prefix = remote.url.split("://", 1)[1].partition("/")
     spec = {"endpoint": os.environ["OBJMOUNT_TEST_KS3_ENDPOINT"], "key": str(key), "bucket": bucket,
-            "prefix": prefix + "/" if prefix else "", "put": [], "multipart": [], "raw": list(put)}
+            "prefix": prefix + "/" if prefix else "", "put": [], "multipart": [], "raw": list(put),
+            "read": read or []}
     for name, size in put.items():
         p = tmp / f"plain-{name}"
         p.write_bytes(plaintext(name, size))
@@ -102,7 +110,9 @@ def write_with_sdk(remote: Remote, key: Path, tmp: Path, put: dict[str, int],
     r = subprocess.run([str(python), "-c", WRITER, json.dumps(spec)], capture_output=True, text=True,
                        env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
-    return {name: bytes.fromhex(h) for name, h in json.loads(r.stdout.splitlines()[-1]).items()}
+    out = json.loads(r.stdout.splitlines()[-1])
+    out["raw"] = {name: bytes.fromhex(h) for name, h in out["raw"].items()}
+    return out
 
 
 def test_files_ks3sdk_encrypted_read_back_whole_and_by_ranges(
@@ -112,7 +122,7 @@ def test_files_ks3sdk_encrypted_read_back_whole_and_by_ranges(
     assert key.stat().st_mode & 0o777 == 0o600 and key.stat().st_size == 16
     put = {"one": 1, "fifteen": 15, "sixteen": 16, "seventeen": 17, "mib": MIB, "odd": 100_003}
     multipart = {"multi": [5 * MIB, 5 * MIB, 777]}
-    stored = write_with_sdk(ks3_remote, key, tmp_path, put, multipart)
+    stored = sdk(ks3_remote, key, tmp_path, put, multipart)["raw"]
     # What the server holds is the SDK's format, not the plaintext: IV + whole padded blocks.
     for name, size in put.items():
         assert len(stored[name]) == 16 + size + (16 - size % 16)
@@ -138,10 +148,34 @@ def test_files_ks3sdk_encrypted_read_back_whole_and_by_ranges(
                 assert os.pread(fd, length, start) == want[start:start + length], (name, start, length)
         finally:
             os.close(fd)
-    # Read-only: nothing is ever stored unencrypted by mistake.
-    with pytest.raises(OSError) as e:
-        (m / "new").write_bytes(b"x")
-    assert e.value.errno == errno.EROFS
+
+
+def test_files_written_through_the_mount_are_read_by_ks3sdk(
+        mounter: Mounter, ks3_remote: Remote, tmp_path: Path) -> None:
+    key = tmp_path / "key"
+    keygen(key)
+    m = mounter.mount(ks3_remote, extra=["--encryption-key-file", str(key)])
+    # 4096: a whole pad block; 64 MiB: what other mounts would send in parts.
+    sizes = {"w0": 0, "w1": 1, "w15": 15, "w16": 16, "w17": 17, "w4096": 4096, "wmib": MIB, "w64mib": 64 * MIB}
+    for name, size in sizes.items():
+        (m / name).write_bytes(plaintext(name, size))
+    # Renamed, chmod-ed and appended to: the object keeps (or gets again) the format.
+    (m / "w17").rename(m / "renamed")
+    os.chmod(m / "renamed", 0o600)
+    with open(m / "wmib", "ab") as f:
+        f.write(b"appended")
+    m.settle()
+    expected = {name: plaintext(name, size) for name, size in sizes.items() if name != "w17"}
+    expected["renamed"] = plaintext("w17", 17)
+    expected["wmib"] += b"appended"
+    read = sdk(ks3_remote, key, tmp_path, read=sorted(expected))["read"]
+    for name, data in expected.items():
+        assert read[name] == [len(data), hashlib.sha256(data).hexdigest()], name
+    # And through a new mount, without the cache of the first.
+    m2 = mounter.mount(ks3_remote, extra=["--encryption-key-file", str(key)])
+    for name, data in expected.items():
+        assert hashlib.sha256((m2 / name).read_bytes()).hexdigest() == hashlib.sha256(data).hexdigest(), name
+    assert (m2 / "renamed").stat().st_mode & 0o777 == 0o600
 
 
 def test_another_key_is_refused_with_eacces_and_a_readable_key_file_is_refused(
@@ -149,7 +183,7 @@ def test_another_key_is_refused_with_eacces_and_a_readable_key_file_is_refused(
     key, other = tmp_path / "key", tmp_path / "other"
     keygen(key)
     keygen(other)
-    write_with_sdk(ks3_remote, key, tmp_path, {"secret": 1000}, {})
+    sdk(ks3_remote, key, tmp_path, {"secret": 1000})
     m = mounter.mount(ks3_remote, extra=["--encryption-key-file", str(other)])
     with pytest.raises(OSError) as e:
         (m / "secret").read_bytes()
