@@ -24,13 +24,26 @@ public enum KeyFile {
             throw EncryptionError.badKey(
                 "\(path) has mode \(String(mode, radix: 8)); others must not read a key: chmod 600 \(path)")
         }
-        var key = [UInt8](repeating: 0, count: 17)
-        let n = key.withUnsafeMutableBytes { read(fd, $0.baseAddress, 17) }
-        guard n == 16 else {
-            throw EncryptionError.badKey("\(path) must hold exactly 16 bytes (an AES-128 key), it holds \(st.st_size)")
+        // Read as ks3sdk reads it (`Connection.load_key`): the content without the ASCII
+        // whitespace at either end must be 16 bytes (a typed key with a newline works).
+        var content = [UInt8](repeating: 0, count: 65)
+        let n = content.withUnsafeMutableBytes { read(fd, $0.baseAddress, 65) }
+        let key = n > 0 ? Array(stripped(content[0..<n])) : []
+        guard n <= 64, key.count == 16 else {
+            throw EncryptionError.badKey(
+                "\(path) must hold a 16-byte AES-128 key (without whitespace at either end), it holds \(st.st_size) bytes"
+            )
         }
-        key.removeLast()
         return key
+    }
+
+    /// Python's `bytes.strip()`: without space, \t, \n, \v, \f, \r at either end.
+    static func stripped(_ bytes: ArraySlice<UInt8>) -> ArraySlice<UInt8> {
+        let space: Set<UInt8> = [0x20, 0x09, 0x0A, 0x0B, 0x0C, 0x0D]
+        var s = bytes
+        while let f = s.first, space.contains(f) { s = s.dropFirst() }
+        while let l = s.last, space.contains(l) { s = s.dropLast() }
+        return s
     }
 
     /// Writes a new random key to `path` (which must not exist), mode 0600.
@@ -41,7 +54,10 @@ public enum KeyFile {
         }
         var key = [UInt8](repeating: 0, count: 16)
         var g = SystemRandomNumberGenerator()
-        for i in key.indices { key[i] = UInt8.random(in: 0...255, using: &g) }
+        // ks3sdk strips whitespace from both ends of a key file: such a key would not load there.
+        repeat {
+            for i in key.indices { key[i] = UInt8.random(in: 0...255, using: &g) }
+        } while stripped(key[...]).count != 16
         let written = key.withUnsafeBytes { write(fd, $0.baseAddress, 16) }
         let synced = fsync(fd) == 0
         close(fd)

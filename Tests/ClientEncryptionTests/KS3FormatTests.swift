@@ -173,6 +173,22 @@ func expectMatches(_ bytes: [UInt8], _ d: Vectors.Digest) {
         #expect(try KeyFile.load(p).count == 16)
         // Never overwritten.
         #expect(throws: EncryptionError.self) { try KeyFile.generate(p) }
+        // Loadable by ks3sdk, which strips whitespace at both ends: never a key that has some.
+        let dir = path("many")
+        for i in 0..<300 {
+            try KeyFile.generate(dir + "\(i)")
+            let key = try KeyFile.load(dir + "\(i)")
+            #expect(
+                key.count == 16 && ![9, 10, 11, 12, 13, 32].contains(key.first!)
+                    && ![9, 10, 11, 12, 13, 32].contains(key.last!))
+        }
+    }
+
+    @Test func aTypedKeyWithANewlineLoadsAsTheSDKLoadsIt() throws {
+        let p = path("typed")
+        #expect(FileManager.default.createFile(atPath: p, contents: Data("1234567890123456\n".utf8)))
+        try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: p)
+        #expect(try KeyFile.load(p) == Array("1234567890123456".utf8))
     }
 
     @Test func aKeyOthersCanReadOrOfTheWrongSizeIsRefused() throws {
