@@ -3,10 +3,10 @@
 // under each driver's own prefix). Below ObjectFS (DESIGN.md §8): the filesystem sees the
 // plaintext, its size, and ranged reads of it.
 //
-// Reading only, for now: writes are refused (the daemon mounts read-only), so nothing is ever
-// stored unencrypted by mistake. An object without the encryption metadata is shown as it is
-// (an empty file, which the SDK stores unencrypted, or one another tool wrote); one encrypted
-// with another key is refused with EACCES.
+// Writes encrypt each file with a fresh IV and store it by one PUT (multipart is not written
+// yet). An object without the encryption metadata is shown as it is (an empty file, which the
+// SDK stores unencrypted, or one another tool wrote); one encrypted with another key is refused
+// with EACCES.
 
 import ObjectStorage
 import Synchronization
@@ -44,8 +44,9 @@ public struct EncryptedStorage: ObjectStorage {
     {
         var page = try await base.list(
             prefix: prefix, delimiter: delimiter, continuation: continuation, maxKeys: maxKeys)
+        // One object of another key does not fail the listing: its stat says EACCES.
         for i in page.objects.indices where page.objects[i].metadata != nil {
-            page.objects[i] = try await plain(page.objects[i])
+            if let shown = try? await plain(page.objects[i]) { page.objects[i] = shown }
         }
         return page
     }
@@ -81,10 +82,7 @@ public struct EncryptedStorage: ObjectStorage {
         if let etag = info.etag { versions.set(etag, size) }
         var out = info
         out.size = size
-        out.metadata = metadata.filter {
-            ![KS3Format.keyMetadata, KS3Format.ivMetadata, KS3Format.lengthMetadata, KS3Format.md5Metadata]
-                .contains($0.key)
-        }
+        out.metadata = metadata.filter { !KS3Format.metadataNames.contains($0.key) }
         return out
     }
 
@@ -182,7 +180,7 @@ public struct EncryptedStorage: ObjectStorage {
     {
         var replacing = metadata
         if var options = metadata, let stored = try await base.head(source).metadata {
-            for name in [KS3Format.keyMetadata, KS3Format.ivMetadata, KS3Format.lengthMetadata, KS3Format.md5Metadata] {
+            for name in KS3Format.metadataNames {
                 if let value = stored[name] { options.metadata[name] = value }
             }
             replacing = options

@@ -25,6 +25,7 @@ public enum KS3Format {
     public static let ivMetadata = "iv"
     public static let lengthMetadata = "unencrypted-content-length"
     public static let md5Metadata = "unencrypted-content-md5"
+    public static let metadataNames = [keyMetadata, ivMetadata, lengthMetadata, md5Metadata]
 
     /// The pad byte for a pad of `count` bytes (1...16).
     public static func padCharacter(count: Int) -> UInt8 {
