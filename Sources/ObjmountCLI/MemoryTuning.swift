@@ -39,19 +39,35 @@ enum MemoryTuning {
     ) -> any DispatchSourceTimer {
         let trim = dlsym(nil, "malloc_trim").map { unsafeBitCast($0, to: MallocTrim.self) }
         let timer = DispatchSource.makeTimerSource(queue: .global(qos: .utility))
-        // Only the timer's handler touches these (a serial source).
-        nonisolated(unsafe) var seen = activity()
-        nonisolated(unsafe) var trimmed = seen
+        // Only the timer's handler touches it (a serial source).
+        nonisolated(unsafe) var idle = IdleTrim(activity: activity())
         timer.setEventHandler {
-            let now = activity()
-            defer { seen = now }
-            guard now == seen, now != trimmed else { return }
-            trimmed = now
+            guard idle.tick(activity: activity()) else { return }
             release()
             _ = trim?(0)
         }
         timer.schedule(deadline: .now() + interval, repeating: interval, leeway: .milliseconds(50))
         timer.resume()
         return timer
+    }
+}
+
+/// When to trim, tick by tick: once requests came and then none for a whole tick; not before
+/// any request, not while requests keep coming, not again while the mount stays idle.
+struct IdleTrim {
+    private var seen: Int
+    private var trimmed: Int
+
+    init(activity: Int) {
+        seen = activity
+        trimmed = activity
+    }
+
+    /// `activity` is the request count now; true when this tick should trim.
+    mutating func tick(activity now: Int) -> Bool {
+        defer { seen = now }
+        guard now == seen, now != trimmed else { return false }
+        trimmed = now
+        return true
     }
 }
