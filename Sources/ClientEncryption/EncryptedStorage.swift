@@ -3,10 +3,10 @@
 // under each driver's own prefix). Below ObjectFS (DESIGN.md §8): the filesystem sees the
 // plaintext, its size, and ranged reads of it.
 //
-// Writes encrypt each file with a fresh IV and store it by one PUT (multipart is not written
-// yet). An object without the encryption metadata is shown as it is (an empty file, which the
-// SDK stores unencrypted, or one another tool wrote); one encrypted with another key is refused
-// with EACCES.
+// Writes encrypt each file with a fresh IV: a single PUT, or a multipart upload whose parts
+// chain CBC in order as the SDK's do (`PartChains`). An object without the encryption metadata
+// is shown as it is (an empty file, which the SDK stores unencrypted, or one another tool
+// wrote); one encrypted with another key is refused with EACCES.
 
 import ObjectStorage
 import Synchronization
@@ -22,6 +22,8 @@ public struct EncryptedStorage: ObjectStorage {
     private let scratch: String
     /// What a HEAD said of each version: encrypted (and its plaintext size) or not.
     private let versions = VersionTable()
+    /// The CBC chain of each multipart upload in progress.
+    private let chains = PartChains()
 
     /// `scratch`: where bodies are encrypted before they are sent (the cache directory).
     public init(_ base: any ObjectStorage, key: [UInt8], scratch: String) {
@@ -34,6 +36,7 @@ public struct EncryptedStorage: ObjectStorage {
     public var capabilities: StorageCapabilities {
         var c = base.capabilities
         c.copiesParts = false  // a part of a CBC chain cannot be reused elsewhere in it
+        c.maximumPartCount -= 1  // room for a part of the pad alone
         return c
     }
 
@@ -106,10 +109,6 @@ public struct EncryptedStorage: ObjectStorage {
         return try KS3Format.decrypt(fetched: fetched, forPlain: wanted, plainSize: size, key: self.key)
     }
 
-    private static func unsupported(_ what: String) -> StorageError {
-        .invalidArgument("\(what) is not supported in an encrypted mount (files are stored by single PUTs)")
-    }
-
     /// Stores `payload` encrypted, with a fresh IV: the body is written to a file under
     /// `scratch` first (never held whole in memory), then sent. An empty file is stored as it is.
     public func put(_ key: ObjectKey, payload: Payload, options: PutOptions) async throws -> ObjectInfo {
@@ -119,10 +118,7 @@ public struct EncryptedStorage: ObjectStorage {
         sealed.metadata.merge(
             KS3Format.metadata(key: self.key, iv: iv, plainSize: payload.length, plainMD5: nil)
         ) { $1 }
-        let (secret, scratch) = (self.key, self.scratch)
-        let body = try await BlockingIOPool.shared.run {
-            try EncryptedStorage.encrypt(payload, key: secret, iv: iv, in: scratch)
-        }
+        let body = try await sealedBody(payload, iv: iv, continuing: false, last: true)
         defer { unlink(body.path) }
         var info = try await base.put(
             key, payload: .file(path: body.path, offset: 0, length: body.length), options: sealed)
@@ -130,9 +126,28 @@ public struct EncryptedStorage: ObjectStorage {
         return try await plain(info)
     }
 
-    /// Writes the body of `payload` (IV, cipher blocks, pad) to a new file in `directory`.
-    static func encrypt(_ payload: Payload, key: [UInt8], iv: [UInt8], in directory: String) throws
-        -> (path: String, length: Int64)
+    /// `payload` encrypted from `iv` into a new file under `scratch`.
+    private func sealedBody(_ payload: Payload, iv: [UInt8], continuing: Bool, last: Bool) async throws
+        -> EncryptedBody
+    {
+        let (secret, scratch) = (self.key, self.scratch)
+        return try await BlockingIOPool.shared.run {
+            var encryptor = try KS3Format.Encryptor(key: secret, iv: iv, continuing: continuing)
+            return try EncryptedStorage.encrypt(payload, with: &encryptor, last: last, in: scratch)
+        }
+    }
+
+    struct EncryptedBody {
+        var path: String
+        var length: Int64
+        /// The last cipher block: the IV of what follows.
+        var chain: [UInt8]
+    }
+
+    /// Writes what `encryptor` makes of `payload` (with the pad if `last`) to a new file in
+    /// `directory`, reading and writing 1 MiB at a time.
+    static func encrypt(_ payload: Payload, with encryptor: inout KS3Format.Encryptor, last: Bool, in directory: String)
+        throws -> EncryptedBody
     {
         var template = Array((directory + "/encrypting-XXXXXX").utf8CString)
         let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
@@ -140,14 +155,13 @@ public struct EncryptedStorage: ObjectStorage {
         let path = String(decoding: template.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
         defer { close(fd) }
         do {
-            var encryptor = try KS3Format.Encryptor(key: key, iv: iv)
-            let chunk: Int64 = 4 << 20
+            let chunk: Int64 = 1 << 20
             var done: Int64 = 0
             var written: Int64 = 0
             repeat {
                 let n = min(chunk, payload.length - done)
                 let plain = try piece(of: payload, from: done, count: n).readBytes()
-                let out = try encryptor.next(plain, last: done + n == payload.length)
+                let out = try encryptor.next(plain, last: last && done + n == payload.length)
                 try out.withUnsafeBytes { buffer in
                     var at = 0
                     while at < buffer.count {
@@ -160,7 +174,7 @@ public struct EncryptedStorage: ObjectStorage {
                 written += Int64(out.count)
                 done += n
             } while done < payload.length
-            return (path, written)
+            return EncryptedBody(path: path, length: written, chain: encryptor.chain)
         } catch {
             unlink(path)
             throw error
@@ -190,16 +204,71 @@ public struct EncryptedStorage: ObjectStorage {
 
     public func delete(_ keys: [ObjectKey]) async throws { try await base.delete(keys) }
     public func removeAfterMove(_ keys: [ObjectKey]) async throws { try await base.removeAfterMove(keys) }
+
+    /// Begins an upload whose parts chain CBC from a fresh IV. Its metadata has the key's
+    /// fingerprint and the IV, not the plaintext size (not known yet; the SDK's multipart
+    /// objects have none either): a HEAD of it reads the pad in its last block.
     public func createMultipartUpload(_ key: ObjectKey, options: PutOptions) async throws -> MultipartUpload {
-        throw Self.unsupported("a multipart upload")
+        let iv = KS3Format.randomIV()
+        var sealed = options
+        var metadata = KS3Format.metadata(key: self.key, iv: iv, plainSize: 0, plainMD5: nil)
+        metadata[KS3Format.lengthMetadata] = nil
+        sealed.metadata.merge(metadata) { $1 }
+        let upload = try await base.createMultipartUpload(key, options: sealed)
+        chains.begin(upload, iv: iv)
+        return upload
     }
+
+    /// Encrypts part `number` from where part `number - 1` ended (waiting for that part's
+    /// encryption, not for its upload), then sends it. Parts are begun in order and all but the
+    /// last have one size, a multiple of 16: a part shorter than the first, or not a multiple
+    /// of 16, is the last and carries the pad. Where the last part is a whole one, the pad goes
+    /// in a part of its own at completion.
     public func uploadPart(_ upload: MultipartUpload, number: Int, payload: Payload) async throws -> UploadedPart {
-        throw Self.unsupported("a multipart upload")
+        let iv: [UInt8]
+        let last: Bool
+        do {
+            iv = try await chains.chain(before: number, of: upload)
+            last = try chains.isLast(number, length: payload.length, of: upload)
+            let body = try await sealedBody(payload, iv: iv, continuing: number > 1, last: last)
+            defer { unlink(body.path) }
+            chains.ended(number, of: upload, chain: body.chain, plainLength: payload.length, last: last)
+            return try await base.uploadPart(
+                upload, number: number, payload: .file(path: body.path, offset: 0, length: body.length))
+        } catch {
+            // The parts waiting for this one's chain fail with it.
+            chains.failed(number, of: upload, error)
+            if let failure = error as? PartChains.Failure {
+                throw StorageError.invalidArgument("\(upload.key): \(failure.reason)")
+            }
+            throw error
+        }
     }
+
     public func completeMultipartUpload(_ upload: MultipartUpload, parts: [UploadedPart]) async throws
         -> ObjectInfo
-    { throw Self.unsupported("a multipart upload") }
+    {
+        defer { chains.end(upload) }
+        let sorted = parts.sorted { $0.number < $1.number }
+        guard let (size, pad) = chains.finish(upload, parts: sorted.map(\.number)) else {
+            throw StorageError.invalidArgument("\(upload.key): the parts are not a whole CBC chain")
+        }
+        var all = sorted
+        if let pad {
+            // The last part was whole: the pad block goes alone, chained from it.
+            var encryptor = try KS3Format.Encryptor(key: key, iv: pad, continuing: true)
+            let block = try encryptor.next([], last: true)
+            all.append(try await base.uploadPart(upload, number: sorted.count + 1, payload: .bytes(block)))
+        }
+        var info = try await base.completeMultipartUpload(upload, parts: all)
+        if let etag = info.etag { versions.set(etag, size) }
+        info.size = size
+        info.metadata = info.metadata?.filter { !KS3Format.metadataNames.contains($0.key) }
+        return info
+    }
+
     public func abortMultipartUpload(_ upload: MultipartUpload) async throws {
+        chains.end(upload)
         try await base.abortMultipartUpload(upload)
     }
     public func accountInfo() async throws -> AccountInfo { try await base.accountInfo() }
@@ -219,4 +288,113 @@ final class VersionTable: Sendable {
 
     /// `.some(nil)`: known not encrypted; nil: not known.
     func get(_ etag: ETag) -> Int64?? { table.withLock { $0[etag] } }
+}
+
+/// The CBC chain of each multipart upload in progress: the IV, and for each part encrypted
+/// the cipher block it ended with (the IV of the next). A part waits for the one before it.
+final class PartChains: Sendable {
+    struct Failure: Error { var reason: String }
+
+    private struct Chain {
+        var ends: [Int: [UInt8]]
+        var plainLengths: [Int: Int64] = [:]
+        var last: Int?
+        var failed: [Int: any Error] = [:]
+        var waiters: [Int: [CheckedContinuation<[UInt8], any Error>]] = [:]
+    }
+
+    private let table = Mutex<[MultipartUpload: Chain]>([:])
+
+    func begin(_ upload: MultipartUpload, iv: [UInt8]) {
+        table.withLock { $0[upload] = Chain(ends: [0: iv]) }
+    }
+
+    /// The IV of part `number`: the end of part `number - 1`, once it is encrypted.
+    func chain(before number: Int, of upload: MultipartUpload) async throws -> [UInt8] {
+        try await withTaskCancellationHandler {
+            try await waitForChain(before: number, of: upload)
+        } onCancel: {
+            failed(number - 1, of: upload, CancellationError(), keep: false)
+        }
+    }
+
+    private func waitForChain(before number: Int, of upload: MultipartUpload) async throws -> [UInt8] {
+        try await withCheckedThrowingContinuation { (waiter: CheckedContinuation<[UInt8], any Error>) in
+            table.withLock { table in
+                guard var chain = table[upload] else {
+                    return waiter.resume(throwing: Failure(reason: "no upload in progress for part \(number)"))
+                }
+                if let end = chain.ends[number - 1] { return waiter.resume(returning: end) }
+                if let error = chain.failed[number - 1] { return waiter.resume(throwing: error) }
+                if let last = chain.last, number > last {
+                    return waiter.resume(throwing: Failure(reason: "part \(number) after the last, \(last)"))
+                }
+                chain.waiters[number - 1, default: []].append(waiter)
+                table[upload] = chain
+            }
+        }
+    }
+
+    /// Whether part `number` of `length` bytes is the last (see `uploadPart`); throws for a
+    /// part that cannot be in a chain.
+    func isLast(_ number: Int, length: Int64, of upload: MultipartUpload) throws -> Bool {
+        let first = table.withLock { $0[upload]?.plainLengths[1] }
+        let last = length % Int64(KS3Format.blockSize) != 0 || (number > 1 && first.map { length < $0 } ?? false)
+        if !last, number > 1, let first, length != first {
+            throw Failure(reason: "part \(number) of \(length) bytes, longer than the first (\(first))")
+        }
+        if length == 0 { throw Failure(reason: "an empty part \(number)") }
+        return last
+    }
+
+    /// Part `number` is encrypted: the parts waiting for it go on.
+    func ended(_ number: Int, of upload: MultipartUpload, chain end: [UInt8], plainLength: Int64, last: Bool) {
+        let waiting = table.withLock { table -> [CheckedContinuation<[UInt8], any Error>] in
+            guard var chain = table[upload] else { return [] }
+            chain.ends[number] = end
+            chain.plainLengths[number] = plainLength
+            if last { chain.last = number }
+            let waiting = chain.waiters.removeValue(forKey: number) ?? []
+            table[upload] = chain
+            return waiting
+        }
+        for w in waiting { w.resume(returning: end) }
+    }
+
+    /// Part `number` could not be encrypted: those waiting for it fail too (and those that
+    /// ask later, unless `keep` is false: a waiter cancelled).
+    func failed(_ number: Int, of upload: MultipartUpload, _ error: any Error, keep: Bool = true) {
+        let waiting = table.withLock { table -> [CheckedContinuation<[UInt8], any Error>] in
+            guard var chain = table[upload], chain.ends[number] == nil else { return [] }
+            if keep { chain.failed[number] = error }
+            let waiting = chain.waiters.removeValue(forKey: number) ?? []
+            table[upload] = chain
+            return waiting
+        }
+        for w in waiting { w.resume(throwing: error) }
+    }
+
+    /// For parts `numbers` (sorted): the plaintext size, and the chain to pad from when the
+    /// last part was a whole one (nil when it carried the pad). Nil when they are not parts
+    /// 1...n, each encrypted, none after the one that carries the pad.
+    func finish(_ upload: MultipartUpload, parts numbers: [Int]) -> (size: Int64, pad: [UInt8]?)? {
+        table.withLock { table in
+            guard let chain = table[upload], !numbers.isEmpty, numbers == Array(1...numbers.count) else { return nil }
+            var size: Int64 = 0
+            for n in numbers {
+                guard let length = chain.plainLengths[n] else { return nil }
+                size += length
+            }
+            if let last = chain.last {
+                return last == numbers.count ? (size, nil) : nil
+            }
+            return (size, chain.ends[numbers.count])
+        }
+    }
+
+    /// The upload is completed or aborted: its chain goes, and parts still waiting fail.
+    func end(_ upload: MultipartUpload) {
+        let waiting = table.withLock { $0.removeValue(forKey: upload)?.waiters.values.flatMap { $0 } ?? [] }
+        for w in waiting { w.resume(throwing: CancellationError()) }
+    }
 }

@@ -117,14 +117,17 @@ public enum KS3Format {
 
     /// Encrypts a plaintext handed over in order, in pieces of any whole number of blocks and a
     /// last piece of any size: the output pieces concatenated are the body. A multipart upload
-    /// sends each output as a part (the SDK's format: the first part starts with the IV).
+    /// sends each output as a part (the SDK's format: the first part starts with the IV), or
+    /// encrypts each part with an encryptor of its own that goes on from the `chain` of the
+    /// part before (`continuing`: it does not write that IV again).
     public struct Encryptor {
         private let pass: CBCPass
-        private var started = false
+        private var started: Bool
         private var finished = false
 
-        public init(key: [UInt8], iv: [UInt8]) throws(EncryptionError) {
+        public init(key: [UInt8], iv: [UInt8], continuing: Bool = false) throws(EncryptionError) {
             pass = try CBCPass(key: key, iv: iv, encrypting: true)
+            started = continuing
         }
 
         /// The IV of what follows: the last cipher block so far (the object's IV at first).

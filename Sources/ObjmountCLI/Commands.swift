@@ -126,7 +126,7 @@ struct Mount: ParsableCommand {
 
     @Option(
         help: ArgumentHelp(
-            "A 16-byte key file (yours, mode 0600 or 0400; `objmount keygen` writes one): objects in ks3sdk's client-side encryption format (local_encrypt=True) are decrypted with it. Read-only for now.",
+            "A 16-byte key file (yours, mode 0600 or 0400; `objmount keygen` writes one): files are stored in ks3sdk's client-side encryption format (local_encrypt=True) and objects in it are decrypted.",
             valueName: "path"))
     var encryptionKeyFile: String?
 

@@ -164,9 +164,6 @@ enum Daemon {
             configuration.partSize = Int64(mib) << 20
             configuration.multipartThreshold = Int64(mib) << 20
         }
-        // Encrypted files go by single PUTs (a CBC chain across parts in order is not written
-        // yet): up to the servers' 5 GiB.
-        if encryptionKey != nil { configuration.multipartThreshold = 5 << 30 }
         let fs: ObjectFS
         do { fs = try ObjectFS(storage: storage, configuration: configuration) } catch { throw fail(error.message) }
         if let problem = fs.blockCacheProblem {

@@ -1,6 +1,7 @@
 // EncryptedStorage over a store holding objects in ks3sdk's format (made by the codec that
 // KS3FormatTests checks against the SDK): plaintext sizes, whole and ranged reads, objects
-// without encryption metadata shown as they are, another key refused, writes refused.
+// without encryption metadata shown as they are, another key refused, writes by single PUTs and
+// by multipart uploads whose parts chain CBC.
 
 import ClientEncryption
 import Foundation
@@ -82,14 +83,68 @@ import Testing
             from: "w17", to: "moved", replacing: PutOptions(metadata: ["mode": "384"]))
         #expect(copied.size == 17 && copied.metadata == ["mode": "384"])
         #expect(try await storage.get("moved", range: nil, ifMatch: nil) == plaintext(17))
-        // An empty file is stored as it is; large files go by single PUTs.
+        // An empty file is stored as it is.
         _ = try await storage.put("empty", payload: .bytes([]), options: PutOptions())
         #expect(try await memory.head("empty").metadata?["key"] == nil)
-        await #expect(throws: StorageError.self) {
-            _ = try await storage.createMultipartUpload("big", options: PutOptions())
-        }
         // Nothing is left in the scratch directory.
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasPrefix("encrypting") }.isEmpty)
+    }
+
+    /// A multipart upload's parts, sent as ObjectFS sends them (begun in order, several at
+    /// once), chain CBC into the body a single PUT would have: the SDK's multipart format. The
+    /// last part carries the pad, or a part of its own does when the last is a whole one.
+    @Test(arguments: [
+        3 * part + 100,  // a short last part, not a multiple of 16
+        2 * part + 32,  // a short last part, a multiple of 16
+        3 * part,  // a whole last part: the pad goes alone
+        part,  // one whole part
+    ])
+    func multipartUploadsChainTheirPartsInOrder(size: Int) async throws {
+        let memory = MemoryStorage(minimumPartSize: Int64(part))
+        let dir = scratch()
+        let storage = EncryptedStorage(memory, key: key, scratch: dir)
+        let plain = plaintext(size)
+        let upload = try await storage.createMultipartUpload("big", options: PutOptions(metadata: ["mode": "420"]))
+        let count = (size + part - 1) / part
+        let parts = try await withThrowingTaskGroup(of: UploadedPart.self) { group in
+            for n in 1...count {
+                let bytes = Array(plain[(n - 1) * part..<min(size, n * part)])
+                group.addTask { try await storage.uploadPart(upload, number: n, payload: .bytes(bytes)) }
+            }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        let info = try await storage.completeMultipartUpload(upload, parts: parts)
+        #expect(info.size == Int64(size))
+        let stored = try await memory.head("big")
+        #expect(stored.size == KS3Format.bodySize(plainSize: Int64(size)))
+        #expect(stored.metadata?["key"] == KS3Format.fingerprint(key: key) && stored.metadata?["mode"] == "420")
+        // No length in the metadata (the SDK's multipart objects have none): the pad says it.
+        #expect(stored.metadata?["unencrypted-content-length"] == nil)
+        let body = try await memory.get("big", range: nil, ifMatch: nil)
+        #expect(try KS3Format.decrypt(body, key: key) == plain)
+        #expect(try await EncryptedStorage(memory, key: key, scratch: dir).head("big").size == Int64(size))
+        // Across the first parts' boundary, or the last bytes.
+        let from = min(part - 5, size - 10)
+        #expect(
+            try await storage.get("big", range: ByteRange(offset: Int64(from), length: 10), ifMatch: info.etag)
+                == Array(plain[from..<(from + 10)]))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasPrefix("encrypting") }.isEmpty)
+    }
+
+    /// A part that waits for the one before it fails with it, and nothing is stored.
+    @Test func aPartThatCannotBeEncryptedFailsThePartsAfterIt() async throws {
+        let memory = MemoryStorage(minimumPartSize: Int64(part))
+        let storage = EncryptedStorage(memory, key: key, scratch: scratch())
+        let upload = try await storage.createMultipartUpload("big", options: PutOptions())
+        let second = Task { try await storage.uploadPart(upload, number: 2, payload: .bytes(plaintext(part))) }
+        // Part 1 reads a file that is not there.
+        await #expect(throws: StorageError.self) {
+            _ = try await storage.uploadPart(
+                upload, number: 1, payload: .file(path: "/nonexistent", offset: 0, length: 16))
+        }
+        await #expect(throws: (any Error).self) { _ = try await second.value }
+        try await storage.abortMultipartUpload(upload)
+        await #expect(throws: StorageError.self) { _ = try await memory.head("big") }
     }
 
     @Test func anotherKeyIsRefused() async throws {
@@ -104,6 +159,9 @@ import Testing
         await #expect(throws: StorageError.self) { _ = try await other.get("secret", range: nil, ifMatch: nil) }
     }
 }
+
+/// The part size of the multipart tests (their MemoryStorage's smallest).
+let part = 64 << 10
 
 /// A new directory for encrypted bodies on their way.
 func scratch() -> String {

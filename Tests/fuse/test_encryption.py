@@ -54,13 +54,15 @@ for name, parts in spec["multipart"]:
             mp.upload_part_from_file(fp, part_num=i, is_last_part=(i == len(parts)))
     mp.complete_upload()
 raw = connect(False).get_bucket(spec["bucket"])
-out = {"raw": {}, "read": {}}
+out = {"raw": {}, "read": {}, "etag": {}}
 for name in spec["raw"]:
     k = raw.get_key(spec["prefix"] + name)
     out["raw"][name] = k.get_contents_as_string().hex()
 for name in spec["read"]:
-    data = b.get_key(spec["prefix"] + name).get_contents_as_string()
+    k = b.get_key(spec["prefix"] + name)
+    data = k.get_contents_as_string()
     out["read"][name] = [len(data), hashlib.sha256(data).hexdigest()]
+    out["etag"][name] = k.etag.strip('"')
 print(json.dumps(out))
 '''
 
@@ -155,8 +157,11 @@ def test_files_written_through_the_mount_are_read_by_ks3sdk(
     key = tmp_path / "key"
     keygen(key)
     m = mounter.mount(ks3_remote, extra=["--encryption-key-file", str(key)])
-    # 4096: a whole pad block; 64 MiB: what other mounts would send in parts.
-    sizes = {"w0": 0, "w1": 1, "w15": 15, "w16": 16, "w17": 17, "w4096": 4096, "wmib": MIB, "w64mib": 64 * MIB}
+    # 4096: a whole pad block; 64 MiB: the largest single PUT; above it, multipart uploads in
+    # parts of 16 MiB chained in CBC: 5 parts, the last short and padded; 80 MiB: 5 whole parts
+    # and the pad block alone in a sixth.
+    sizes = {"w0": 0, "w1": 1, "w15": 15, "w16": 16, "w17": 17, "w4096": 4096, "wmib": MIB, "w64mib": 64 * MIB,
+             "wparts": 64 * MIB + 100, "wwhole": 80 * MIB}
     for name, size in sizes.items():
         (m / name).write_bytes(plaintext(name, size))
     # Renamed, chmod-ed and appended to: the object keeps (or gets again) the format.
@@ -168,9 +173,12 @@ def test_files_written_through_the_mount_are_read_by_ks3sdk(
     expected = {name: plaintext(name, size) for name, size in sizes.items() if name != "w17"}
     expected["renamed"] = plaintext("w17", 17)
     expected["wmib"] += b"appended"
-    read = sdk(ks3_remote, key, tmp_path, read=sorted(expected))["read"]
+    out = sdk(ks3_remote, key, tmp_path, read=sorted(expected))
     for name, data in expected.items():
-        assert read[name] == [len(data), hashlib.sha256(data).hexdigest()], name
+        assert out["read"][name] == [len(data), hashlib.sha256(data).hexdigest()], name
+    # Multipart uploads where other mounts would use them (the server's ETag counts the parts).
+    assert "-" not in out["etag"]["w64mib"]
+    assert out["etag"]["wparts"].endswith("-5") and out["etag"]["wwhole"].endswith("-6"), out["etag"]
     # And through a new mount, without the cache of the first.
     m2 = mounter.mount(ks3_remote, extra=["--encryption-key-file", str(key)])
     for name, data in expected.items():
