@@ -111,6 +111,8 @@ ENV_RTT = {"loopback": 0.0, "20ms": 20.0}
 SYSTEMS = {
     # name: (backend, kind, mode)
     "objmount-s3": ("s3", "objmount", None),
+    # with --encryption-key-file (ks3sdk's client-side encryption): only with --systems
+    "objmount-encrypted-s3": ("s3", "objmount", "encrypted"),
     "s3fs": ("s3", "s3fs", None),
     "rclone-off-s3": ("s3", "rclone", "off"),
     "rclone-full-s3": ("s3", "rclone", "full"),
@@ -123,7 +125,8 @@ SYSTEMS = {
 # to keep it under 30 minutes (the s3:// table has both modes).
 DEFAULT_SYSTEMS = ["objmount-s3", "s3fs", "rclone-off-s3", "rclone-full-s3", "objmount-swift", "rclone-off-swift"]
 COLUMN = {
-    "objmount-s3": "objmount", "s3fs": "s3fs", "rclone-off-s3": "rclone off",
+    "objmount-s3": "objmount", "objmount-encrypted-s3": "objmount encrypted", "s3fs": "s3fs",
+    "rclone-off-s3": "rclone off",
     "rclone-full-s3": "rclone full", "objmount-swift": "objmount",
     "rclone-off-swift": "rclone off", "rclone-full-swift": "rclone full",
 }
@@ -901,6 +904,11 @@ class Mount:
                 for k in ("OS_AUTH_URL", "OS_USERNAME", "OS_PASSWORD"):
                     env.pop(k, None)
                 cmd = [self.ctx.args.objmount, "mount", f"swift://{BUCKET}", self.mp, "--cache-dir", str(self.cache)]
+            if self.mode == "encrypted":
+                key = self.ctx.work / "encryption.key"
+                if not key.exists():
+                    run([self.ctx.args.objmount, "keygen", str(key)], 30, check=True)
+                cmd += ["--encryption-key-file", str(key)]
             cmd += self.ctx.args.objmount_extra
             run(cmd, 120, env=env, check=True, logfile=self.ctx.work / f"mount-{self.system}.log")
         elif self.kind == "s3fs":
@@ -1222,6 +1230,20 @@ class SystemRun:
     def w(self) -> str:
         return os.path.join(self.m.mp, self.prefix)
 
+    @property
+    def encrypted(self) -> bool:
+        return self.m.mode == "encrypted"
+
+    def stored_size(self, size: int) -> int:
+        """The object's size on the server for a file of `size` bytes: with encryption, the IV
+        and the pad (1-16 bytes) around the ciphertext."""
+        return size + 16 + (16 - size % 16) if self.encrypted and size else size
+
+    def big_path(self) -> str:
+        """The large file the read steps read: the fixture, or in an encrypted mount the file
+        the write step wrote through it (the fixture was stored unencrypted)."""
+        return os.path.join(self.w, "big") if self.encrypted else os.path.join(self.m.mp, self.fx["big_key"])
+
     def api(self):
         return self.env.api(self.backend, direct=True)
 
@@ -1297,7 +1319,7 @@ class SystemRun:
         close_t = time.monotonic() - t0
         while True:
             h = api.head(key)
-            if h is not None and int(h.get("content-length", -1)) == size:
+            if h is not None and int(h.get("content-length", -1)) == self.stored_size(size):
                 break
             if time.monotonic() - t0 > timeout:
                 raise StepTimeout(f"object not stored after {timeout:.0f} s")
@@ -1309,7 +1331,7 @@ class SystemRun:
 
     def s_reads(self, timeout):
         self.m.cold()
-        path = os.path.join(self.m.mp, self.fx["big_key"])
+        path = self.big_path()
         out = {}
         for name in ("read_cold_mbps", "read_warm_mbps"):
             _, o, err, _ = run([sys.executable, str(HERE / "iohelper.py"), "read", path, str(self.s.read_cap_s)],
@@ -1321,7 +1343,7 @@ class SystemRun:
     def randread(self) -> tuple:
         """The random 4 KiB read probe on the big object: (iohelper's result, bytes the server
         sent meanwhile)."""
-        path = os.path.join(self.m.mp, self.fx["big_key"])
+        path = self.big_path()
         proxy = self.env.proxy(self.backend)
         before = proxy.counters()["down"]
         _, o, _, _ = run([sys.executable, str(HERE / "iohelper.py"), "randread", path, str(self.s.rand_s),
@@ -1503,7 +1525,7 @@ class SystemRun:
         self.m.drain(timeout)
         while True:
             h = api.head(key)
-            if h is not None and int(h.get("content-length", -1)) == size + MiB:
+            if h is not None and int(h.get("content-length", -1)) == self.stored_size(size + MiB):
                 break
             if time.monotonic() - t0 > timeout:
                 raise StepTimeout(f"the longer object is not stored after {timeout:.0f} s")

@@ -109,6 +109,26 @@ public struct EncryptedStorage: ObjectStorage {
         return try KS3Format.decrypt(fetched: fetched, forPlain: wanted, plainSize: size, key: self.key)
     }
 
+    /// A ranged read decrypted as the body arrives (DecryptingSink): the cipher blocks that
+    /// hold the range and the one before it (its IV), streamed into `sink`.
+    public func get(_ key: ObjectKey, range: ByteRange?, ifMatch: ETag?, into sink: any BodySink) async throws {
+        guard let size = try await plainSize(key, ifMatch) else {
+            return try await base.get(key, range: range, ifMatch: ifMatch, into: sink)
+        }
+        let wanted = range.map { $0.offset..<$0.end } ?? 0..<size
+        guard let (body, skip) = KS3Format.bodyRange(forPlain: wanted, plainSize: size) else {
+            sink.begin(at: 0)
+            await sink.drain()
+            return
+        }
+        let count = Int(min(wanted.upperBound, size) - wanted.lowerBound)
+        let decrypting = DecryptingSink(into: sink, key: self.key, skip: skip, count: count)
+        try await base.get(
+            key, range: ByteRange(offset: body.lowerBound, length: Int64(body.count)), ifMatch: ifMatch,
+            into: decrypting)
+        try decrypting.finish()
+    }
+
     /// Stores `payload` encrypted, with a fresh IV: the body is written to a file under
     /// `scratch` first (never held whole in memory), then sent. An empty file is stored as it is.
     public func put(_ key: ObjectKey, payload: Payload, options: PutOptions) async throws -> ObjectInfo {
