@@ -1251,6 +1251,11 @@ class SystemRun:
         """Runs fn(timeout) -> {figure: result}; on timeout/error marks names and recovers.
         sid names the step in the JSON's per-step RSS (rss_by_step)."""
         names = [names] if isinstance(names, str) else names
+        if self.ctx.args.steps and sid not in self.ctx.args.steps:
+            for n in names:
+                self.res[n] = {"status": "skipped", "note": "not in --steps"}
+            self.failed.update(names)
+            return
         if any(n in self.failed for n in needs):
             for n in names:
                 self.res[n] = {"status": "skipped", "note": "an earlier step failed"}
@@ -1821,6 +1826,9 @@ def parse_args(argv):
     ap.add_argument("--swift-user", default=os.environ.get("ST_USER", "test:tester"))
     ap.add_argument("--swift-key", default=os.environ.get("ST_KEY", "testing"))
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every count and size (trials)")
+    ap.add_argument("--steps", default="", type=lambda v: [x for x in v.split(",") if x],
+                    help="only these steps (comma-separated: write,read,random,random2,cat,parallel,cp,mv,ls,find,"
+                    "rsync1,rsync2,tar,sha,append; default all), e.g. to repeat a few figures")
     ap.add_argument("--objmount-args", default="", metavar="ARGS",
                     help="extra arguments appended to every `objmount mount` command, as one shell-quoted "
                     "string, e.g. --objmount-args='--memory-limit 32M' (recorded in the JSON and the header)")

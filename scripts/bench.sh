@@ -10,6 +10,7 @@
 #   --markdown FILE    the tables as printed, for doc/BENCHMARKS.md (relative paths are taken
 #                      from the repository root)
 #   --envs loopback,20ms   --systems objmount-s3,s3fs,...   --candidates ...   --scale X
+#   --steps write,read (only these steps)
 #                      (see `python3 bench/bench.py --help`)
 #   --objmount-args="ARGS"
 #                      appended to every `objmount mount` command (split as a shell would),
