@@ -241,15 +241,17 @@ public struct EncryptedStorage: ObjectStorage {
 
     /// Encrypts part `number` from where part `number - 1` ended (waiting for that part's
     /// encryption, not for its upload), then sends it. Parts are begun in order and all but the
-    /// last have one size, a multiple of 16: a part shorter than the first, or not a multiple
-    /// of 16, is the last and carries the pad. Where the last part is a whole one, the pad goes
-    /// in a part of its own at completion.
+    /// last have one size, a multiple of 16 and at least the server's smallest part: a part
+    /// shorter than the first or than that, or not a multiple of 16, is the last and carries
+    /// the pad. Where the last part is a whole one, the pad goes in a part of its own at
+    /// completion.
     public func uploadPart(_ upload: MultipartUpload, number: Int, payload: Payload) async throws -> UploadedPart {
         let iv: [UInt8]
         let last: Bool
         do {
             iv = try await chains.chain(before: number, of: upload)
-            last = try chains.isLast(number, length: payload.length, of: upload)
+            last = try chains.isLast(
+                number, length: payload.length, of: upload, minimumPartSize: base.capabilities.minimumPartSize)
             let body = try await sealedBody(payload, iv: iv, continuing: number > 1, last: last)
             defer { unlink(body.path) }
             chains.ended(number, of: upload, chain: body.chain, plainLength: payload.length, last: last)
@@ -357,9 +359,11 @@ final class PartChains: Sendable {
 
     /// Whether part `number` of `length` bytes is the last (see `uploadPart`); throws for a
     /// part that cannot be in a chain.
-    func isLast(_ number: Int, length: Int64, of upload: MultipartUpload) throws -> Bool {
+    func isLast(_ number: Int, length: Int64, of upload: MultipartUpload, minimumPartSize: Int64) throws -> Bool {
         let first = table.withLock { $0[upload]?.plainLengths[1] }
-        let last = length % Int64(KS3Format.blockSize) != 0 || (number > 1 && first.map { length < $0 } ?? false)
+        let last =
+            length % Int64(KS3Format.blockSize) != 0 || length < minimumPartSize
+            || (number > 1 && first.map { length < $0 } ?? false)
         if !last, number > 1, let first, length != first {
             throw Failure(reason: "part \(number) of \(length) bytes, longer than the first (\(first))")
         }

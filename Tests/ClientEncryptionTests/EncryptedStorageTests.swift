@@ -99,6 +99,7 @@ import Testing
         2 * part + 32,  // a short last part, a multiple of 16
         3 * part,  // a whole last part: the pad goes alone
         part,  // one whole part
+        part / 2,  // one part below the server's smallest: it carries the pad
     ])
     func multipartUploadsChainTheirPartsInOrder(size: Int) async throws {
         let memory = MemoryStorage(minimumPartSize: Int64(part))
