@@ -5,6 +5,9 @@ import COpenSSL
 
 /// One AES-128-CBC pass, fed whole 16-byte blocks in order. Encrypting, `chain` is the last
 /// cipher block produced (the IV of what follows); decrypting, the last one consumed.
+/// The OpenSSL objmount runs with ("OpenSSL 3.0.x 1 Jan 2025").
+public var cryptoLibraryVersion: String { String(validatingCString: OpenSSL_version(OPENSSL_VERSION)) ?? "?" }
+
 public final class CBCPass {
     public static let blockSize = 16
     private let context: OpaquePointer

@@ -26,6 +26,9 @@ struct FileInfoCopy: @unchecked Sendable {
 }
 
 public final class FuseSession: @unchecked Sendable {
+    /// The version of the libfuse objmount runs with (`fuse_pkgversion`).
+    public static var libraryVersion: String { String(validatingCString: fuse_pkgversion()) ?? "?" }
+
     public let filesystem: any FuseFilesystem
     public let options: FuseMountOptions
     let lookups = LookupCounter()

@@ -24,7 +24,14 @@ public struct Objmount: ParsableCommand {
             s3://<bucket>[/<prefix>] (AWS_* variables, ~/.aws), ks3://<bucket>[/<prefix>] (KS3_*).
             swift://, hubic:// and s3:// without a name mount the whole account.
             """,
+        version: Objmount.version,
         subcommands: [Mount.self, Unmount.self, Sync.self, URLCommand.self, Cleanup.self, Login.self, Keygen.self])
+
+    /// This release, and the libraries it runs with (what a bug report needs).
+    static let release = "0.15.0-dev"
+    static var version: String {
+        "objmount \(release) (libfuse \(FuseSession.libraryVersion), \(cryptoLibraryVersion))"
+    }
 
     public init() {}
 

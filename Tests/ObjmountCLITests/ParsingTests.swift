@@ -103,3 +103,20 @@ import Testing
         #expect(Unmount.pending(in: path) == "3 file(s), 5.0 MiB")
     }
 }
+
+@Suite struct VersionTests {
+    /// `--version` (on the root and on every subcommand) prints the release and the libfuse
+    /// and OpenSSL it runs with, and exits 0.
+    @Test(arguments: [["--version"], ["mount", "--version"]])
+    func versionNamesTheReleaseAndItsLibraries(_ arguments: [String]) {
+        do {
+            _ = try Objmount.parseAsRoot(arguments)
+            Issue.record("--version did not exit")
+        } catch {
+            #expect(Objmount.exitCode(for: error) == .success)
+            let text = Objmount.fullMessage(for: error)
+            #expect(text.hasPrefix("objmount \(Objmount.release) (libfuse 3."), "\(text)")
+            #expect(text.contains("OpenSSL 3."), "\(text)")
+        }
+    }
+}
