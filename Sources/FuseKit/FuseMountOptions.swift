@@ -17,6 +17,8 @@ public struct FuseMountOptions: Sendable, Hashable {
     public var readdirPlus = true
     /// libfuse's own request trace on stderr.
     public var debug = false
+    /// Kernel mount flags given by the user (`nosuid`, `nodev`, `noexec`, `noatime`, …).
+    public var kernelFlags: [String] = []
 
     public init(fsName: String) {
         self.fsName = fsName
@@ -29,6 +31,7 @@ public struct FuseMountOptions: Sendable, Hashable {
         if allowOther { o.append("allow_other") }
         if readOnly { o.append("ro") }
         if autoUnmount { o.append("auto_unmount") }
+        o += kernelFlags
         o.append("max_read=\(maxWrite)")
         return o.joined(separator: ",")
     }

@@ -25,7 +25,10 @@ public struct Objmount: ParsableCommand {
             swift://, hubic:// and s3:// without a name mount the whole account.
             """,
         version: Objmount.version,
-        subcommands: [Mount.self, Unmount.self, Sync.self, URLCommand.self, Cleanup.self, Login.self, Keygen.self])
+        subcommands: [Mount.self, Unmount.self, Sync.self, URLCommand.self, Cleanup.self, Login.self, Keygen.self],
+        // `objmount SOURCE MOUNTPOINT -o OPTIONS` is a mount: how mount.fuse3 runs the program
+        // of `mount -t fuse.objmount` and of an fstab line.
+        defaultSubcommand: Mount.self)
 
     /// This release, and the libraries it runs with (what a bug report needs).
     static let release = "0.15.0-dev"
@@ -80,7 +83,9 @@ struct Mount: ParsableCommand {
 
     @Option(
         name: .customShort("o"),
-        help: "Mount options, comma-separated: allow_other, ro, uid=N, gid=N, umask=NNN (octal).")
+        help:
+            "Mount options, comma-separated: allow_other, ro, uid=N, gid=N, umask=NNN (octal); nosuid, nodev, noexec, noatime (passed to the kernel); fstab's noauto, nofail, _netdev, user(s), x-*, comment=* are ignored."
+    )
     var options: [String] = []
 
     @Flag(help: "Stay attached and log to stderr.")

@@ -185,6 +185,7 @@ enum Daemon {
         var fuseOptions = FuseMountOptions(fsName: "objmount:\(remote)")
         fuseOptions.allowOther = options.allowOther
         fuseOptions.readOnly = options.readOnly
+        fuseOptions.kernelFlags = options.kernelFlags
         // Every reply says how long the kernel may keep it (the rest of the metadata TTL); these
         // are the bounds for any that would not.
         fuseOptions.entryTimeout = metadata.ttl

@@ -6,6 +6,21 @@ public struct MountOptions: Sendable, Hashable {
     public var uid: UInt32?
     public var gid: UInt32?
     public var umask: UInt32?
+    /// Mount flags the kernel applies (`nosuid`, `nodev`, `noexec`, `noatime`, …), handed to
+    /// libfuse as they were given.
+    public var kernelFlags: [String] = []
+
+    /// Flags libfuse passes to the kernel's mount(2).
+    static let kernelFlagNames: Set<String> = [
+        "suid", "nosuid", "dev", "nodev", "exec", "noexec", "async", "sync", "dirsync", "noatime", "nodiratime",
+    ]
+    /// Options that are mount(8)'s, systemd's or fstab's business, accepted and ignored so that
+    /// an fstab line or a mount unit works: `x-*` and `comment=*` too. atime options other than
+    /// `noatime` change nothing: objmount does not keep access times.
+    static let ignoredNames: Set<String> = [
+        "defaults", "auto", "noauto", "_netdev", "nofail", "user", "users", "nouser", "owner", "group",
+        "atime", "relatime", "norelatime", "strictatime", "nostrictatime", "diratime", "lazytime", "nolazytime",
+    ]
 
     public struct ParseError: Error, CustomStringConvertible, Equatable {
         public var description: String
@@ -21,6 +36,14 @@ public struct MountOptions: Sendable, Hashable {
                 let kv = item.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
                 let key = String(kv[0])
                 let value = kv.count == 2 ? String(kv[1]) : nil
+                if value == nil && Self.kernelFlagNames.contains(key) {
+                    kernelFlags.removeAll { $0 == key }
+                    kernelFlags.append(key)
+                    continue
+                }
+                if (value == nil && Self.ignoredNames.contains(key)) || key.hasPrefix("x-") || key == "comment" {
+                    continue
+                }
                 switch (key, value) {
                 case ("allow_other", nil): allowOther = true
                 case ("ro", nil): readOnly = true
@@ -40,7 +63,9 @@ public struct MountOptions: Sendable, Hashable {
                 default:
                     throw ParseError(
                         description:
-                            "unknown mount option '\(item)' (known: allow_other, ro, rw, uid=N, gid=N, umask=NNN)")
+                            "unknown mount option '\(item)' (known: allow_other, ro, rw, uid=N, gid=N, umask=NNN, "
+                            + "nosuid, nodev, noexec, noatime and the like; fstab's noauto, nofail, _netdev, "
+                            + "user(s), x-*, comment=* are ignored)")
                 }
             }
         }

@@ -54,6 +54,18 @@ import Testing
         #expect(try MountOptions(parsing: []) == MountOptions())
     }
 
+    /// What mount.fuse3, an fstab line or a systemd unit hands over: kernel flags go to the
+    /// kernel (once each, in order), fstab's and systemd's own options are ignored.
+    @Test func kernelFlagsPassAndFstabsOwnOptionsAreIgnored() throws {
+        let o = try MountOptions(parsing: [
+            "rw,noexec,nosuid,nodev,allow_other", "defaults,noauto,nofail,_netdev,users,relatime",
+            "x-systemd.automount,x-systemd.requires=network-online.target,comment=home,nosuid,noatime",
+        ])
+        #expect(o.kernelFlags == ["noexec", "nodev", "nosuid", "noatime"])
+        #expect(o.allowOther && !o.readOnly && o.uid == nil)
+        #expect(try MountOptions(parsing: ["_netdev,x-gvfs-show"]) == MountOptions())
+    }
+
     @Test(arguments: [
         ("bogus", "unknown mount option 'bogus'"),
         ("uid=abc", "not a valid number"),
@@ -61,6 +73,7 @@ import Testing
         ("umask=1777", "at most 777"),
         ("uid", "needs a value"),
         ("ro=1", "takes no value"),
+        ("nosuid=1", "unknown mount option 'nosuid=1'"),
     ])
     func rejectsWithAClearMessage(_ text: String, _ fragment: String) {
         do {
