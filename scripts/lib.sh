@@ -30,6 +30,7 @@ install_packages_if_missing() {
 # Debian packages scripts/test.sh needs on top of those:
 #   attr  getfattr/setfattr (the FUSE tier sets and reads user.* attributes)
 #   s3fs  Debian's s3fs, to check that it and objmount read each other's symlinks
+#   systemd  systemd-analyze, to verify the example units in doc/systemd
 # (scripts/bench-s3.sh installs awscli itself; the tests do not need it.)
 # shellcheck disable=SC2034  # used by the scripts that source this file
-TEST_PACKAGES=(attr s3fs)
+TEST_PACKAGES=(attr s3fs systemd)

@@ -3,7 +3,7 @@
 #   1. scripts/check.sh: format lint, the build with warnings as errors, declared imports, and
 #      the hermetic tier (`swift test`, no FUSE needed; reuses the same .build)
 #   2. FUSE:     `python3 -m pytest -q Tests/fuse` against the built binary (needs root + /dev/fuse)
-# Installs what is missing first (Debian packages fuse3 libfuse3-dev libssl-dev pkg-config rsync curl attr;
+# Installs what is missing first (Debian packages fuse3 libfuse3-dev libssl-dev pkg-config rsync curl attr s3fs systemd;
 # pytest; a virtualenv with ks3sdk and boto3, see Tests/fuse/testvenv.py).
 # Exits non-zero if the build or any tier failed.
 #

@@ -12,7 +12,7 @@ import StorageHTTP
 enum HubicLogin {
     static var configDirectory: String {
         if let x = Paths.environment("XDG_CONFIG_HOME") { return x + "/objmount" }
-        return (Paths.environment("HOME") ?? "/tmp") + "/.config/objmount"
+        return Paths.home + "/.config/objmount"
     }
 
     static var tokenFile: String { configDirectory + "/hubic-refresh-token" }

@@ -34,8 +34,19 @@ enum Paths {
     /// `~/.cache/objmount` (or $XDG_CACHE_HOME/objmount).
     static var defaultCacheDirectory: String {
         if let x = environment("XDG_CACHE_HOME") { return x + "/objmount" }
-        let home = environment("HOME") ?? "/tmp"
         return home + "/.cache/objmount"
+    }
+
+    /// `$HOME`, else the user's home in the password database: a mount run by systemd or
+    /// mount(8) may have no HOME, and still finds `~/.aws` and the cache directory.
+    static var home: String {
+        if let h = environment("HOME"), !h.isEmpty { return h }
+        if let entry = getpwuid(getuid()), let dir = entry.pointee.pw_dir, let path = String(validatingCString: dir),
+            !path.isEmpty
+        {
+            return path
+        }
+        return "/tmp"
     }
 
     /// Where a running mount keeps its pid file: found again by `objmount unmount`.

@@ -26,7 +26,7 @@ struct S3Settings: Sendable {
     {
         let e = Paths.environment
         let profile = e("AWS_PROFILE") ?? e("AWS_DEFAULT_PROFILE") ?? "default"
-        let home = e("HOME") ?? "/root"
+        let home = Paths.home
         var credentials: SigningCredentials? = nil
         if let ak = e("AWS_ACCESS_KEY_ID"), let sk = e("AWS_SECRET_ACCESS_KEY"), !ak.isEmpty {
             credentials = SigningCredentials(

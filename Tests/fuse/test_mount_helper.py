@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import subprocess
 import uuid
 from pathlib import Path
@@ -103,3 +104,14 @@ def test_mount_t_and_objmount_with_fstab_options_directly(
     r = subprocess.run([OBJMOUNT_BIN, "memory://bad", str(tmp_path), "-o", "frobnicate"],
                        capture_output=True, text=True, timeout=60, env=env)
     assert r.returncode != 0 and "unknown mount option 'frobnicate'" in r.stderr
+
+
+def test_the_systemd_units_in_doc_pass_systemd_analyze_verify(tmp_path: Path) -> None:
+    """doc/systemd's example units are valid (unit names matching their Where=, known
+    settings)."""
+    analyze = shutil.which("systemd-analyze")
+    assert analyze, "systemd-analyze is missing (scripts/lib.sh installs systemd)"
+    units = sorted((Path(__file__).resolve().parents[2] / "doc" / "systemd").glob("*.*mount"))
+    assert {u.name for u in units} == {"mnt-photos.mount", "mnt-photos.automount"}
+    r = subprocess.run([analyze, "verify", *map(str, units)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "mnt-photos" not in r.stderr, r.stderr
