@@ -17,6 +17,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         // StorageHTTP speaks NIO's types (ByteBuffer, HTTPMethod) to async-http-client.
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.100.0"),
+        // The named remotes' config file (TOML).
+        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
     ],
     targets: [
         .target(name: "CFuse", path: "CFuse", linkerSettings: [.linkedLibrary("fuse3")]),
@@ -44,6 +46,7 @@ let package = Package(
             dependencies: [
                 "FuseKit", "ObjectFS", "ObjectStorage", "MemoryStorage", "StorageHTTP", "OpenStackStorage", "S3Storage",
                 "S3Signing", "ClientEncryption", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "TOMLKit", package: "TOMLKit"),
             ]),
         .executableTarget(name: "objmount", dependencies: ["ObjmountCLI"]),
         .target(name: "S3Signing", dependencies: [.product(name: "Crypto", package: "swift-crypto")]),

@@ -25,7 +25,10 @@ public struct Objmount: ParsableCommand {
             swift://, hubic:// and s3:// without a name mount the whole account.
             """,
         version: Objmount.version,
-        subcommands: [Mount.self, Unmount.self, Sync.self, URLCommand.self, Cleanup.self, Login.self, Keygen.self],
+        subcommands: [
+            Mount.self, Unmount.self, Sync.self, URLCommand.self, Cleanup.self, Login.self, Keygen.self,
+            RemoteCommand.self,
+        ],
         // `objmount SOURCE MOUNTPOINT -o OPTIONS` is a mount: how mount.fuse3 runs the program
         // of `mount -t fuse.objmount` and of an fstab line.
         defaultSubcommand: Mount.self)
@@ -75,7 +78,10 @@ struct Mount: ParsableCommand {
               objmount mount memory://demo ./mnt --seed ./sample --foreground
             """)
 
-    @Argument(help: "The remote, e.g. memory://bucket or memory://bucket/prefix.")
+    @Argument(
+        help:
+            "The remote, e.g. memory://bucket, s3://bucket/prefix, or NAME:bucket/prefix for a remote named in the config file."
+    )
     var remote: String
 
     @Argument(help: "An empty directory to mount on.")
@@ -163,6 +169,8 @@ struct Mount: ParsableCommand {
 
     @OptionGroup var address: S3AddressOptions
 
+    @OptionGroup var config: ConfigOption
+
     @Option(help: "s3:// / ks3://: storage class of new objects, e.g. STANDARD_IA.")
     var storageClass: String?
 
@@ -198,8 +206,12 @@ struct Mount: ParsableCommand {
     }
 
     func run() throws {
+        let (url, named) = try NamedRemotes.resolve(self.remote, config: config.path)
+        var address = self.address
+        if named?.pathStyle == true { address.pathStyle = true }
+        let storageClass = self.storageClass ?? named?.storageClass
         let remote: Remote
-        do { remote = try Remote(parsing: self.remote) } catch { throw CLIError(error.description) }
+        do { remote = try Remote(parsing: url) } catch { throw CLIError(error.description) }
         let mountOptions: MountOptions
         do { mountOptions = try MountOptions(parsing: options) } catch { throw CLIError(error.description) }
         let mountpoint = Paths.absolute(self.mountpoint)

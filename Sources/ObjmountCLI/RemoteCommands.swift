@@ -22,6 +22,15 @@ struct S3AddressOptions: ParsableArguments {
     var pathStyle = false
 }
 
+/// Where named remotes are read from.
+struct ConfigOption: ParsableArguments {
+    @Option(
+        name: .customLong("config"),
+        help: "The config file of named remotes (default: ~/.config/objmount/objmount.conf).",
+        completion: .file())
+    var path: String?
+}
+
 /// `90s`, `15m`, `1h`, `2d` or a number of seconds.
 struct DurationText: ExpressibleByArgument, Sendable {
     var seconds: Int
@@ -153,8 +162,10 @@ struct Cleanup: ParsableCommand {
               objmount cleanup ks3://bucket/photos --older-than 0s --dry-run
             """)
 
-    @Argument(help: "The remote, e.g. s3://bucket, ks3://bucket/prefix or swift://container.")
+    @Argument(help: "The remote, e.g. s3://bucket, ks3://bucket/prefix, swift://container or NAME:bucket.")
     var remote: String
+
+    @OptionGroup var config: ConfigOption
 
     @Option(help: "Only uploads started longer ago than this: 90s, 15m, 1h, 2d.")
     var olderThan: DurationText = DurationText(argument: "24h")!
@@ -165,8 +176,11 @@ struct Cleanup: ParsableCommand {
     @OptionGroup var address: S3AddressOptions
 
     func run() throws {
+        let (url, named) = try NamedRemotes.resolve(self.remote, config: config.path)
+        var address = self.address
+        if named?.pathStyle == true { address.pathStyle = true }
         let remote: Remote
-        do { remote = try Remote(parsing: self.remote) } catch { throw CLIError(error.description) }
+        do { remote = try Remote(parsing: url) } catch { throw CLIError(error.description) }
         guard remote.scheme != .memory, remote.container != nil else {
             throw CLIError(
                 "cleanup works on a bucket or container: s3://bucket, ks3://bucket, swift://container, hubic://container"

@@ -20,7 +20,16 @@ from typing import Iterator
 
 import pytest
 
-from conftest import OBJMOUNT_BIN, fuse_unavailable_reason, is_mounted, mounts_at
+from conftest import (
+    OBJMOUNT_BIN,
+    REMOTES,
+    Mounter,
+    Remote,
+    RemoteSpec,
+    fuse_unavailable_reason,
+    is_mounted,
+    mounts_at,
+)
 
 pytestmark = pytest.mark.skipif(fuse_unavailable_reason() is not None or not os.path.isdir("/usr/local/bin"),
                                 reason=fuse_unavailable_reason() or "no /usr/local/bin for the helper's link")
@@ -115,3 +124,84 @@ def test_the_systemd_units_in_doc_pass_systemd_analyze_verify(tmp_path: Path) ->
     assert {u.name for u in units} == {"mnt-photos.mount", "mnt-photos.automount"}
     r = subprocess.run([analyze, "verify", *map(str, units)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "mnt-photos" not in r.stderr, r.stderr
+
+
+# The variables each stored remote of the suite is configured by, and the named remote's
+# setting each becomes.
+SETTINGS = {
+    "s3": {"AWS_ENDPOINT_URL": "endpoint", "AWS_REGION": "region", "AWS_ACCESS_KEY_ID": "access_key_id",
+           "AWS_SECRET_ACCESS_KEY": "secret_access_key"},
+    "ks3": {"KS3_ENDPOINT": "endpoint", "KS3_ACCESS_KEY_ID": "access_key_id",
+            "KS3_SECRET_ACCESS_KEY": "secret_access_key"},
+    "swift": {"ST_AUTH": "auth_url", "ST_USER": "user", "ST_KEY": "key"},
+    "hubic": {"HUBIC_API_URL": "api_url", "HUBIC_CLIENT_ID": "client_id", "HUBIC_CLIENT_SECRET": "client_secret",
+              "HUBIC_USERNAME": "user", "HUBIC_PASSWORD": "password"},
+}
+SECRETS = {"AWS_SECRET_ACCESS_KEY", "KS3_SECRET_ACCESS_KEY", "ST_KEY", "HUBIC_CLIENT_SECRET", "HUBIC_PASSWORD"}
+CREDENTIAL_PREFIXES = ("AWS_", "KS3_", "ST_", "OS_", "HUBIC_")
+STORED = [r for r in REMOTES if r.scheme in SETTINGS and all(v for k, v in r.env if k in SETTINGS[r.scheme])]
+
+
+@pytest.fixture(params=STORED, ids=[r.id for r in STORED])
+def stored(request: pytest.FixtureRequest) -> Remote:
+    return Remote(url=request.param.unique_url(), spec=request.param)
+
+
+def test_a_named_remote_mounts_without_environment_variables(
+        mounter: Mounter, stored: Remote, helper: tuple[str, dict[str, str], list[Path]], tmp_path: Path) -> None:
+    """`objmount mount NAME:bucket/prefix` and an fstab line `NAME:bucket/prefix` take the
+    endpoint and credentials from the config file alone (every credential variable blanked);
+    `remote show` never prints a secret; a config file others can read is refused."""
+    name, env, mounted = helper
+    given = dict(stored.spec.env)
+    settings = {SETTINGS[stored.scheme][k]: v for k, v in given.items() if k in SETTINGS[stored.scheme] and v}
+    # The secret from a file for one setting (file:), in the file for the others.
+    secret_file = tmp_path / "secret"
+    first_secret = next(k for k in SETTINGS[stored.scheme] if k in SECRETS and given.get(k))
+    secret_file.write_text(given[first_secret] + "\n")
+    settings[SETTINGS[stored.scheme][first_secret]] = f"file:{secret_file}"
+    config_dir = tmp_path / "xdg" / "objmount"
+    config_dir.mkdir(parents=True)
+    config = config_dir / "objmount.conf"
+    lines = ["# named remotes for the test", "[tst]", f'type = "{stored.scheme}"']
+    lines += [f'{k} = "{v}"' for k, v in settings.items()]
+    config.write_text("\n".join(lines) + "\n")
+    config.chmod(0o600)
+    blank = tuple((k, "") for k in os.environ if k.startswith(CREDENTIAL_PREFIXES))
+    blank += tuple((k, "") for k in given if k not in dict(blank))
+    bucket_and_prefix = stored.url.split("://", 1)[1]
+    named = Remote(url=f"tst:{bucket_and_prefix}", spec=RemoteSpec(base=stored.spec.base, env=blank))
+    m = mounter.mount(named, extra=["--config", str(config)])
+    (m / "hello.txt").write_bytes(b"through a named remote")
+    m.settle()
+    # The same object through the usual URL and variables.
+    plain = mounter.mount(stored)
+    assert (plain / "hello.txt").read_bytes() == b"through a named remote"
+    # An fstab line with the name (the config found in $XDG_CONFIG_HOME/objmount).
+    mp = tmp_path / "fstab-mnt"
+    mp.mkdir()
+    mounted.append(mp)
+    fstab = tmp_path / "fstab"
+    fstab.write_text(f"tst:{bucket_and_prefix} {mp} fuse.{name} _netdev,nofail 0 0\n")
+    fenv = {k: v for k, v in env.items() if not k.startswith(CREDENTIAL_PREFIXES)}
+    fenv["XDG_CONFIG_HOME"] = str(tmp_path / "xdg")
+    mount(["-T", str(fstab), str(mp)], fenv)
+    assert (mp / "hello.txt").read_bytes() == b"through a named remote"
+    # `remote list` and `remote show`: names and settings, never a secret.
+    out = subprocess.run([OBJMOUNT_BIN, "remote", "list", "--config", str(config)], capture_output=True,
+                         text=True, timeout=30, env=fenv)
+    assert out.returncode == 0 and out.stdout == f"tst\t{stored.scheme}\n", out.stderr
+    out = subprocess.run([OBJMOUNT_BIN, "remote", "show", "tst"], capture_output=True, text=True, timeout=30,
+                         env=fenv)
+    assert out.returncode == 0 and f'type = {stored.scheme}' in out.stdout, out.stderr
+    for k in SECRETS:
+        if given.get(k):
+            assert given[k] not in out.stdout, k
+    # Readable by others: refused, saying how to fix it.
+    config.chmod(0o644)
+    other = tmp_path / "other"
+    other.mkdir()
+    r = subprocess.run([OBJMOUNT_BIN, "mount", f"tst:{bucket_and_prefix}", str(other)], capture_output=True,
+                       text=True, timeout=60, env=fenv)
+    assert r.returncode != 0 and f"chmod 600 {config}" in r.stderr, r.stderr
+    assert not is_mounted(other)
