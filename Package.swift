@@ -47,7 +47,10 @@ let package = Package(
                 "FuseKit", "ObjectFS", "ObjectStorage", "MemoryStorage", "StorageHTTP", "OpenStackStorage", "S3Storage",
                 "S3Signing", "ClientEncryption", .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
-            ]),
+            ],
+            plugins: ["BuildInfo"]),
+        // The git commit for `objmount --version`.
+        .plugin(name: "BuildInfo", capability: .buildTool()),
         .executableTarget(name: "objmount", dependencies: ["ObjmountCLI"]),
         .target(name: "S3Signing", dependencies: [.product(name: "Crypto", package: "swift-crypto")]),
         // ks3sdk's client-side encryption format: AES-128-CBC from OpenSSL's EVP (libssl-dev).

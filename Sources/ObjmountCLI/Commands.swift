@@ -33,10 +33,11 @@ public struct Objmount: ParsableCommand {
         // of `mount -t fuse.objmount` and of an fstab line.
         defaultSubcommand: Mount.self)
 
-    /// This release, and the libraries it runs with (what a bug report needs).
+    /// This release, the commit it was built from, and the libraries it runs with (what a bug
+    /// report needs).
     static let release = "0.15.0-dev"
     static var version: String {
-        "objmount \(release) (libfuse \(FuseSession.libraryVersion), \(cryptoLibraryVersion))"
+        "objmount \(release) (commit \(buildCommit); libfuse \(FuseSession.libraryVersion), \(cryptoLibraryVersion))"
     }
 
     public init() {}

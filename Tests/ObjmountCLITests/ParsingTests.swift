@@ -118,8 +118,8 @@ import Testing
 }
 
 @Suite struct VersionTests {
-    /// `--version` (on the root and on every subcommand) prints the release and the libfuse
-    /// and OpenSSL it runs with, and exits 0.
+    /// `--version` (on the root and on every subcommand) prints the release, the commit it
+    /// was built from, and the libfuse and OpenSSL it runs with, and exits 0.
     @Test(arguments: [["--version"], ["mount", "--version"]])
     func versionNamesTheReleaseAndItsLibraries(_ arguments: [String]) {
         do {
@@ -128,7 +128,8 @@ import Testing
         } catch {
             #expect(Objmount.exitCode(for: error) == .success)
             let text = Objmount.fullMessage(for: error)
-            #expect(text.hasPrefix("objmount \(Objmount.release) (libfuse 3."), "\(text)")
+            #expect(text.hasPrefix("objmount \(Objmount.release) (commit \(buildCommit); libfuse 3."), "\(text)")
+            #expect(buildCommit == "unknown" || buildCommit.count >= 12, "\(buildCommit)")
             #expect(text.contains("OpenSSL 3."), "\(text)")
         }
     }

@@ -187,6 +187,16 @@ def test_a_named_remote_mounts_without_environment_variables(
     fenv["XDG_CONFIG_HOME"] = str(tmp_path / "xdg")
     mount(["-T", str(fstab), str(mp)], fenv)
     assert (mp / "hello.txt").read_bytes() == b"through a named remote"
+    # umount(8) as for any filesystem.
+    (mp / "from-fstab.txt").write_bytes(b"written through the fstab mount")
+    fd = os.open(mp, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)  # stored (write-back), as `objmount sync` waits
+    finally:
+        os.close(fd)
+    r = subprocess.run(["umount", str(mp)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and not is_mounted(mp), r.stderr
+    assert (plain / "from-fstab.txt").read_bytes() == b"written through the fstab mount"
     # `remote list` and `remote show`: names and settings, never a secret.
     out = subprocess.run([OBJMOUNT_BIN, "remote", "list", "--config", str(config)], capture_output=True,
                          text=True, timeout=30, env=fenv)
