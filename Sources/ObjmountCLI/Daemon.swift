@@ -267,7 +267,10 @@ enum Daemon {
         guard cmdFD >= 0 else { return nil }
         defer { close(cmdFD) }
         let args = Spawn.readAll(cmdFD).split(separator: "\0").map(String.init)
-        guard args.contains("mount"), args.contains(where: { Paths.absolute($0) == mountpoint }) else { return nil }
+        // `objmount mount SOURCE MNT`, or `objmount SOURCE MNT -o …` as mount.fuse3 runs it.
+        let subcommands = Objmount.configuration.subcommands.map { $0._commandName }
+        let mounting = args.contains("mount") || (args.count > 1 && !subcommands.contains(args[1]))
+        guard mounting, args.contains(where: { Paths.absolute($0) == mountpoint }) else { return nil }
         return pid
     }
 
