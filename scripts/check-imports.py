@@ -123,6 +123,8 @@ def parse_targets(manifest):
                 declared.add(t.group(1))
             without_calls = re.sub(r"\.\w+\s*\([^)]*\)", "", without_products)
             declared |= set(re.findall(r'"([^"]+)"', without_calls))
+        if kind == "plugin":
+            declared.add("PackagePlugin")  # what every package plugin is built against
         targets.append((name, kind, path, declared))
     return targets
 

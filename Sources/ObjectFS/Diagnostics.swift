@@ -1,7 +1,40 @@
 // Diagnostics: what the filesystem is doing and waiting for, as text for the log (the daemon
-// writes it on SIGUSR1): a mount that seems stuck says which file, lock or limit holds it.
+// writes it on SIGUSR1): a mount that seems stuck says which file, lock or limit holds it. And
+// `status()`, the figures `objmount status` shows.
+
+/// What a mount holds and still has to do (`objmount status`).
+public struct FilesystemStatus: Sendable, Equatable {
+    /// Files changed and not stored yet (being written, or closed and waiting for their upload),
+    /// their bytes, and how long ago the oldest change began.
+    public var pendingFiles = 0
+    public var pendingBytes: Int64 = 0
+    public var oldestPending: Duration?
+    public var uploadsRunning = 0
+    public var inodes = 0
+    public var openHandles = 0
+    public var memoryUsed: Int64 = 0
+    public var memoryLimit: Int64 = 0
+}
 
 extension ObjectFS {
+    public func status() -> FilesystemStatus {
+        var status = FilesystemStatus()
+        let now = ContinuousClock.now
+        for node in nodes.values where node.dirty {
+            status.pendingFiles += 1
+            guard let file = node.staging ?? node.sealed else { continue }
+            status.pendingBytes += file.size
+            let age = now - file.created
+            status.oldestPending = max(status.oldestPending ?? .zero, age)
+        }
+        status.uploadsRunning = uploads.count
+        status.inodes = nodes.count
+        status.openHandles = handles.count
+        status.memoryUsed = budget.used
+        status.memoryLimit = budget.limit
+        return status
+    }
+
     public func diagnostics() async -> String {
         var lines: [String] = []
         let dirty = nodes.values.filter(\.dirty)

@@ -27,7 +27,7 @@ public struct Objmount: ParsableCommand {
         version: Objmount.version,
         subcommands: [
             Mount.self, Unmount.self, Sync.self, URLCommand.self, Cleanup.self, Login.self, Keygen.self,
-            RemoteCommand.self,
+            RemoteCommand.self, Status.self,
         ],
         // `objmount SOURCE MOUNTPOINT -o OPTIONS` is a mount: how mount.fuse3 runs the program
         // of `mount -t fuse.objmount` and of an fstab line.

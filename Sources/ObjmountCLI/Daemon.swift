@@ -230,6 +230,19 @@ enum Daemon {
             }
         }
         defer { unlink(pidFile) }
+        let started = ContinuousClock.now
+        let (cacheLimit, location) = (configuration.blockCacheSize, "\(remote)")
+        let status = StatusServer(path: Paths.statusSocket(pid: getpid())) {
+            DaemonStatus(
+                remote: location, mountpoint: mountpoint, pid: getpid(), uptime: ContinuousClock.now - started,
+                fs: await fs.status(), requestsInFlight: session.requestsInFlight,
+                uploadErrors: bridge.unsaved.count + bridge.lost.count, cacheDirectory: cacheDirectory,
+                cacheLimit: cacheLimit)
+        }
+        if status == nil {
+            logger.warning("objmount status cannot reach this mount: no socket in \(Paths.runtimeDirectory)")
+        }
+        defer { status?.stop() }
         let rc = session.run()
         logger.info("unmounted \(mountpoint)")
         if rc < 0 { throw CLIError("the session ended with an error (errno \(-rc))") }

@@ -25,6 +25,25 @@ import Testing
         #expect(await h.fs.pendingUploads == 0)
     }
 
+    /// `objmount status`'s figures: a file being written and one closed but not stored are
+    /// pending (with their bytes and the age of the oldest), none once stored.
+    @Test func statusCountsWhatIsNotStoredYet() async throws {
+        let h = try Harness(writeBack: .seconds(3600))
+        #expect(await h.fs.status().pendingFiles == 0)
+        try await h.writeFile("closed.txt", b("hello"))
+        let (_, fh) = try await h.fs.create(
+            parent: rootInode, name: "open.txt", mode: 0o644, flags: OpenFlags(posix: O_WRONLY | O_CREAT))
+        _ = try await h.fs.write(fh, offset: 0, data: b("being written"))
+        var status = await h.fs.status()
+        #expect(status.pendingFiles == 2 && status.pendingBytes == 5 + 13 && status.openHandles == 1)
+        #expect(status.oldestPending.map { $0 >= .zero } == true)
+        #expect(status.memoryLimit > 0 && status.inodes >= 3)
+        await h.fs.release(fh)
+        try await h.fs.fsyncDirectory(rootInode)
+        status = await h.fs.status()
+        #expect(status.pendingFiles == 0 && status.pendingBytes == 0 && status.oldestPending == nil)
+    }
+
     @Test func theBackgroundUploadStoresAClosedFile() async throws {
         let h = try Harness(writeBack: .zero)
         try await h.writeFile("d.bin", b("stored in the background"))

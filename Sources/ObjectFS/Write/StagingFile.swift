@@ -157,6 +157,9 @@ final class StagingFile: @unchecked Sendable {
     /// Keeps the directory until the file is gone.
     private let directory: StagingDirectory
 
+    /// When the change this file holds began (the oldest pending upload, for `objmount status`).
+    let created = ContinuousClock.now
+
     /// A version named by a journal record that is not `done`: the file outlives this object
     /// (and the process), for the mount that recovers it.
     var journaled = false

@@ -1,0 +1,244 @@
+// `objmount status`: what each mount is doing, from its daemon. The daemon listens on a unix
+// socket in its runtime directory (mode 0700, the socket 0600; never on the network), named
+// by its pid; a client connects, sends one line (`json` or `text`) and reads the answer until
+// the daemon closes the connection.
+
+import ArgumentParser
+import Dispatch
+import FuseKit
+import ObjectFS
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+extension Paths {
+    static func statusSocket(pid: pid_t) -> String { runtimeDirectory + "/status-\(pid).sock" }
+}
+
+/// What one daemon says of itself.
+struct DaemonStatus: Sendable {
+    var remote: String
+    var mountpoint: String
+    var pid: pid_t
+    var uptime: Duration
+    var fs: FilesystemStatus
+    var requestsInFlight: Int
+    /// Files that could not be stored (their data kept in the unsaved directory).
+    var uploadErrors: Int
+    var cacheDirectory: String
+    var cacheLimit: Int64
+
+    var json: String {
+        func q(_ s: String) -> String { JSONText.quoted(s) }
+        let oldest = fs.oldestPending.map { String(format2($0)) } ?? "null"
+        return "{"
+            + [
+                "\"mountpoint\":\(q(mountpoint))", "\"remote\":\(q(remote))", "\"pid\":\(pid)",
+                "\"version\":\(q(Objmount.release))", "\"commit\":\(q(buildCommit))",
+                "\"uptime_s\":\(format2(uptime))",
+                "\"pending\":{\"files\":\(fs.pendingFiles),\"bytes\":\(fs.pendingBytes),\"oldest_s\":\(oldest)}",
+                "\"uploads_running\":\(fs.uploadsRunning)", "\"upload_errors\":\(uploadErrors)",
+                "\"inodes\":\(fs.inodes)", "\"open_handles\":\(fs.openHandles)",
+                "\"requests_in_flight\":\(requestsInFlight)",
+                "\"memory\":{\"used\":\(fs.memoryUsed),\"limit\":\(fs.memoryLimit)}",
+                "\"cache\":{\"directory\":\(q(cacheDirectory)),\"limit\":\(cacheLimit)}",
+            ].joined(separator: ",") + "}"
+    }
+
+    var text: String {
+        var pending = "nothing pending"
+        if fs.pendingFiles > 0 {
+            pending =
+                "\(fs.pendingFiles) file(s) pending, \(ByteSize(bytes: fs.pendingBytes))"
+                + (fs.oldestPending.map { " (oldest \(Self.duration($0)) ago)" } ?? "")
+        }
+        return "\(mountpoint): \(remote), pid \(pid), up \(Self.duration(uptime)); \(pending); "
+            + "\(fs.uploadsRunning) upload(s) running, \(uploadErrors) error(s); \(fs.inodes) inodes, "
+            + "\(fs.openHandles) open; memory \(ByteSize(bytes: fs.memoryUsed)) of \(ByteSize(bytes: fs.memoryLimit))"
+    }
+
+    static func duration(_ d: Duration) -> String {
+        let s = d.components.seconds
+        if s < 60 { return "\(s) s" }
+        if s < 3600 { return "\(s / 60) min \(s % 60) s" }
+        return "\(s / 3600) h \(s % 3600 / 60) min"
+    }
+}
+
+/// Seconds with two decimals.
+private func format2(_ d: Duration) -> String {
+    let centis = d.components.seconds * 100 + d.components.attoseconds / 10_000_000_000_000_000
+    return "\(centis / 100).\(String(format2Digits(centis % 100)))"
+}
+
+private func format2Digits(_ n: Int64) -> String { n < 10 ? "0\(n)" : "\(n)" }
+
+enum JSONText {
+    static func quoted(_ s: String) -> String {
+        var out = "\""
+        for u in s.unicodeScalars {
+            switch u {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case let c where c.value < 0x20:
+                let hex = String(c.value, radix: 16)
+                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            default: out.unicodeScalars.append(u)
+            }
+        }
+        return out + "\""
+    }
+}
+
+/// The daemon's side: answers on the socket until stopped.
+final class StatusServer: @unchecked Sendable {
+    let path: String
+    private let fd: Int32
+    private let source: any DispatchSourceRead
+
+    /// Listens at `path` (replacing a stale socket); nil if it cannot (the mount works without).
+    init?(path: String, status: @escaping @Sendable () async -> DaemonStatus) {
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { return nil }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            raw.copyBytes(from: bytes)
+            raw[bytes.count] = 0
+        }
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return nil }
+        unlink(path)
+        let old = umask(0o177)  // the socket is created 0600
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        umask(old)
+        guard bound == 0, listen(fd, 8) == 0 else {
+            close(fd)
+            return nil
+        }
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+        self.path = path
+        self.fd = fd
+        source = DispatchSource.makeReadSource(fileDescriptor: fd, queue: .global(qos: .utility))
+        source.setEventHandler {
+            while true {
+                let connection = accept(fd, nil, nil)
+                guard connection >= 0 else { return }
+                _ = fcntl(connection, F_SETFD, FD_CLOEXEC)
+                Task {
+                    let request = StatusServer.readLine(connection)
+                    let answer = await status()
+                    writeAll(connection, (request == "text" ? answer.text : answer.json) + "\n")
+                    close(connection)
+                }
+            }
+        }
+        source.resume()
+    }
+
+    /// The request line (at most 64 bytes; a client that sends nothing in 2 s gets JSON).
+    static func readLine(_ fd: Int32) -> String {
+        var timeout = timeval(tv_sec: 2, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var buffer = [UInt8](repeating: 0, count: 64)
+        let n = read(fd, &buffer, buffer.count)
+        guard n > 0 else { return "" }
+        return String(decoding: buffer[0..<n], as: UTF8.self).split(separator: "\n").first.map(String.init) ?? ""
+    }
+
+    func stop() {
+        source.cancel()
+        close(fd)
+        unlink(path)
+    }
+
+    /// The client's side: asks the daemon `pid` for `request` (`json` or `text`).
+    static func ask(pid: pid_t, _ request: String) throws(CLIError) -> String {
+        let path = Paths.statusSocket(pid: pid)
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { throw CLIError("\(path): too long") }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            raw.copyBytes(from: bytes)
+            raw[bytes.count] = 0
+        }
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw CLIError("socket: \(errnoText(errno))") }
+        defer { close(fd) }
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        guard connected == 0 else { throw CLIError("the daemon (pid \(pid)) does not answer at \(path)") }
+        var timeout = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        writeAll(fd, request + "\n")
+        let answer = Spawn.readAll(fd)
+        guard answer.hasSuffix("\n") else { throw CLIError("the daemon (pid \(pid)) gave no answer") }
+        return String(answer.dropLast())
+    }
+}
+
+struct Status: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "What each objmount mount of yours is doing: pending uploads, errors, memory.",
+        discussion: """
+            Asks each daemon over a unix socket in its runtime directory (0700). With a mount
+            point, that mount only. --json prints a JSON array, one object per mount:
+            mountpoint, remote, pid, version, commit, uptime_s, pending {files, bytes, oldest_s},
+            uploads_running, upload_errors, inodes, open_handles, requests_in_flight,
+            memory {used, limit}, cache {directory, limit}.
+
+            Examples:
+              objmount status
+              objmount status ./mnt --json
+            """)
+
+    @Argument(help: "A mount point (default: every objmount mount).")
+    var mountpoint: String?
+
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    func run() throws {
+        var mounts = MountTable.current().filter { $0.fsType == "fuse.objmount" }.map(\.mountpoint)
+        if let mountpoint {
+            let path = Paths.absolute(mountpoint)
+            guard mounts.contains(path) else { throw CLIError("\(mountpoint) is not an objmount mount") }
+            mounts = [path]
+        }
+        var answers: [String] = []
+        for mp in mounts {
+            let answer: String
+            do throws(CLIError) {
+                guard let pid = Daemon.readPid(mountpoint: mp) else {
+                    throw CLIError("no daemon of yours serves it (another user's mount, or its daemon is gone)")
+                }
+                answer = try StatusServer.ask(pid: pid, json ? "json" : "text")
+            } catch {
+                answer =
+                    json
+                    ? "{\"mountpoint\":\(JSONText.quoted(mp)),\"error\":\(JSONText.quoted(error.description))}"
+                    : "\(mp): \(error.description)"
+            }
+            answers.append(answer)
+        }
+        if json {
+            writeAll(1, "[" + answers.joined(separator: ",\n") + "]\n")
+        } else if answers.isEmpty {
+            writeAll(1, "no objmount mounts\n")
+        } else {
+            writeAll(1, answers.joined(separator: "\n") + "\n")
+        }
+    }
+}

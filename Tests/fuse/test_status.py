@@ -1,0 +1,51 @@
+"""`objmount status` (issue 15, item 3): each daemon answers over a unix socket in its
+runtime directory (0700, the socket 0600): a file being written shows as pending with its
+bytes, nothing once it is stored; `--json` for scripts, one line per mount otherwise."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+
+import pytest
+
+from conftest import OBJMOUNT_BIN, RUNTIME_DIR, Mounted, fuse_unavailable_reason
+
+pytestmark = pytest.mark.skipif(fuse_unavailable_reason() is not None, reason=fuse_unavailable_reason() or "")
+
+
+def status(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([OBJMOUNT_BIN, "status", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_status_shows_a_pending_file_then_nothing(mount: Mounted) -> None:
+    fd = os.open(mount / "being-written.bin", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, b"x" * 100_000)
+        r = status(str(mount.path), "--json")
+        assert r.returncode == 0, r.stderr
+        (daemon,) = json.loads(r.stdout)
+        assert daemon["mountpoint"] == str(mount.path) and daemon["remote"].startswith(mount.remote.scheme)
+        assert daemon["pending"]["files"] == 1 and daemon["pending"]["bytes"] == 100_000, daemon
+        assert daemon["pending"]["oldest_s"] >= 0 and daemon["open_handles"] == 1
+        assert daemon["upload_errors"] == 0 and daemon["memory"]["limit"] > 0
+    finally:
+        os.close(fd)
+    mount.settle()
+    (daemon,) = json.loads(status(str(mount.path), "--json").stdout)
+    assert daemon["pending"] == {"files": 0, "bytes": 0, "oldest_s": None}, daemon
+    # Without arguments: a line for every mount, this one among them.
+    r = status()
+    assert r.returncode == 0 and any(line.startswith(f"{mount.path}: ") and "nothing pending" in line
+                                     for line in r.stdout.splitlines()), r.stdout
+    # Only the user's own: the runtime directory is 0700, the socket 0600.
+    assert stat.S_IMODE(os.stat(RUNTIME_DIR).st_mode) & 0o077 == 0
+    sock = os.path.join(RUNTIME_DIR, f"status-{daemon['pid']}.sock")
+    assert stat.S_ISSOCK(os.stat(sock).st_mode) and stat.S_IMODE(os.stat(sock).st_mode) == 0o600
+
+
+def test_status_of_a_directory_that_is_no_mount_is_an_error(tmp_path) -> None:
+    r = status(str(tmp_path))
+    assert r.returncode != 0 and "is not an objmount mount" in r.stderr
