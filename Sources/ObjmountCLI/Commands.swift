@@ -153,6 +153,12 @@ struct Mount: ParsableCommand {
     var logLevel: LogLevel = .info
 
     @Option(
+        help: ArgumentHelp(
+            "The background log's largest size, e.g. 10M (default): then it becomes objmount.log.1 and a new one starts.",
+            valueName: "size"))
+    var logMaxSize = ByteSize(bytes: LogFile.defaultCap)
+
+    @Option(
         parsing: .unconditional,
         help:
             "Files above this many MiB are uploaded in parts of this size (multipart / Swift segments); default: parts of 16 MiB above 64 MiB."
@@ -180,6 +186,9 @@ struct Mount: ParsableCommand {
         if let s = segmentSize {
             guard s >= 1 else { throw ValidationError("--segment-size must be a positive number of MiB (got \(s))") }
             guard s <= 5120 else { throw ValidationError("--segment-size must be at most 5120 MiB (got \(s))") }
+        }
+        guard logMaxSize.bytes >= 4096 else {
+            throw ValidationError("--log-max-size must be at least 4K (got \(logMaxSize))")
         }
         guard memoryLimit.bytes >= 8 << 20 else {
             throw ValidationError("--memory-limit must be at least 8M (got \(memoryLimit))")
@@ -235,6 +244,10 @@ struct Mount: ParsableCommand {
             throw CLIError("cannot create cache directory \(cacheDirectory): \(errnoText(errno))")
         }
         if foreground || Paths.environment(Daemon.readyFDVariable) != nil {
+            if !foreground {
+                // The background daemon: its stdout and stderr are the log startInBackground opened.
+                LogFile.rotate(cacheDirectory + "/objmount.log", cap: logMaxSize.bytes)
+            }
             try Daemon.serve(
                 remote: remote, driver: driver, mountpoint: mountpoint, options: mountOptions, seed: seed,
                 cacheDirectory: cacheDirectory,

@@ -56,7 +56,10 @@ enum Daemon {
         }
         close(p[0])
         let line = reply.split(separator: "\n").first.map(String.init) ?? ""
-        if line == readyMessage { return }
+        if line == readyMessage {
+            writeAll(1, "objmount: \(mountpoint) is mounted; its log is \(logPath)\n")
+            return
+        }
         if waited >= deadline {
             kill(pid, SIGTERM)
             throw CLIError("the mount did not become ready within 120 s; see \(logPath)")

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -28,6 +29,7 @@ public struct Logger: Sendable {
         let stamp =
             "\(tm.tm_year + 1900)-\(pad(tm.tm_mon + 1))-\(pad(tm.tm_mday))T\(pad(tm.tm_hour)):\(pad(tm.tm_min)):\(pad(tm.tm_sec))Z"
         writeStderr("\(stamp) \(l.rawValue): \(message())\n")
+        LogFile.rotateIfFull()
     }
 
     public func error(_ m: @autoclosure () -> String) { log(.error, m()) }
@@ -36,6 +38,30 @@ public struct Logger: Sendable {
     public func debug(_ m: @autoclosure () -> String) { log(.debug, m()) }
 
     private func pad(_ n: Int32) -> String { n < 10 ? "0\(n)" : "\(n)" }
+}
+
+/// The background daemon's log (its stderr and stdout): once it passes `cap` bytes it becomes
+/// `<path>.1` (replacing the one before) and a new file starts, so a mount that runs for months
+/// keeps at most twice the cap.
+enum LogFile {
+    static let defaultCap: Int64 = 10 << 20
+    private static let state = Mutex<(path: String, cap: Int64)?>(nil)
+
+    static func rotate(_ path: String, cap: Int64 = defaultCap) { state.withLock { $0 = (path, cap) } }
+
+    static func rotateIfFull() {
+        state.withLock { state in
+            guard let (path, cap) = state else { return }
+            var st = stat()
+            guard fstat(2, &st) == 0, Int64(st.st_size) > cap else { return }
+            guard rename(path, path + ".1") == 0 else { return }
+            let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
+            guard fd >= 0 else { return }
+            dup2(fd, 1)
+            dup2(fd, 2)
+            close(fd)
+        }
+    }
 }
 
 func writeStderr(_ text: String) {

@@ -242,7 +242,147 @@ struct RemoteCommand: ParsableCommand {
               access_key_id = "AKIA..."
               secret_access_key = "env:PHOTOS_SECRET"   # a value, env:VARIABLE or file:PATH
             """,
-        subcommands: [List.self, Show.self])
+        subcommands: [List.self, Show.self, Add.self, Remove.self])
+
+    /// Adds `[NAME]` at the end of the file (made 0600 if new), or removes it: the rest of the
+    /// file, comments included, stays as it was, and the result must parse with the same other
+    /// remotes before it replaces the file.
+    static func edit(_ path: String, _ change: (String) throws(CLIError) -> String, expect: [String: NamedRemote?])
+        throws(CLIError)
+    {
+        var before = ""
+        var others: [String: NamedRemote] = [:]
+        if access(path, F_OK) == 0 {
+            others = try NamedRemotes.load(path)
+            before = NamedRemote.readText(path) ?? ""
+        }
+        let after = try change(before)
+        var wanted = others
+        for (name, remote) in expect { wanted[name] = remote }
+        guard let parsed = try? NamedRemotes.parse(after, path: path), parsed == wanted else {
+            throw CLIError("\(path) could not be changed safely (edit it by hand)")
+        }
+        let directory = String(path[..<(path.lastIndex(of: "/") ?? path.startIndex)])
+        guard directory.isEmpty || Paths.makeDirectories(directory) else {
+            throw CLIError("cannot create \(directory)")
+        }
+        let tmp = path + ".tmp"
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw CLIError("cannot write \(tmp): \(errnoText(errno))") }
+        fchmod(fd, 0o600)
+        writeAll(fd, after)
+        let synced = fsync(fd) == 0
+        close(fd)
+        guard synced, rename(tmp, path) == 0 else {
+            unlink(tmp)
+            throw CLIError("cannot write \(path): \(errnoText(errno))")
+        }
+    }
+
+    struct Add: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Add a named remote: objmount remote add NAME TYPE SETTING=VALUE...",
+            discussion: """
+                Secrets are never taken as arguments (the process list is public): give them as
+                env:VARIABLE or file:PATH, or leave them out and type them at the prompt (not
+                echoed) when on a terminal.
+
+                Example:
+                  objmount remote add photos s3 endpoint=https://s3.example.com region=eu-west-1 \\
+                      access_key_id=AKIA... secret_access_key=file:/home/me/.secrets/photos
+                """)
+        @Argument(help: "The remote's name (letters, digits, '.', '_', '-').")
+        var name: String
+        @Argument(help: "swift, hubic, s3 or ks3.")
+        var type: String
+        @Argument(help: "Settings, e.g. endpoint=https://s3.example.com.")
+        var settings: [String] = []
+        @OptionGroup var config: ConfigOption
+
+        func run() throws {
+            let path = config.path ?? NamedRemotes.defaultPath
+            guard NamedRemotes.split(name + ":") != nil else {
+                throw CLIError("'\(name)' is not a remote name: letters, digits, '.', '_' and '-' only")
+            }
+            var lines = ["", "[\(name)]", "type = \(JSONText.quoted(type))"]
+            var given: [String: String] = [:]
+            for setting in settings {
+                guard let eq = setting.firstIndex(of: "=") else {
+                    throw CLIError("'\(setting)' is not SETTING=VALUE")
+                }
+                let key = String(setting[..<eq])
+                let value = String(setting[setting.index(after: eq)...])
+                if NamedRemote.secretSettings.contains(key) && !value.hasPrefix("env:") && !value.hasPrefix("file:") {
+                    throw CLIError(
+                        "\(key) is a secret: give env:VARIABLE or file:PATH, or leave it out to be asked for it")
+                }
+                given[key] = value
+            }
+            if let scheme = Remote.Scheme(rawValue: type), isatty(0) == 1 {
+                let table = NamedRemote.variables[scheme] ?? [:]
+                for key in table.keys.sorted() where NamedRemote.secretSettings.contains(key) && given[key] == nil {
+                    if let typed = Prompt.secret("\(key) (empty: none): "), !typed.isEmpty { given[key] = typed }
+                }
+            }
+            for (key, value) in given.sorted(by: { $0.key < $1.key }) {
+                lines.append(key == "path_style" ? "\(key) = \(value)" : "\(key) = \(JSONText.quoted(value))")
+            }
+            let text = lines.joined(separator: "\n") + "\n"
+            // The new table parsed alone: its errors name its own lines.
+            guard let remote = try NamedRemotes.parse(text, path: "the new remote")[name] else {
+                throw CLIError("the new remote did not parse")
+            }
+            try RemoteCommand.edit(
+                path,
+                { (before: String) throws(CLIError) -> String in
+                    if (try? NamedRemotes.parse(before, path: path))?[name] != nil {
+                        throw CLIError("\(path) already has a remote '\(name)' (objmount remote remove \(name) first)")
+                    }
+                    return before + (before.isEmpty || before.hasSuffix("\n") ? "" : "\n") + text
+                }, expect: [name: remote])
+            writeAll(1, "added \(name) (\(type)) to \(path)\n")
+        }
+    }
+
+    struct Remove: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Remove a named remote from the config file.")
+        @Argument(help: "The remote's name.")
+        var name: String
+        @OptionGroup var config: ConfigOption
+
+        func run() throws {
+            let path = config.path ?? NamedRemotes.defaultPath
+            guard try NamedRemotes.load(path)[name] != nil else { throw CLIError("no remote '\(name)' in \(path)") }
+            try RemoteCommand.edit(
+                path,
+                { (before: String) throws(CLIError) -> String in
+                    // The table's lines go, up to the next table; comments and blank lines
+                    // just before that table are its own and stay.
+                    var out: [Substring] = []
+                    var removed: [Substring] = []
+                    var inside = false
+                    for line in before.split(separator: "\n", omittingEmptySubsequences: false) {
+                        let trimmed = line.drop { $0 == " " || $0 == "\t" }
+                        if trimmed.hasPrefix("[") {
+                            let header = trimmed.dropFirst().prefix { $0 != "]" }
+                            let starts = String(header.filter { !" \t\"'".contains($0) }) == name
+                            if inside && !starts {
+                                let kept = removed.reversed().prefix {
+                                    let t = $0.drop { $0 == " " || $0 == "\t" }
+                                    return t.isEmpty || t.hasPrefix("#")
+                                }
+                                out += kept.reversed()
+                                removed = []
+                            }
+                            inside = starts
+                        }
+                        if inside { removed.append(line) } else { out.append(line) }
+                    }
+                    return out.joined(separator: "\n")
+                }, expect: [name: nil])
+            writeAll(1, "removed \(name) from \(path)\n")
+        }
+    }
 
     struct List: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "One line per remote: its name and type.")
@@ -271,5 +411,26 @@ struct RemoteCommand: ParsableCommand {
             writeAll(1, "[\(remote.name)]\n")
             for (setting, value) in remote.shown { writeAll(1, "\(setting) = \(value)\n") }
         }
+    }
+}
+
+enum Prompt {
+    /// Reads a line from the terminal without echoing it; nil without a terminal.
+    static func secret(_ question: String) -> String? {
+        guard isatty(0) == 1 else { return nil }
+        writeAll(2, question)
+        var saved = termios()
+        tcgetattr(0, &saved)
+        var quiet = saved
+        quiet.c_lflag &= ~tcflag_t(ECHO)
+        tcsetattr(0, TCSANOW, &quiet)
+        defer {
+            tcsetattr(0, TCSANOW, &saved)
+            writeAll(2, "\n")
+        }
+        var line: [UInt8] = []
+        var byte: UInt8 = 0
+        while read(0, &byte, 1) == 1, byte != 10 { line.append(byte) }
+        return String(decoding: line, as: UTF8.self)
     }
 }

@@ -101,3 +101,43 @@ import Testing
         #expect(try NamedRemotes.load(path)["a"]?.type == .s3)
     }
 }
+
+@Suite struct RemoteEditTests {
+    /// `remote add` appends a table and `remote remove` takes it out again; the rest of the
+    /// file, comments included, is kept; the file stays 0600; secrets are not taken as arguments.
+    @Test func addAndRemoveKeepTheRestOfTheFile() throws {
+        let path = "/tmp/objmount-remote-edit-\(getpid())/objmount.conf"
+        defer {
+            unlink(path)
+            rmdir(String(path.dropLast(14)))
+        }
+        var add = try RemoteCommand.Add.parse([
+            "photos", "s3", "endpoint=https://s3.example.com", "secret_access_key=env:PHOTOS_SECRET", "--config", path,
+        ])
+        try add.run()
+        var st = stat()
+        #expect(stat(path, &st) == 0 && st.st_mode & 0o777 == 0o600)
+        // A hand-written part in between.
+        let fd = open(path, O_WRONLY | O_APPEND)
+        writeAll(fd, "# the office's Swift\n[office]\ntype = \"swift\"\nauth_url = \"https://a/v1\"\n")
+        close(fd)
+        add = try RemoteCommand.Add.parse(["backup", "ks3", "endpoint=ks3-cn-beijing.ksyuncs.com", "--config", path])
+        try add.run()
+        #expect(try NamedRemotes.load(path).keys.sorted() == ["backup", "office", "photos"])
+        #expect(throws: CLIError.self) {
+            let again = try RemoteCommand.Add.parse(["photos", "s3", "--config", path])
+            try again.run()
+        }
+        #expect(throws: CLIError.self) {
+            let secret = try RemoteCommand.Add.parse(["x", "s3", "secret_access_key=plain", "--config", path])
+            try secret.run()
+        }
+        let remove = try RemoteCommand.Remove.parse(["photos", "--config", path])
+        try remove.run()
+        let remotes = try NamedRemotes.load(path)
+        #expect(remotes.keys.sorted() == ["backup", "office"])
+        #expect(remotes["backup"]?.settings["endpoint"] == "ks3-cn-beijing.ksyuncs.com")
+        #expect(NamedRemote.readText(path)?.contains("# the office's Swift") == true)
+        #expect(NamedRemote.readText(path)?.contains("PHOTOS_SECRET") == false)
+    }
+}

@@ -171,9 +171,17 @@ def test_a_named_remote_mounts_without_environment_variables(
     blank += tuple((k, "") for k in given if k not in dict(blank))
     bucket_and_prefix = stored.url.split("://", 1)[1]
     named = Remote(url=f"tst:{bucket_and_prefix}", spec=RemoteSpec(base=stored.spec.base, env=blank))
-    m = mounter.mount(named, extra=["--config", str(config)])
+    m = mounter.mount(named, extra=["--config", str(config), "--log-level", "debug"])
     (m / "hello.txt").write_bytes(b"through a named remote")
     m.settle()
+    assert [p.name for p in m.path.iterdir()] == ["hello.txt"]
+    # The debug log names no secret.
+    assert not (m / "not-there").exists()
+    log = (m.cache_dir / "objmount.log").read_text(errors="replace")
+    assert "debug: " in log
+    for k in SECRETS:
+        if given.get(k):
+            assert given[k] not in log, k
     # The same object through the usual URL and variables.
     plain = mounter.mount(stored)
     assert (plain / "hello.txt").read_bytes() == b"through a named remote"

@@ -1,6 +1,7 @@
 """`objmount status` (issue 15, item 3): each daemon answers over a unix socket in its
 runtime directory (0700, the socket 0600): a file being written shows as pending with its
-bytes, nothing once it is stored; `--json` for scripts, one line per mount otherwise."""
+bytes, nothing once it is stored; `--json` for scripts, one line per mount otherwise. And the
+background log (item 5): its place is printed at mount, it rotates at --log-max-size."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import subprocess
 
 import pytest
 
-from conftest import OBJMOUNT_BIN, RUNTIME_DIR, Mounted, fuse_unavailable_reason
+from conftest import OBJMOUNT_BIN, RUNTIME_DIR, Mounted, Mounter, Remote, fuse_unavailable_reason
 
 pytestmark = pytest.mark.skipif(fuse_unavailable_reason() is not None, reason=fuse_unavailable_reason() or "")
 
@@ -49,3 +50,29 @@ def test_status_shows_a_pending_file_then_nothing(mount: Mounted) -> None:
 def test_status_of_a_directory_that_is_no_mount_is_an_error(tmp_path) -> None:
     r = status(str(tmp_path))
     assert r.returncode != 0 and "is not an objmount mount" in r.stderr
+
+
+def test_the_log_is_named_at_mount_and_rotates_at_its_size(mounter: Mounter, remote: Remote, tmp_path) -> None:
+    cache = tmp_path / "cache"
+    mp = tmp_path / "mnt"
+    mp.mkdir()
+    m = mounter.mount(remote, mountpoint=mp, cache=cache, extra=["--log-level", "debug", "--log-max-size", "8K"])
+    log = cache / "objmount.log"
+    # A debug line for every lookup of a name that is not there: 400 fill 8 KiB several times.
+    for i in range(400):
+        assert not (m / f"missing-{i}").exists()
+    old = cache / "objmount.log.1"
+    assert old.exists() and log.exists()
+    # Each at most the cap and the line that crossed it; only two files.
+    assert old.stat().st_size < 8192 + 4096 and log.stat().st_size < 8192 + 4096
+    assert sorted(p.name for p in cache.glob("objmount.log*")) == ["objmount.log", "objmount.log.1"]
+    # `objmount mount` says where the log is.
+    other = tmp_path / "other"
+    other.mkdir()
+    r = subprocess.run([OBJMOUNT_BIN, "mount", remote.url, str(other), "--cache-dir", str(tmp_path / "c2")],
+                       capture_output=True, text=True, timeout=60, env={**os.environ, **remote.env})
+    try:
+        assert r.returncode == 0, r.stderr
+        assert f"its log is {tmp_path / 'c2' / 'objmount.log'}" in r.stdout, r.stdout
+    finally:
+        subprocess.run([OBJMOUNT_BIN, "unmount", str(other)], capture_output=True, timeout=60)
