@@ -339,22 +339,20 @@ struct Unmount: ParsableCommand {
         // The daemon stores pending writes after the kernel lets go; wait for it to finish.
         if let pid {
             var waited = 0.0
-            var shown = ""
             var left = ""
             let progress = Paths.progressFile(for: path)
+            var meter = ProgressMeter(terminal: isatty(2) == 1)
             while Daemon.isRunning(pid) && waited < timeout {
-                // Files and bytes left, as the daemon counts them each second; said when they change.
-                if waited >= 2 && Int(waited * 20) % 20 == 0 {
+                // Files and bytes left, as the daemon counts them each second, with the rate
+                // and the time left: a line rewritten in place on a terminal, else one a second.
+                if waited >= 1 && Int(waited * 20) % 20 == 0 {
                     left = Self.pending(in: progress) ?? left
-                    let line = left.isEmpty ? "waiting for pending uploads to finish" : "storing \(left) left"
-                    if line != shown {
-                        writeStderr("objmount: \(path): \(line)...\n")
-                        shown = line
-                    }
+                    writeStderr(meter.line(for: path, Self.pendingCounts(in: progress), at: waited))
                 }
                 usleep(50_000)
                 waited += 0.05
             }
+            writeStderr(meter.end())
             if Daemon.isRunning(pid) {
                 left = Self.pending(in: progress) ?? left
                 throw CLIError(
@@ -378,12 +376,17 @@ struct Unmount: ParsableCommand {
 extension Unmount {
     /// "N file(s), SIZE" from the daemon's progress file, if it is there.
     static func pending(in progressFile: String) -> String? {
+        pendingCounts(in: progressFile).map { "\($0.files) file(s), \(ByteSize(bytes: $0.bytes).approximate)" }
+    }
+
+    /// Files and bytes left, from the daemon's progress file.
+    static func pendingCounts(in progressFile: String) -> (files: Int, bytes: Int64)? {
         let fd = open(progressFile, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
         let fields = Spawn.readAll(fd).split(whereSeparator: \.isWhitespace)
         guard fields.count == 2, let files = Int(fields[0]), let bytes = Int64(fields[1]) else { return nil }
-        return "\(files) file(s), \(ByteSize(bytes: bytes).approximate)"
+        return (files, bytes)
     }
 }
 
@@ -417,4 +420,33 @@ enum Preflight {
             throw CLIError("fusermount3 not found; install the fuse3 package")
         }
     }
+}
+
+/// The lines `objmount unmount` shows while the daemon stores what is pending: files and bytes
+/// left, the rate since the first count, and the time left at that rate.
+struct ProgressMeter {
+    let terminal: Bool
+    private var first: (seconds: Double, bytes: Int64)?
+    private var shown = false
+
+    init(terminal: Bool) { self.terminal = terminal }
+
+    mutating func line(for path: String, _ counts: (files: Int, bytes: Int64)?, at seconds: Double) -> String {
+        var text = "waiting for pending uploads to finish"
+        if let counts {
+            text = "storing \(counts.files) file(s), \(ByteSize(bytes: counts.bytes).approximate) left"
+            if let first, seconds > first.seconds, first.bytes > counts.bytes {
+                let rate = Double(first.bytes - counts.bytes) / (seconds - first.seconds)
+                text +=
+                    ", \(ByteSize(bytes: Int64(rate)).approximate)/s, about \(Int((Double(counts.bytes) / rate).rounded(.up))) s to go"
+            } else if first == nil {
+                first = (seconds, counts.bytes)
+            }
+        }
+        shown = true
+        return terminal ? "\r\u{1B}[Kobjmount: \(path): \(text)" : "objmount: \(path): \(text)\n"
+    }
+
+    /// Ends the line being rewritten on a terminal.
+    func end() -> String { terminal && shown ? "\n" : "" }
 }

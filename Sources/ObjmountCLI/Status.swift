@@ -136,7 +136,13 @@ final class StatusServer: @unchecked Sendable {
                 Task {
                     let request = StatusServer.readLine(connection)
                     let answer = await status()
-                    writeAll(connection, (request == "text" ? answer.text : answer.json) + "\n")
+                    let reply =
+                        switch request {
+                        case "text": answer.text
+                        case "pending": "\(answer.fs.pendingFiles) \(answer.fs.pendingBytes)"
+                        default: answer.json
+                        }
+                    writeAll(connection, reply + "\n")
                     close(connection)
                 }
             }
@@ -210,7 +216,18 @@ struct Status: ParsableCommand {
     @Flag(help: "Print JSON.")
     var json = false
 
+    @Flag(help: "With a mount point: wait until nothing is pending, showing what is left each second.")
+    var wait = false
+
+    func validate() throws {
+        if wait && (mountpoint == nil || json) { throw ValidationError("--wait needs a mount point and no --json") }
+    }
+
     func run() throws {
+        if wait, let mountpoint {
+            try waitUntilStored(Paths.absolute(mountpoint))
+            return
+        }
         var mounts = MountTable.current().filter { $0.fsType == "fuse.objmount" }.map(\.mountpoint)
         if let mountpoint {
             let path = Paths.absolute(mountpoint)
@@ -240,5 +257,27 @@ struct Status: ParsableCommand {
         } else {
             writeAll(1, answers.joined(separator: "\n") + "\n")
         }
+    }
+
+    /// Asks the daemon each second for what is left, until nothing is.
+    func waitUntilStored(_ path: String) throws {
+        guard MountTable.current().contains(where: { $0.mountpoint == path && $0.fsType == "fuse.objmount" }),
+            let pid = Daemon.readPid(mountpoint: path)
+        else { throw CLIError("\(path) is not an objmount mount of yours") }
+        var meter = ProgressMeter(terminal: isatty(2) == 1)
+        let start = ContinuousClock.now
+        while true {
+            let fields = try StatusServer.ask(pid: pid, "pending").split(separator: " ")
+            guard fields.count == 2, let files = Int(fields[0]), let bytes = Int64(fields[1]) else {
+                throw CLIError("the daemon (pid \(pid)) gave an answer this objmount does not read")
+            }
+            if files == 0 { break }
+            let elapsed = ContinuousClock.now - start
+            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+            writeStderr(meter.line(for: path, (files, bytes), at: seconds))
+            usleep(1_000_000)
+        }
+        writeStderr(meter.end())
+        writeAll(1, "\(path): nothing pending\n")
     }
 }

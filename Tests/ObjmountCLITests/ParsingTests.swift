@@ -134,3 +134,20 @@ import Testing
         }
     }
 }
+
+@Suite struct ProgressMeterTests {
+    /// One line a second off a terminal; the rate and the time left once two counts differ;
+    /// rewritten in place on a terminal, ended with a newline.
+    @Test func linesSayWhatIsLeftTheRateAndTheTimeToGo() {
+        var meter = ProgressMeter(terminal: false)
+        #expect(meter.line(for: "/m", nil, at: 1) == "objmount: /m: waiting for pending uploads to finish\n")
+        #expect(meter.line(for: "/m", (3, 30 << 20), at: 2) == "objmount: /m: storing 3 file(s), 30.0 MiB left\n")
+        #expect(
+            meter.line(for: "/m", (2, 10 << 20), at: 4)
+                == "objmount: /m: storing 2 file(s), 10.0 MiB left, 10.0 MiB/s, about 1 s to go\n")
+        #expect(meter.end() == "")
+        var tty = ProgressMeter(terminal: true)
+        #expect(tty.line(for: "/m", (1, 1 << 20), at: 1).hasPrefix("\r\u{1B}[Kobjmount: /m: storing 1 file(s)"))
+        #expect(tty.end() == "\n")
+    }
+}

@@ -9,6 +9,7 @@ import json
 import os
 import stat
 import subprocess
+import time
 
 import pytest
 
@@ -45,6 +46,23 @@ def test_status_shows_a_pending_file_then_nothing(mount: Mounted) -> None:
     assert stat.S_IMODE(os.stat(RUNTIME_DIR).st_mode) & 0o077 == 0
     sock = os.path.join(RUNTIME_DIR, f"status-{daemon['pid']}.sock")
     assert stat.S_ISSOCK(os.stat(sock).st_mode) and stat.S_IMODE(os.stat(sock).st_mode) == 0o600
+
+
+def test_status_wait_shows_what_is_left_until_nothing_is(mount: Mounted) -> None:
+    fd = os.open(mount / "slow.bin", os.O_WRONLY | os.O_CREAT, 0o644)
+    waiter = None
+    try:
+        os.write(fd, b"y" * 300_000)
+        waiter = subprocess.Popen([OBJMOUNT_BIN, "status", str(mount.path), "--wait"], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        time.sleep(2.5)
+        assert waiter.poll() is None  # the file is still being written: pending
+    finally:
+        os.close(fd)
+    out, err = waiter.communicate(timeout=60)
+    assert waiter.returncode == 0, err
+    assert out == f"{mount.path}: nothing pending\n"
+    assert f"objmount: {mount.path}: storing 1 file(s), " in err, err
 
 
 def test_status_of_a_directory_that_is_no_mount_is_an_error(tmp_path) -> None:
