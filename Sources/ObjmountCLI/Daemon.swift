@@ -240,7 +240,9 @@ enum Daemon {
                 remote: location, mountpoint: mountpoint, pid: getpid(), uptime: ContinuousClock.now - started,
                 fs: await fs.status(), requestsInFlight: session.requestsInFlight,
                 uploadErrors: bridge.unsaved.count + bridge.lost.count, cacheDirectory: cacheDirectory,
-                cacheLimit: cacheLimit)
+                cacheLimit: cacheLimit, requests: TransferCounters.shared.requests,
+                retries: TransferCounters.shared.retries, bytesUp: TransferCounters.shared.bytesUp,
+                bytesDown: TransferCounters.shared.bytesDown)
         }
         if status == nil {
             logger.warning("objmount status cannot reach this mount: no socket in \(Paths.runtimeDirectory)")

@@ -28,6 +28,11 @@ struct DaemonStatus: Sendable {
     var uploadErrors: Int
     var cacheDirectory: String
     var cacheLimit: Int64
+    /// HTTP requests, retries and body bytes of this daemon (none for memory://).
+    var requests: Int64 = 0
+    var retries: Int64 = 0
+    var bytesUp: Int64 = 0
+    var bytesDown: Int64 = 0
 
     var json: String {
         func q(_ s: String) -> String { JSONText.quoted(s) }
@@ -43,6 +48,8 @@ struct DaemonStatus: Sendable {
                 "\"requests_in_flight\":\(requestsInFlight)",
                 "\"memory\":{\"used\":\(fs.memoryUsed),\"limit\":\(fs.memoryLimit)}",
                 "\"cache\":{\"directory\":\(q(cacheDirectory)),\"limit\":\(cacheLimit)}",
+                "\"requests\":\(requests)", "\"retries\":\(retries)", "\"bytes_up\":\(bytesUp)",
+                "\"bytes_down\":\(bytesDown)",
             ].joined(separator: ",") + "}"
     }
 
@@ -55,7 +62,9 @@ struct DaemonStatus: Sendable {
         }
         return "\(mountpoint): \(remote), pid \(pid), up \(Self.duration(uptime)); \(pending); "
             + "\(fs.uploadsRunning) upload(s) running, \(uploadErrors) error(s); \(fs.inodes) inodes, "
-            + "\(fs.openHandles) open; memory \(ByteSize(bytes: fs.memoryUsed)) of \(ByteSize(bytes: fs.memoryLimit))"
+            + "\(fs.openHandles) open; memory \(ByteSize(bytes: fs.memoryUsed)) of \(ByteSize(bytes: fs.memoryLimit)); "
+            + "\(requests) requests, \(retries) retries, \(ByteSize(bytes: bytesUp).approximate) up, "
+            + "\(ByteSize(bytes: bytesDown).approximate) down"
     }
 
     static func duration(_ d: Duration) -> String {

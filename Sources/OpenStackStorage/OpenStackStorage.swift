@@ -173,6 +173,7 @@ public final class OpenStackStorage: ObjectStorage, PresigningStorage, Incomplet
     }
 
     private func pause(_ attempt: Int) async throws(StorageError) {
+        TransferCounters.shared.retry()
         do { try await retry.sleep(retry.delay(before: attempt)) } catch { throw .unavailable("interrupted") }
     }
 

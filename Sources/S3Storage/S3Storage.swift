@@ -137,6 +137,7 @@ public final class S3Storage: ObjectStorage, ObjectAttributeSource, PresigningSt
     }
 
     private func pause(_ attempt: Int) async throws(StorageError) {
+        TransferCounters.shared.retry()
         do { try await retry.sleep(retry.delay(before: attempt)) } catch { throw .unavailable("interrupted") }
     }
 

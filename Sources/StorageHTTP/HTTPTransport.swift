@@ -271,6 +271,7 @@ public final class AHCTransport: HTTPTransport {
         } else if request.method == "PUT" || request.method == "POST" {
             r.headers.replaceOrAdd(name: "Content-Length", value: "0")
         }
+        TransferCounters.shared.request(sending: Int64(request.body?.count ?? 0) + (request.file?.length ?? 0))
         do {
             // No deadline for the whole request: the idle timeouts above end one that stalls.
             let response = try await client.execute(r, deadline: .distantFuture)
@@ -278,6 +279,7 @@ public final class AHCTransport: HTTPTransport {
             if let stream = request.stream, ResponseStream.takes(status) {
                 var cut = stream.start(status: status)
                 for try await chunk in response.body {
+                    TransferCounters.shared.receive(chunk.readableBytes)
                     chunk.withUnsafeReadableBytes { raw in
                         stream.append(UnsafeRawBufferPointer(rebasing: raw[cut.take(raw.count)]))
                     }
@@ -296,6 +298,7 @@ public final class AHCTransport: HTTPTransport {
                         kind: .other, server: TransportError.server(of: request.url),
                         detail: "a reply body of more than \(maxBody) bytes")
                 }
+                TransferCounters.shared.receive(chunk.readableBytes)
                 chunk.withUnsafeReadableBytes { bytes.append(contentsOf: $0) }
             }
             return HTTPResponse(

@@ -190,7 +190,7 @@ def test_a_named_remote_mounts_without_environment_variables(
     mp.mkdir()
     mounted.append(mp)
     fstab = tmp_path / "fstab"
-    fstab.write_text(f"tst:{bucket_and_prefix} {mp} fuse.{name} _netdev,nofail 0 0\n")
+    fstab.write_text(f"tst:{bucket_and_prefix} {mp} fuse.{name} _netdev,nofail,allow_other 0 0\n")
     fenv = {k: v for k, v in env.items() if not k.startswith(CREDENTIAL_PREFIXES)}
     fenv["XDG_CONFIG_HOME"] = str(tmp_path / "xdg")
     mount(["-T", str(fstab), str(mp)], fenv)

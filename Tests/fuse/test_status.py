@@ -63,6 +63,9 @@ def test_status_shows_a_pending_file_then_nothing(mount: Mounted) -> None:
     mount.settle()
     (daemon,) = json.loads(status(str(mount.path), "--json").stdout)
     assert daemon["pending"] == {"files": 0, "bytes": 0, "oldest_s": None}, daemon
+    if mount.remote.scheme != "memory":
+        # The upload went over HTTP: a request at least, and its 100,000 bytes.
+        assert daemon["requests"] >= 1 and daemon["bytes_up"] >= 100_000 and daemon["retries"] >= 0, daemon
     # Without arguments: a line for every mount, this one among them.
     r = status()
     assert r.returncode == 0 and any(line.startswith(f"{mount.path}: ") and "nothing pending" in line
