@@ -111,25 +111,12 @@ final class StatusServer: @unchecked Sendable {
 
     /// Listens at `path` (replacing a stale socket); nil if it cannot (the mount works without).
     init?(path: String, status: @escaping @Sendable () async -> DaemonStatus) {
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { return nil }
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            raw.copyBytes(from: bytes)
-            raw[bytes.count] = 0
-        }
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { return nil }
         unlink(path)
         let old = umask(0o177)  // the socket is created 0600
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-            }
-        }
+        let bound = Self.socket(at: path, bind)
         umask(old)
-        guard bound == 0, listen(fd, 8) == 0 else {
+        guard let (fd, result) = bound else { return nil }
+        guard result == 0, listen(fd, 8) == 0 else {
             close(fd)
             return nil
         }
@@ -175,25 +162,36 @@ final class StatusServer: @unchecked Sendable {
         unlink(path)
     }
 
-    /// The client's side: asks the daemon `pid` for `request` (`json` or `text`).
-    static func ask(pid: pid_t, _ request: String) throws(CLIError) -> String {
-        let path = Paths.statusSocket(pid: pid)
+    /// A new unix stream socket and what `call` (bind or connect) returned for `path`; nil if
+    /// the path does not fit a socket address or no socket could be made.
+    private static func socket(
+        at path: String, _ call: (Int32, UnsafePointer<sockaddr>, socklen_t) -> Int32
+    ) -> (fd: Int32, result: Int32)? {
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
         let bytes = Array(path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { throw CLIError("\(path): too long") }
+        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { return nil }
         withUnsafeMutableBytes(of: &address.sun_path) { raw in
             raw.copyBytes(from: bytes)
             raw[bytes.count] = 0
         }
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw CLIError("socket: \(errnoText(errno))") }
-        defer { close(fd) }
-        let connected = withUnsafePointer(to: &address) {
+        let fd = Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return nil }
+        let result = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+                call(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
             }
         }
+        return (fd, result)
+    }
+
+    /// The client's side: asks the daemon `pid` for `request` (`json` or `text`).
+    static func ask(pid: pid_t, _ request: String) throws(CLIError) -> String {
+        let path = Paths.statusSocket(pid: pid)
+        guard let (fd, connected) = Self.socket(at: path, connect) else {
+            throw CLIError("cannot open a socket for \(path): \(errnoText(errno))")
+        }
+        defer { close(fd) }
         guard connected == 0 else { throw CLIError("the daemon (pid \(pid)) does not answer at \(path)") }
         var timeout = timeval(tv_sec: 10, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
