@@ -14,6 +14,13 @@ public struct FilesystemStatus: Sendable, Equatable {
     public var openHandles = 0
     public var memoryUsed: Int64 = 0
     public var memoryLimit: Int64 = 0
+    /// The block cache: bytes held and its bound (on disk, or in memory with `--cache-size 0`).
+    public var cacheUsed: Int64 = 0
+    public var cacheCapacity: Int64 = 0
+    /// Bytes of reads that reached the daemon, answered from the cache or after a fetch (reads
+    /// the kernel's page cache answers never reach it).
+    public var cacheHitBytes: Int64 = 0
+    public var cacheMissBytes: Int64 = 0
 }
 
 extension ObjectFS {
@@ -32,6 +39,10 @@ extension ObjectFS {
         status.openHandles = handles.count
         status.memoryUsed = budget.used
         status.memoryLimit = budget.limit
+        status.cacheUsed = prefetcher.cache.usedBytes
+        status.cacheCapacity = prefetcher.cache.capacity
+        status.cacheHitBytes = prefetcher.hits
+        status.cacheMissBytes = prefetcher.misses
         return status
     }
 

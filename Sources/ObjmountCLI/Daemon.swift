@@ -234,13 +234,13 @@ enum Daemon {
         }
         defer { unlink(pidFile) }
         let started = ContinuousClock.now
-        let (cacheLimit, location) = (configuration.blockCacheSize, "\(remote)")
+        let location = "\(remote)"
         let status = StatusServer(path: Paths.statusSocket(pid: getpid())) {
             DaemonStatus(
                 remote: location, mountpoint: mountpoint, pid: getpid(), uptime: ContinuousClock.now - started,
                 fs: await fs.status(), requestsInFlight: session.requestsInFlight,
                 uploadErrors: bridge.unsaved.count + bridge.lost.count, cacheDirectory: cacheDirectory,
-                cacheLimit: cacheLimit, requests: TransferCounters.shared.requests,
+                requests: TransferCounters.shared.requests,
                 retries: TransferCounters.shared.retries, bytesUp: TransferCounters.shared.bytesUp,
                 bytesDown: TransferCounters.shared.bytesDown)
         }

@@ -27,7 +27,6 @@ struct DaemonStatus: Sendable {
     /// Files that could not be stored (their data kept in the unsaved directory).
     var uploadErrors: Int
     var cacheDirectory: String
-    var cacheLimit: Int64
     /// HTTP requests, retries and body bytes of this daemon (none for memory://).
     var requests: Int64 = 0
     var retries: Int64 = 0
@@ -47,10 +46,18 @@ struct DaemonStatus: Sendable {
                 "\"inodes\":\(fs.inodes)", "\"open_handles\":\(fs.openHandles)",
                 "\"requests_in_flight\":\(requestsInFlight)",
                 "\"memory\":{\"used\":\(fs.memoryUsed),\"limit\":\(fs.memoryLimit)}",
-                "\"cache\":{\"directory\":\(q(cacheDirectory)),\"limit\":\(cacheLimit)}",
+                "\"cache\":{\"directory\":\(q(cacheDirectory)),\"limit\":\(fs.cacheCapacity),\"used\":\(fs.cacheUsed),"
+                    + "\"hit_bytes\":\(fs.cacheHitBytes),\"miss_bytes\":\(fs.cacheMissBytes),"
+                    + "\"hit_rate\":\(hitRate.map { String($0) } ?? "null")}",
                 "\"requests\":\(requests)", "\"retries\":\(retries)", "\"bytes_up\":\(bytesUp)",
                 "\"bytes_down\":\(bytesDown)",
             ].joined(separator: ",") + "}"
+    }
+
+    /// The share of read bytes answered from the cache, in thousandths (nil before any read).
+    var hitRate: Double? {
+        let total = fs.cacheHitBytes + fs.cacheMissBytes
+        return total == 0 ? nil : Double(fs.cacheHitBytes * 1000 / total) / 1000
     }
 
     var text: String {
@@ -63,6 +70,8 @@ struct DaemonStatus: Sendable {
         return "\(mountpoint): \(remote), pid \(pid), up \(Self.duration(uptime)); \(pending); "
             + "\(fs.uploadsRunning) upload(s) running, \(uploadErrors) error(s); \(fs.inodes) inodes, "
             + "\(fs.openHandles) open; memory \(ByteSize(bytes: fs.memoryUsed)) of \(ByteSize(bytes: fs.memoryLimit)); "
+            + "cache \(ByteSize(bytes: fs.cacheUsed).approximate) of \(ByteSize(bytes: fs.cacheCapacity).approximate)"
+            + (hitRate.map { ", \(Int(($0 * 100).rounded())) % of reads hit; " } ?? "; ")
             + "\(requests) requests, \(retries) retries, \(ByteSize(bytes: bytesUp).approximate) up, "
             + "\(ByteSize(bytes: bytesDown).approximate) down"
     }
@@ -210,7 +219,10 @@ struct Status: ParsableCommand {
             point, that mount only. --json prints a JSON array, one object per mount:
             mountpoint, remote, pid, version, commit, uptime_s, pending {files, bytes, oldest_s},
             uploads_running, upload_errors, inodes, open_handles, requests_in_flight,
-            memory {used, limit}, cache {directory, limit}.
+            memory {used, limit}, cache {directory, limit, used, hit_bytes, miss_bytes,
+            hit_rate}, requests, retries, bytes_up, bytes_down. The cache's hit rate counts
+            the bytes of reads that reach the daemon (the kernel's page cache answers repeated
+            reads of an open file itself).
 
             Examples:
               objmount status

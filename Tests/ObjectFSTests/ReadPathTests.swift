@@ -263,6 +263,30 @@ private func cacheDirectory() -> String { uniqueStagingDirectory() + "-blocks" }
         #expect(storage.calls(.get) == before)
     }
 
+    /// `objmount status`'s cache figures: a first read misses every byte, a read after a
+    /// remount hits every byte; the cache holds the blocks either way.
+    @Test func statusCountsCacheHitsAndMissesInBytes() async throws {
+        let data = content(Int(block) * 3 + 100)
+        let storage = FaultInjectingStorage(MemoryStorage())
+        _ = try await storage.put("f", payload: .bytes(data), options: PutOptions())
+        let cache = cacheDirectory()
+        do {  // the first mount, gone at the end of the block (it holds the cache directory)
+            let first = try filesystem(storage, cache: cache)
+            var status = await first.status()
+            #expect(status.cacheHitBytes == 0 && status.cacheMissBytes == 0 && status.cacheCapacity == 64 << 20)
+            #expect(try await readAll(first, "f") == data)
+            await first.settleReads()
+            status = await first.status()
+            // The first block waited for its fetch; blocks read ahead may have been there in time.
+            #expect(status.cacheMissBytes + status.cacheHitBytes == Int64(data.count))
+            #expect(status.cacheMissBytes >= block && status.cacheUsed >= Int64(data.count))
+        }
+        let second = try await remount(storage, cache: cache)
+        #expect(try await readAll(second, "f") == data)
+        let status = await second.status()
+        #expect(status.cacheHitBytes == Int64(data.count) && status.cacheMissBytes == 0)
+    }
+
     @Test func aDamagedBlockFileIsDroppedAndFetchedAgain() async throws {
         let data = content(Int(block) * 4)
         let (storage, cache) = try await cachedObject(data)

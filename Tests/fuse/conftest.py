@@ -16,6 +16,7 @@ from the environment, see the DRIVER SUITES HOOK below.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import random
 import re
@@ -295,7 +296,9 @@ def _cmdline(pid: int) -> list[str]:
 def is_daemon_for(pid: int, mountpoint: str) -> bool:
     """True if pid is (still) an objmount mount process serving mountpoint."""
     argv = _cmdline(pid)
-    return "mount" in argv and any(os.path.abspath(a) == mountpoint for a in argv[1:] if a.startswith("/"))
+    # `objmount mount SOURCE MNT ...`, or the helper form mount(8) runs: `objmount SOURCE MNT -o ...`.
+    ours = "mount" in argv or (argv and os.path.basename(argv[0]) == "objmount")
+    return bool(ours) and any(os.path.abspath(a) == mountpoint for a in argv[1:] if a.startswith("/"))
 
 
 def pid_alive(pid: int) -> bool:
@@ -308,22 +311,21 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+def daemon_status(mountpoint: str | os.PathLike) -> dict:
+    """What `objmount status MOUNTPOINT --json` says of the mount: its pid, pending uploads,
+    cache, counters ({"mountpoint", "error"} when no daemon of ours answers for it)."""
+    p = subprocess.run([OBJMOUNT_BIN, "status", os.fspath(mountpoint), "--json"], capture_output=True, text=True,
+                       timeout=30)
+    if p.returncode != 0:
+        return {"mountpoint": os.fspath(mountpoint), "error": p.stderr.strip()}
+    (answer,) = json.loads(p.stdout)
+    return answer
+
+
 def find_daemon_pid(mountpoint: str) -> int | None:
-    try:
-        with open(pid_file_for(mountpoint)) as f:
-            pid = int(f.read().split()[0])
-        if is_daemon_for(pid, mountpoint):
-            return pid
-    except (OSError, ValueError, IndexError):
-        pass
-    # Fallback: pgrep -f on the (unique) mount point path, filtered to our daemon.
-    pattern = re.sub(r"([.\[\](){}*+?|^$\\])", r"\\\1", mountpoint)  # ERE-escape
-    p = subprocess.run(["pgrep", "-f", "--", pattern], capture_output=True, timeout=10)
-    for tok in p.stdout.split():
-        pid = int(tok)
-        if pid != os.getpid() and is_daemon_for(pid, mountpoint):
-            return pid
-    return None
+    """The pid of the daemon serving mountpoint, as it says itself (`objmount status`)."""
+    pid = daemon_status(mountpoint).get("pid")
+    return pid if isinstance(pid, int) and is_daemon_for(pid, mountpoint) else None
 
 
 def terminate(proc: subprocess.Popen) -> None:

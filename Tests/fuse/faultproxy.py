@@ -13,11 +13,14 @@ control port), each new connection draws one fault with that probability:
   stall           nothing moves for --stall seconds, then the relay goes on
   slow-uplink     client-to-server bytes are relayed at --uplink bytes/s
 `refuse N` breaks every open connection and closes new ones at once for N seconds (a server
-that is down).
+that is down). `slow N` relays every new connection's client-to-server bytes at N bytes/s (a
+slow server or uplink, no fault; 0 ends it); open connections are closed so that clients
+reconnect through it.
 
 Control (one line in, one JSON line out, on 127.0.0.1:--control):
   rate 0.3      faults on, 30 % of new connections (open ones are closed: clients reconnect)
   refuse 5      refuse connections for 5 seconds
+  slow 300000   every new connection's uplink at 300,000 bytes/s (0: full speed again)
   stats         {"connections": n, "faults": {kind: count}}
 """
 
@@ -41,6 +44,7 @@ class State:
         self.refuse_until = 0.0
         self.stall = stall
         self.uplink = uplink
+        self.slow = 0
         self.connections = 0
         self.faults = {k: 0 for k in KINDS}
         self.faults["refused"] = 0
@@ -130,7 +134,7 @@ def handle(client: socket.socket, target: tuple[str, int], state: State) -> None
     up_cut = n if kind == "reset-request" else None
     down_cut = n if kind == "reset-response" else None
     stall = state.stall if kind == "stall" else 0.0
-    uplink = state.uplink if kind == "slow-uplink" else None
+    uplink = state.uplink if kind == "slow-uplink" else (state.slow or None)
     threading.Thread(target=pump, args=(client, upstream, up_cut, uplink, stall, done), daemon=True).start()
     pump(upstream, client, down_cut, None, stall, done)
     with state.lock:
@@ -161,8 +165,15 @@ def serve_control(sock: socket.socket, state: State) -> None:
                     victims = list(state.open)
                 for v in victims:
                     close_quietly(v)
+            elif line[:1] == ["slow"] and len(line) == 2:
+                with state.lock:
+                    state.slow = int(line[1])
+                    victims = list(state.open)
+                for v in victims:
+                    close_quietly(v)
             with state.lock:
-                reply = {"connections": state.connections, "faults": dict(state.faults), "rate": state.rate}
+                reply = {"connections": state.connections, "faults": dict(state.faults), "rate": state.rate,
+                         "slow": state.slow}
             conn.sendall((json.dumps(reply) + "\n").encode())
 
 

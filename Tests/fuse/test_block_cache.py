@@ -25,8 +25,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from conftest import OBJMOUNT_BIN, SWIFT_CONTAINER, SWIFT_ENV, Mounted, Mounter, Remote, RemoteSpec, is_mounted, run, \
-    sha256_file, swift_server_unavailable_reason, terminate, wait_for
+from conftest import OBJMOUNT_BIN, SWIFT_CONTAINER, SWIFT_ENV, Mounted, Mounter, Remote, RemoteSpec, daemon_status, \
+    is_mounted, run, sha256_file, swift_server_unavailable_reason, terminate, wait_for
 
 CONTAINER = SWIFT_CONTAINER
 _skip = swift_server_unavailable_reason()
@@ -142,6 +142,10 @@ def test_cat_fetches_once_and_a_remount_reads_from_the_cache(mounter: Mounter, p
     assert sha256_file(m / "f") == sums["f"]
     first = proxy.down() - before
     assert size <= first <= size * 1.01 + METADATA_SLACK, f"cat made the server send {first} bytes"
+    # `objmount status` counts every byte read, the first block at least as a miss.
+    cached = daemon_status(m.path)["cache"]
+    assert cached["hit_bytes"] + cached["miss_bytes"] == size and cached["miss_bytes"] >= MiB, cached
+    assert cached["used"] >= size and cached["limit"] > 0 and cached["directory"] == str(m.cache_dir), cached
     cache = m.cache_dir
     unmount(m)
     drop_page_cache()
@@ -151,6 +155,8 @@ def test_cat_fetches_once_and_a_remount_reads_from_the_cache(mounter: Mounter, p
     assert sha256_file(m / "f") == sums["f"]
     second = proxy.down() - before
     assert second < METADATA_SLACK, f"a read after a remount made the server send {second} bytes"
+    cached = daemon_status(m.path)["cache"]
+    assert (cached["hit_bytes"], cached["miss_bytes"], cached["hit_rate"]) == (size, 0, 1.0), cached
     unmount(m)
 
     # A flipped byte in one block file, another cut short: both fetched again, never returned.

@@ -1,12 +1,15 @@
 """`objmount status` (issue 15, item 3): each daemon answers over a unix socket in its
-runtime directory (0700, the socket 0600): a file being written shows as pending with its
-bytes, nothing once it is stored; `--json` for scripts, one line per mount otherwise. And the
-background log (item 5): its place is printed at mount, it rotates at --log-max-size."""
+runtime directory (0700, the socket 0600): a file being written, or closed and uploading to a
+slowed server (Tests/fuse/faultproxy.py), shows as pending with its bytes, nothing once it is
+stored; the block cache's use and hit rate; `--json` for scripts, one line per mount
+otherwise. `objmount unmount` shows what is left each second (item 4). And the background log
+(item 5): its place is printed at mount, it rotates at --log-max-size."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -14,7 +17,9 @@ import time
 
 import pytest
 
-from conftest import OBJMOUNT_BIN, RUNTIME_DIR, Mounted, Mounter, Remote, fuse_unavailable_reason
+from conftest import OBJMOUNT_BIN, RUNTIME_DIR, Mounted, Mounter, Remote, RemoteSpec, fuse_unavailable_reason
+from test_faults import faulty  # noqa: F401 (a fixture)
+from test_swift_driver import _skip as swift_skip
 
 pytestmark = pytest.mark.skipif(fuse_unavailable_reason() is not None, reason=fuse_unavailable_reason() or "")
 
@@ -120,3 +125,50 @@ def test_the_log_is_named_at_mount_and_rotates_at_its_size(mounter: Mounter, rem
         assert f"its log is {tmp_path / 'c2' / 'objmount.log'}" in r.stdout, r.stdout
     finally:
         subprocess.run([OBJMOUNT_BIN, "unmount", str(other)], capture_output=True, timeout=60)
+
+
+def slowed_swift_mount(mounter: Mounter, faulty) -> Mounted:
+    """A mount of the Swift server through the fault proxy (no faults), on a fresh prefix."""
+    from test_swift_driver import CONTAINER, SWIFT_ENV
+    spec = RemoteSpec(base=f"swift://{CONTAINER}", env=tuple({**SWIFT_ENV, "ST_AUTH": faulty.auth}.items()))
+    return mounter.mount(Remote(url=spec.unique_url(), spec=spec))
+
+
+@pytest.mark.skipif(swift_skip is not None, reason=f"needs the Swift server: {swift_skip}")
+def test_status_shows_uploads_pending_while_the_server_is_slow_and_none_after(mounter: Mounter, faulty) -> None:
+    m = slowed_swift_mount(mounter, faulty)
+    faulty.command("slow 200000")  # 200 kB/s: 600 kB take 3 s
+    data = os.urandom(600_000)
+    t0 = time.monotonic()
+    (m.path / "slow.bin").write_bytes(data)  # write-back: close does not wait for the upload
+    assert time.monotonic() - t0 < 2
+    (daemon,) = json.loads(status(str(m.path), "--json").stdout)
+    assert daemon["pending"]["files"] == 1 and daemon["pending"]["bytes"] == 600_000, daemon
+    assert daemon["open_handles"] == 0 and daemon["upload_errors"] == 0, daemon
+    m.settle()
+    (daemon,) = json.loads(status(str(m.path), "--json").stdout)
+    assert daemon["pending"] == {"files": 0, "bytes": 0, "oldest_s": None}, daemon
+    assert daemon["bytes_up"] >= 600_000, daemon
+    faulty.command("slow 0")
+    assert (m.path / "slow.bin").read_bytes() == data
+
+
+@pytest.mark.skipif(swift_skip is not None, reason=f"needs the Swift server: {swift_skip}")
+def test_unmount_shows_files_and_bytes_left_each_second_while_uploads_are_pending(mounter: Mounter, faulty) -> None:
+    m = slowed_swift_mount(mounter, faulty)
+    faulty.command("slow 150000")
+    sums = {}
+    for i, size in enumerate([200_000, 400_000, 600_000]):
+        data = os.urandom(size)
+        (m.path / f"f{i}.bin").write_bytes(data)
+        sums[f"f{i}.bin"] = data
+    r = subprocess.run([OBJMOUNT_BIN, "unmount", str(m.path)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    # Not a terminal: a line a second, what is left as the daemon counts it.
+    lines = [line for line in r.stderr.splitlines() if line.startswith(f"objmount: {m.path}: storing ")]
+    assert len(lines) >= 2, r.stderr
+    assert re.fullmatch(rf"objmount: {re.escape(str(m.path))}: storing [1-3] file\(s\), [0-9.]+ (KiB|MiB) left.*",
+                        lines[0]), lines
+    faulty.command("slow 0")
+    fresh = mounter.mount(m.remote)
+    assert {p.name: p.read_bytes() for p in fresh.path.iterdir()} == sums

@@ -58,6 +58,8 @@ protocol BlockCache: Sendable {
     func begin(_ object: CachedObject, block: Int64) async -> BlockWriter?
     /// Bytes the cache may hold.
     var capacity: Int64 { get }
+    /// Bytes it holds now.
+    var usedBytes: Int64 { get }
     /// Gets a cached block ready for reads that do not wait: opened, checked, its data on its
     /// way into the page cache (a randomly read file whose blocks are on disk only, after a
     /// remount). Returns false when the block is not cached (or turned out damaged).
@@ -120,6 +122,8 @@ final class MemoryBlockCache: BlockCache {
     }
 
     func begin(_ object: CachedObject, block: Int64) async -> BlockWriter? { nil }
+
+    var usedBytes: Int64 { state.withLock { $0.bytes } }
 
     /// Blocks in memory are ready.
     func warm(_ object: CachedObject, block: Int64) async -> Bool { contains(object, block: block) }

@@ -30,6 +30,12 @@ final class Prefetcher: Sendable {
     let fillConcurrency: Int
     /// Blocks one read-ahead GET may cover.
     let maximumRunBlocks: Int64
+    /// Bytes of reads answered from the cache (`hits`) and of reads that waited for a fetch,
+    /// started by them or earlier by read-ahead (`misses`), for `objmount status`.
+    private let hitBytes = Atomic<Int64>(0)
+    private let missBytes = Atomic<Int64>(0)
+    var hits: Int64 { hitBytes.load(ordering: .relaxed) }
+    var misses: Int64 { missBytes.load(ordering: .relaxed) }
 
     /// How a fetched block reaches its readers.
     enum Delivery: Sendable {
@@ -172,6 +178,7 @@ final class Prefetcher: Sendable {
             guard cache.readImmediately(object, block: index, from: from, into: part) else { return nil }
             done += to - from
         }
+        hitBytes.add(Int64(done), ordering: .relaxed)
         return done
     }
 
@@ -187,6 +194,7 @@ final class Prefetcher: Sendable {
             if pending == nil, cache.contains(object, block: index),
                 let bytes = await cache.read(object, block: index, from: from, count: count)
             {
+                hitBytes.add(Int64(bytes.count), ordering: .relaxed)
                 return bytes
             }
             if pending == nil {
@@ -195,12 +203,17 @@ final class Prefetcher: Sendable {
             guard let pending else { continue }
             do {
                 if case .bytes(let bytes) = try await pending.value() {
-                    return Self.slice(bytes, from: from, count: count)
+                    let out = Self.slice(bytes, from: from, count: count)
+                    missBytes.add(Int64(out.count), ordering: .relaxed)
+                    return out
                 }
             } catch is CancellationError where !Task.isCancelled {
                 continue  // a read-ahead cancelled just before this read wanted it
             }
-            if let bytes = await cache.read(object, block: index, from: from, count: count) { return bytes }
+            if let bytes = await cache.read(object, block: index, from: from, count: count) {
+                missBytes.add(Int64(bytes.count), ordering: .relaxed)
+                return bytes
+            }
         }
         throw CancellationError()
     }
