@@ -76,6 +76,7 @@ enum Daemon {
     ) throws(CLIError) {
         MemoryTuning.apply()
         DescriptorLimit.raise()
+        if logger.level == .debug { RequestLog.send { logger.debug($0) } }
         let readyFD = Paths.environment(readyFDVariable).flatMap { Int32($0) }
         unsetenv(readyFDVariable)
         // dup2 cleared close-on-exec; helpers libfuse starts (fusermount3) must not hold it open.

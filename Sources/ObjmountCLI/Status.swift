@@ -64,7 +64,7 @@ struct DaemonStatus: Sendable {
         var pending = "nothing pending"
         if fs.pendingFiles > 0 {
             pending =
-                "\(fs.pendingFiles) file(s) pending, \(ByteSize(bytes: fs.pendingBytes))"
+                "\(fs.pendingFiles) file(s) pending, \(ByteSize(bytes: fs.pendingBytes).approximate)"
                 + (fs.oldestPending.map { " (oldest \(Self.duration($0)) ago)" } ?? "")
         }
         return "\(mountpoint): \(remote), pid \(pid), up \(Self.duration(uptime)); \(pending); "

@@ -271,7 +271,15 @@ public final class AHCTransport: HTTPTransport {
         } else if request.method == "PUT" || request.method == "POST" {
             r.headers.replaceOrAdd(name: "Content-Length", value: "0")
         }
-        TransferCounters.shared.request(sending: Int64(request.body?.count ?? 0) + (request.file?.length ?? 0))
+        let up = Int64(request.body?.count ?? 0) + (request.file?.length ?? 0)
+        TransferCounters.shared.request(sending: up)
+        let started = RequestLog.enabled ? ContinuousClock.now : nil
+        var down: Int64 = 0
+        func logged(_ outcome: @autoclosure () -> String) {
+            if let started {
+                RequestLog.record(request.method, request.url, outcome: outcome(), since: started, up: up, down: down)
+            }
+        }
         do {
             // No deadline for the whole request: the idle timeouts above end one that stalls.
             let response = try await client.execute(r, deadline: .distantFuture)
@@ -280,11 +288,13 @@ public final class AHCTransport: HTTPTransport {
                 var cut = stream.start(status: status)
                 for try await chunk in response.body {
                     TransferCounters.shared.receive(chunk.readableBytes)
+                    down += Int64(chunk.readableBytes)
                     chunk.withUnsafeReadableBytes { raw in
                         stream.append(UnsafeRawBufferPointer(rebasing: raw[cut.take(raw.count)]))
                     }
                     await stream.sink.drain()
                 }
+                logged("\(status)")
                 return HTTPResponse(status: status, headers: response.headers.map { ($0.name, $0.value) })
             }
             // The body goes straight into one array of the announced length: no buffer that
@@ -301,12 +311,17 @@ public final class AHCTransport: HTTPTransport {
                 TransferCounters.shared.receive(chunk.readableBytes)
                 chunk.withUnsafeReadableBytes { bytes.append(contentsOf: $0) }
             }
+            down = Int64(bytes.count)
+            logged("\(status)")
             return HTTPResponse(
                 status: Int(response.status.code), headers: response.headers.map { ($0.name, $0.value) }, body: bytes)
         } catch is CancellationError {
+            logged("cancelled")
             throw CancellationError()
         } catch {
-            throw Self.transportError(error, url: request.url)
+            let failure = Self.transportError(error, url: request.url)
+            logged("\(failure)")
+            throw failure
         }
     }
 

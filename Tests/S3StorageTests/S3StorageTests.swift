@@ -345,6 +345,25 @@ func errorBody(_ code: String) -> String {
         #expect(k.hasPrefix("http://127.0.0.1:9000/b/k?Signature=") && k.contains("&KSSAccessKeyId=AK"))
         #expect(t.requests.isEmpty)
     }
+
+    /// The debug log's line per request shows a presigned URL's path and listing parameters,
+    /// never its signature, credential or token.
+    @Test func theRequestLogHidesWhatAuthenticatesAURL() throws {
+        let t = ScriptedTransport { _, _ in HTTPResponse(status: 500) }
+        let url = try storage(t, url: "https://s3.amazonaws.com").presignedURL("a b.txt", expiresIn: 3600)
+        let signature = try #require(url.split(separator: "&").first { $0.hasPrefix("X-Amz-Signature=") })
+        let shown = RequestLog.redacted(url + "&X-Amz-Security-Token=secret-token")
+        #expect(shown.hasPrefix("https://b.s3.amazonaws.com/a%20b.txt?X-Amz-Algorithm=…&X-Amz-Credential=…&"))
+        #expect(!shown.contains(signature.dropFirst("X-Amz-Signature=".count)) && !shown.contains("secret-token"))
+        #expect(shown.contains("X-Amz-Signature=…") && shown.contains("X-Amz-Security-Token=…"))
+        let ks3 = try storage(t, provider: .ks3, url: "http://127.0.0.1:9000").presignedURL("k", expiresIn: 60)
+        #expect(RequestLog.redacted(ks3).hasPrefix("http://127.0.0.1:9000/b/k?Signature=…&"))
+        // A listing's parameters stay readable; a URL without a query is left alone.
+        let listing = "https://h/b?list-type=2&prefix=d%2F&delimiter=%2F&continuation-token=x&max-keys=1000"
+        #expect(RequestLog.redacted(listing) == listing)
+        #expect(RequestLog.redacted("https://h/b/k") == "https://h/b/k")
+        #expect(RequestLog.redacted("https://h/b?uploads") == "https://h/b?uploads")
+    }
 }
 
 @Suite struct S3RegionTests {

@@ -381,6 +381,40 @@ def objmount(*args: str | os.PathLike, remote: Remote | None = None, check: bool
     return run([OBJMOUNT_BIN, *args], check=check, timeout=timeout, env=remote.env if remote else None)
 
 
+_SECRET_NAME = re.compile(r"SECRET|PASSWORD|TOKEN|_KEY$")
+
+
+def secrets_given(env: dict[str, str]) -> dict[str, str]:
+    """The secrets a daemon started with `env` knows: the credentials among its variables (an
+    access key id is a name, not a secret), and the token the Swift server hands out for the
+    test account (tempauth gives the same one to every login until it expires)."""
+    found = {k: v for k, v in env.items() if v and _SECRET_NAME.search(k) and not k.endswith("ACCESS_KEY_ID")}
+    token = swift_token()
+    if token:
+        found["the Swift auth token"] = token
+    return found
+
+
+_swift_token: list[str | None] = []
+
+
+def swift_token() -> str | None:
+    """The test account's X-Auth-Token (fetched once), or None without the Swift server."""
+    if not _swift_token:
+        token = None
+        if {"ST_AUTH", "ST_USER", "ST_KEY"} <= set(SWIFT_ENV):
+            import urllib.request
+            req = urllib.request.Request(SWIFT_ENV["ST_AUTH"], headers={
+                "X-Auth-User": SWIFT_ENV["ST_USER"], "X-Auth-Key": SWIFT_ENV["ST_KEY"]})
+            try:
+                with urllib.request.urlopen(req, timeout=10) as r:
+                    token = r.headers.get("X-Auth-Token")
+            except OSError:
+                token = None
+        _swift_token.append(token)
+    return _swift_token[0]
+
+
 class Mounter:
     """Makes mounts for one test and tears all of them down, whatever happened."""
 
@@ -413,6 +447,10 @@ class Mounter:
         if seed is not None:
             argv += ["--seed", os.fspath(seed)]
         argv += list(extra)
+        # Every mount of the tier logs at debug level (a line per HTTP request among others),
+        # and its log is searched for the secrets it was given when it is torn down.
+        if not any(a == "--log-level" or a.startswith("--log-level=") for a in extra):
+            argv += ["--log-level", "debug"]
         p = run(argv, check=False, timeout=MOUNT_TIMEOUT, env=remote.env)
         if p.returncode != 0:
             log = cache / "objmount.log"
@@ -480,6 +518,11 @@ class Mounter:
                 text = log.read_text(errors="replace")
                 if re.search(r"Fatal error|Segmentation|Stack dump|Illegal instruction", text):
                     self.problems.append(f"daemon log {log} shows a crash:\n{text[-3000:]}")
+            for path in sorted(m.cache_dir.glob("objmount.log*")):
+                text = path.read_text(errors="replace")
+                for name, secret in secrets_given(m.remote.env).items():
+                    if re.search(rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])", text):
+                        self.problems.append(f"the daemon log {path} shows the secret {name}")
 
 
 @pytest.fixture
