@@ -114,21 +114,21 @@ struct Mount: ParsableCommand {
         help: ArgumentHelp(
             "Memory for data in flight (read-ahead, fetched blocks, upload parts), e.g. 64M (default).",
             valueName: "size"))
-    var memoryLimit = ByteSize(bytes: 64 << 20)
+    var memoryLimit: ByteSize?
 
     @Option(
         help: ArgumentHelp(
-            "on: close returns once the file is safe in the cache directory (journaled) and it is stored in the background; off: close waits until the file is stored.",
+            "on (default): close returns once the file is safe in the cache directory (journaled) and it is stored in the background; off: close waits until the file is stored.",
             valueName: "on|off"))
-    var writeBack: WriteBackMode = .on
+    var writeBack: WriteBackMode?
 
     // `.unconditional`: `--metadata-ttl -5` is a (wrong) value, not an option named `-5`.
     @Option(
         parsing: .unconditional,
         help:
-            "How long listings and attributes are trusted, in seconds (other clients' changes show after at most this)."
+            "How long listings and attributes are trusted, in seconds (default 10; other clients' changes show after at most this)."
     )
-    var metadataTTL: Double = 10
+    var metadataTTL: Double?
 
     @Flag(
         help:
@@ -141,7 +141,7 @@ struct Mount: ParsableCommand {
         help: ArgumentHelp(
             "The most files and directories the daemon keeps in memory (default 100000, like s3fs's max_stat_cache_size): past it, the least recently used idle ones are forgotten (by the kernel too) and looked up again when next used; 0: no limit.",
             valueName: "count"))
-    var maxInodes = 100_000
+    var maxInodes: Int?
 
     @Option(
         help: ArgumentHelp(
@@ -182,31 +182,64 @@ struct Mount: ParsableCommand {
     var storageClass: String?
 
     /// Numbers out of range, said with the value given.
-    func validate() throws {
-        if let s = segmentSize {
-            guard s >= 1 else { throw ValidationError("--segment-size must be a positive number of MiB (got \(s))") }
-            guard s <= 5120 else { throw ValidationError("--segment-size must be at most 5120 MiB (got \(s))") }
+    func validate() throws { try Settings(self, MountDefaults()).check() }
+
+    /// The options a mount runs with: the command line's, else its named remote's, else the
+    /// defaults.
+    struct Settings {
+        var segmentSize: Int?
+        var cacheSize: ByteSize?
+        var memoryLimit: ByteSize
+        var writeBack: Bool
+        var metadataTTL: Double
+        var listingMtime: Bool
+        var maxInodes: Int
+        var cacheDir: String?
+        var logMaxSize: ByteSize
+        var encrypted: Bool
+
+        init(_ m: Mount, _ named: MountDefaults) {
+            segmentSize = m.segmentSize ?? named.segmentSize
+            cacheSize = m.cacheSize ?? named.cacheSize
+            memoryLimit = m.memoryLimit ?? named.memoryLimit ?? ByteSize(bytes: 64 << 20)
+            writeBack = m.writeBack.map { $0 == .on } ?? named.writeBack ?? true
+            metadataTTL = m.metadataTTL ?? named.metadataTTL ?? 10
+            listingMtime = m.listingMtime || named.listingMtime == true
+            maxInodes = m.maxInodes ?? named.maxInodes ?? 100_000
+            cacheDir = m.cacheDir ?? named.cacheDir
+            logMaxSize = m.logMaxSize
+            encrypted = m.encryptionKeyFile != nil
         }
-        guard logMaxSize.bytes >= 4096 else {
-            throw ValidationError("--log-max-size must be at least 4K (got \(logMaxSize))")
-        }
-        guard memoryLimit.bytes >= 8 << 20 else {
-            throw ValidationError("--memory-limit must be at least 8M (got \(memoryLimit))")
-        }
-        guard metadataTTL >= 0 else {
-            throw ValidationError(
-                "--metadata-ttl must be a non-negative number of seconds (got \(Self.number(metadataTTL)))")
-        }
-        guard maxInodes == 0 || maxInodes >= 100 else {
-            throw ValidationError("--max-inodes must be 0 (no limit) or at least 100 (got \(maxInodes))")
-        }
-        if encryptionKeyFile != nil && listingMtime {
-            throw ValidationError(
-                "--listing-mtime cannot be used with --encryption-key-file: a listing does not say a file's plaintext size"
-            )
-        }
-        guard metadataTTL <= 86_400 else {
-            throw ValidationError("--metadata-ttl must be at most 86400 seconds (got \(Self.number(metadataTTL)))")
+
+        func check() throws {
+            if let s = segmentSize {
+                guard s >= 1 else {
+                    throw ValidationError("--segment-size must be a positive number of MiB (got \(s))")
+                }
+                guard s <= 5120 else { throw ValidationError("--segment-size must be at most 5120 MiB (got \(s))") }
+            }
+            guard logMaxSize.bytes >= 4096 else {
+                throw ValidationError("--log-max-size must be at least 4K (got \(logMaxSize))")
+            }
+            guard memoryLimit.bytes >= 8 << 20 else {
+                throw ValidationError("--memory-limit must be at least 8M (got \(memoryLimit))")
+            }
+            guard metadataTTL >= 0 else {
+                throw ValidationError(
+                    "--metadata-ttl must be a non-negative number of seconds (got \(Mount.number(metadataTTL)))")
+            }
+            guard maxInodes == 0 || maxInodes >= 100 else {
+                throw ValidationError("--max-inodes must be 0 (no limit) or at least 100 (got \(maxInodes))")
+            }
+            if encrypted && listingMtime {
+                throw ValidationError(
+                    "--listing-mtime cannot be used with --encryption-key-file: a listing does not say a file's plaintext size"
+                )
+            }
+            guard metadataTTL <= 86_400 else {
+                throw ValidationError(
+                    "--metadata-ttl must be at most 86400 seconds (got \(Mount.number(metadataTTL)))")
+            }
         }
     }
 
@@ -220,6 +253,10 @@ struct Mount: ParsableCommand {
         var address = self.address
         if named?.pathStyle == true { address.pathStyle = true }
         let storageClass = self.storageClass ?? named?.storageClass
+        let settings = Settings(self, named?.mount ?? MountDefaults())
+        do { try settings.check() } catch let e as ValidationError {
+            throw CLIError("\(e.message)" + (named.map { " (from remote '\($0.name)')" } ?? ""))
+        }
         let remote: Remote
         do { remote = try Remote(parsing: url) } catch { throw CLIError(error.description) }
         let mountOptions: MountOptions
@@ -239,7 +276,7 @@ struct Mount: ParsableCommand {
         let encryptionKey = try encryptionKeyFile.map { path throws(CLIError) in
             do { return try KeyFile.load(Paths.absolute(path)) } catch { throw CLIError("\(error)") }
         }
-        let cacheDirectory = Paths.absolute(cacheDir ?? Paths.defaultCacheDirectory)
+        let cacheDirectory = Paths.absolute(settings.cacheDir ?? Paths.defaultCacheDirectory)
         guard Paths.makeDirectories(cacheDirectory) else {
             throw CLIError("cannot create cache directory \(cacheDirectory): \(errnoText(errno))")
         }
@@ -251,10 +288,11 @@ struct Mount: ParsableCommand {
             try Daemon.serve(
                 remote: remote, driver: driver, mountpoint: mountpoint, options: mountOptions, seed: seed,
                 cacheDirectory: cacheDirectory,
-                cache: CacheSettings(cacheSize: cacheSize?.bytes, memoryLimit: memoryLimit.bytes),
-                writeBack: writeBack == .on,
-                metadata: MetadataSettings(ttl: metadataTTL, listingMtime: listingMtime, inodeLimit: maxInodes),
-                segmentMiB: segmentSize, encryptionKey: encryptionKey,
+                cache: CacheSettings(cacheSize: settings.cacheSize?.bytes, memoryLimit: settings.memoryLimit.bytes),
+                writeBack: settings.writeBack,
+                metadata: MetadataSettings(
+                    ttl: settings.metadataTTL, listingMtime: settings.listingMtime, inodeLimit: settings.maxInodes),
+                segmentMiB: settings.segmentSize, encryptionKey: encryptionKey,
                 logger: Logger(level: logLevel))
         } else {
             // A key given as a flag goes to the daemon through its environment, not its argv

@@ -236,6 +236,10 @@ enum Daemon {
         defer { unlink(pidFile) }
         let started = ContinuousClock.now
         let location = "\(remote)"
+        let running = DaemonStatus.Options(
+            writeBack: writeBack, metadataTTL: metadata.ttl, listingMtime: metadata.listingMtime,
+            memoryLimit: cache.memoryLimit, maxInodes: metadata.inodeLimit, partSize: configuration.partSize,
+            multipartThreshold: configuration.multipartThreshold)
         let status = StatusServer(path: Paths.statusSocket(pid: getpid())) {
             DaemonStatus(
                 remote: location, mountpoint: mountpoint, pid: getpid(), uptime: ContinuousClock.now - started,
@@ -243,7 +247,7 @@ enum Daemon {
                 uploadErrors: bridge.unsaved.count + bridge.lost.count, cacheDirectory: cacheDirectory,
                 requests: TransferCounters.shared.requests,
                 retries: TransferCounters.shared.retries, bytesUp: TransferCounters.shared.bytesUp,
-                bytesDown: TransferCounters.shared.bytesDown)
+                bytesDown: TransferCounters.shared.bytesDown, options: running)
         }
         if status == nil {
             logger.warning("objmount status cannot reach this mount: no socket in \(Paths.runtimeDirectory)")

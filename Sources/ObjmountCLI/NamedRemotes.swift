@@ -25,6 +25,9 @@ struct NamedRemote: Equatable {
     /// Settings as written (`env:`/`file:` references unresolved), by name.
     var settings: [String: String]
     var pathStyle: Bool?
+    /// Mount options kept with the remote (`segment_size = 32`, `write_back = false`…): used
+    /// where the command line gives none.
+    var mount = MountDefaults()
 
     /// Setting → the environment variable its driver reads, per type. Swift with a `password`
     /// is Keystone v3 (the OS_* variables), else auth v1 (ST_*).
@@ -117,6 +120,7 @@ struct NamedRemote: Equatable {
     var shown: [(String, String)] {
         var rows = [("type", type.rawValue)]
         if let pathStyle { rows.append(("path_style", String(pathStyle))) }
+        rows += mount.shown
         for (setting, value) in settings.sorted(by: { $0.key < $1.key }) {
             let plain = !Self.secretSettings.contains(setting) || value.hasPrefix("env:") || value.hasPrefix("file:")
             rows.append((setting, plain ? value : "<set, \(value.count) characters>"))
@@ -193,9 +197,16 @@ enum NamedRemotes {
                     remote.pathStyle = b
                     continue
                 }
+                if MountDefaults.settings.contains(setting) {
+                    do throws(MountDefaults.Problem) { try remote.mount.set(setting, v) } catch {
+                        throw CLIError("\(path): [\(name)] \(setting) \(error.text)")
+                    }
+                    continue
+                }
                 guard known.contains(setting) else {
-                    let list = (known.sorted() + (type == .s3 || type == .ks3 ? ["path_style"] : [])).joined(
-                        separator: ", ")
+                    let list =
+                        (known.sorted() + (type == .s3 || type == .ks3 ? ["path_style"] : [])
+                        + MountDefaults.settings.sorted()).joined(separator: ", ")
                     throw CLIError("\(path): [\(name)] has an unknown setting '\(setting)' (\(type.rawValue): \(list))")
                 }
                 guard let s = v.string else {
@@ -325,7 +336,13 @@ struct RemoteCommand: ParsableCommand {
                 }
             }
             for (key, value) in given.sorted(by: { $0.key < $1.key }) {
-                lines.append(key == "path_style" ? "\(key) = \(value)" : "\(key) = \(JSONText.quoted(value))")
+                // Booleans and numbers as such where the setting takes one (write_back=off stays a word).
+                let literal = ["true", "false"].contains(value) || Double(value) != nil
+                let typed: Set = [
+                    "path_style", "segment_size", "write_back", "metadata_ttl", "listing_mtime", "max_inodes",
+                ]
+                lines.append(
+                    typed.contains(key) && literal ? "\(key) = \(value)" : "\(key) = \(JSONText.quoted(value))")
             }
             let text = lines.joined(separator: "\n") + "\n"
             // The new table parsed alone: its errors name its own lines.
@@ -432,5 +449,80 @@ enum Prompt {
         var byte: UInt8 = 0
         while read(0, &byte, 1) == 1, byte != 10 { line.append(byte) }
         return String(decoding: line, as: UTF8.self)
+    }
+}
+
+/// Mount options a named remote may hold, each the value of the `objmount mount` flag of the
+/// same name (`segment_size` is `--segment-size`); a flag given on the command line wins.
+struct MountDefaults: Equatable {
+    var segmentSize: Int?
+    var cacheSize: ByteSize?
+    var memoryLimit: ByteSize?
+    var writeBack: Bool?
+    var metadataTTL: Double?
+    var listingMtime: Bool?
+    var maxInodes: Int?
+    var cacheDir: String?
+
+    static let settings: Set<String> = [
+        "segment_size", "cache_size", "memory_limit", "write_back", "metadata_ttl", "listing_mtime", "max_inodes",
+        "cache_dir",
+    ]
+
+    struct Problem: Error {
+        let text: String
+    }
+
+    mutating func set(_ setting: String, _ v: any TOMLValueConvertible) throws(Problem) {
+        func size() throws(Problem) -> ByteSize {
+            if let n = v.int, n >= 0 { return ByteSize(bytes: Int64(n)) }
+            guard let text = v.string, let size = ByteSize(argument: text) else {
+                throw Problem(text: "must be a size such as \"512M\" or \"10G\"")
+            }
+            return size
+        }
+        func bool() throws(Problem) -> Bool {
+            guard let b = v.bool else { throw Problem(text: "must be true or false") }
+            return b
+        }
+        func integer() throws(Problem) -> Int {
+            guard let n = v.int else { throw Problem(text: "must be a whole number") }
+            return n
+        }
+        switch setting {
+        case "segment_size": segmentSize = try integer()
+        case "cache_size": cacheSize = try size()
+        case "memory_limit": memoryLimit = try size()
+        case "write_back":
+            if let text = v.string, let mode = WriteBackMode(rawValue: text) {
+                writeBack = mode == .on
+            } else {
+                do { writeBack = try bool() } catch {
+                    throw Problem(text: "must be true or false (or \"on\", \"off\")")
+                }
+            }
+        case "metadata_ttl":
+            guard let x = v.double ?? v.int.map(Double.init) else { throw Problem(text: "must be a number of seconds") }
+            metadataTTL = x
+        case "listing_mtime": listingMtime = try bool()
+        case "max_inodes": maxInodes = try integer()
+        case "cache_dir":
+            guard let text = v.string, !text.isEmpty else { throw Problem(text: "must be a path in quotes") }
+            cacheDir = text
+        default: throw Problem(text: "is not a mount option")
+        }
+    }
+
+    var shown: [(String, String)] {
+        var rows: [(String, String)] = []
+        if let segmentSize { rows.append(("segment_size", String(segmentSize))) }
+        if let cacheSize { rows.append(("cache_size", cacheSize.description)) }
+        if let memoryLimit { rows.append(("memory_limit", memoryLimit.description)) }
+        if let writeBack { rows.append(("write_back", String(writeBack))) }
+        if let metadataTTL { rows.append(("metadata_ttl", Mount.number(metadataTTL))) }
+        if let listingMtime { rows.append(("listing_mtime", String(listingMtime))) }
+        if let maxInodes { rows.append(("max_inodes", String(maxInodes))) }
+        if let cacheDir { rows.append(("cache_dir", cacheDir)) }
+        return rows
     }
 }

@@ -32,6 +32,24 @@ struct DaemonStatus: Sendable {
     var retries: Int64 = 0
     var bytesUp: Int64 = 0
     var bytesDown: Int64 = 0
+    /// The settings the mount runs with (its flags, else its named remote's, else defaults).
+    var options = Options()
+
+    struct Options: Sendable {
+        var writeBack = true
+        var metadataTTL: Double = 10
+        var listingMtime = false
+        var memoryLimit: Int64 = 0
+        var maxInodes = 0
+        var partSize: Int64 = 0
+        var multipartThreshold: Int64 = 0
+
+        var json: String {
+            "{\"write_back\":\(writeBack),\"metadata_ttl_s\":\(Mount.number(metadataTTL)),"
+                + "\"listing_mtime\":\(listingMtime),\"memory_limit\":\(memoryLimit),\"max_inodes\":\(maxInodes),"
+                + "\"part_size\":\(partSize),\"multipart_threshold\":\(multipartThreshold)}"
+        }
+    }
 
     var json: String {
         func q(_ s: String) -> String { JSONText.quoted(s) }
@@ -50,7 +68,7 @@ struct DaemonStatus: Sendable {
                     + "\"hit_bytes\":\(fs.cacheHitBytes),\"miss_bytes\":\(fs.cacheMissBytes),"
                     + "\"hit_rate\":\(hitRate.map { String($0) } ?? "null")}",
                 "\"requests\":\(requests)", "\"retries\":\(retries)", "\"bytes_up\":\(bytesUp)",
-                "\"bytes_down\":\(bytesDown)",
+                "\"bytes_down\":\(bytesDown)", "\"options\":\(options.json)",
             ].joined(separator: ",") + "}"
     }
 
@@ -220,7 +238,9 @@ struct Status: ParsableCommand {
             mountpoint, remote, pid, version, commit, uptime_s, pending {files, bytes, oldest_s},
             uploads_running, upload_errors, inodes, open_handles, requests_in_flight,
             memory {used, limit}, cache {directory, limit, used, hit_bytes, miss_bytes,
-            hit_rate}, requests, retries, bytes_up, bytes_down. The cache's hit rate counts
+            hit_rate}, requests, retries, bytes_up, bytes_down, options {write_back,
+            metadata_ttl_s, listing_mtime, memory_limit, max_inodes, part_size,
+            multipart_threshold}. The cache's hit rate counts
             the bytes of reads that reach the daemon (the kernel's page cache answers repeated
             reads of an open file itself).
 

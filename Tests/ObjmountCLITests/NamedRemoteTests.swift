@@ -1,3 +1,4 @@
+import ArgumentParser
 import Testing
 
 @testable import ObjmountCLI
@@ -66,6 +67,10 @@ import Testing
         ("[a]\ntype = \"s3\"\nregion = 5\n", "must be a string"),
         ("[a]\ntype = \"swift\"\npath_style = true\n", "unknown setting 'path_style'"),
         ("region = \"x\"\n", "'region' is not a remote"),
+        ("[a]\ntype = \"s3\"\ncache_size = \"lots\"\n", "[a] cache_size must be a size"),
+        ("[a]\ntype = \"s3\"\nwrite_back = \"maybe\"\n", "[a] write_back must be true or false"),
+        ("[a]\ntype = \"s3\"\nsegment_size = \"8\"\n", "[a] segment_size must be a whole number"),
+        ("[a]\ntype = \"s3\"\nsegment = 8\n", "segment_size"),
     ])
     func badFilesSayWhatAndWhere(_ text: String, _ fragment: String) {
         do {
@@ -74,6 +79,45 @@ import Testing
         } catch {
             #expect(error.description.contains(fragment), "\(error.description)")
         }
+    }
+
+    /// Mount options kept with a remote apply where the command line gives none; values out of
+    /// range are refused as the flag's would be, naming the remote.
+    @Test func aRemotesMountOptionsApplyUnlessAFlagIsGiven() throws {
+        let remotes = try NamedRemotes.parse(
+            """
+            [big]
+            type = "s3"
+            segment_size = 32
+            cache_size = "20G"
+            memory_limit = "128M"
+            write_back = false
+            metadata_ttl = 2.5
+            listing_mtime = true
+            max_inodes = 5000
+            cache_dir = "/var/cache/big"
+            """, path: "c")
+        let big = try #require(remotes["big"]).mount
+        #expect(big.segmentSize == 32 && big.cacheSize?.bytes == 20 << 30 && big.memoryLimit?.bytes == 128 << 20)
+        #expect(big.writeBack == false && big.metadataTTL == 2.5 && big.listingMtime == true && big.maxInodes == 5000)
+        #expect(remotes["big"]!.shown.contains { $0 == ("cache_size", "20G") })
+        func command(_ flags: [String]) throws -> Mount {
+            try #require(try Objmount.parseAsRoot(["mount", "big:b", "/mnt"] + flags) as? Mount)
+        }
+        func settings(_ flags: [String]) throws -> Mount.Settings { Mount.Settings(try command(flags), big) }
+        var s = try settings([])
+        #expect(s.segmentSize == 32 && s.cacheSize?.bytes == 20 << 30 && s.memoryLimit.bytes == 128 << 20)
+        #expect(!s.writeBack && s.metadataTTL == 2.5 && s.listingMtime && s.maxInodes == 5000)
+        #expect(s.cacheDir == "/var/cache/big")
+        s = try settings(["--segment-size", "8", "--write-back", "on", "--metadata-ttl", "0", "--cache-dir", "/c"])
+        #expect(s.segmentSize == 8 && s.writeBack && s.metadataTTL == 0 && s.cacheDir == "/c" && s.maxInodes == 5000)
+        // Without a remote: the defaults.
+        let plain = Mount.Settings(try command([]), MountDefaults())
+        #expect(plain.writeBack && plain.metadataTTL == 10 && plain.maxInodes == 100_000)
+        #expect(plain.memoryLimit.bytes == 64 << 20 && plain.segmentSize == nil && plain.cacheSize == nil)
+        // A remote's value is checked as the flag's.
+        let tiny = try #require(try NamedRemotes.parse("[t]\ntype = \"s3\"\nmemory_limit = \"1M\"\n", path: "c")["t"])
+        #expect(throws: ValidationError.self) { try Mount.Settings(try command([]), tiny.mount).check() }
     }
 
     @Test func onlyNamesWithAColonAndNoSchemeAreNamedRemotes() {
@@ -121,7 +165,10 @@ import Testing
         let fd = open(path, O_WRONLY | O_APPEND)
         writeAll(fd, "# the office's Swift\n[office]\ntype = \"swift\"\nauth_url = \"https://a/v1\"\n")
         close(fd)
-        add = try RemoteCommand.Add.parse(["backup", "ks3", "endpoint=ks3-cn-beijing.ksyuncs.com", "--config", path])
+        add = try RemoteCommand.Add.parse([
+            "backup", "ks3", "endpoint=ks3-cn-beijing.ksyuncs.com", "segment_size=32", "write_back=off",
+            "listing_mtime=true", "cache_size=20G", "--config", path,
+        ])
         try add.run()
         #expect(try NamedRemotes.load(path).keys.sorted() == ["backup", "office", "photos"])
         #expect(throws: CLIError.self) {
@@ -137,6 +184,9 @@ import Testing
         let remotes = try NamedRemotes.load(path)
         #expect(remotes.keys.sorted() == ["backup", "office"])
         #expect(remotes["backup"]?.settings["endpoint"] == "ks3-cn-beijing.ksyuncs.com")
+        let mount = remotes["backup"]?.mount
+        #expect(mount?.segmentSize == 32 && mount?.writeBack == false && mount?.listingMtime == true)
+        #expect(mount?.cacheSize?.bytes == 20 << 30)
         #expect(NamedRemote.readText(path)?.contains("# the office's Swift") == true)
         #expect(NamedRemote.readText(path)?.contains("PHOTOS_SECRET") == false)
     }

@@ -26,6 +26,7 @@ from conftest import (
     Mounter,
     Remote,
     RemoteSpec,
+    daemon_status,
     fuse_unavailable_reason,
     is_mounted,
     mounts_at,
@@ -165,6 +166,8 @@ def test_a_named_remote_mounts_without_environment_variables(
     config = config_dir / "objmount.conf"
     lines = ["# named remotes for the test", "[tst]", f'type = "{stored.scheme}"']
     lines += [f'{k} = "{v}"' for k, v in settings.items()]
+    # Mount options kept with the remote (a flag on the command line would win).
+    lines += ["write_back = false", "segment_size = 8", "metadata_ttl = 3", 'memory_limit = "48M"']
     config.write_text("\n".join(lines) + "\n")
     config.chmod(0o600)
     blank = tuple((k, "") for k in os.environ if k.startswith(CREDENTIAL_PREFIXES))
@@ -173,6 +176,9 @@ def test_a_named_remote_mounts_without_environment_variables(
     named = Remote(url=f"tst:{bucket_and_prefix}", spec=RemoteSpec(base=stored.spec.base, env=blank))
     m = mounter.mount(named, extra=["--config", str(config), "--log-level", "debug"])
     (m / "hello.txt").write_bytes(b"through a named remote")
+    options = daemon_status(m.path)["options"]
+    assert (options["write_back"], options["part_size"], options["metadata_ttl_s"], options["memory_limit"]) == \
+        (False, 8 << 20, 3, 48 << 20), options
     m.settle()
     assert [p.name for p in m.path.iterdir()] == ["hello.txt"]
     # The debug log names no secret.
