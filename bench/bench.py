@@ -284,6 +284,16 @@ def daemon_pids(mountpoint: str) -> list:
     return out
 
 
+def objmount_pids(objmount: str, mountpoint: str) -> list:
+    """The pid of the objmount daemon serving mountpoint, as `objmount status --json` says."""
+    try:
+        p = subprocess.run([objmount, "status", mountpoint, "--json"], capture_output=True, text=True, timeout=30)
+        pid = json.loads(p.stdout)[0].get("pid") if p.returncode == 0 else None
+    except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
+        pid = None
+    return [pid] if isinstance(pid, int) else []
+
+
 def fuse_mounts_under(root: str) -> list:
     out = []
     try:
@@ -939,7 +949,10 @@ class Mount:
             self.pid = self.proc.pid
         else:
             for _ in range(100):
-                pids = daemon_pids(self.mp)
+                # objmount's daemon says its pid itself (`objmount status --json`); s3fs's is
+                # found by its command line.
+                pids = objmount_pids(self.ctx.args.objmount, self.mp) if self.kind == "objmount" \
+                    else daemon_pids(self.mp)
                 if pids:
                     self.pid = pids[0]
                     break

@@ -23,16 +23,9 @@ die() { printf 'demo: %s\n' "$*" >&2; exit 1; }
 
 
 
-# The filesystem type mounted at $1 (the last mount there), or nothing.
-mount_type() {
-    local mp type found=""
-    while IFS=$'\t' read -r mp type; do
-        mp="$(printf '%b' "${mp//\\/\\0}")" # mountinfo escapes (\040 = space)
-        [ "$mp" = "$1" ] && found="$type"
-    done < <(awk '{ split($0, halves, " - "); split(halves[1], l, " "); split(halves[2], r, " ");
-                    print l[5] "\t" r[1] }' /proc/self/mountinfo)
-    [ -z "$found" ] || printf '%s\n' "$found"
-}
+# The filesystem type mounted at $1 (the last mount there), or nothing (util-linux's findmnt
+# reads the kernel's mount table).
+mount_type() { findmnt -n -o FSTYPE --mountpoint "$1" 2>/dev/null | tail -n 1; }
 is_mounted() { [ -n "$(mount_type "$1")" ]; }
 
 install_missing_packages
@@ -117,6 +110,8 @@ if [ ! -t 0 ]; then
     log "diff -r <sample> mnt"
     diff -r "$SAMPLE" "$MNT"
     [ "$(cat "$MNT/notes/hello.txt")" = "hello from objmount" ] || die "unexpected content in mnt/notes/hello.txt"
+    log "objmount status mnt"
+    "$BIN" status "$MNT"
     log "demo smoke test OK"
     exit 0
 fi

@@ -35,21 +35,17 @@ install_test_tools() {
     fi
 }
 
-# fuse.objmount mount points under $1 (mountinfo escapes like \040 decoded).
+# fuse.objmount mount points under $1, from util-linux's findmnt (its raw output escapes
+# spaces and other bytes as \xNN, decoded here).
 objmount_mounts_under() {
     local root="${1%/}/" mp
-    [ -r /proc/self/mountinfo ] || return 0
-    awk '{ split($0, halves, " - "); split(halves[1], l, " "); split(halves[2], r, " ");
-           if (r[1] == "fuse.objmount") print l[5] }' /proc/self/mountinfo |
+    findmnt -rn -t fuse.objmount -o TARGET 2>/dev/null |
         while IFS= read -r mp; do
-            mp="$(printf '%b' "${mp//\\/\\0}")"
+            mp="$(printf '%b' "$mp")"
             case "$mp/" in "$root"*) printf '%s\n' "$mp" ;; esac
         done
 }
 
-BIN=""
-TEST_TMP=""
-# Safety net: nothing objmount mounted under the test temp roots may outlive this script.
 cleanup_mounts() {
     local roots=() root mp
     [ -n "$TEST_TMP" ] && roots+=("$TEST_TMP")
