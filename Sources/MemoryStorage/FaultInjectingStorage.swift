@@ -56,7 +56,7 @@ public final class FaultInjectingStorage<Base: ObjectStorage>: ObjectStorage, Se
         state.withLock { $0.latency = latency }
     }
 
-    /// The next call of `operation` (a list, head or put) does its work at once (a listing
+    /// The next call of `operation` (a list, head, put, or part upload for `.multipart`) does its work at once (a listing
     /// sees the store as it is now) but returns only once the test calls `release()` on the
     /// answer: a reply that arrives after what the filesystem did meanwhile.
     public func holdNextReply(of operation: StorageOperation) -> LateReply {
@@ -187,7 +187,13 @@ public final class FaultInjectingStorage<Base: ObjectStorage>: ObjectStorage, Se
     {
         try await enter(.multipart)
         state.withLock { $0.bytesSent += payload.length }
-        return try await base.uploadPart(upload, number: number, payload: payload)
+        let late = lateReply(.multipart)
+        let part: Result<UploadedPart, any Error>
+        do { part = .success(try await base.uploadPart(upload, number: number, payload: payload)) } catch {
+            part = .failure(error)
+        }
+        await late?.arrive()
+        return try part.get()
     }
 
     public func completeMultipartUpload(_ upload: MultipartUpload, parts: [UploadedPart])

@@ -5,7 +5,8 @@
 /// What a mount holds and still has to do (`objmount status`).
 public struct FilesystemStatus: Sendable, Equatable {
     /// Files changed and not stored yet (being written, or closed and waiting for their upload),
-    /// their bytes, and how long ago the oldest change began.
+    /// their bytes not on the server yet (parts of an upload under way are), and how long ago
+    /// the oldest change began.
     public var pendingFiles = 0
     public var pendingBytes: Int64 = 0
     public var oldestPending: Duration?
@@ -30,7 +31,7 @@ extension ObjectFS {
         for node in nodes.values where node.dirty {
             status.pendingFiles += 1
             guard let file = node.staging ?? node.sealed else { continue }
-            status.pendingBytes += file.size
+            status.pendingBytes += file.unsent
             let age = now - file.created
             status.oldestPending = max(status.oldestPending ?? .zero, age)
         }

@@ -662,7 +662,7 @@ public actor ObjectFS {
         var bytes: Int64 = 0
         for node in nodes.values where node.dirty && node.parent != nil {
             files += 1
-            bytes += (node.sealed ?? node.staging)?.size ?? 0
+            bytes += (node.sealed ?? node.staging)?.unsent ?? 0
         }
         return (files, bytes)
     }

@@ -44,6 +44,29 @@ import Testing
         #expect(status.pendingFiles == 0 && status.pendingBytes == 0 && status.oldestPending == nil)
     }
 
+    /// Unmount's progress and `objmount status` count the parts of an upload under way as
+    /// stored: bytes left go down part by part, not only when a whole file is done.
+    @Test func partsAlreadyStoredAreNotCountedAsPending() async throws {
+        let h = try Harness(multipartThreshold: 64, partSize: 16, writeBack: .zero)
+        let held = h.storage.holdNextReply(of: .multipart)  // the first part to be sent
+        let data = b(String(repeating: "0123456789abcdef", count: 6))  // 6 parts of 16 bytes
+        try await h.writeFile("big.bin", data)
+        await held.arrived()
+        // The other five go meanwhile; the held one is what is left.
+        var status = await h.fs.status()
+        for _ in 0..<500 where status.pendingBytes != 16 {
+            try await Task.sleep(for: .milliseconds(10))
+            status = await h.fs.status()
+        }
+        #expect(status.pendingFiles == 1 && status.pendingBytes == 16)
+        #expect(await h.fs.pendingSummary == (files: 1, bytes: 16))
+        held.release()
+        try await h.fs.fsyncDirectory(rootInode)
+        status = await h.fs.status()
+        #expect(status.pendingFiles == 0 && status.pendingBytes == 0)
+        #expect(await h.memory.snapshot().map { $0.bytes } == [data])
+    }
+
     @Test func theBackgroundUploadStoresAClosedFile() async throws {
         let h = try Harness(writeBack: .zero)
         try await h.writeFile("d.bin", b("stored in the background"))

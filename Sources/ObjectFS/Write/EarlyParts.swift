@@ -187,6 +187,7 @@ extension ObjectFS {
         await budget.reserve(inFlight)
         do {
             early.parts.append(try await sendPart(upload, number: number, payload: payload))
+            staging.sent += payload.length
         } catch {
             early.broken = true
         }

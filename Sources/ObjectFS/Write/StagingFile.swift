@@ -159,6 +159,11 @@ final class StagingFile: @unchecked Sendable {
 
     /// When the change this file holds began (the oldest pending upload, for `objmount status`).
     let created = ContinuousClock.now
+    /// Bytes of this version already on the server in parts of a multipart upload under way
+    /// (ObjectFS actor only): what `objmount status` and unmount's progress count as done.
+    var sent: Int64 = 0
+    /// The bytes of this version still to send.
+    var unsent: Int64 { max(0, size - sent) }
 
     /// A version named by a journal record that is not `done`: the file outlives this object
     /// (and the process), for the mount that recovers it.

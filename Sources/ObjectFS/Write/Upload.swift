@@ -369,6 +369,7 @@ extension ObjectFS {
         // The parts sent early stand for the file's first bytes, as a stored prefix would.
         let sentEarly = early.map { ($0.parts, $0.covered) }
         let prefix = sentEarly?.1 ?? staging.storedPrefix
+        staging.sent = early.map { Int64($0.parts.count) * $0.partSize } ?? 0
         let caps = storage.capabilities
         guard prefix == 0 || remote != nil || early != nil else {
             throw StorageError.invalidArgument("no version to copy from")
@@ -421,10 +422,16 @@ extension ObjectFS {
                     }
                     next += 1
                 }
+                /// The bytes part `number` carries (copied ones too: they need not be sent).
+                func length(_ number: Int) -> Int64 {
+                    if number <= copied { return min(copySize, prefix - Int64(number - 1) * copySize) }
+                    return min(partSize, size - prefix - Int64(number - 1 - copied) * partSize)
+                }
                 let first = next
                 while next < min(count, first + configuration.uploadConcurrency) { add() }
                 while let part = try await group.next() {
                     done.append(part)
+                    staging.sent += length(part.number)
                     if next < count { add() }
                 }
                 return done.sorted { $0.number < $1.number }
@@ -433,6 +440,7 @@ extension ObjectFS {
             if let early { endEarlyUpload(early) }
             return info
         } catch {
+            staging.sent = 0  // the parts are gone with the upload
             try? await storage.abortMultipartUpload(upload)
             if let early { endEarlyUpload(early) }
             throw error
