@@ -261,6 +261,11 @@ struct Mount: ParsableCommand {
         do { remote = try Remote(parsing: url) } catch { throw CLIError(error.description) }
         let mountOptions: MountOptions
         do { mountOptions = try MountOptions(parsing: options) } catch { throw CLIError(error.description) }
+        // Read in the first process too, before anything else: a key that cannot be used fails the
+        // mount command.
+        let encryptionKey = try encryptionKeyFile.map { path throws(CLIError) in
+            do { return try KeyFile.load(Paths.absolute(path)) } catch { throw CLIError("\(error)") }
+        }
         let mountpoint = Paths.absolute(self.mountpoint)
         try Preflight.check(mountpoint: mountpoint)
         if let seed {
@@ -272,10 +277,6 @@ struct Mount: ParsableCommand {
         }
         let driver = try DriverSettings.resolve(
             remote, authURL: authURL, user: user, key: key, address: address, storageClass: storageClass)
-        // Read in the first process too: a key that cannot be used fails the mount command.
-        let encryptionKey = try encryptionKeyFile.map { path throws(CLIError) in
-            do { return try KeyFile.load(Paths.absolute(path)) } catch { throw CLIError("\(error)") }
-        }
         let cacheDirectory = Paths.absolute(settings.cacheDir ?? Paths.defaultCacheDirectory)
         guard Paths.makeDirectories(cacheDirectory) else {
             throw CLIError("cannot create cache directory \(cacheDirectory): \(errnoText(errno))")

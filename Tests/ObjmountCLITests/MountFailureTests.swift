@@ -118,3 +118,38 @@ func closedPort() throws -> UInt16 {
     guard bound else { throw CLIError("bind: \(errno)") }
     return UInt16(bigEndian: address.sin_port)
 }
+
+@Suite struct MountRefusalTests {
+    /// What `objmount mount ARGS` fails with, before it touches a mount point or a server.
+    func refusal(_ arguments: [String]) throws -> String {
+        var command = try #require(try Objmount.parseAsRoot(["mount"] + arguments) as? Mount)
+        do {
+            try command.run()
+            Issue.record("mounted: \(arguments)")
+            return ""
+        } catch {
+            return Objmount.message(for: error)
+        }
+    }
+
+    @Test func aMissingRemoteNameOrKeyFileIsOneLineThatNamesIt() throws {
+        let directory = "/tmp/objmount-refusal-\(getpid())"
+        let path = directory + "/objmount.conf"
+        mkdir(directory, 0o700)
+        defer {
+            unlink(path)
+            rmdir(directory)
+        }
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        writeAll(fd, "[photos]\ntype = \"s3\"\nendpoint = \"http://127.0.0.1:1\"\n")
+        close(fd)
+        var message = try refusal(["nosuch:bucket", "/mnt", "--config", path])
+        #expect(message == "no remote 'nosuch' in \(path) (it has: photos)", "\(message)")
+        message = try refusal(["memory://b", "/mnt", "--encryption-key-file", directory + "/no.key"])
+        #expect(message.contains(directory + "/no.key") && !message.contains("\n"), "\(message)")
+        // A config file others may read is refused with the fix.
+        chmod(path, 0o644)
+        message = try refusal(["photos:bucket", "/mnt", "--config", path])
+        #expect(message.contains("chmod 600 \(path)"), "\(message)")
+    }
+}

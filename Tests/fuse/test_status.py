@@ -127,11 +127,11 @@ def test_the_log_is_named_at_mount_and_rotates_at_its_size(mounter: Mounter, rem
         subprocess.run([OBJMOUNT_BIN, "unmount", str(other)], capture_output=True, timeout=60)
 
 
-def slowed_swift_mount(mounter: Mounter, faulty) -> Mounted:
+def slowed_swift_mount(mounter: Mounter, faulty, extra: list[str] = ()) -> Mounted:
     """A mount of the Swift server through the fault proxy (no faults), on a fresh prefix."""
     from test_swift_driver import CONTAINER, SWIFT_ENV
     spec = RemoteSpec(base=f"swift://{CONTAINER}", env=tuple({**SWIFT_ENV, "ST_AUTH": faulty.auth}.items()))
-    return mounter.mount(Remote(url=spec.unique_url(), spec=spec))
+    return mounter.mount(Remote(url=spec.unique_url(), spec=spec), extra=extra)
 
 
 @pytest.mark.skipif(swift_skip is not None, reason=f"needs the Swift server: {swift_skip}")
@@ -155,10 +155,11 @@ def test_status_shows_uploads_pending_while_the_server_is_slow_and_none_after(mo
 
 @pytest.mark.skipif(swift_skip is not None, reason=f"needs the Swift server: {swift_skip}")
 def test_unmount_shows_files_and_bytes_left_each_second_while_uploads_are_pending(mounter: Mounter, faulty) -> None:
-    m = slowed_swift_mount(mounter, faulty)
-    faulty.command("slow 150000")
+    # 1 MiB parts: the 8 MiB file's bytes left go down as its parts are stored, 4 at a time.
+    m = slowed_swift_mount(mounter, faulty, extra=["--segment-size", "1"])
+    faulty.command("slow 400000")
     sums = {}
-    for i, size in enumerate([200_000, 400_000, 600_000]):
+    for i, size in enumerate([200_000, 400_000, 8 << 20]):
         data = os.urandom(size)
         (m.path / f"f{i}.bin").write_bytes(data)
         sums[f"f{i}.bin"] = data
@@ -169,6 +170,8 @@ def test_unmount_shows_files_and_bytes_left_each_second_while_uploads_are_pendin
     assert len(lines) >= 2, r.stderr
     assert re.fullmatch(rf"objmount: {re.escape(str(m.path))}: storing [1-3] file\(s\), [0-9.]+ (KiB|MiB) left.*",
                         lines[0]), lines
+    # Once some bytes went: the rate and the time to go.
+    assert any(re.search(r"left, [0-9.]+ (KiB|MiB)/s, about [0-9]+ s to go$", line) for line in lines), lines
     faulty.command("slow 0")
     fresh = mounter.mount(m.remote)
     assert {p.name: p.read_bytes() for p in fresh.path.iterdir()} == sums
