@@ -122,7 +122,7 @@ func closedPort() throws -> UInt16 {
 @Suite struct MountRefusalTests {
     /// What `objmount mount ARGS` fails with, before it touches a mount point or a server.
     func refusal(_ arguments: [String]) throws -> String {
-        var command = try #require(try Objmount.parseAsRoot(["mount"] + arguments) as? Mount)
+        let command = try #require(try Objmount.parseAsRoot(["mount"] + arguments) as? Mount)
         do {
             try command.run()
             Issue.record("mounted: \(arguments)")

@@ -448,9 +448,10 @@ class Mounter:
             argv += ["--seed", os.fspath(seed)]
         argv += list(extra)
         # Every mount of the tier logs at debug level (a line per HTTP request among others),
-        # and its log is searched for the secrets it was given when it is torn down.
+        # and its log is searched for the secrets it was given when it is torn down
+        # (OBJMOUNT_TEST_LOG_LEVEL=info to compare).
         if not any(a == "--log-level" or a.startswith("--log-level=") for a in extra):
-            argv += ["--log-level", "debug"]
+            argv += ["--log-level", os.environ.get("OBJMOUNT_TEST_LOG_LEVEL", "debug")]
         p = run(argv, check=False, timeout=MOUNT_TIMEOUT, env=remote.env)
         if p.returncode != 0:
             log = cache / "objmount.log"
