@@ -274,8 +274,7 @@ public final class AHCTransport: HTTPTransport {
         let up = Int64(request.body?.count ?? 0) + (request.file?.length ?? 0)
         TransferCounters.shared.request(sending: up)
         let started = RequestLog.enabled ? ContinuousClock.now : nil
-        var down: Int64 = 0
-        func logged(_ outcome: @autoclosure () -> String) {
+        func logged(_ outcome: @autoclosure () -> String, _ down: Int64 = 0) {
             if let started {
                 RequestLog.record(request.method, request.url, outcome: outcome(), since: started, up: up, down: down)
             }
@@ -286,6 +285,7 @@ public final class AHCTransport: HTTPTransport {
             let status = Int(response.status.code)
             if let stream = request.stream, ResponseStream.takes(status) {
                 var cut = stream.start(status: status)
+                var down: Int64 = 0
                 for try await chunk in response.body {
                     TransferCounters.shared.receive(chunk.readableBytes)
                     down += Int64(chunk.readableBytes)
@@ -294,7 +294,7 @@ public final class AHCTransport: HTTPTransport {
                     }
                     await stream.sink.drain()
                 }
-                logged("\(status)")
+                logged("\(status)", down)
                 return HTTPResponse(status: status, headers: response.headers.map { ($0.name, $0.value) })
             }
             // The body goes straight into one array of the announced length: no buffer that
@@ -311,8 +311,7 @@ public final class AHCTransport: HTTPTransport {
                 TransferCounters.shared.receive(chunk.readableBytes)
                 chunk.withUnsafeReadableBytes { bytes.append(contentsOf: $0) }
             }
-            down = Int64(bytes.count)
-            logged("\(status)")
+            logged("\(status)", Int64(bytes.count))
             return HTTPResponse(
                 status: Int(response.status.code), headers: response.headers.map { ($0.name, $0.value) }, body: bytes)
         } catch is CancellationError {
