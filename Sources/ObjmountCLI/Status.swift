@@ -87,7 +87,7 @@ struct DaemonStatus: Sendable {
         }
         return "\(mountpoint): \(remote), pid \(pid), up \(Self.duration(uptime)); \(pending); "
             + "\(fs.uploadsRunning) upload(s) running, \(uploadErrors) error(s); \(fs.inodes) inodes, "
-            + "\(fs.openHandles) open; memory \(ByteSize(bytes: fs.memoryUsed)) of \(ByteSize(bytes: fs.memoryLimit)); "
+            + "\(fs.openHandles) open; memory \(ByteSize(bytes: fs.memoryUsed).approximate) of \(ByteSize(bytes: fs.memoryLimit).approximate); "
             + "cache \(ByteSize(bytes: fs.cacheUsed).approximate) of \(ByteSize(bytes: fs.cacheCapacity).approximate)"
             + (hitRate.map { ", \(Int(($0 * 100).rounded())) % of reads hit; " } ?? "; ")
             + "\(requests) requests, \(retries) retries, \(ByteSize(bytes: bytesUp).approximate) up, "
