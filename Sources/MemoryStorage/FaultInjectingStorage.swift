@@ -118,20 +118,24 @@ public final class FaultInjectingStorage<Base: ObjectStorage>: ObjectStorage, Se
         async throws -> ListPage
     {
         try await enter(.list)
-        let late = lateReply(.list)
-        let page = try await base.list(
-            prefix: prefix, delimiter: delimiter, continuation: continuation, maxKeys: maxKeys)
+        return try await answered(.list) {
+            try await base.list(prefix: prefix, delimiter: delimiter, continuation: continuation, maxKeys: maxKeys)
+        }
+    }
+
+    /// `work`'s answer (or error), returned once a reply held by `holdNextReply(of: op)`, if
+    /// any, is released.
+    private func answered<T>(_ op: StorageOperation, _ work: () async throws -> T) async throws -> T {
+        let late = lateReply(op)
+        let result: Result<T, any Error>
+        do { result = .success(try await work()) } catch { result = .failure(error) }
         await late?.arrive()
-        return page
+        return try result.get()
     }
 
     public func head(_ key: ObjectKey) async throws -> ObjectInfo {
         try await enter(.head)
-        let late = lateReply(.head)
-        let info: Result<ObjectInfo, any Error>
-        do { info = .success(try await base.head(key)) } catch { info = .failure(error) }
-        await late?.arrive()
-        return try info.get()
+        return try await answered(.head) { try await base.head(key) }
     }
 
     public func get(_ key: ObjectKey, range: ByteRange?, ifMatch: ETag?) async throws -> [UInt8] {
@@ -154,13 +158,7 @@ public final class FaultInjectingStorage<Base: ObjectStorage>: ObjectStorage, Se
             }
         }
         state.withLock { $0.bytesSent += payload.length }
-        let late = lateReply(.put)
-        let info: Result<ObjectInfo, any Error>
-        do { info = .success(try await base.put(key, payload: payload, options: options)) } catch {
-            info = .failure(error)
-        }
-        await late?.arrive()
-        return try info.get()
+        return try await answered(.put) { [options] in try await base.put(key, payload: payload, options: options) }
     }
 
     public func copy(from source: ObjectKey, to destination: ObjectKey, replacing: PutOptions?)
@@ -187,13 +185,7 @@ public final class FaultInjectingStorage<Base: ObjectStorage>: ObjectStorage, Se
     {
         try await enter(.multipart)
         state.withLock { $0.bytesSent += payload.length }
-        let late = lateReply(.multipart)
-        let part: Result<UploadedPart, any Error>
-        do { part = .success(try await base.uploadPart(upload, number: number, payload: payload)) } catch {
-            part = .failure(error)
-        }
-        await late?.arrive()
-        return try part.get()
+        return try await answered(.multipart) { try await base.uploadPart(upload, number: number, payload: payload) }
     }
 
     public func completeMultipartUpload(_ upload: MultipartUpload, parts: [UploadedPart])
