@@ -19,9 +19,9 @@ public struct Objmount: ParsableCommand {
               cp -a ~/photos ./mnt/ && ls -l ./mnt/photos
               objmount unmount ./mnt
 
-            Remotes are URLs: memory://<bucket>[/<prefix>] (an in-process store, empty at start),
-            swift://<container>[/<prefix>] (ST_* or OS_* variables), hubic://<container> (HUBIC_*),
-            s3://<bucket>[/<prefix>] (AWS_* variables, ~/.aws), ks3://<bucket>[/<prefix>] (KS3_*).
+            Remotes are URLs: memory://<bucket>[/<prefix>] (an in-process store, empty at start), \
+            swift://<container>[/<prefix>] (ST_* or OS_* variables), hubic://<container> (HUBIC_*), \
+            s3://<bucket>[/<prefix>] (AWS_* variables, ~/.aws), ks3://<bucket>[/<prefix>] (KS3_*). \
             swift://, hubic:// and s3:// without a name mount the whole account.
             """,
         version: Objmount.version,
@@ -69,8 +69,8 @@ struct Mount: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Mount a remote at a directory.",
         discussion: """
-            Returns once the mount is live; the filesystem keeps being served in the background
-            (logs go to <cache-dir>/objmount.log). With --foreground it stays attached and logs to
+            Returns once the mount is live; the filesystem keeps being served in the background \
+            (logs go to <cache-dir>/objmount.log). With --foreground it stays attached and logs to \
             stderr; Ctrl-C, SIGTERM or SIGHUP unmount it cleanly.
 
             Examples:
@@ -319,8 +319,8 @@ struct Sync: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Wait until every file closed on a mount is stored on the server.",
         discussion: """
-            With write-back (the default) close returns before the upload ends; this returns once
-            everything closed or fsync'd under PATH (a mount point or a directory in it) is stored,
+            With write-back (the default) close returns before the upload ends; this returns once \
+            everything closed or fsync'd under PATH (a mount point or a directory in it) is stored, \
             and fails with the first upload error. The same as fsync(2) of the directory.
 
             Example:

@@ -243,7 +243,7 @@ struct RemoteCommand: ParsableCommand {
         commandName: "remote",
         abstract: "List and show the named remotes of the config file.",
         discussion: """
-            The file (default ~/.config/objmount/objmount.conf, mode 0600) has one TOML table per
+            The file (default ~/.config/objmount/objmount.conf, mode 0600) has one TOML table per \
             remote; mount one with `objmount mount NAME:bucket/prefix MNT`. Example:
 
               [photos]
@@ -294,13 +294,14 @@ struct RemoteCommand: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Add a named remote: objmount remote add NAME TYPE SETTING=VALUE...",
             discussion: """
-                Secrets are never taken as arguments (the process list is public): give them as
-                env:VARIABLE or file:PATH, or leave them out and type them at the prompt (not
+                Secrets are never taken as arguments (the process list is public): give them as \
+                env:VARIABLE or file:PATH, or leave them out and type them at the prompt (not \
                 echoed) when on a terminal.
 
                 Example:
-                  objmount remote add photos s3 endpoint=https://s3.example.com region=eu-west-1 \\
-                      access_key_id=AKIA... secret_access_key=file:/home/me/.secrets/photos
+                  objmount remote add photos s3 endpoint=https://s3.example.com \\
+                      region=eu-west-1 access_key_id=AKIA... \\
+                      secret_access_key=file:/home/me/.secrets/photos
                 """)
         @Argument(help: "The remote's name (letters, digits, '.', '_', '-').")
         var name: String

@@ -100,9 +100,9 @@ struct URLCommand: ParsableCommand {
         commandName: "url",
         abstract: "Print a URL anyone can download a file with, for a limited time.",
         discussion: """
-            s3:// gets a SigV4 presigned URL (at most 7 days), ks3:// a KSS presigned URL, swift://
-            a TempURL (the account needs a Temp-URL key: swift post -m Temp-URL-Key:<secret>).
-            Credentials come from the same variables as for mount. Nothing is sent for s3:// and
+            s3:// gets a SigV4 presigned URL (at most 7 days), ks3:// a KSS presigned URL, swift:// \
+            a TempURL (the account needs a Temp-URL key: swift post -m Temp-URL-Key:<secret>). \
+            Credentials come from the same variables as for mount. Nothing is sent for s3:// and \
             ks3://: the URL is signed locally.
 
             Examples:
@@ -150,11 +150,11 @@ struct Cleanup: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Abort multipart uploads and remove segments a crash left behind.",
         discussion: """
-            Lists the incomplete multipart uploads (s3://, ks3://: their parts are billed until
-            aborted) or the segment sets no object uses (swift://, hubic://: in
-            <container>_segments) under the remote's prefix that started more than --older-than
-            ago, and removes them. A mount that is uploading right now has uploads younger than
-            that; keep the default unless no mount of this bucket is running. A mount that
+            Lists the incomplete multipart uploads (s3://, ks3://: their parts are billed until \
+            aborted) or the segment sets no object uses (swift://, hubic://: in \
+            <container>_segments) under the remote's prefix that started more than --older-than \
+            ago, and removes them. A mount that is uploading right now has uploads younger than \
+            that; keep the default unless no mount of this bucket is running. A mount that \
             recovers a crashed mount's files removes what their cut uploads left by itself.
 
             Examples:
@@ -217,7 +217,7 @@ struct Keygen: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Write a new random encryption key for --encryption-key-file.",
         discussion: """
-            16 random bytes, mode 0600, in the format of ks3sdk's Crypts.generate_key (a key file
+            16 random bytes, mode 0600, in the format of ks3sdk's Crypts.generate_key (a key file \
             either can use). Keep a copy somewhere safe: without it the data cannot be decrypted.
 
             Example:

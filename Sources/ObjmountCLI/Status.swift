@@ -231,17 +231,17 @@ final class StatusServer: @unchecked Sendable {
 
 struct Status: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "What each objmount mount of yours is doing: pending uploads, errors, memory.",
+        abstract: "What each objmount mount of yours is doing: pending uploads, errors, cache, traffic.",
         discussion: """
-            Asks each daemon over a unix socket in its runtime directory (0700). With a mount
-            point, that mount only. --json prints a JSON array, one object per mount:
-            mountpoint, remote, pid, version, commit, uptime_s, pending {files, bytes, oldest_s},
-            uploads_running, upload_errors, inodes, open_handles, requests_in_flight,
-            memory {used, limit}, cache {directory, limit, used, hit_bytes, miss_bytes,
-            hit_rate}, requests, retries, bytes_up, bytes_down, options {write_back,
-            metadata_ttl_s, listing_mtime, memory_limit, max_inodes, part_size,
-            multipart_threshold}. The cache's hit rate counts
-            the bytes of reads that reach the daemon (the kernel's page cache answers repeated
+            Asks each daemon over a unix socket in its runtime directory (0700). With a mount \
+            point, that mount only. --json prints a JSON array, one object per mount: \
+            mountpoint, remote, pid, version, commit, uptime_s, pending {files, bytes, oldest_s}, \
+            uploads_running, upload_errors, inodes, open_handles, requests_in_flight, \
+            memory {used, limit}, cache {directory, limit, used, hit_bytes, miss_bytes, \
+            hit_rate}, requests, retries, bytes_up, bytes_down, options {write_back, \
+            metadata_ttl_s, listing_mtime, memory_limit, max_inodes, part_size, \
+            multipart_threshold}. The cache's hit rate counts \
+            the bytes of reads that reach the daemon (the kernel's page cache answers repeated \
             reads of an open file itself).
 
             Examples:
