@@ -28,9 +28,10 @@ extension ObjectFS {
     public func status() -> FilesystemStatus {
         var status = FilesystemStatus()
         let now = ContinuousClock.now
-        for node in nodes.values where node.dirty {
+        // (A file deleted before its upload is not pending: nothing of it will be sent.)
+        for node in nodes.values where node.dirty && node.parent != nil {
             status.pendingFiles += 1
-            guard let file = node.staging ?? node.sealed else { continue }
+            guard let file = node.sealed ?? node.staging else { continue }
             status.pendingBytes += file.unsent
             let age = now - file.created
             status.oldestPending = max(status.oldestPending ?? .zero, age)

@@ -654,16 +654,11 @@ public actor ObjectFS {
     }
 
     /// How many files have data not yet stored on the server.
-    public var pendingUploads: Int { nodes.values.filter { $0.dirty && $0.parent != nil }.count }
+    public var pendingUploads: Int { status().pendingFiles }
 
     /// Files not stored yet and their bytes (what unmount still has to send).
     public var pendingSummary: (files: Int, bytes: Int64) {
-        var files = 0
-        var bytes: Int64 = 0
-        for node in nodes.values where node.dirty && node.parent != nil {
-            files += 1
-            bytes += (node.sealed ?? node.staging)?.unsent ?? 0
-        }
-        return (files, bytes)
+        let s = status()
+        return (s.pendingFiles, s.pendingBytes)
     }
 }

@@ -16,6 +16,7 @@ from the environment, see the DRIVER SUITES HOOK below.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import random
@@ -24,6 +25,7 @@ import shutil
 import signal
 import subprocess
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -395,24 +397,18 @@ def secrets_given(env: dict[str, str]) -> dict[str, str]:
     return found
 
 
-_swift_token: list[str | None] = []
-
-
+@functools.cache
 def swift_token() -> str | None:
     """The test account's X-Auth-Token (fetched once), or None without the Swift server."""
-    if not _swift_token:
-        token = None
-        if {"ST_AUTH", "ST_USER", "ST_KEY"} <= set(SWIFT_ENV):
-            import urllib.request
-            req = urllib.request.Request(SWIFT_ENV["ST_AUTH"], headers={
-                "X-Auth-User": SWIFT_ENV["ST_USER"], "X-Auth-Key": SWIFT_ENV["ST_KEY"]})
-            try:
-                with urllib.request.urlopen(req, timeout=10) as r:
-                    token = r.headers.get("X-Auth-Token")
-            except OSError:
-                token = None
-        _swift_token.append(token)
-    return _swift_token[0]
+    if not {"ST_AUTH", "ST_USER", "ST_KEY"} <= set(SWIFT_ENV):
+        return None
+    req = urllib.request.Request(SWIFT_ENV["ST_AUTH"], headers={
+        "X-Auth-User": SWIFT_ENV["ST_USER"], "X-Auth-Key": SWIFT_ENV["ST_KEY"]})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.headers.get("X-Auth-Token")
+    except OSError:
+        return None
 
 
 class Mounter:
