@@ -298,8 +298,10 @@ public final class AHCTransport: HTTPTransport {
                 return HTTPResponse(status: status, headers: response.headers.map { ($0.name, $0.value) })
             }
             // The body goes straight into one array of the announced length: no buffer that
-            // grows by copying, no second copy (a 4 MiB read-ahead GET holds 4 MiB, not 12).
-            let announced = response.headers.first(name: "Content-Length").flatMap(Int.init) ?? 0
+            // grows by copying, no second copy (a 4 MiB read-ahead GET holds 4 MiB, not 12). A
+            // HEAD's Content-Length is the object's, with no body: nothing to make room for.
+            let announced =
+                request.method == "HEAD" ? 0 : response.headers.first(name: "Content-Length").flatMap(Int.init) ?? 0
             var bytes: [UInt8] = []
             bytes.reserveCapacity(min(announced, maxBody))
             for try await chunk in response.body {
