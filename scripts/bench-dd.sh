@@ -5,9 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE_MIB=${1:-1024}
 RUNS=${2:-3}
-SWIFT=/opt/swift/usr/bin/swift
-$SWIFT build -c release --scratch-path .build-release >/dev/null
-BIN=$($SWIFT build -c release --scratch-path .build-release --show-bin-path)/objmount
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
+release_build
+BIN=$RELEASE_BIN
 WORK=$(mktemp -d /tmp/objmount-bench.XXXXXX)
 MNT=$WORK/mnt
 mkdir -p "$MNT"

@@ -16,10 +16,9 @@ cd "$(dirname "$0")/.."
 SIZE_MIB=${1:-512}
 RUNS=${2:-3}
 BUCKET=objmount-bench
-SWIFT=/opt/swift/usr/bin/swift
 install_missing_packages
-$SWIFT build -c release --scratch-path .build-release >/dev/null
-BIN=$($SWIFT build -c release --scratch-path .build-release --show-bin-path)/objmount
+release_build
+BIN=$RELEASE_BIN
 scripts/swift-server.sh start >/dev/null
 eval "$(scripts/swift-server.sh env)"
 export AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_ENDPOINT_URL AWS_REGION AWS_DEFAULT_REGION

@@ -6,9 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE_MIB=${1:-512}
 RUNS=${2:-3}
-SWIFT=/opt/swift/usr/bin/swift
-$SWIFT build -c release --scratch-path .build-release >/dev/null
-BIN=$($SWIFT build -c release --scratch-path .build-release --show-bin-path)/objmount
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
+release_build
+BIN=$RELEASE_BIN
 scripts/swift-server.sh start >/dev/null
 eval "$(scripts/swift-server.sh env)"
 export ST_AUTH ST_USER ST_KEY

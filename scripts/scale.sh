@@ -15,6 +15,5 @@ cd "$(dirname "$0")/.."
 [ "$(id -u)" -eq 0 ] || { echo "scale.sh: run as root (FUSE mounts, drop_caches)" >&2; exit 1; }
 install_missing_packages
 log "building objmount (release)"
-/opt/swift/usr/bin/swift build -c release --scratch-path .build-release >/dev/null
-BIN=$(/opt/swift/usr/bin/swift build -c release --scratch-path .build-release --show-bin-path)/objmount
-exec /usr/bin/python3 bench/scale.py --objmount "$BIN" "$@"
+release_build
+exec /usr/bin/python3 bench/scale.py --objmount "$RELEASE_BIN" "$@"
