@@ -36,7 +36,7 @@ install_packages_if_missing() {
 TEST_PACKAGES=(attr s3fs systemd)
 
 # The release build that the benchmarks and scripts/scale.sh measure, as a user would build it
-# to install (README, "Install"): optimized, with the Swift runtime and Foundation linked in
+# to install (README, "Use"): optimized, with the Swift runtime and Foundation linked in
 # statically (--static-swift-stdlib), so that the daemon maps only the code it uses: 28 MiB
 # resident at mount instead of 33.5 with the toolchain's shared libraries. Builds into
 # ${OBJMOUNT_RELEASE_BUILD:-.build-release} and sets RELEASE_BIN to the binary; returns the
