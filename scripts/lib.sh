@@ -40,10 +40,10 @@ TEST_PACKAGES=(attr s3fs systemd)
 # statically (--static-swift-stdlib), so that the daemon maps only the code it uses: 28 MiB
 # resident at mount instead of 33.5 with the toolchain's shared libraries. Builds into
 # ${OBJMOUNT_RELEASE_BUILD:-.build-release} and sets RELEASE_BIN to the binary; returns the
-# build's exit status ("$@": more `swift build` arguments).
+# build's exit status.
 release_build() {
     local swift=/opt/swift/usr/bin/swift scratch=${OBJMOUNT_RELEASE_BUILD:-.build-release}
     local flags=(-c release --static-swift-stdlib --scratch-path "$scratch")
-    "$swift" build "${flags[@]}" "$@" >/dev/null || return
+    "$swift" build "${flags[@]}" >/dev/null || return
     RELEASE_BIN="$("$swift" build "${flags[@]}" --show-bin-path)/objmount"
 }
