@@ -629,6 +629,34 @@ struct MetadataFreeListings: ObjectStorage {
         #expect(try await fs.getattr(f.ino).mtime == Timestamp(seconds: 1_000_000_000))
     }
 
+    @Test func aDirectoryWithoutMarkerIsLookedUpWithoutAskingForIt() async throws {
+        let memory = MemoryStorage()
+        for name in ["a/f1", "a/f2", "b/f1", "m/f1"] {
+            _ = try await memory.put(name, payload: .bytes([1]), options: PutOptions())
+        }
+        _ = try await memory.put("m/", payload: .bytes([]), options: PutOptions(metadata: ["mode": "448"]))
+        let storage = FaultInjectingStorage(MetadataFreeListings(base: memory, s3Like: true))
+        var config = ObjectFSConfiguration(stagingDirectory: uniqueStagingDirectory())
+        config.metadataPrefetch = 8
+        let fs = try ObjectFS(storage: storage, configuration: config)
+        // A name never listed: the HEAD and the 1-key LIST together show there is no `a/`
+        // marker (`a/f1` sorts where it would be), so nothing more is asked.
+        var calls = (storage.calls(.head), storage.calls(.list))
+        _ = try await fs.lookup(parent: rootInode, name: "a")
+        #expect(storage.calls(.head) - calls.0 == 1 && storage.calls(.list) - calls.1 == 1)
+        // One with a marker still reads its metadata from it.
+        let m = try await fs.lookup(parent: rootInode, name: "m")
+        #expect(m.mode == 0o700)
+        // Listed as a common prefix, which hides a marker: `b/` is asked once, by the
+        // siblings' prefetch (the others' are known); its 404 is an answer, not asked again.
+        _ = try await fs.list(rootInode)
+        calls = (storage.calls(.head), storage.calls(.list))
+        _ = try await fs.lookup(parent: rootInode, name: "b")
+        _ = try await fs.lookup(parent: rootInode, name: "b")
+        #expect(storage.calls(.list) == calls.1)
+        #expect(storage.calls(.head) - calls.0 == 1)
+    }
+
     @Test func aServerThatKeepsItsAnswerTimeGetsMoreHeadsAtOnce() async throws {
         let memory = MemoryStorage()
         let count = 300

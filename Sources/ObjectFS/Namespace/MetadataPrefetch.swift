@@ -53,10 +53,12 @@ extension ObjectFS {
             metadataFetches[ino] = Task {
                 await limiter.acquire()
                 let started = self.now
-                let info = try? await storage.head(key)
+                var info: ObjectInfo? = nil
+                var missing = false
+                do { info = try await storage.head(key) } catch StorageError.notFound { missing = true } catch {}
                 let took = self.now - started
                 await limiter.release()
-                if let width = self.finishMetadataFetch(ino, info, listedETag: etag, took: took) {
+                if let width = self.finishMetadataFetch(ino, info, missing: missing, listedETag: etag, took: took) {
                     // Deltas: resizes applied in another order than decided end at the same width.
                     await limiter.resize(from: width.old, to: width.new)
                 }
@@ -64,25 +66,26 @@ extension ObjectFS {
         }
     }
 
-    /// Applies a HEAD's answer; returns the HEADs' new width when this answer changed it.
+    /// Applies a HEAD's answer (`missing`: the server has no such object); returns the HEADs'
+    /// new width when this answer changed it.
     func finishMetadataFetch(
-        _ ino: InodeNumber, _ info: ObjectInfo?, listedETag: ETag?, took nanoseconds: Int64
+        _ ino: InodeNumber, _ info: ObjectInfo?, missing: Bool, listedETag: ETag?, took nanoseconds: Int64
     ) -> (old: Int, new: Int)? {
         metadataFetches[ino] = nil
         var resized: (old: Int, new: Int)? = nil
         if info != nil, let old = metadataWidth?.width, let new = metadataWidth?.record(nanoseconds: nanoseconds) {
             resized = (old, new)
         }
-        apply(info, fetchedFor: ino, listedETag: listedETag)
+        apply(info, missing: missing, fetchedFor: ino, listedETag: listedETag)
         return resized
     }
 
-    private func apply(_ info: ObjectInfo?, fetchedFor ino: InodeNumber, listedETag: ETag?) {
+    private func apply(_ info: ObjectInfo?, missing: Bool, fetchedFor ino: InodeNumber, listedETag: ETag?) {
         // Only the version the listing showed: anything else is left to the caller's own HEAD.
         guard let n = nodes[ino], !n.isPinned, !n.metadataKnown else { return }
         if n.kind == .directory {
-            // No marker (or a failed HEAD): the caller's own HEAD decides.
-            if let info { applyDirectoryMetadata(info, to: n) }
+            // No marker: nothing to read. A failed HEAD: the caller's own HEAD decides.
+            if let info { applyDirectoryMetadata(info, to: n) } else if missing { n.metadataKnown = true }
             return
         }
         guard let info, info.etag == listedETag else { return }

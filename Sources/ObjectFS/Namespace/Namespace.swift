@@ -93,7 +93,7 @@ extension ObjectFS {
         let key = directoryPrefix(dir) + name
         // A name last seen as an object is most likely one still.
         let object = dir.children[name].flatMap { nodes[$0] }.map(\.kind.isObject) ?? (dir.droppedObjects[name] != nil)
-        let found: (kind: FileKind, info: ObjectInfo?)?
+        let found: (kind: FileKind, info: ObjectInfo?, unmarked: Bool)?
         do {
             found = try await probe(key, object: object)
         } catch {
@@ -113,15 +113,22 @@ extension ObjectFS {
         }
         dir.negative[name] = nil
         let n = upsert(dir, name: name, kind: found.kind, info: found.info)
-        if n.kind == .directory && !n.metadataKnown { try await completeDirectoryMetadata(n) }
+        if n.kind == .directory && !n.metadataKnown {
+            // No marker to read (two round trips fewer before `ls DIR` can start).
+            if found.unmarked { n.metadataKnown = true } else { try await completeDirectoryMetadata(n) }
+        }
         return n
     }
 
     /// What the server has at `key`: a directory (listing under `key/` not empty, or a marker),
     /// a file, or nothing. The HEAD and the 1-key LIST run in parallel; for a name last seen as
     /// an `object`, the LIST only if the HEAD finds none (that such a name became a directory
-    /// too shows at the next listing of its directory: SEMANTICS.md).
-    func probe(_ key: ObjectKey, object: Bool = false) async throws -> (kind: FileKind, info: ObjectInfo?)? {
+    /// too shows at the next listing of its directory: SEMANTICS.md). `unmarked`: a directory
+    /// the answers show has no marker at all (no object at `key`, and the first key under
+    /// `key/` — where a `key/` marker would sort — is another), so its metadata is known.
+    func probe(_ key: ObjectKey, object: Bool = false) async throws -> (
+        kind: FileKind, info: ObjectInfo?, unmarked: Bool
+    )? {
         let storage = self.storage
         @Sendable func head() async throws -> ObjectInfo? {
             do { return try await storage.head(key) } catch StorageError.notFound { return nil }
@@ -134,7 +141,7 @@ extension ObjectFS {
         if object {
             h = try await head()
             if let h, !KeyPath.isDirectoryMarker(h) {
-                return (PosixMetadata.isSymlink(h) == true ? .symlink : .file, h)
+                return (PosixMetadata.isSymlink(h) == true ? .symlink : .file, h, false)
             }
             l = try await listing()
         } else {
@@ -143,14 +150,14 @@ extension ObjectFS {
             (h, l) = try await (headed, listed)
         }
         if !l.objects.isEmpty || !l.commonPrefixes.isEmpty {
-            if let h, KeyPath.isDirectoryMarker(h) { return (.directory, h) }
+            if let h, KeyPath.isDirectoryMarker(h) { return (.directory, h, false) }
             // An S3-style marker sorts first in the listing of its prefix.
-            if let marker = l.objects.first, marker.key == key + "/" { return (.directory, marker) }
-            return (.directory, nil)
+            if let marker = l.objects.first, marker.key == key + "/" { return (.directory, marker, false) }
+            return (.directory, nil, h == nil)
         }
         if let h {
-            if KeyPath.isDirectoryMarker(h) { return (.directory, h) }
-            return (PosixMetadata.isSymlink(h) == true ? .symlink : .file, h)
+            if KeyPath.isDirectoryMarker(h) { return (.directory, h, false) }
+            return (PosixMetadata.isSymlink(h) == true ? .symlink : .file, h, false)
         }
         return nil
     }
