@@ -629,6 +629,41 @@ struct MetadataFreeListings: ObjectStorage {
         #expect(try await fs.getattr(f.ino).mtime == Timestamp(seconds: 1_000_000_000))
     }
 
+    @Test func filesWhoseAttributesExpiredAreCheckedAgainInBatches() async throws {
+        let memory = MemoryStorage()
+        for i in 0..<40 {
+            _ = try await memory.put(
+                "d/" + String(format: "f%02d", i), payload: .bytes([1]), options: PutOptions(metadata: ["mtime": "1"]))
+        }
+        let storage = FaultInjectingStorage(MetadataFreeListings(base: memory), latency: .milliseconds(20))
+        var config = ObjectFSConfiguration(stagingDirectory: uniqueStagingDirectory())
+        config.metadataPrefetch = 8
+        let clock = ManualClock()
+        let fs = try ObjectFS(storage: storage, configuration: config, clock: clock)
+        let d = try await fs.lookup(parent: rootInode, name: "d")
+        let names = try await fs.list(d.ino).map(\.name)
+        // The listing expires before the files are stat'ed (`find` in a directory of 100,000),
+        // then again after (`ls -l` some seconds after the last one; the kernel kept the
+        // directory's entries, so no readdir lists it again): each time every stat checks its
+        // file, in batches of HEADs and nothing else.
+        for _ in 0..<2 {
+            clock.advance(seconds: 11)
+            storage.resetMostAtOnce()
+            let (heads, lists) = (storage.calls(.head), storage.calls(.list))
+            for (i, name) in names.enumerated() {
+                #expect(try await fs.lookup(parent: d.ino, name: name).mtime == Timestamp(seconds: 1), "\(i)")
+            }
+            #expect(storage.calls(.head) - heads == 40 && storage.calls(.list) == lists)
+            #expect(storage.mostAtOnce(.head) >= 4, "\(storage.mostAtOnce(.head)) HEADs at once")
+        }
+        // A file changed meanwhile is seen changed; one deleted is gone.
+        _ = try await memory.put("d/f05", payload: .bytes([1, 2]), options: PutOptions())
+        try await memory.delete(["d/f06"])
+        clock.advance(seconds: 11)
+        #expect(try await fs.lookup(parent: d.ino, name: "f05").size == 2)
+        await #expect(throws: FSError.self) { try await fs.lookup(parent: d.ino, name: "f06") }
+    }
+
     @Test func aDirectoryWithoutMarkerIsLookedUpWithoutAskingForIt() async throws {
         let memory = MemoryStorage()
         for name in ["a/f1", "a/f2", "b/f1", "m/f1"] {

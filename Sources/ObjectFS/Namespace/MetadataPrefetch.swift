@@ -37,15 +37,33 @@ extension ObjectFS {
         return n.metadataKnown || n.isPinned
     }
 
+    /// Whether a HEAD of file `n` (whose attributes expired), batched with its expired
+    /// siblings' as `prefetchedMetadata` does, found the version it knew: then it is trusted
+    /// again, its metadata read. False: the caller asks the server itself (a changed or deleted
+    /// object, an error).
+    func revalidatedInBatch(_ n: Node) async -> Bool {
+        guard configuration.metadataPrefetch > 0, !n.isPinned else { return false }
+        if metadataFetches[n.ino] == nil { prefetchMetadata(from: n) }
+        guard let fetch = metadataFetches[n.ino] else { return false }
+        await fetch.value
+        return nodes[n.ino] === n && !needsMetadata(n)
+    }
+
+    /// A file or directory whose metadata a batch HEAD would read: never read, or (a file)
+    /// read and expired since.
+    private func needsMetadata(_ c: Node) -> Bool {
+        !c.metadataKnown || (c.kind.isObject && c.validUntil < now)
+    }
+
     /// Starts HEADs of `n` and of up to `metadataPrefetchBatch` siblings after it whose
-    /// metadata is unknown; each applies its answer when it comes.
+    /// metadata is unknown or expired; each applies its answer when it comes.
     func prefetchMetadata(from n: Node) {
         guard let dir = n.parent.flatMap({ nodes[$0] }) else { return }
         let names = dir.children.names(from: n.name, limit: configuration.metadataPrefetchBatch)
         let limiter = metadataLimiter
         let storage = self.storage
         for name in names {
-            guard let ino = dir.children[name], let c = nodes[ino], !c.metadataKnown, !c.isPinned,
+            guard let ino = dir.children[name], let c = nodes[ino], needsMetadata(c), !c.isPinned,
                 metadataFetches[ino] == nil
             else { continue }
             let key = c.kind == .directory ? markerKey(c) : fileKey(c)
@@ -82,7 +100,7 @@ extension ObjectFS {
 
     private func apply(_ info: ObjectInfo?, missing: Bool, fetchedFor ino: InodeNumber, listedETag: ETag?) {
         // Only the version the listing showed: anything else is left to the caller's own HEAD.
-        guard let n = nodes[ino], !n.isPinned, !n.metadataKnown else { return }
+        guard let n = nodes[ino], !n.isPinned, needsMetadata(n) else { return }
         if n.kind == .directory {
             // No marker: nothing to read. A failed HEAD: the caller's own HEAD decides.
             if let info { applyDirectoryMetadata(info, to: n) } else if missing { n.metadataKnown = true }

@@ -90,6 +90,13 @@ extension ObjectFS {
             throw FSError(ENOENT, "no such entry")
         }
         if let until = dir.negative[name], until >= t { throw FSError(ENOENT, "no such entry") }
+        // A file whose attributes expired (or were never read, and its listing expired): its
+        // HEAD goes with those of its next such siblings, so that `ls -l` of a large directory
+        // some seconds after the last one, or `find` in a directory whose listing expires before
+        // it has stat'ed every file, waits a round trip per batch, not one per file.
+        if let ino = dir.children[name], let n = nodes[ino], n.kind.isObject, await revalidatedInBatch(n) {
+            return n
+        }
         let key = directoryPrefix(dir) + name
         // A name last seen as an object is most likely one still.
         let object = dir.children[name].flatMap { nodes[$0] }.map(\.kind.isObject) ?? (dir.droppedObjects[name] != nil)
