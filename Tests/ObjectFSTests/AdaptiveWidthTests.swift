@@ -16,32 +16,6 @@ import Testing
         #expect(w.width == 128)
     }
 
-    @Test func roundsThatOpenConnectionsWidenDespiteTheirHandshakes() {
-        // A far server: 21 ms on a kept connection, 50 on a new one. Two kept connections
-        // answer first; the rest of each wider round pays a handshake.
-        var w = AdaptiveWidth(start: 32, range: 16...128)
-        var widths: [Int] = []
-        func round(kept: Int) {
-            let width = w.width
-            for i in 0..<width {
-                if let n = w.record(nanoseconds: i < kept ? 21_000_000 : 50_000_000) { widths.append(n) }
-            }
-        }
-        round(kept: 2)
-        round(kept: 32)
-        #expect(widths == [64, 128])
-        // Once the connections are open, the same mean (no queue to blame, but no handshake to
-        // excuse it either) keeps the width where it is.
-        var open = AdaptiveWidth(start: 32, range: 16...256)
-        for _ in 0..<32 { _ = open.record(nanoseconds: 21_000_000) }
-        for _ in 0..<64 { _ = open.record(nanoseconds: 21_000_000) }
-        #expect(open.width == 128)
-        for _ in 0..<128 { _ = open.record(nanoseconds: 100_000_000) }  // a queue: 96
-        #expect(open.width == 96)
-        for _ in 0..<200 { #expect(open.record(nanoseconds: 50_000_000) == nil) }
-        #expect(open.width == 96)
-    }
-
     @Test func answersSlowedByAQueueShrinkTheWidthDownToTheMinimum() {
         var w = AdaptiveWidth(start: 32, range: 16...128)
         for _ in 0..<32 { _ = w.record(nanoseconds: 300_000) }  // a near server, no queue: 64

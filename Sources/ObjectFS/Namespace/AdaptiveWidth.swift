@@ -4,12 +4,6 @@
 // width): while answers take about as long as the quickest one seen (the server's round trip
 // without a queue), it doubles; when they take several times that (requests queue at the
 // server, or at this machine's CPU), it shrinks by a quarter. Never outside `range`.
-//
-// A round wider than any before opens connections, and on a far server each new one costs a
-// handshake or more (TCP, then TLS) before its HEAD: measured at 20 ms, its answers took 45–60
-// ms against 21 on a kept connection, so a strict judge never widened past the start and `ls
-// -l` of 300 files waited ten rounds. Such a round is judged by the queue bound alone: it
-// widens unless its answers were slow enough to shrink.
 
 struct AdaptiveWidth {
     let range: ClosedRange<Int>
@@ -18,8 +12,6 @@ struct AdaptiveWidth {
     private var quickest: Int64 = .max
     private var roundTotal: Int64 = 0
     private var roundCount = 0
-    /// The widest round judged yet: about as many connections are open.
-    private var opened = 0
     /// Slack added to both bounds, so that a few hundred microseconds of jitter on a near
     /// server do not read as a queue.
     static let slack: Int64 = 1_000_000
@@ -41,12 +33,10 @@ struct AdaptiveWidth {
         roundTotal = 0
         roundCount = 0
         let old = width
-        let opening = width > opened
-        opened = max(opened, width)
-        if mean > 4 * quickest + 4 * Self.slack {
-            width = max(range.lowerBound, width * 3 / 4)
-        } else if opening || mean <= 2 * quickest + Self.slack {
+        if mean <= 2 * quickest + Self.slack {
             width = min(range.upperBound, width * 2)
+        } else if mean > 4 * quickest + 4 * Self.slack {
+            width = max(range.lowerBound, width * 3 / 4)
         }
         return width == old ? nil : width
     }
