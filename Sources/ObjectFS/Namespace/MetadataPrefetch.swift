@@ -28,25 +28,15 @@ extension ObjectFS {
     }
 
     /// Whether the batch HEAD of `n` (started here with its siblings' if none is in flight)
-    /// answered; false: the caller asks the server itself.
+    /// answered with the version it knew: its metadata is read (again, for a file whose
+    /// attributes expired) and trusted. False: the caller asks the server itself (a changed or
+    /// deleted object, an error).
     func prefetchedMetadata(_ n: Node) async -> Bool {
         guard configuration.metadataPrefetch > 0 else { return false }
         if metadataFetches[n.ino] == nil { prefetchMetadata(from: n) }
         guard let fetch = metadataFetches[n.ino] else { return false }
         await fetch.value
-        return n.metadataKnown || n.isPinned
-    }
-
-    /// Whether a HEAD of file `n` (whose attributes expired), batched with its expired
-    /// siblings' as `prefetchedMetadata` does, found the version it knew: then it is trusted
-    /// again, its metadata read. False: the caller asks the server itself (a changed or deleted
-    /// object, an error).
-    func revalidatedInBatch(_ n: Node) async -> Bool {
-        guard configuration.metadataPrefetch > 0, !n.isPinned else { return false }
-        if metadataFetches[n.ino] == nil { prefetchMetadata(from: n) }
-        guard let fetch = metadataFetches[n.ino] else { return false }
-        await fetch.value
-        return nodes[n.ino] === n && !needsMetadata(n)
+        return n.isPinned || (nodes[n.ino] === n && !needsMetadata(n))
     }
 
     /// A file or directory whose metadata a batch HEAD would read: never read, or (a file)

@@ -94,7 +94,7 @@ extension ObjectFS {
         // HEAD goes with those of its next such siblings, so that `ls -l` of a large directory
         // some seconds after the last one, or `find` in a directory whose listing expires before
         // it has stat'ed every file, waits a round trip per batch, not one per file.
-        if let ino = dir.children[name], let n = nodes[ino], n.kind.isObject, await revalidatedInBatch(n) {
+        if let ino = dir.children[name], let n = nodes[ino], n.kind.isObject, await prefetchedMetadata(n) {
             return n
         }
         let key = directoryPrefix(dir) + name
