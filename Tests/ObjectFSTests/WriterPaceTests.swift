@@ -70,6 +70,15 @@ import Testing
         #expect(!p.yielded)
     }
 
+    @Test func aWriterSlowerThanThePartsKeepsThemWhateverItsPace() {
+        var p = WriterPace(partSize: Self.part, size: 0, at: at(0))
+        // 16 MiB in 1 s alone (16.8 MB/s), then two parts' worth in 4 s, twice: its own pauses.
+        #expect(p.limit(size: Self.part, at: at(1000), partRate: Self.partRate, concurrency: 4) == 4)
+        #expect(p.limit(size: 3 * Self.part, at: at(5000), partRate: Self.partRate, concurrency: 4) == 4)
+        #expect(p.limit(size: 5 * Self.part, at: at(9000), partRate: Self.partRate, concurrency: 4) == 4)
+        #expect(!p.yielded)
+    }
+
     @Test func aWriterSlowedBelowThePartsRateButNotByThemGetsFour() {
         var p = WriterPace(partSize: Self.part, size: 0, at: at(0))
         // Alone: 16 MiB in 500 ms (33.6 MB/s), faster than parts at 20 MB/s: one.

@@ -16,15 +16,15 @@
 // uploads (64 MB/s until one is). A writer that slows down gets the next parts sent four at a
 // time. The upload begins with its first part: a file too small to send one costs no request.
 //
-// Parts go early only while they do not slow the writer down (`WriterPace`): its pace with
-// parts in flight is compared with its pace alone, every two parts' worth of writing, and once
-// it fell below `WriterPace.yieldBelow` of that twice in a row, the rest waits for the close.
-// With the server on this machine the parts take the writer's CPU and memory bandwidth: a
-// 1 GiB `dd` went to close at 266-950 MB/s with parts one at a time beside it, 765-1,228 with
-// none, and was stored no sooner (2026-12-07, local S3 server, 5 runs each); with this rule
-// 880-1,070 to close, 220-330 until stored. Through a link, where a part costs the writer
-// little, they keep going (256 MiB through the 20 ms proxy: stored at 250-295 MB/s with them,
-// 244-260 without).
+// Parts go early only while they do not slow the writer down (`WriterPace`): for a writer
+// faster than the parts, its pace with parts in flight is compared with its pace alone, every
+// two parts' worth of writing, and once it fell below `WriterPace.yieldBelow` of that twice in
+// a row, the rest waits for the close. With the server on this machine the parts take the
+// writer's CPU and memory bandwidth: a 1 GiB `dd` went to close at 266-950 MB/s with parts one
+// at a time beside it, 765-1,228 with none, and was stored no sooner (2026-12-07, local S3
+// server, 5 runs each); with this rule 880-1,070 to close, 220-330 until stored. Through a
+// link, where a part costs the writer little, they keep going (256 MiB through the 20 ms
+// proxy: stored at 250-295 MB/s with them, 244-260 without).
 //
 // The parts are used only if they still hold the file's bytes: a write or a truncate below
 // what they cover (`covered`), a failed part, or a key that changed (a rename) makes them
@@ -39,10 +39,10 @@ import ObjectStorage
 ///
 /// None until the writer's pace alone is known (once the file has grown by a part past the
 /// threshold). Then `concurrency` while it writes no faster than parts are sent, one while it
-/// writes faster. Every two parts' worth of writing, its pace over them (parts beside it) is
-/// compared with its pace alone: below `yieldBelow` of it twice in a row (once may be a pause of
-/// the writer's own), the parts were taking what the writer needs, and none goes early any
-/// more (`yielded`).
+/// writes faster. For a writer faster than the parts alone, every two parts' worth of writing
+/// its pace over them (parts beside it) is compared with its pace alone: below `yieldBelow` of
+/// it twice in a row (once may be a pause of the writer's own), the parts were taking what the
+/// writer needs, and none goes early any more (`yielded`).
 struct WriterPace {
     /// A writer whose pace with parts beside it fell below this share of its pace alone stops
     /// having parts sent early.
@@ -79,7 +79,9 @@ struct WriterPace {
             let rate = Self.rate(from: mark, to: (size, now))
             latest = rate
             mark = (size, now)
-            slowWindows = rate < alone * Self.yieldBelow ? slowWindows + 1 : 0
+            // Only a writer faster than the parts alone: a slower one's pace is its own (an
+            // application's pauses), and what its parts send beside it is all gained.
+            slowWindows = alone > partRate && rate < alone * Self.yieldBelow ? slowWindows + 1 : 0
             if slowWindows >= 2 {
                 yielded = true
                 return 0
