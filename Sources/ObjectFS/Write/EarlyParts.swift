@@ -22,7 +22,7 @@
 // a row, the rest waits for the close. With the server on this machine the parts take the
 // writer's CPU and memory bandwidth: a 1 GiB `dd` went to close at 266-950 MB/s with parts one
 // at a time beside it, 765-1,228 with none, and was stored no sooner (2026-12-07, local S3
-// server, 5 runs each); with this rule 880-1,070 to close, 220-330 until stored. Through a
+// server, 5 runs each); with this rule 880-1,245 to close, 223-327 until stored. Through a
 // link, where a part costs the writer little, they keep going (256 MiB through the 20 ms
 // proxy: stored at 250-295 MB/s with them, 244-260 without).
 //
@@ -53,8 +53,8 @@ struct WriterPace {
     private var mark: (size: Int64, at: ContinuousClock.Instant)
     /// Bytes per second over the first part written past the threshold, nothing beside it.
     private(set) var alone: Double?
-    /// The pace over the last window measured.
-    private(set) var latest: Double?
+    /// The pace over the last window measured (the pace alone until one was).
+    private var latest: Double = 0
     /// Windows in a row measured below `yieldBelow` of the pace alone.
     private var slowWindows = 0
     private(set) var yielded = false
@@ -87,15 +87,20 @@ struct WriterPace {
                 return 0
             }
         }
-        return (latest ?? alone) <= partRate ? max(1, concurrency) : 1
+        return latest <= partRate ? max(1, concurrency) : 1
     }
 
     private static func rate(
         from a: (size: Int64, at: ContinuousClock.Instant), to b: (size: Int64, at: ContinuousClock.Instant)
     ) -> Double {
-        let elapsed = b.at - a.at
-        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
-        return Double(b.size - a.size) / max(seconds, 1e-6)
+        Double(b.size - a.size) / max((b.at - a.at).seconds, 1e-6)
+    }
+}
+
+extension Duration {
+    /// In seconds, as a Double: for rates.
+    fileprivate var seconds: Double {
+        Double(components.seconds) + Double(components.attoseconds) * 1e-18
     }
 }
 
@@ -209,8 +214,7 @@ extension ObjectFS {
         defer { partsInFlight -= 1 }
         let started = ContinuousClock.now
         let part = try await storage.uploadPart(upload, number: number, payload: payload)
-        let elapsed = ContinuousClock.now - started
-        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+        let seconds = (ContinuousClock.now - started).seconds
         if payload.length > 0, seconds > 0 {
             let rate = Double(payload.length) * Double(alongside) / seconds
             partRate = partRate.map { $0 * 0.7 + rate * 0.3 } ?? rate
