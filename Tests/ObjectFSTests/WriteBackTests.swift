@@ -557,6 +557,30 @@ import Testing
         #expect(!journal.carriesBytes(of: onDisk.file))
     }
 
+    /// A compaction that keeps more than one piece's worth (`compactionChunk`) writes it in
+    /// pieces: every kept record is there, whole and in order, and the journal's size is what
+    /// was written.
+    @Test func aLargeCompactionIsWrittenInPiecesThatReadBackWhole() throws {
+        let (dir, journal) = try smallJournal()
+        var held: [Journal.Entry] = []
+        for i in 0..<120 {
+            var e = Journal.Entry(file: "staged-1-1-\(i)", key: "m\(i)", size: 4096, contentType: nil, metadata: [:])
+            e.data = [UInt8]((0..<4096).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ i) })
+            held.append(e)
+            try journal.append(.put(e), inMemory: true)
+        }
+        // Their records (about 1 MB in hex) go past the threshold again and again: the
+        // journal is compacted while it holds several pieces' worth, and keeps them all.
+        try appendStoredFiles(10, to: journal)
+        #expect(journal.compactions >= 3)
+        let read = open(dir + "/" + journal.name, O_RDONLY)
+        defer { close(read) }
+        let bytes = readAll(read)
+        #expect(bytes.count > 2 * held.count * 4096 && bytes.count > 3 * Journal.compactionChunk)
+        #expect(Journal.pending(in: Journal.decode(bytes)) == held)
+        #expect(held.allSatisfy { journal.carriesBytes(of: $0.file) })
+    }
+
     /// What a compaction keeps may be more than the threshold (the bytes of files in memory):
     /// the next compaction waits until the journal has doubled, not for the next record.
     @Test func aJournalThatStaysLargeIsNotCompactedAtEveryRecord() throws {

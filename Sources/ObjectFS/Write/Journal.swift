@@ -79,6 +79,8 @@ final class Journal {
     private(set) var openUploads: [String: MultipartUpload] = [:]
     /// Rewritten (only the pending records kept) when it grows past this.
     var compactionThreshold: Int64 = 4 << 20
+    /// A compaction writes the records it keeps in pieces of about this size.
+    static let compactionChunk = 256 << 10
     /// The size the journal was left at by its last compaction (or attempt): the next one waits
     /// until it has doubled. What a compaction keeps (the records of pending files, with the
     /// bytes of those only in memory, up to 4 MiB twice over in hex) can exceed the threshold,
@@ -218,14 +220,27 @@ final class Journal {
         let path = directory + "/" + name
         let temporary = path + ".new"
         guard let newFD = try? Self.createLocked(temporary) else { return }
+        // Written in pieces of about `compactionChunk`: the records of small files carry their
+        // bytes, and a journal built whole in memory cost a `cp -r` of 1,000 small files 3 MiB
+        // of its peak.
         var text: [UInt8] = []
+        var total = 0
+        var failed = false
+        func put(_ record: [UInt8], force: Bool = false) {
+            text += record
+            guard !failed, force || text.count >= Self.compactionChunk else { return }
+            let written = text.withUnsafeBytes { Glibc.write(newFD, $0.baseAddress, $0.count) }
+            failed = written != text.count
+            total += text.count
+            text.removeAll(keepingCapacity: true)
+        }
         for var entry in pendingInOrder {
             entry.data = carried[entry.file]
-            text += Self.encode(.put(entry))
+            put(Self.encode(.put(entry)))
         }
-        for upload in openUploads.values { text += Self.encode(.began(upload)) }
-        let written = text.withUnsafeBytes { Glibc.write(newFD, $0.baseAddress, $0.count) }
-        guard written == text.count, fsync(newFD) == 0, rename(temporary, path) == 0 else {
+        for upload in openUploads.values { put(Self.encode(.began(upload))) }
+        put([], force: true)
+        guard !failed, fsync(newFD) == 0, rename(temporary, path) == 0 else {
             close(newFD)
             unlink(temporary)
             return
@@ -234,7 +249,7 @@ final class Journal {
         keptByRecord = Set(carried.keys)
         retired.append(fd)
         fd = newFD
-        bytes = Int64(text.count)
+        bytes = Int64(total)
         compactedSize = bytes
         compactions += 1
         reservedEnd = 0
