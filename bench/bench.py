@@ -1353,8 +1353,8 @@ class SystemRun:
 
     def warm_disk(self, src):
         """Writes `src` to a local file beside the cache directories, removes it and syncs:
-        the timed write then starts on a disk that has just been written (0.3 s of rest at
-        most), whichever system it is."""
+        the timed write then starts on a disk that has just been written, whichever system
+        it is."""
         warm = self.ctx.work / "cache" / "warm-up"
         warm.parent.mkdir(parents=True, exist_ok=True)
         run(["dd", f"if={src}", f"of={warm}", "bs=1M", "conv=fsync", "status=none"], 120, check=True)

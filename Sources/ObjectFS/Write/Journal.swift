@@ -226,20 +226,23 @@ final class Journal {
         var text: [UInt8] = []
         var total = 0
         var failed = false
-        func put(_ record: [UInt8], force: Bool = false) {
-            text += record
-            guard !failed, force || text.count >= Self.compactionChunk else { return }
-            let written = text.withUnsafeBytes { Glibc.write(newFD, $0.baseAddress, $0.count) }
-            failed = written != text.count
+        func flush() {
+            guard !failed, !text.isEmpty else { return }
+            failed = text.withUnsafeBytes { Glibc.write(newFD, $0.baseAddress, $0.count) } != text.count
             total += text.count
             text.removeAll(keepingCapacity: true)
         }
+        func add(_ record: Record) {
+            guard !failed else { return }
+            text += Self.encode(record)
+            if text.count >= Self.compactionChunk { flush() }
+        }
         for var entry in pendingInOrder {
             entry.data = carried[entry.file]
-            put(Self.encode(.put(entry)))
+            add(.put(entry))
         }
-        for upload in openUploads.values { put(Self.encode(.began(upload))) }
-        put([], force: true)
+        for upload in openUploads.values { add(.began(upload)) }
+        flush()
         guard !failed, fsync(newFD) == 0, rename(temporary, path) == 0 else {
             close(newFD)
             unlink(temporary)
