@@ -409,6 +409,32 @@ private func cacheDirectory() -> String { uniqueStagingDirectory() + "-blocks" }
         await fs.release(fh)
     }
 
+    @Test func withoutADiskCacheReadAheadStaysWithinTheMemoryCacheAndFetchesEveryByteOnce() async throws {
+        // The smallest memory limit: an 8 MiB budget, so 4 MiB (64 blocks) of blocks in memory,
+        // while the budget alone would let the window grow to 12 MiB.
+        let storage = FaultInjectingStorage(MemoryStorage())
+        let data = content(Int(block) * 256 + 77)
+        _ = try await storage.put("f", payload: .bytes(data), options: PutOptions())
+        let fs = try filesystem(storage, cache: nil, memoryLimit: ObjectFSConfiguration.programMemory)
+        #expect(try await readAll(fs, "f") == data)
+        #expect(storage.bytesRead == Int64(data.count))
+        // Four readers at once, in whole blocks as the kernel's 1 MiB requests come, share the
+        // room: their windows shrink, nothing is fetched twice. (In smaller pieces, a reader that
+        // stalls halfway through a block while the others read on may find it dropped.)
+        let files = (0..<4).map { content(Int(block) * 96 + $0, seed: $0 + 2) }
+        for (i, bytes) in files.enumerated() {
+            _ = try await storage.put("g\(i)", payload: .bytes(bytes), options: PutOptions())
+        }
+        let before = storage.bytesRead
+        try await withThrowingTaskGroup(of: Bool.self) { group in
+            for (i, bytes) in files.enumerated() {
+                group.addTask { try await readAll(fs, "g\(i)", chunk: Int(block)) == bytes }
+            }
+            for try await same in group { #expect(same) }
+        }
+        #expect(storage.bytesRead - before == Int64(files.map(\.count).reduce(0, +)))
+    }
+
     @Test func aSecondMountOfTheSameCacheDirectoryRunsWithoutIt() async throws {
         let storage = MemoryStorage()
         let cache = cacheDirectory()

@@ -50,9 +50,10 @@ protocol BlockCache: Sendable {
     /// on a disk or a lock held across I/O; false: use `read` (which also deals with damage).
     func readImmediately(_ object: CachedObject, block: Int64, from: Int, into buffer: UnsafeMutableRawBufferPointer)
         -> Bool
-    /// Keeps a whole block (the last one of an object may be short). Never fails: a block that
-    /// cannot be kept (full disk) is simply not cached.
-    func store(_ object: CachedObject, block: Int64, data: ArraySlice<UInt8>) async
+    /// Keeps a whole block (the last one of an object may be short); `unread`: no reader has
+    /// its bytes yet (read-ahead). Never fails: a block that cannot be kept (full disk) is
+    /// simply not cached.
+    func store(_ object: CachedObject, block: Int64, data: ArraySlice<UInt8>, unread: Bool) async
     /// Starts a block that arrives in pieces, written as they come; `nil` when this cache takes
     /// whole blocks only, has the block already, or has no room for it.
     func begin(_ object: CachedObject, block: Int64) async -> BlockWriter?
@@ -75,14 +76,45 @@ extension BlockCache {
     }
 }
 
-/// Blocks in memory, least recently used dropped first.
+/// Blocks in memory (`--cache-size 0`, or no usable cache directory). Blocks fetched ahead and
+/// not read yet are dropped last, and read-ahead only starts when half the cache has room for
+/// what it fetches beside them (`promise`; Prefetcher.windowLimit shrinks the windows to fit), so
+/// its blocks are still here when their reader comes. Otherwise the least recently used goes
+/// first.
 final class MemoryBlockCache: BlockCache {
     let blockSize: Int64
     let capacity: Int64
+    private struct Entry {
+        var data: [UInt8]
+        var tick: UInt64
+        var unread: Bool
+    }
     private struct State {
-        var blocks: [BlockID: (data: [UInt8], tick: UInt64)] = [:]
+        var blocks: [BlockID: Entry] = [:]
         var bytes: Int64 = 0
+        var unreadBytes: Int64 = 0
+        /// Room set aside for read-ahead in flight (`promise`).
+        var promised: Int64 = 0
         var tick: UInt64 = 0
+
+        /// The entry of `id`, marked as read now.
+        mutating func touch(_ id: BlockID) -> Entry? {
+            guard var entry = blocks[id] else { return nil }
+            tick += 1
+            entry.tick = tick
+            if entry.unread {
+                entry.unread = false
+                unreadBytes -= Int64(entry.data.count)
+            }
+            blocks[id] = entry
+            return entry
+        }
+
+        mutating func remove(_ id: BlockID) {
+            guard let old = blocks.removeValue(forKey: id) else { return }
+            bytes -= Int64(old.data.count)
+            if old.unread { unreadBytes -= Int64(old.data.count) }
+        }
     }
     private let state = Mutex(State())
 
@@ -97,10 +129,7 @@ final class MemoryBlockCache: BlockCache {
 
     func read(_ object: CachedObject, block: Int64, from: Int, count: Int) async -> [UInt8]? {
         state.withLock { s -> [UInt8]? in
-            let id = BlockID(object: object.name, index: block)
-            guard let entry = s.blocks[id] else { return nil }
-            s.tick += 1
-            s.blocks[id]!.tick = s.tick
+            guard let entry = s.touch(BlockID(object: object.name, index: block)) else { return nil }
             let end = min(entry.data.count, from + count)
             return from < end ? Array(entry.data[from..<end]) : []
         }
@@ -111,9 +140,9 @@ final class MemoryBlockCache: BlockCache {
     {
         state.withLock { s -> Bool in
             let id = BlockID(object: object.name, index: block)
-            guard let entry = s.blocks[id], from + buffer.count <= entry.data.count else { return false }
-            s.tick += 1
-            s.blocks[id]!.tick = s.tick
+            guard let size = s.blocks[id]?.data.count, from + buffer.count <= size, let entry = s.touch(id) else {
+                return false
+            }
             entry.data.withUnsafeBytes {
                 buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[from..<(from + buffer.count)]))
             }
@@ -129,23 +158,42 @@ final class MemoryBlockCache: BlockCache {
     func warm(_ object: CachedObject, block: Int64) async -> Bool { contains(object, block: block) }
     var warmLimit: Int { Int.max }
 
-    func store(_ object: CachedObject, block: Int64, data slice: ArraySlice<UInt8>) async {
+    func store(_ object: CachedObject, block: Int64, data slice: ArraySlice<UInt8>, unread: Bool) async {
         let data = Array(slice)
         guard Int64(data.count) <= capacity else { return }
         state.withLock { s in
             let id = BlockID(object: object.name, index: block)
-            if let old = s.blocks.removeValue(forKey: id) { s.bytes -= Int64(old.data.count) }
+            s.remove(id)
             while s.bytes + Int64(data.count) > capacity,
-                let oldest = s.blocks.min(by: { $0.value.tick < $1.value.tick })
+                let oldest = s.blocks.min(by: { a, b in
+                    a.value.unread == b.value.unread ? a.value.tick < b.value.tick : !a.value.unread
+                })
             {
-                s.blocks[oldest.key] = nil
-                s.bytes -= Int64(oldest.value.data.count)
+                s.remove(oldest.key)
             }
             s.tick += 1
-            s.blocks[id] = (data, s.tick)
+            s.blocks[id] = Entry(data: data, tick: s.tick, unread: unread)
             s.bytes += Int64(data.count)
+            if unread { s.unreadBytes += Int64(data.count) }
         }
     }
+
+    /// Room for read-ahead: half of the capacity, less the blocks not read yet and the room
+    /// promised to fetches in flight. The other half keeps blocks being read (a block is read
+    /// in several requests) and the blocks reads waited for.
+    var roomAhead: Int64 { state.withLock { capacity / 2 - $0.unreadBytes - $0.promised } }
+
+    /// Sets room aside for `bytes` of read-ahead: false when `roomAhead` is less. Given back
+    /// with `release` when the fetch ends.
+    func promise(_ bytes: Int64) -> Bool {
+        state.withLock { s in
+            guard s.unreadBytes + s.promised + bytes <= capacity / 2 else { return false }
+            s.promised += bytes
+            return true
+        }
+    }
+
+    func release(promised bytes: Int64) { state.withLock { $0.promised -= bytes } }
 }
 
 /// Blocks in files under a directory, bounded in bytes (LRU) and by a floor of free space on its
@@ -409,7 +457,7 @@ final class DiskBlockCache: BlockCache {
         return true
     }
 
-    func store(_ object: CachedObject, block: Int64, data: ArraySlice<UInt8>) async {
+    func store(_ object: CachedObject, block: Int64, data: ArraySlice<UInt8>, unread: Bool) async {
         guard data.count == length(of: block, in: object.size), let writer = await begin(object, block: block) else {
             return
         }

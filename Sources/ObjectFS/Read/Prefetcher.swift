@@ -63,8 +63,10 @@ final class Prefetcher: Sendable {
             }
         }
 
-        /// Settles the fetch for everyone who waits (the first result stands).
-        func finish(_ result: Result<Delivery, any Error>) {
+        /// Settles the fetch for everyone who waits (the first result stands); returns whether
+        /// anyone did.
+        @discardableResult
+        func finish(_ result: Result<Delivery, any Error>) -> Bool {
             let waiters = state.withLock { s -> [CheckedContinuation<Delivery, any Error>] in
                 guard s.result == nil else { return [] }
                 s.result = result
@@ -72,6 +74,7 @@ final class Prefetcher: Sendable {
                 return s.waiters
             }
             for w in waiters { w.resume(with: result) }
+            return !waiters.isEmpty
         }
     }
 
@@ -110,11 +113,16 @@ final class Prefetcher: Sendable {
     var blockSize: Int64 { cache.blockSize }
 
     /// The largest read-ahead window the budget allows now: read-ahead may take half of what is
-    /// free, and a run of `maximumRunBlocks` in flight holds `memoryNeed` of it.
+    /// free, and a run of `maximumRunBlocks` in flight holds `memoryNeed` of it. Where blocks
+    /// are kept in memory, what is fetched ahead stays there until it is read, so the window is
+    /// also at most the room left for read-ahead in that cache: with more readers at once,
+    /// each window shrinks, and no block is dropped before its reader came.
     var windowLimit: Int64 {
         let run = maximumRunBlocks * blockSize
         let runs = min(budget.limit, budget.available) / 2 / memoryNeed(ByteRange(offset: 0, length: run))
-        return max(blockSize, min(64 << 20, runs * run))
+        var limit = min(64 << 20, runs * run)
+        if let memory = cache as? MemoryBlockCache { limit = min(limit, memory.roomAhead) }
+        return max(blockSize, limit)
     }
 
     /// Carries out `actions` (from the handle's ReadWindow) and returns the bytes of the read.
@@ -240,9 +248,9 @@ final class Prefetcher: Sendable {
         case ifFree
     }
 
-    /// Starts fetching the blocks of `blocks` that are not in flight yet, in runs of at most
-    /// `maximumRunBlocks` (one ranged GET each); returns the fetch of every block of `blocks`
-    /// that is in flight now, old or new.
+    /// Starts fetching the blocks of `blocks` that are neither in flight nor cached, in runs of
+    /// at most `maximumRunBlocks` (one ranged GET each); returns the fetch of every block of
+    /// `blocks` that is in flight now, old or new.
     @discardableResult
     private func start(
         _ object: CachedObject, _ version: ObjectVersion, _ blocks: Range<Int64>, reservation: Reservation,
@@ -257,14 +265,25 @@ final class Prefetcher: Sendable {
                 let range = ByteRange(
                     offset: low * blockSize, length: min(version.size, (high + 1) * blockSize) - low * blockSize)
                 guard range.length > 0 else { return }
-                if case .ifFree = reservation, !budget.tryReserve(memoryNeed(range)) { return }
+                var promised: Int64 = 0
+                if case .ifFree = reservation {
+                    guard budget.tryReserve(memoryNeed(range)) else { return }
+                    if let memory = cache as? MemoryBlockCache {
+                        guard memory.promise(range.length) else {
+                            budget.release(memoryNeed(range))
+                            return
+                        }
+                        promised = range.length
+                    }
+                }
                 s.serial += 1
                 let serial = s.serial
                 let ids = (low...high).map { BlockID(object: object.name, index: $0) }
                 let pendings = ids.map { _ in Pending() }
                 let waitFor: MemoryBudget.Priority? = if case .wait(let p) = reservation { p } else { nil }
                 let task = Task {
-                    await self.runFetch(object, version, range, ids, pendings, serial: serial, waitFor: waitFor)
+                    await self.runFetch(
+                        object, version, range, ids, pendings, serial: serial, waitFor: waitFor, promised: promised)
                 }
                 for (id, pending) in zip(ids, pendings) {
                     s.fetches[id] = Fetch(run: serial, pending: pending)
@@ -280,6 +299,11 @@ final class Prefetcher: Sendable {
                     found[id] = fetch.pending
                     continue
                 }
+                // Fetched and forgotten since the caller looked: in the cache now.
+                if cache.contains(object, block: index) {
+                    launch()
+                    continue
+                }
                 if let last = run.last, last + 1 != index || Int64(run.count) >= maximumRunBlocks { launch() }
                 run.append(index)
             }
@@ -293,18 +317,23 @@ final class Prefetcher: Sendable {
     /// forgotten.
     private func runFetch(
         _ object: CachedObject, _ version: ObjectVersion, _ range: ByteRange, _ ids: [BlockID], _ pendings: [Pending],
-        serial: UInt64, waitFor: MemoryBudget.Priority?
+        serial: UInt64, waitFor: MemoryBudget.Priority?, promised: Int64
     ) async {
         let memory = memoryNeed(range)
         if let priority = waitFor { await budget.reserve(memory, priority) }
-        defer { budget.release(memory) }
         let cache = self.cache
+        defer {
+            budget.release(memory)
+            if promised > 0 { (cache as? MemoryBlockCache)?.release(promised: promised) }
+        }
         let sink = RunSink(
             lengths: ids.map { cache.length(of: $0.index, in: version.size) },
             writer: { k in await cache.begin(object, block: ids[k].index) },
             completed: { k, delivery in
-                pendings[k].finish(.success(delivery))
-                if case .bytes(let bytes) = delivery { await cache.store(object, block: ids[k].index, data: bytes) }
+                let waited = pendings[k].finish(.success(delivery))
+                if case .bytes(let bytes) = delivery {
+                    await cache.store(object, block: ids[k].index, data: bytes, unread: !waited)
+                }
             })
         do {
             await sink.prepare()
