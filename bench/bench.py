@@ -5,7 +5,7 @@ Run it through scripts/bench.sh, which installs the peers and passes their paths
 
     python3 bench/bench.py --objmount BIN --rclone RCLONE [--moto MOTO_SERVER] [--quick]
                            [--json OUT.json] [--envs loopback,20ms] [--systems ...]
-                           [--objmount-args="--memory-limit 32M"]
+                           [--objmount-args="--memory-limit 32M"] [--repeat 3]
     python3 bench/bench.py --cleanup WORKDIR      (what bench.sh's EXIT trap runs)
 
 What one run does (doc/BENCHMARKS.md has the method in prose):
@@ -1228,6 +1228,22 @@ def ok(value, **extra):
     return d
 
 
+def median_of(outs: list) -> dict:
+    """One result per figure from the results of several runs of one step: the median run's
+    (by value; the lower middle one of an even count), with every run's value in `runs`, in
+    the order they ran. A figure that was not ok in some run keeps that run's result."""
+    merged = {}
+    for key in outs[0]:
+        results = [o.get(key) for o in outs]
+        bad = [r for r in results if not r or r.get("status") != "ok"]
+        if bad:
+            merged[key] = bad[0] or {"status": "error", "note": "missing in a repeated run"}
+            continue
+        ranked = sorted(results, key=lambda r: r["value"])
+        merged[key] = dict(ranked[(len(ranked) - 1) // 2], runs=[r["value"] for r in results])
+    return merged
+
+
 class SystemRun:
     def __init__(self, ctx, env: Env, system: str, sizes: Sizes, fx: dict):
         self.ctx, self.env, self.system, self.s, self.fx = ctx, env, system, sizes, fx
@@ -1260,9 +1276,11 @@ class SystemRun:
     def api(self):
         return self.env.api(self.backend, direct=True)
 
-    def step(self, sid, names, fn, timeout=None, needs=()):
+    def step(self, sid, names, fn, timeout=None, needs=(), repeat=1):
         """Runs fn(timeout) -> {figure: result}; on timeout/error marks names and recovers.
-        sid names the step in the JSON's per-step RSS (rss_by_step)."""
+        sid names the step in the JSON's per-step RSS (rss_by_step). With `repeat` > 1 (the
+        steps that change nothing and start from a cold remount), fn runs that many times and
+        each figure is the median run's (see `median_of`)."""
         names = [names] if isinstance(names, str) else names
         if self.ctx.args.steps and sid not in self.ctx.args.steps:
             for n in names:
@@ -1277,8 +1295,9 @@ class SystemRun:
         timeout = timeout or self.s.step_timeout
         t0 = time.monotonic()
         self.rss.begin(sid)
+        runs = max(1, self.ctx.args.repeat if repeat > 1 else 1)
         try:
-            self._step(names, fn, timeout, t0)
+            self._step(names, fn if runs == 1 else lambda t: median_of([fn(t) for _ in range(runs)]), timeout, t0)
         finally:
             self.rss.end()
             self.step_secs[sid] = time.monotonic() - t0
@@ -1601,7 +1620,7 @@ class SystemRun:
             os.makedirs(self.w, exist_ok=True)
             self.step("write", ["write_close_mbps", "write_stored_mbps"], self.s_write,
                       timeout=max(self.s.step_timeout, self.s.big_mib / 8))
-            self.step("read", ["read_cold_mbps", "read_warm_mbps"], self.s_reads)
+            self.step("read", ["read_cold_mbps", "read_warm_mbps"], self.s_reads, repeat=3)
             self.step("random", ["rand_iops", "rand_p50_ms", "rand_p99_ms", "rand_server_mib"], self.s_random)
             self.step("random2", ["rand2_iops", "rand2_p50_ms", "rand2_p99_ms", "rand2_server_mib"], self.s_random2,
                       needs=("rand_iops",))
@@ -1609,8 +1628,8 @@ class SystemRun:
             self.step("parallel", ["par_mbps", "par_rss_mib", "par_hwm_mib"], self.s_parallel)
             self.step("cp", "cp_s", self.s_cp)
             self.step("mv", "mv_s", self.s_mv, needs=("cp_s",))
-            self.step("ls", ["ls_cold_s", "ls_warm_s", "ls_warm5_s"], lambda t: self.s_list(t, "ls"))
-            self.step("find", ["find_cold_s", "find_warm_s"], lambda t: self.s_list(t, "find"))
+            self.step("ls", ["ls_cold_s", "ls_warm_s", "ls_warm5_s"], lambda t: self.s_list(t, "ls"), repeat=3)
+            self.step("find", ["find_cold_s", "find_warm_s"], lambda t: self.s_list(t, "find"), repeat=3)
             self.step("rsync1", "rsync1_s", self.s_rsync1)
             self.step("rsync2", ["rsync2_s", "rsync2_resent"], self.s_rsync2, needs=("rsync1_s",))
             self.step("tar", "tar_s", self.s_tar)
@@ -1856,6 +1875,9 @@ def parse_args(argv):
     ap.add_argument("--steps", default="", type=lambda v: [x for x in v.split(",") if x],
                     help="only these steps (comma-separated: write,read,random,random2,cat,parallel,cp,mv,ls,find,"
                     "rsync1,rsync2,tar,sha,append; default all), e.g. to repeat a few figures")
+    ap.add_argument("--repeat", type=int, default=3, metavar="N",
+                    help="run the steps that change nothing (read, ls, find) N times each, every time from a cold "
+                    "remount, and show the median run's figures (default 3; 1: once)")
     ap.add_argument("--objmount-args", default="", metavar="ARGS",
                     help="extra arguments appended to every `objmount mount` command, as one shell-quoted "
                     "string, e.g. --objmount-args='--memory-limit 32M' (recorded in the JSON and the header)")
@@ -1913,7 +1935,7 @@ def main(argv=None) -> int:
               "command": " ".join([os.path.basename(sys.argv[0])] + [shlex.quote(a) for a in
                                                                       (argv if argv is not None else sys.argv[1:])]),
               "objmount_args": args.objmount_args, "objmount_args_split": args.objmount_extra,
-              "sizes": {e: {b: dataclasses.asdict(s) for b, s in by.items()} for e, by in sizes.items()}, "envs": {}}
+              "repeat": args.repeat, "sizes": {e: {b: dataclasses.asdict(s) for b, s in by.items()} for e, by in sizes.items()}, "envs": {}}
     json_path = Path(args.json) if args.json else work / "results.json"
     log(f"work directory {work}; S3 server data in {args.server_dir}; results -> {json_path}")
     log(f"machine: {result['machine']}")
@@ -2029,6 +2051,9 @@ def render(result: dict, systems: list) -> str:
     if "objmount_args" in result:
         extra = result["objmount_args"]
         out.append(f"\nobjmount mount extra arguments (--objmount-args): {f'`{extra}`' if extra else 'none'}")
+    if result.get("repeat", 1) > 1:
+        out.append(f"\nseq read, `ls -l` and `find`: the median of {result['repeat']} runs, each from a cold "
+                   "remount (every run's value in the JSON: `runs`)")
     if "s3_server" in result:
         out.append("\nS3 server candidates (127.0.0.1, plain client, 64 MiB / 100 objects):\n")
         out.append(probe_table(result["s3_server"]))
