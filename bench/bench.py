@@ -1254,6 +1254,7 @@ class SystemRun:
         self.failed = set()
         self.rss = RssSampler(self.m)
         self.step_secs: dict = {}  # step -> seconds it took (remounts included)
+        self.write_runs = 0  # runs of the write step so far (see s_write)
 
     @property
     def w(self) -> str:
@@ -1278,9 +1279,9 @@ class SystemRun:
 
     def step(self, sid, names, fn, timeout=None, needs=(), repeat=1):
         """Runs fn(timeout) -> {figure: result}; on timeout/error marks names and recovers.
-        sid names the step in the JSON's per-step RSS (rss_by_step). With `repeat` > 1 (the
-        steps that change nothing and start from a cold remount), fn runs that many times and
-        each figure is the median run's (see `median_of`)."""
+        sid names the step in the JSON's per-step RSS (rss_by_step). With `repeat` > 1 (steps
+        whose runs are alike: the reads start from a cold remount, the write writes a new
+        file), fn runs `--repeat` times and each figure is the median run's (see `median_of`)."""
         names = [names] if isinstance(names, str) else names
         if self.ctx.args.steps and sid not in self.ctx.args.steps:
             for n in names:
@@ -1350,8 +1351,12 @@ class SystemRun:
         # to 5 times slower after resting a few seconds once space was freed (see the caveats),
         # and the system whose step came first after the fixtures paid it alone.
         self.warm_disk(src)
-        dst = os.path.join(self.w, "big")
-        key = f"{self.prefix}/big"
+        # Repeated runs (`--repeat`) write beside the first one's file and remove theirs once
+        # measured: the first one's stays (an encrypted mount's read steps read it).
+        self.write_runs += 1
+        name = "big" if self.write_runs == 1 else f"big-{self.write_runs}"
+        dst = os.path.join(self.w, name)
+        key = f"{self.prefix}/{name}"
         api = self.api()
         t0 = time.monotonic()
         rc, _, err, secs = run(["dd", f"if={src}", f"of={dst}", "bs=1M", "status=none"], timeout)
@@ -1367,6 +1372,9 @@ class SystemRun:
             time.sleep(0.05)
         stored_t = time.monotonic() - t0
         api.close()
+        if self.write_runs > 1:
+            os.remove(dst)
+            self.m.drain(timeout)
         return {"write_close_mbps": ok(size / 1e6 / close_t, secs=close_t),
                 "write_stored_mbps": ok(size / 1e6 / stored_t, secs=stored_t)}
 
@@ -1619,7 +1627,7 @@ class SystemRun:
         try:
             os.makedirs(self.w, exist_ok=True)
             self.step("write", ["write_close_mbps", "write_stored_mbps"], self.s_write,
-                      timeout=max(self.s.step_timeout, self.s.big_mib / 8))
+                      timeout=max(self.s.step_timeout, self.s.big_mib / 8), repeat=3)
             self.step("read", ["read_cold_mbps", "read_warm_mbps"], self.s_reads, repeat=3)
             self.step("random", ["rand_iops", "rand_p50_ms", "rand_p99_ms", "rand_server_mib"], self.s_random)
             self.step("random2", ["rand2_iops", "rand2_p50_ms", "rand2_p99_ms", "rand2_server_mib"], self.s_random2,
@@ -1876,8 +1884,9 @@ def parse_args(argv):
                     help="only these steps (comma-separated: write,read,random,random2,cat,parallel,cp,mv,ls,find,"
                     "rsync1,rsync2,tar,sha,append; default all), e.g. to repeat a few figures")
     ap.add_argument("--repeat", type=int, default=3, metavar="N",
-                    help="run the steps that change nothing (read, ls, find) N times each, every time from a cold "
-                    "remount, and show the median run's figures (default 3; 1: once)")
+                    help="run the write, read, ls and find steps N times each (the reads every time from a cold "
+                    "remount; each repeated write to a new file, removed once measured) and show the median run's "
+                    "figures (default 3; 1: once)")
     ap.add_argument("--objmount-args", default="", metavar="ARGS",
                     help="extra arguments appended to every `objmount mount` command, as one shell-quoted "
                     "string, e.g. --objmount-args='--memory-limit 32M' (recorded in the JSON and the header)")
@@ -2052,8 +2061,8 @@ def render(result: dict, systems: list) -> str:
         extra = result["objmount_args"]
         out.append(f"\nobjmount mount extra arguments (--objmount-args): {f'`{extra}`' if extra else 'none'}")
     if result.get("repeat", 1) > 1:
-        out.append(f"\nseq read, `ls -l` and `find`: the median of {result['repeat']} runs, each from a cold "
-                   "remount (every run's value in the JSON: `runs`)")
+        out.append(f"\nseq write, seq read, `ls -l` and `find`: the median of {result['repeat']} runs (the reads "
+                   "each from a cold remount; every run's value in the JSON: `runs`)")
     if "s3_server" in result:
         out.append("\nS3 server candidates (127.0.0.1, plain client, 64 MiB / 100 objects):\n")
         out.append(probe_table(result["s3_server"]))

@@ -11,8 +11,8 @@
 #                      from the repository root)
 #   --envs loopback,20ms   --systems objmount-s3,s3fs,...   --candidates ...   --scale X
 #   --steps write,read (only these steps)
-#   --repeat N         seq read, ls -l and find N times each from a cold remount, the median
-#                      run shown (default 3)
+#   --repeat N         the write, seq read, ls -l and find steps N times each, the median run
+#                      shown (default 3)
 #                      (see `python3 bench/bench.py --help`)
 #   --objmount-args="ARGS"
 #                      appended to every `objmount mount` command (split as a shell would),
