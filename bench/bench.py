@@ -1358,22 +1358,28 @@ class SystemRun:
         dst = os.path.join(self.w, name)
         key = f"{self.prefix}/{name}"
         api = self.api()
-        t0 = time.monotonic()
-        rc, _, err, secs = run(["dd", f"if={src}", f"of={dst}", "bs=1M", "status=none"], timeout)
-        if rc != 0:
-            raise StepError(f"dd rc {rc}: {err.strip()[-300:]}")
-        close_t = time.monotonic() - t0
-        while True:
-            h = api.head(key)
-            if h is not None and int(h.get("content-length", -1)) == self.stored_size(size):
-                break
-            if time.monotonic() - t0 > timeout:
-                raise StepTimeout(f"object not stored after {timeout:.0f} s")
-            time.sleep(0.05)
-        stored_t = time.monotonic() - t0
-        api.close()
+        try:
+            t0 = time.monotonic()
+            rc, _, err, secs = run(["dd", f"if={src}", f"of={dst}", "bs=1M", "status=none"], timeout)
+            if rc != 0:
+                raise StepError(f"dd rc {rc}: {err.strip()[-300:]}")
+            close_t = time.monotonic() - t0
+            while True:
+                h = api.head(key)
+                if h is not None and int(h.get("content-length", -1)) == self.stored_size(size):
+                    break
+                if time.monotonic() - t0 > timeout:
+                    raise StepTimeout(f"object not stored after {timeout:.0f} s")
+                time.sleep(0.05)
+            stored_t = time.monotonic() - t0
+        finally:
+            api.close()
+            if self.write_runs > 1 and os.path.exists(dst):
+                try:
+                    os.remove(dst)
+                except OSError:
+                    pass
         if self.write_runs > 1:
-            os.remove(dst)
             self.m.drain(timeout)
         return {"write_close_mbps": ok(size / 1e6 / close_t, secs=close_t),
                 "write_stored_mbps": ok(size / 1e6 / stored_t, secs=stored_t)}

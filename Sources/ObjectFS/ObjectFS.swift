@@ -470,7 +470,10 @@ public actor ObjectFS {
     }
 
     public func release(_ fh: UInt64) async {
-        _ = readHandles.withLock { $0.removeValue(forKey: fh) }
+        // What its read-ahead fetched and nobody read yet is not waited for any more.
+        if let reads = readHandles.withLock({ $0.removeValue(forKey: fh) }), let source = reads.source.value {
+            prefetcher.leave(source.object, reads.window.withLock { $0.ahead })
+        }
         guard let h = handles.removeValue(forKey: fh), let node = nodes[h.ino] else { return }
         if node.dirty, h.flags.write || node.remote == nil {
             // The last chance to store what close() already tried; a failure keeps the staging

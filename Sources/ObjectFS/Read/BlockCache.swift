@@ -50,10 +50,11 @@ protocol BlockCache: Sendable {
     /// on a disk or a lock held across I/O; false: use `read` (which also deals with damage).
     func readImmediately(_ object: CachedObject, block: Int64, from: Int, into buffer: UnsafeMutableRawBufferPointer)
         -> Bool
-    /// Keeps a whole block (the last one of an object may be short); `unread`: no reader has
-    /// its bytes yet (read-ahead). Never fails: a block that cannot be kept (full disk) is
-    /// simply not cached.
-    func store(_ object: CachedObject, block: Int64, data: ArraySlice<UInt8>, unread: Bool) async
+    /// Keeps a whole block (the last one of an object may be short). Never fails: a block that
+    /// cannot be kept (full disk) is simply not cached.
+    func store(_ object: CachedObject, block: Int64, data: ArraySlice<UInt8>) async
+    /// A reader had the block's bytes from its fetch rather than from the cache.
+    func noteRead(_ object: CachedObject, block: Int64)
     /// Starts a block that arrives in pieces, written as they come; `nil` when this cache takes
     /// whole blocks only, has the block already, or has no room for it.
     func begin(_ object: CachedObject, block: Int64) async -> BlockWriter?
@@ -70,17 +71,21 @@ protocol BlockCache: Sendable {
 }
 
 extension BlockCache {
+    func noteRead(_ object: CachedObject, block: Int64) {}
+
     /// The length of block `index` of an object of `size` bytes.
     func length(of index: Int64, in size: Int64) -> Int {
         Int(max(0, min(blockSize, size - index * blockSize)))
     }
 }
 
-/// Blocks in memory (`--cache-size 0`, or no usable cache directory). Blocks fetched ahead and
-/// not read yet are dropped last, and read-ahead only starts when half the cache has room for
-/// what it fetches beside them (`promise`; Prefetcher.windowLimit shrinks the windows to fit), so
-/// its blocks are still here when their reader comes. Otherwise the least recently used goes
-/// first.
+/// Blocks in memory (`--cache-size 0`, or no usable cache directory). Blocks stored and not
+/// read since are dropped last, and read-ahead only starts when half the cache has room for what
+/// it fetches beside them (`promise`; Prefetcher.windowLimit shrinks the windows to fit), so its
+/// blocks are still here when their reader comes. Blocks their reader will not read any more
+/// (it jumped or closed the file) count as read (`giveUp`); so does any block nobody read while
+/// eight times as many blocks as the cache holds were stored after it. Otherwise the least
+/// recently used goes first.
 final class MemoryBlockCache: BlockCache {
     let blockSize: Int64
     let capacity: Int64
@@ -88,6 +93,8 @@ final class MemoryBlockCache: BlockCache {
         var data: [UInt8]
         var tick: UInt64
         var unread: Bool
+        /// `State.stores` when it was stored.
+        var stored: UInt64
     }
     private struct State {
         var blocks: [BlockID: Entry] = [:]
@@ -96,18 +103,22 @@ final class MemoryBlockCache: BlockCache {
         /// Room set aside for read-ahead in flight (`promise`).
         var promised: Int64 = 0
         var tick: UInt64 = 0
+        var stores: UInt64 = 0
 
         /// The entry of `id`, marked as read now.
         mutating func touch(_ id: BlockID) -> Entry? {
-            guard var entry = blocks[id] else { return nil }
+            guard blocks[id] != nil else { return nil }
             tick += 1
-            entry.tick = tick
-            if entry.unread {
-                entry.unread = false
-                unreadBytes -= Int64(entry.data.count)
-            }
-            blocks[id] = entry
-            return entry
+            blocks[id]!.tick = tick
+            markRead(id)
+            return blocks[id]
+        }
+
+        /// Counts the block as read (its room no longer held for a reader to come).
+        mutating func markRead(_ id: BlockID) {
+            guard let entry = blocks[id], entry.unread else { return }
+            blocks[id]!.unread = false
+            unreadBytes -= Int64(entry.data.count)
         }
 
         mutating func remove(_ id: BlockID) {
@@ -158,12 +169,35 @@ final class MemoryBlockCache: BlockCache {
     func warm(_ object: CachedObject, block: Int64) async -> Bool { contains(object, block: block) }
     var warmLimit: Int { Int.max }
 
-    func store(_ object: CachedObject, block: Int64, data slice: ArraySlice<UInt8>, unread: Bool) async {
+    func noteRead(_ object: CachedObject, block: Int64) {
+        state.withLock { _ = $0.touch(BlockID(object: object.name, index: block)) }
+    }
+
+    /// Blocks fetched ahead that their reader will not read (it jumped or left): they count
+    /// as read, as recently used as when they were stored.
+    func giveUp(_ object: CachedObject, blocks: Range<Int64>) {
+        state.withLock { s in
+            for index in blocks {
+                let id = BlockID(object: object.name, index: index)
+                s.markRead(id)
+            }
+        }
+    }
+
+    func store(_ object: CachedObject, block: Int64, data slice: ArraySlice<UInt8>) async {
         let data = Array(slice)
         guard Int64(data.count) <= capacity else { return }
+        // Eight turns: a reader that other readers outpaced for a while still finds its blocks.
+        let held = 8 * UInt64(max(1, capacity / blockSize))
         state.withLock { s in
             let id = BlockID(object: object.name, index: block)
             s.remove(id)
+            // Blocks nobody came for while the cache turned over eight times: their reader is
+            // gone (a reader of a file replaced since, or one that left another way).
+            s.stores += 1
+            for (key, entry) in s.blocks where entry.unread && s.stores - entry.stored > held {
+                s.markRead(key)
+            }
             while s.bytes + Int64(data.count) > capacity,
                 let oldest = s.blocks.min(by: { a, b in
                     a.value.unread == b.value.unread ? a.value.tick < b.value.tick : !a.value.unread
@@ -172,9 +206,9 @@ final class MemoryBlockCache: BlockCache {
                 s.remove(oldest.key)
             }
             s.tick += 1
-            s.blocks[id] = Entry(data: data, tick: s.tick, unread: unread)
+            s.blocks[id] = Entry(data: data, tick: s.tick, unread: true, stored: s.stores)
             s.bytes += Int64(data.count)
-            if unread { s.unreadBytes += Int64(data.count) }
+            s.unreadBytes += Int64(data.count)
         }
     }
 
@@ -457,7 +491,7 @@ final class DiskBlockCache: BlockCache {
         return true
     }
 
-    func store(_ object: CachedObject, block: Int64, data: ArraySlice<UInt8>, unread: Bool) async {
+    func store(_ object: CachedObject, block: Int64, data: ArraySlice<UInt8>) async {
         guard data.count == length(of: block, in: object.size), let writer = await begin(object, block: block) else {
             return
         }

@@ -116,7 +116,9 @@ final class Prefetcher: Sendable {
     /// free, and a run of `maximumRunBlocks` in flight holds `memoryNeed` of it. Where blocks
     /// are kept in memory, what is fetched ahead stays there until it is read, so the window is
     /// also at most the room left for read-ahead in that cache: with more readers at once,
-    /// each window shrinks, and no block is dropped before its reader came.
+    /// each window shrinks, and no block is dropped before its reader came. (A window that
+    /// counted its own blocks as room would reach past what can be promised: the blocks it
+    /// skipped would each be a GET of their own.)
     var windowLimit: Int64 {
         let run = maximumRunBlocks * blockSize
         let runs = min(budget.limit, budget.available) / 2 / memoryNeed(ByteRange(offset: 0, length: run))
@@ -211,6 +213,7 @@ final class Prefetcher: Sendable {
             guard let pending else { continue }
             do {
                 if case .bytes(let bytes) = try await pending.value() {
+                    cache.noteRead(object, block: index)
                     let out = Self.slice(bytes, from: from, count: count)
                     missBytes.add(Int64(out.count), ordering: .relaxed)
                     return out
@@ -265,16 +268,17 @@ final class Prefetcher: Sendable {
                 let range = ByteRange(
                     offset: low * blockSize, length: min(version.size, (high + 1) * blockSize) - low * blockSize)
                 guard range.length > 0 else { return }
-                var promised: Int64 = 0
+                let promised: Int64
                 if case .ifFree = reservation {
                     guard budget.tryReserve(memoryNeed(range)) else { return }
-                    if let memory = cache as? MemoryBlockCache {
-                        guard memory.promise(range.length) else {
-                            budget.release(memoryNeed(range))
-                            return
-                        }
-                        promised = range.length
+                    let memory = cache as? MemoryBlockCache
+                    guard memory?.promise(range.length) ?? true else {
+                        budget.release(memoryNeed(range))
+                        return
                     }
+                    promised = memory == nil ? 0 : range.length
+                } else {
+                    promised = 0
                 }
                 s.serial += 1
                 let serial = s.serial
@@ -330,10 +334,9 @@ final class Prefetcher: Sendable {
             lengths: ids.map { cache.length(of: $0.index, in: version.size) },
             writer: { k in await cache.begin(object, block: ids[k].index) },
             completed: { k, delivery in
-                let waited = pendings[k].finish(.success(delivery))
-                if case .bytes(let bytes) = delivery {
-                    await cache.store(object, block: ids[k].index, data: bytes, unread: !waited)
-                }
+                // Kept before its waiters have it, so that what they read is known to the cache.
+                if case .bytes(let bytes) = delivery { await cache.store(object, block: ids[k].index, data: bytes) }
+                if pendings[k].finish(.success(delivery)) { cache.noteRead(object, block: ids[k].index) }
             })
         do {
             await sink.prepare()
@@ -381,8 +384,17 @@ final class Prefetcher: Sendable {
         }
     }
 
-    /// Cancels read-ahead runs over `blocks` that no read waits for.
+    /// A reader closed its file with `blocks` read ahead. On disk they go on into the cache
+    /// (a reopen finds them); in memory they would hold room that other readers need: their
+    /// runs are cancelled and what came gives its room back.
+    func leave(_ object: CachedObject, _ blocks: Range<Int64>) {
+        if cache is MemoryBlockCache { cancel(object, blocks) }
+    }
+
+    /// Cancels read-ahead runs over `blocks` that no read waits for (a jump); where blocks are
+    /// kept in memory, those fetched already give their room back.
     private func cancel(_ object: CachedObject, _ blocks: Range<Int64>) {
+        defer { (cache as? MemoryBlockCache)?.giveUp(object, blocks: blocks) }
         let tasks = state.withLock { s -> [Task<Void, Never>] in
             var tasks: [Task<Void, Never>] = []
             for index in blocks {

@@ -52,6 +52,9 @@ struct ReadWindow: Sendable {
     private var aheadUntil: Int64 = 0
     private var fillAsked = false
 
+    /// Blocks the run asked for ahead of the furthest one read (empty: none).
+    var ahead: Range<Int64> { (lastBlock + 1)..<max(lastBlock + 1, aheadUntil) }
+
     init(blockSize: Int64) {
         self.blockSize = blockSize
         self.slack = blockSize
