@@ -1277,11 +1277,11 @@ class SystemRun:
     def api(self):
         return self.env.api(self.backend, direct=True)
 
-    def step(self, sid, names, fn, timeout=None, needs=(), repeat=1):
+    def step(self, sid, names, fn, timeout=None, needs=(), repeated=False):
         """Runs fn(timeout) -> {figure: result}; on timeout/error marks names and recovers.
-        sid names the step in the JSON's per-step RSS (rss_by_step). With `repeat` > 1 (steps
+        sid names the step in the JSON's per-step RSS (rss_by_step). A `repeated` step (one
         whose runs are alike: the reads start from a cold remount, the write writes a new
-        file), fn runs `--repeat` times and each figure is the median run's (see `median_of`)."""
+        file) runs fn `--repeat` times and each figure is the median run's (see `median_of`)."""
         names = [names] if isinstance(names, str) else names
         if self.ctx.args.steps and sid not in self.ctx.args.steps:
             for n in names:
@@ -1296,7 +1296,7 @@ class SystemRun:
         timeout = timeout or self.s.step_timeout
         t0 = time.monotonic()
         self.rss.begin(sid)
-        runs = max(1, self.ctx.args.repeat if repeat > 1 else 1)
+        runs = max(1, self.ctx.args.repeat) if repeated else 1
         try:
             self._step(names, fn if runs == 1 else lambda t: median_of([fn(t) for _ in range(runs)]), timeout, t0)
         finally:
@@ -1633,8 +1633,8 @@ class SystemRun:
         try:
             os.makedirs(self.w, exist_ok=True)
             self.step("write", ["write_close_mbps", "write_stored_mbps"], self.s_write,
-                      timeout=max(self.s.step_timeout, self.s.big_mib / 8), repeat=3)
-            self.step("read", ["read_cold_mbps", "read_warm_mbps"], self.s_reads, repeat=3)
+                      timeout=max(self.s.step_timeout, self.s.big_mib / 8), repeated=True)
+            self.step("read", ["read_cold_mbps", "read_warm_mbps"], self.s_reads, repeated=True)
             self.step("random", ["rand_iops", "rand_p50_ms", "rand_p99_ms", "rand_server_mib"], self.s_random)
             self.step("random2", ["rand2_iops", "rand2_p50_ms", "rand2_p99_ms", "rand2_server_mib"], self.s_random2,
                       needs=("rand_iops",))
@@ -1642,8 +1642,8 @@ class SystemRun:
             self.step("parallel", ["par_mbps", "par_rss_mib", "par_hwm_mib"], self.s_parallel)
             self.step("cp", "cp_s", self.s_cp)
             self.step("mv", "mv_s", self.s_mv, needs=("cp_s",))
-            self.step("ls", ["ls_cold_s", "ls_warm_s", "ls_warm5_s"], lambda t: self.s_list(t, "ls"), repeat=3)
-            self.step("find", ["find_cold_s", "find_warm_s"], lambda t: self.s_list(t, "find"), repeat=3)
+            self.step("ls", ["ls_cold_s", "ls_warm_s", "ls_warm5_s"], lambda t: self.s_list(t, "ls"), repeated=True)
+            self.step("find", ["find_cold_s", "find_warm_s"], lambda t: self.s_list(t, "find"), repeated=True)
             self.step("rsync1", "rsync1_s", self.s_rsync1)
             self.step("rsync2", ["rsync2_s", "rsync2_resent"], self.s_rsync2, needs=("rsync1_s",))
             self.step("tar", "tar_s", self.s_tar)
